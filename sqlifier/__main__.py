@@ -1,0 +1,8 @@
+"""`python -m sqlifier` is the `sqlifier` command."""
+
+from __future__ import annotations
+
+from sqlifier.cli.main import main
+
+if __name__ == "__main__":
+    main()

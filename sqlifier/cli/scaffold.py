@@ -1,0 +1,83 @@
+"""The files `sqlifier init` writes: a stack with one service and the seed's two rules."""
+
+from __future__ import annotations
+
+__all__ = ["files"]
+
+_STACK = """\
+# The stack file: docs/stack-file.md describes every key.
+[stack]
+name = "{name}"
+rules = ["rules/*.sql"]
+
+[environments.production]
+approval = "required"   # deploys to production need --approve from an approver
+approvers = []
+
+[services.web]
+source = "services/web"
+run = "python3 app.py"  # gets PORT, SERVICE, INSTANCE, RELEASE and ENV
+instances = 1
+routes = ["/"]
+
+[services.web.probes]
+readiness = {{ http = "/health/ready", period = "2s" }}
+liveness = {{ http = "/health/live", period = "5s" }}
+"""
+
+_SCALE = """\
+-- If CPU usage on the service is over 80% for 3 minutes,
+-- add two more instances, but never exceed 20 total.
+ON high_cpu(>80%) FOR 3m
+IF service.name = 'web'
+DO SCALE service.name TO instances + 2
+LIMIT 20;
+"""
+
+_ROLLBACK = """\
+-- More than 10 critical errors in 1 minute: revert to the last stable version.
+ON log_error(level='critical', service='web') > 10 FOR 1m
+DO ROLLBACK service 'web' TO previous_stable;
+"""
+
+_APP = '''\
+"""A tiny HTTP service: answers on $PORT, with health endpoints for the probes."""
+
+import json
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path in ("/health/ready", "/health/live"):
+            body = b"ok\\n"
+            content_type = "text/plain"
+        else:
+            instance = os.environ.get("INSTANCE", "web")
+            body = json.dumps({"hello": "world", "instance": instance}).encode() + b"\\n"
+            content_type = "application/json"
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        print("INFO", format % args, flush=True)
+
+
+if __name__ == "__main__":
+    port = int(os.environ.get("PORT", "8000"))
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+'''
+
+
+def files(name: str) -> dict[str, str]:
+    """Relative path -> content of every file of a new stack called `name`."""
+    return {
+        "sqlifier.toml": _STACK.format(name=name),
+        "rules/scale.sql": _SCALE,
+        "rules/rollback.sql": _ROLLBACK,
+        "services/web/app.py": _APP,
+    }

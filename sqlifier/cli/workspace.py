@@ -1,0 +1,70 @@
+"""Which stack file and which rule files a command works on."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlifier.errors import DiagnosticsError, UserError
+from sqlifier.lang.errors import Diagnostic, Severity
+from sqlifier.spec import STACK_FILE, Stack, find_stack, load_stack
+
+__all__ = ["Workspace", "display_path", "resolve"]
+
+
+@dataclass
+class Workspace:
+    stack: Stack | None
+    stack_display: str | None
+    rule_paths: list[tuple[Path, str]]
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def display_path(path: Path) -> str:
+    """A path as the user would type it: relative to the current directory when inside it."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def resolve(files: tuple[str, ...], stack_file: str | None) -> Workspace:
+    """The stack (given, named among `files`, or found from here up) and the rule files.
+
+    Rule files are `files` when given, else those the stack's `rules` patterns match.
+    """
+    named_stacks = [f for f in files if f.endswith(".toml")]
+    rule_args = [f for f in files if not f.endswith(".toml")]
+    if stack_file is None and named_stacks:
+        stack_file = named_stacks[0]
+    path = Path(stack_file) if stack_file else find_stack(Path.cwd())
+    workspace = Workspace(None, None, [])
+    if path is not None:
+        workspace.stack_display = display_path(path) if not stack_file else stack_file
+        try:
+            workspace.stack = load_stack(path, workspace.stack_display)
+        except DiagnosticsError as exc:
+            workspace.diagnostics.extend(exc.diagnostics)
+    if rule_args:
+        workspace.rule_paths = [(Path(f), f) for f in rule_args]
+    elif workspace.stack is not None:
+        stack = workspace.stack
+        workspace.rule_paths = [(p, display_path(p)) for p in stack.rule_files()]
+        if not workspace.rule_paths:
+            workspace.diagnostics.append(
+                Diagnostic(
+                    workspace.stack_display or STACK_FILE,
+                    1,
+                    1,
+                    Severity.WARNING,
+                    f"the rule patterns {', '.join(stack.rules)} match no file",
+                )
+            )
+    elif path is None and not named_stacks:
+        raise UserError(
+            f"no {STACK_FILE} in {Path.cwd()} or its parents, and no files given; "
+            "name rule files (sqlifier check rules/*.sql) or create a stack with sqlifier init"
+        )
+    return workspace

@@ -1,0 +1,4 @@
+"""The rule engine: one pure state machine per rule and service, driven by a clock.
+
+Planned (see docs/architecture.md).
+"""

@@ -1,0 +1,82 @@
+"""Cron expressions for `schedule('...')`: five fields, parsed into sets of matching values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CronError", "CronSchedule", "parse_cron"]
+
+_FIELDS = (
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    (
+        "month",
+        1,
+        12,
+        {m: i for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)},
+    ),
+    ("day of week", 0, 7, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}),
+)
+
+
+class CronError(ValueError):
+    """A cron expression that cannot be read; the message says which field and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class CronSchedule:
+    """The matching minutes, hours, days, months and weekdays (0 = Sunday)."""
+
+    minutes: frozenset[int]
+    hours: frozenset[int]
+    days: frozenset[int]
+    months: frozenset[int]
+    weekdays: frozenset[int]
+
+
+def parse_cron(text: str) -> CronSchedule:
+    """Parse `*/5 9-17 * * mon-fri`; raise CronError saying what is wrong."""
+    parts = text.split()
+    if len(parts) != 5:
+        raise CronError(
+            f"a cron expression has 5 fields (minute hour day month weekday), found {len(parts)}"
+        )
+    sets = [_field(part, *spec) for part, spec in zip(parts, _FIELDS, strict=True)]
+    weekdays = frozenset(d % 7 for d in sets[4])
+    return CronSchedule(sets[0], sets[1], sets[2], sets[3], weekdays)
+
+
+def _field(text: str, name: str, low: int, high: int, names: dict[str, int]) -> frozenset[int]:
+    values: set[int] = set()
+    for item in text.split(","):
+        base, _, step_text = item.partition("/")
+        step = 1
+        if step_text:
+            if not step_text.isdigit() or int(step_text) == 0:
+                raise CronError(f"the step in {name} field '{item}' must be a positive number")
+            step = int(step_text)
+        if base == "*":
+            start, end = low, high
+        elif "-" in base:
+            first, _, last = base.partition("-")
+            start, end = _value(first, name, low, high, names), _value(last, name, low, high, names)
+            if start > end:
+                raise CronError(f"the range '{base}' in the {name} field runs backwards")
+        else:
+            start = _value(base, name, low, high, names)
+            end = high if step_text else start
+        values.update(range(start, end + 1, step))
+    return frozenset(values)
+
+
+def _value(text: str, name: str, low: int, high: int, names: dict[str, int]) -> int:
+    lowered = text.lower()
+    if lowered in names:
+        return names[lowered]
+    if not text.isdigit():
+        raise CronError(f"'{text}' is not a valid {name} (expected {low}-{high})")
+    value = int(text)
+    if not low <= value <= high:
+        raise CronError(f"{value} is out of range for the {name} field (expected {low}-{high})")
+    return value

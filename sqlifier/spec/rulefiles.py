@@ -1,0 +1,89 @@
+"""Reading rule files from disk into parsed, checked rules."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlifier.lang import ast
+from sqlifier.lang.checker import check
+from sqlifier.lang.errors import Diagnostic, Severity
+from sqlifier.lang.parser import parse
+from sqlifier.lang.source import Source, UndecodableError, decode
+
+__all__ = ["LoadedFile", "RuleSet", "load_rule_file", "load_rules"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedFile:
+    """One rule file: its source and rules when it could be read, and what was wrong."""
+
+    display: str
+    source: Source | None
+    rules: ast.RuleFile | None
+    diagnostics: tuple[Diagnostic, ...]
+
+
+@dataclass(slots=True)
+class RuleSet:
+    files: list[LoadedFile]
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def errors(self) -> int:
+        return sum(d.is_error for d in self.diagnostics)
+
+    @property
+    def warnings(self) -> int:
+        return sum(not d.is_error for d in self.diagnostics)
+
+    @property
+    def rule_count(self) -> int:
+        return sum(len(f.rules.rules) for f in self.files if f.rules is not None)
+
+
+def read_source(path: Path, display: str) -> Source | Diagnostic:
+    """The decoded text of a file, or a diagnostic saying why it cannot be read."""
+    try:
+        data = path.read_bytes() if display != "-" else _stdin()
+    except IsADirectoryError:
+        return Diagnostic(display, 1, 1, Severity.ERROR, "is a directory, not a rule file")
+    except OSError as exc:
+        return Diagnostic(display, 1, 1, Severity.ERROR, f"cannot read the file: {exc.strerror}")
+    try:
+        return decode(data, display)
+    except UndecodableError as exc:
+        return Diagnostic(display, exc.line, exc.col, Severity.ERROR, exc.message)
+
+
+def _stdin() -> bytes:
+    import sys
+
+    return sys.stdin.buffer.read()
+
+
+def load_rule_file(path: Path, display: str) -> LoadedFile:
+    """Read and parse one rule file (no meaning checks)."""
+    source = read_source(path, display)
+    if isinstance(source, Diagnostic):
+        return LoadedFile(display, None, None, (source,))
+    rules, diagnostics = parse(source)
+    return LoadedFile(display, source, rules, tuple(diagnostics))
+
+
+def load_rules(
+    paths: Sequence[tuple[Path, str]], services: Collection[str] | None = None
+) -> RuleSet:
+    """Read, parse and check rule files together; diagnostics in file order."""
+    files = [load_rule_file(path, display) for path, display in paths]
+    parsed = [(f.source, f.rules) for f in files if f.source is not None and f.rules is not None]
+    meaning = check(parsed, services)
+    by_path: dict[str, list[Diagnostic]] = {}
+    for diagnostic in meaning:
+        by_path.setdefault(diagnostic.path, []).append(diagnostic)
+    result = RuleSet(files)
+    for loaded in files:
+        merged = [*loaded.diagnostics, *by_path.get(loaded.display, [])]
+        result.diagnostics.extend(sorted(merged, key=lambda d: (d.line, d.col)))
+    return result

@@ -1,0 +1,4 @@
+"""The store: state and the audit log (SQLite by default).
+
+Planned (see docs/architecture.md).
+"""
