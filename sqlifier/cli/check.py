@@ -13,7 +13,9 @@ __all__ = ["command"]
 
 @click.command("check")
 @click.argument("files", nargs=-1)
-@click.option("-f", "--file", "stack_file", help="The stack file (default: sqlifier.toml here or above).")
+@click.option(
+    "-f", "--file", "stack_file", help="The stack file (default: sqlifier.toml here or above)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnostics as JSON on stdout.")
 def command(files: tuple[str, ...], stack_file: str | None, as_json: bool) -> int:
     """Check the stack file and rule files; exit 1 on any error.

@@ -16,7 +16,9 @@ __all__ = ["command"]
 @click.command("deploy")
 @click.option("--service", "-s", required=True, help="The service to deploy.")
 @click.option("--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev).")
-@click.option("--version", "version", help="The version to deploy (default: the source's current one).")
+@click.option(
+    "--version", "version", help="The version to deploy (default: the source's current one)."
+)
 @click.option("--approve", is_flag=True, help="Approve the deploy (for environments that need it).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--reason", help="Why: recorded in the audit log.")

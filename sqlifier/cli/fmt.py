@@ -18,8 +18,12 @@ __all__ = ["command"]
 
 @click.command("fmt")
 @click.argument("files", nargs=-1)
-@click.option("--check", "check_only", is_flag=True, help="Change nothing; exit 1 if a file would change.")
-@click.option("-f", "--file", "stack_file", help="The stack file (default: sqlifier.toml here or above).")
+@click.option(
+    "--check", "check_only", is_flag=True, help="Change nothing; exit 1 if a file would change."
+)
+@click.option(
+    "-f", "--file", "stack_file", help="The stack file (default: sqlifier.toml here or above)."
+)
 def command(files: tuple[str, ...], check_only: bool, stack_file: str | None) -> int:
     """Format rule files: upper-case keywords, one clause per line, comments kept.
 
@@ -40,7 +44,7 @@ def command(files: tuple[str, ...], check_only: bool, stack_file: str | None) ->
             failed += 1
             continue
         text = format_file(loaded.rules)
-        if text == loaded.source.text:
+        if text.encode("utf-8") == path.read_bytes():
             continue
         changed += 1
         if check_only:
@@ -50,7 +54,10 @@ def command(files: tuple[str, ...], check_only: bool, stack_file: str | None) ->
             click.echo(f"reformatted {display}")
     total = len(workspace.rule_paths)
     verb = "would be reformatted" if check_only else "reformatted"
-    parts = [f"{changed} file{'s' * (changed != 1)} {verb}", f"{total - changed - failed} unchanged"]
+    parts = [
+        f"{changed} file{'s' * (changed != 1)} {verb}",
+        f"{total - changed - failed} unchanged",
+    ]
     if failed:
         parts.append(f"{failed} with errors (left unchanged)")
     click.echo(", ".join(parts), err=True)

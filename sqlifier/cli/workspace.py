@@ -42,7 +42,7 @@ def resolve(files: tuple[str, ...], stack_file: str | None) -> Workspace:
     path = Path(stack_file) if stack_file else find_stack(Path.cwd())
     workspace = Workspace(None, None, [])
     if path is not None:
-        workspace.stack_display = display_path(path) if not stack_file else stack_file
+        workspace.stack_display = stack_file if stack_file else display_path(path)
         try:
             workspace.stack = load_stack(path, workspace.stack_display)
         except DiagnosticsError as exc:

@@ -1,6 +1,6 @@
 """The rule language: tokens -> parser -> ast -> checker / printer.
 
-    from sqlifier.lang import parse_source, check, format_file
+from sqlifier.lang import parse_source, check, format_file
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ _NOWHERE = Span(0, 0, 0, 0)
 
 
 def _span() -> Span:
-    return field(default=_NOWHERE, compare=False, repr=False)  # type: ignore[no-any-return]
+    return field(default=_NOWHERE, compare=False, repr=False)
 
 
 # --- values and arithmetic -------------------------------------------------------------

@@ -20,6 +20,7 @@ from sqlifier.lang.errors import Diagnostic, Severity, did_you_mean, quote
 from sqlifier.lang.fields import (
     EXPRESSION_NAMES,
     FIELD_RANGES,
+    FIELDS,
     FUNCTIONS,
     PLACEHOLDERS,
     WEEKDAYS,
@@ -185,8 +186,7 @@ class _RuleChecker:
             other = "low_cpu(<20%)" if test.signal == "high_cpu" else "high_cpu(>80%)"
             self.error(
                 test.inner.span,
-                f"{test.signal} compares with {' or '.join(spec.direction)}, "
-                f"not {test.inner.op}",
+                f"{test.signal} compares with {' or '.join(spec.direction)}, not {test.inner.op}",
                 f"for the other direction use {other}",
             )
 
@@ -352,8 +352,7 @@ class _RuleChecker:
         if node.op in ("<", "<=", ">", ">=") and kind not in (*_ORDERED, Type.ANY):
             self.error(
                 node.span,
-                f"{node.op} compares numbers, percentages, durations or sizes, "
-                f"not {kind.value}",
+                f"{node.op} compares numbers, percentages, durations or sizes, not {kind.value}",
                 "use =, !=, IN or LIKE for text",
             )
             return
@@ -396,8 +395,7 @@ class _RuleChecker:
         if value_kind is not kind:
             self.error(
                 value.span,
-                f"{name} is {kind.value}; compare it with {describe(kind)}, "
-                f"not {_shown(value)}",
+                f"{name} is {kind.value}; compare it with {describe(kind)}, not {_shown(value)}",
             )
             return
         if not isinstance(field_node, ast.Name) or not isinstance(value, ast.String):
@@ -498,8 +496,9 @@ class _RuleChecker:
     def call(self, node: ast.Call) -> Type:
         arity = FUNCTIONS.get(node.name)
         if arity is None:
-            name_span = Span(node.span.line, node.span.col, node.span.line,
-                             node.span.col + len(node.name))
+            name_span = Span(
+                node.span.line, node.span.col, node.span.line, node.span.col + len(node.name)
+            )
             spec = self.signal(node.name, node.args, name_span, in_trigger=False)
             if spec is None:
                 return Type.ANY
@@ -510,8 +509,11 @@ class _RuleChecker:
         least, most = arity
         if not least <= len(node.args) <= most:
             count = str(least) if least == most else f"{least} or more"
-            self.error(node.span, f"{node.name}() takes {count} argument{'s' * (count != '1')}, "
-                       f"found {len(node.args)}")
+            self.error(
+                node.span,
+                f"{node.name}() takes {count} argument{'s' * (count != '1')}, "
+                f"found {len(node.args)}",
+            )
             return Type.ANY
         kinds = []
         for arg in node.args:
@@ -541,8 +543,11 @@ class _RuleChecker:
             return Type.ANY
         if node.op in ("+", "-"):
             if left is not right:
-                self.error(node.span, f"cannot {'add' if node.op == '+' else 'subtract'} "
-                           f"{right.value} {'to' if node.op == '+' else 'from'} {left.value}")
+                self.error(
+                    node.span,
+                    f"cannot {'add' if node.op == '+' else 'subtract'} "
+                    f"{right.value} {'to' if node.op == '+' else 'from'} {left.value}",
+                )
                 return Type.ANY
             return left
         if node.op == "*":
@@ -568,8 +573,11 @@ class _RuleChecker:
             span = _inner_span(message, match.start(), match.end())
             name = match.group(1)
             if name is None:
-                self.error(span, f"unmatched {quote(text)} in the NOTIFY message",
-                           "write {{ or }} for a literal brace")
+                self.error(
+                    span,
+                    f"unmatched {quote(text)} in the NOTIFY message",
+                    "write {{ or }} for a literal brace",
+                )
             elif name.strip() not in PLACEHOLDERS and not name.strip().startswith(
                 "service.labels."
             ):
@@ -641,7 +649,12 @@ def _constant(node: ast.Expr) -> float | None:
 
 
 def _is_relative(node: ast.Expr) -> bool:
-    """Does the expression depend on the current state (instances, a signal)?"""
+    """Can the expression grow with the current state (instances, a signal)?
+
+    min(...) with a constant argument is bounded by it, so it is not open-ended.
+    """
+    if isinstance(node, ast.Call) and node.name == "min":
+        return all(_is_relative(arg.value) for arg in node.args)
     if isinstance(node, ast.Name | ast.Call):
         return True
     if isinstance(node, ast.Unary):
@@ -674,14 +687,10 @@ def _shown(node: ast.Expr) -> str:
 
 
 def _field_hint(dotted: str) -> str:
-    from sqlifier.lang.fields import FIELDS
-
     suffix = [f for f in FIELDS if f.endswith("." + dotted)]
     if suffix:
         return f"did you mean {quote(suffix[0])}?"
-    return did_you_mean(dotted, FIELDS) or "fields: " + ", ".join(
-        [*FIELDS, "service.labels.<key>"]
-    )
+    return did_you_mean(dotted, FIELDS) or "fields: " + ", ".join([*FIELDS, "service.labels.<key>"])
 
 
 def _inner_span(string: ast.String, start: int, end: int) -> Span:

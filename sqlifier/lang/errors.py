@@ -1,9 +1,9 @@
 """Diagnostics: positioned errors and warnings, printed like a compiler's.
 
-    rules/scale.sql:1:23: error: expected a duration after FOR (like 3m or 30s), found '3 minutes'
-      ON high_cpu(>80%) FOR 3 minutes
-                            ^~~~~~~~~
-    hint: write the number and the unit together: 3m
+rules/scale.sql:1:23: error: expected a duration after FOR (like 3m or 30s), found '3 minutes'
+  ON high_cpu(>80%) FOR 3 minutes
+                        ^~~~~~~~~
+hint: write the number and the unit together: 3m
 """
 
 from __future__ import annotations

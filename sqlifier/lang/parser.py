@@ -21,7 +21,7 @@ the errors of every statement.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from sqlifier.lang import ast
 from sqlifier.lang.errors import Diagnostic, ParseError, did_you_mean, quote
@@ -89,11 +89,13 @@ class _Parser:
             return self.advance()
         raise self.error(expected, choices=(word,))
 
-    def error(self, expected: str, hint: str | None = None, choices: tuple[str, ...] = ()) -> ParseError:
+    def error(
+        self, expected: str, hint: str | None = None, choices: tuple[str, ...] = ()
+    ) -> ParseError:
         """A 'expected X, found Y' error at the current token (or its own error)."""
         tok = self.tok
         if tok.kind is Kind.ERROR:
-            message, own_hint = tok.value  # type: ignore[misc]
+            message, own_hint = cast("tuple[str, str | None]", tok.value)
             return ParseError(tok.span, message, own_hint)
         span = tok.span
         found = _describe(tok)
@@ -554,7 +556,8 @@ class _Parser:
             if self.peek().text == "(" and self.peek().kind is Kind.OP:
                 raise ParseError(
                     tok.span,
-                    f"signals are tested in ON, not in IF: move {tok.text.lower()}() to the trigger",
+                    f"signals are tested in ON, not in IF: "
+                    f"move {tok.text.lower()}() to the trigger",
                     "IF tests fields such as service.name or time.hour",
                 )
             return self.name()

@@ -125,10 +125,8 @@ def format_action(action: ast.Action) -> str:
     if isinstance(action, ast.Scale):
         return f"SCALE {_format_target(action.target)} TO {format_expr(action.to)}"
     if isinstance(action, ast.Rollback):
-        if action.version is not None:
-            to = format_string(action.version.value)
-        else:
-            to = action.to.value
+        version = action.version
+        to = format_string(version.value) if version is not None else action.to.value
         return f"ROLLBACK {_format_target(action.target)} TO {to}"
     if isinstance(action, ast.Restart):
         return f"RESTART {_format_target(action.target)}"
@@ -198,6 +196,8 @@ def format_file(file: ast.RuleFile) -> str:
             if i == last:
                 text += ";"
             ends = where.after.get(key, []) + (where.after.get("end", []) if i == last else [])
+            # A `--` comment runs to the end of the line, so it goes after any /* */ ones.
+            ends.sort(key=lambda c: c.text.startswith("--"))
             if ends:
                 text += " " + " ".join(c.text for c in ends)
             out.append(text)

@@ -110,7 +110,9 @@ SIGNALS: dict[str, SignalSpec] = _signals(
         _SERVICE,
         low=0,
     ),
-    SignalSpec("rps", SignalKind.LEVEL, "requests per second through the router", named=_ROUTED, low=0),
+    SignalSpec(
+        "rps", SignalKind.LEVEL, "requests per second through the router", named=_ROUTED, low=0
+    ),
     SignalSpec(
         "error_rate",
         SignalKind.LEVEL,

@@ -94,7 +94,7 @@ _TOKEN = re.compile(
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
-def tokenize(text: str) -> tuple[list[Token], list[Comment]]:
+def tokenize(text: str) -> tuple[list[Token], list[Comment]]:  # noqa: PLR0915 (one hot loop)
     """Split `text` into tokens (ending with EOF) and comments."""
     tokens: list[Token] = []
     comments: list[Comment] = []
@@ -104,6 +104,7 @@ def tokenize(text: str) -> tuple[list[Token], list[Comment]]:
     # The line of the last token or comment, for "own line" and "blank before".
     last_line = 0
     token_line = 0
+    tokens_since = False
     for m in _TOKEN.finditer(text):
         group = m.lastgroup
         if group == "ws":
@@ -117,26 +118,39 @@ def tokenize(text: str) -> tuple[list[Token], list[Comment]]:
         col = start - line_start + 1
         if group in ("ident", "op"):
             kind = Kind.IDENT if group == "ident" else Kind.OP
-            value = part.upper() if group == "ident" else None
-            append(Token(kind, part, value, start, line, col, line, col + len(part)))
-        elif group == "number" or group == "unit":
+            word = part.upper() if group == "ident" else None
+            append(Token(kind, part, word, start, line, col, line, col + len(part)))
+        elif group in {"number", "unit"}:
             number = m.group("number")
-            value: object = float(number) if "." in number else int(number)
+            amount = float(number) if "." in number else int(number)
             kind = Kind.QUANTITY if m.group("unit") else Kind.NUMBER
-            append(Token(kind, part, value, start, line, col, line, col + len(part)))
+            append(Token(kind, part, amount, start, line, col, line, col + len(part)))
         elif group == "string":
             append(_string(part, start, line, col))
         elif group in ("lcomment", "bcomment"):
             end_line = line + part.count("\n")
             end_col = col + len(part) if end_line == line else len(part) - part.rfind("\n")
-            comments.append(
-                Comment(
-                    part.rstrip() if group == "lcomment" else part,
-                    Span(line, col, end_line, end_col),
-                    own_line=token_line != line,
-                    blank_before=last_line != 0 and line - last_line > 1,
+            text_ = part.rstrip() if group == "lcomment" else part
+            span = Span(line, col, end_line, end_col)
+            previous = comments[-1] if comments else None
+            if previous is not None and previous.span.end_line == line and not tokens_since:
+                # Comments side by side on one line are one comment for the printer.
+                comments[-1] = Comment(
+                    previous.text + " " + text_,
+                    previous.span.to(span),
+                    previous.own_line,
+                    previous.blank_before,
                 )
-            )
+            else:
+                comments.append(
+                    Comment(
+                        text_,
+                        span,
+                        own_line=token_line != line,
+                        blank_before=last_line != 0 and line - last_line > 1,
+                    )
+                )
+            tokens_since = False
             if end_line != line:
                 line = end_line
                 line_start = start + part.rfind("\n") + 1
@@ -145,6 +159,7 @@ def tokenize(text: str) -> tuple[list[Token], list[Comment]]:
         else:
             append(_error(group or "bad", part, start, line, col))
         token_line = last_line = line
+        tokens_since = True
     eof_col = len(text) - line_start + 1
     tokens.append(Token(Kind.EOF, "", None, len(text), line, eof_col, line, eof_col))
     return tokens, comments
@@ -168,7 +183,7 @@ def _string(part: str, start: int, line: int, col: int) -> Token:
     return Token(Kind.STRING, part, value, start, line, col, line, col + len(part))
 
 
-_ERRORS = {
+_ERRORS: dict[str, tuple[str, str | None]] = {
     "bopen": ("unterminated comment: '/*' is never closed by '*/'", None),
     "badstring": (
         "unterminated string: a string must close with ' on the same line",
@@ -179,6 +194,7 @@ _ERRORS = {
 
 
 def _error(group: str, part: str, start: int, line: int, col: int) -> Token:
+    message: tuple[str, str | None]
     if group == "dstring":
         inner = part[1:-1] if len(part) > 1 and part.endswith('"') else part[1:]
         message = ("strings use single quotes, not double quotes", f"write '{inner}'")
@@ -192,7 +208,7 @@ def _error(group: str, part: str, start: int, line: int, col: int) -> Token:
         hint = None
         if char in "!":
             hint = "use != for 'not equal', or NOT"
-        elif char == "{" or char == "}":
+        elif char in {"{", "}"}:
             hint = "braces belong inside NOTIFY messages, like 'scaled {service.name}'"
         elif char == '"':
             hint = "strings use single quotes"

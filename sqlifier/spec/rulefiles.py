@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +59,6 @@ def read_source(path: Path, display: str) -> Source | Diagnostic:
 
 
 def _stdin() -> bytes:
-    import sys
-
     return sys.stdin.buffer.read()
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlifier.errors import DiagnosticsError
-from sqlifier.lang.errors import Diagnostic, did_you_mean, quote
+from sqlifier.lang.errors import Diagnostic, Severity, did_you_mean, quote
 from sqlifier.lang.source import Source, Span, UndecodableError, decode
 
 __all__ = ["STACK_FILE", "TOP_LEVEL", "Stack", "find_stack", "load_stack"]
@@ -22,7 +22,7 @@ STACK_FILE = "sqlifier.toml"
 TOP_LEVEL = ("stack", "environments", "services", "router", "engine", "notify", "prometheus")
 DEFAULT_RULES = ("rules/*.sql",)
 _SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)|\(at end of document\)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,9 @@ def load_stack(path: Path, display: str | None = None) -> Stack:
     try:
         source = decode(path.read_bytes(), shown)
     except OSError as exc:
-        raise DiagnosticsError([_plain(shown, f"cannot read the stack file: {exc.strerror}")]) from None
+        raise DiagnosticsError(
+            [_plain(shown, f"cannot read the stack file: {exc.strerror}")]
+        ) from None
     except UndecodableError as exc:
         raise DiagnosticsError([_plain(shown, exc.message, exc.line, exc.col)]) from None
     try:
@@ -99,17 +101,22 @@ class _Checker:
         tables = {key: self.table(key) for key in TOP_LEVEL}
         stack = tables["stack"]
         if "stack" not in self.data:
-            self.error(Span(1, 1, 1, 2), "the stack file needs a [stack] table with a name",
-                       "add:  [stack]  name = \"shop\"")
+            self.error(
+                Span(1, 1, 1, 2),
+                "the stack file needs a [stack] table with a name",
+                'add:  [stack]  name = "shop"',
+            )
         name = stack.get("name", path.parent.name)
         if not isinstance(name, str) or not name:
-            self.error(_locate(self.source, "stack", "name"), "stack.name must be text, like \"shop\"")
+            self.error(
+                _locate(self.source, "stack", "name"), 'stack.name must be text, like "shop"'
+            )
             name = path.parent.name
         rules = stack.get("rules", list(DEFAULT_RULES))
         if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
             self.error(
                 _locate(self.source, "stack", "rules"),
-                "stack.rules must be a list of file patterns, like [\"rules/*.sql\"]",
+                'stack.rules must be a list of file patterns, like ["rules/*.sql"]',
             )
             rules = list(DEFAULT_RULES)
         services = self.names("services", tables["services"])
@@ -142,8 +149,6 @@ class _Checker:
 
 
 def _plain(path: str, message: str, line: int = 1, col: int = 1) -> Diagnostic:
-    from sqlifier.lang.errors import Severity
-
     return Diagnostic(path, line, col, Severity.ERROR, message)
 
 
@@ -151,7 +156,7 @@ def _toml_error(source: Source, exc: tomllib.TOMLDecodeError) -> Diagnostic:
     text = str(exc)
     match = _TOML_POSITION.search(text)
     message = _TOML_POSITION.sub("", text).strip()
-    if match:
+    if match and match.group(1):
         line, col = int(match.group(1)), int(match.group(2))
     else:
         line = source.text.count("\n") + 1
@@ -161,18 +166,52 @@ def _toml_error(source: Source, exc: tomllib.TOMLDecodeError) -> Diagnostic:
 
 
 def _locate(source: Source, *keys: str) -> Span:
-    """Where a key is written: `[a.b]`, `[a]` + `b = ...`, or `a.b = ...`; else line 1."""
-    dotted = r"\s*\.\s*".join(re.escape(k) for k in keys)
-    patterns = [rf"^\s*\[{{1,2}}\s*{dotted}\s*[\].]", rf"^\s*{dotted}\s*="]
-    if len(keys) > 1:
-        parent = r"\s*\.\s*".join(re.escape(k) for k in keys[:-1])
-        patterns.append(rf"^\s*\[\s*{parent}\s*\][^\[]*?^\s*({re.escape(keys[-1])})\s*=")
-    for pattern in patterns:
-        match = re.search(pattern, source.text, re.MULTILINE | re.DOTALL)
-        if match:
-            offset = match.start(1) if match.lastindex else match.start() + (
-                len(match.group()) - len(match.group().lstrip())
+    """Where a key is written, as `[a.b]`, `b = ...` under `[a]`, or `a.b = ...`; else 1:1.
+
+    Exact matches win over tables that only start with the keys.
+    """
+    wanted = list(keys)
+    prefix_match: Span | None = None
+    table: list[str] = []
+    for number, line in enumerate(source.text.split("\n"), 1):
+        header = _HEADER.match(line)
+        if header:
+            table = _split_keys(header.group(2))
+            path, inner_start = table, header.start(2)
+            text = header.group(2)
+        else:
+            pair = _PAIR.match(line)
+            if not pair:
+                continue
+            path, inner_start, text = (
+                table + _split_keys(pair.group(1)),
+                pair.start(1),
+                pair.group(1),
             )
-            line, col = source.position(offset)
-            return Span(line, col, line, col + len(keys[-1]))
-    return Span(1, 1, 1, 2)
+        if path[: len(wanted)] != wanted:
+            continue
+        local = len(wanted) - (len(path) - len(_split_keys(text)))
+        col = inner_start + _key_offset(text, max(local - 1, 0)) + 1
+        span = Span(number, col, number, col + len(wanted[-1]))
+        if len(path) == len(wanted) or (not header and local >= 1):
+            return span
+        prefix_match = prefix_match or span
+    return prefix_match or Span(1, 1, 1, 2)
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\- \t]+?)\s*\]")
+_PAIR = re.compile(r"^\s*([A-Za-z0-9_.\-]+(?:\s*\.\s*[A-Za-z0-9_\-]+)*)\s*=")
+
+
+def _split_keys(text: str) -> list[str]:
+    return [part.strip() for part in text.split(".")]
+
+
+def _key_offset(text: str, index: int) -> int:
+    """The offset of the index-th dotted part of `text`."""
+    offset = 0
+    for _ in range(index):
+        offset = text.index(".", offset) + 1
+    while offset < len(text) and text[offset] in " \t":
+        offset += 1
+    return offset

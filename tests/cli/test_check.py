@@ -1,0 +1,98 @@
+"""`sqlifier check` as a user runs it: exit codes, compiler-style output, JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import ROOT, run_sqlifier
+
+SEED = ROOT / "examples" / "shop"
+
+
+def test_the_seed_rules_check_clean_in_the_example_shop() -> None:
+    result = run_sqlifier("check", cwd=SEED)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("no problems in 2 rule files, 6 rules, stack 'shop'")
+
+
+def test_error_is_one_compiler_line_then_the_source_and_a_caret(stack_dir: Path) -> None:
+    (stack_dir / "rules" / "scale.sql").write_text(
+        "-- scale up\nON high_cpu(>80%) FOR 3 minutes\nDO SCALE 'web' TO 4;\n"
+    )
+    result = run_sqlifier("check", cwd=stack_dir)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[:4] == [
+        "rules/scale.sql:2:23: error: expected a duration after FOR (like 3m or 30s), "
+        "found '3 minutes'",
+        "  ON high_cpu(>80%) FOR 3 minutes",
+        "                        ^~~~~~~~~",
+        "hint: write the number and the unit together: 3m",
+    ]
+    assert (
+        result.stderr.splitlines()[-1]
+        == "1 error in 1 rule file, 0 rules, stack 'test' (4 services)"
+    )
+
+
+def test_all_errors_of_all_files_are_reported_in_one_run(stack_dir: Path) -> None:
+    (stack_dir / "rules" / "a.sql").write_text(
+        "ON cpu() > 80% FOR 3 minutes DO RESTART 'web';\nON hig_cpu(>1%) DO RESTART 'web';\n"
+    )
+    (stack_dir / "rules" / "b.sql").write_text("ON cpu() > 80% DO RESTART 'wbe';\n")
+    result = run_sqlifier("check", "--json", cwd=stack_dir)
+    assert result.returncode == 1
+    found = json.loads(result.stdout)
+    assert [(d["path"], d["line"], d["col"]) for d in found] == [
+        ("rules/a.sql", 1, 20),
+        ("rules/a.sql", 2, 4),
+        ("rules/b.sql", 1, 27),
+    ]
+    assert found[2]["hint"] == "did you mean 'web'?"
+    assert set(found[0]) == {"path", "line", "col", "severity", "message", "hint"}
+
+
+def test_warnings_do_not_change_the_exit_code(stack_dir: Path) -> None:
+    (stack_dir / "rules" / "w.sql").write_text("ON error_rate() > 100% DO RESTART 'web';\n")
+    result = run_sqlifier("check", cwd=stack_dir)
+    assert result.returncode == 0
+    assert result.stderr.startswith(
+        "rules/w.sql:1:17: warning: error_rate() > 100% can never be true"
+    )
+
+
+def test_rule_files_are_checked_against_the_stack_found_above(stack_dir: Path) -> None:
+    (stack_dir / "rules" / "r.sql").write_text("ON cpu() > 80% DO RESTART 'checkout';\n")
+    result = run_sqlifier("check", "r.sql", cwd=stack_dir / "rules")
+    assert result.returncode == 1
+    assert "unknown service 'checkout'" in result.stderr
+
+
+def test_without_stack_or_files_says_what_to_do(tmp_path: Path) -> None:
+    result = run_sqlifier("check", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "no sqlifier.toml in" in result.stderr
+    assert "sqlifier init" in result.stderr
+
+
+def test_a_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    result = run_sqlifier("check", "nope.sql", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("nope.sql:1:1: error: cannot read the file: No such file")
+
+
+def test_stack_file_errors_are_reported_with_position(stack_dir: Path) -> None:
+    (stack_dir / "sqlifier.toml").write_text('[stack]\nname = "x"\n\n[servics.web]\nrun = "a"\n')
+    result = run_sqlifier("check", cwd=stack_dir)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == (
+        "sqlifier.toml:4:2: error: unknown top-level table 'servics'; valid: stack, "
+        "environments, services, router, engine, notify, prometheus"
+    )
+    assert "hint: did you mean 'services'?" in result.stderr
+
+
+def test_unknown_option_is_a_usage_error_with_exit_1(tmp_path: Path) -> None:
+    result = run_sqlifier("check", "--bogus", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "No such option '--bogus'" in result.stderr
