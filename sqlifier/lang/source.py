@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from bisect import bisect_right
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["MAX_FILE_BYTES", "Source", "Span", "UndecodableError", "decode"]
 
 
-@dataclass(frozen=True, slots=True)
-class Span:
-    """A stretch of source: line and column from 1, the end column exclusive."""
+class Span(NamedTuple):
+    """A stretch of source: line and column from 1, the end column exclusive.
+
+    A named tuple rather than a dataclass: the parser makes one per node, and tuples are
+    the cheapest immutable values Python has.
+    """
 
     line: int
     col: int
@@ -19,7 +22,7 @@ class Span:
 
     def to(self, other: Span) -> Span:
         """The span from the start of this one to the end of `other`."""
-        return Span(self.line, self.col, other.end_line, other.end_col)
+        return _new(Span, (self[0], self[1], other[2], other[3]))
 
     @property
     def start(self) -> tuple[int, int]:
@@ -28,6 +31,9 @@ class Span:
     @property
     def end(self) -> tuple[int, int]:
         return (self.end_line, self.end_col)
+
+
+_new = tuple.__new__
 
 
 class Source:

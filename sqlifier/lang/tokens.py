@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlifier.lang.source import Span
 
@@ -28,39 +29,40 @@ class Kind(enum.Enum):
     EOF = "end of file"
 
 
-class Token:
-    """One token; `value`: the word in upper case, the string unescaped, the number, or
-    (message, hint) for an ERROR."""
+class Token(NamedTuple):
+    """One token on one line; `value`: the word in upper case (IDENT), the string unescaped,
+    the number, or (message, hint) for an ERROR.
 
-    __slots__ = ("col", "end", "end_col", "end_line", "kind", "line", "offset", "text", "value")
+    A named tuple, made with `_new(Token, (...))`: tokens are the most numerous objects the
+    language makes, and this is the cheapest immutable record Python has.
+    """
 
-    def __init__(
-        self,
-        kind: Kind,
-        text: str,
-        value: object,
-        offset: int,
-        line: int,
-        col: int,
-        end_line: int,
-        end_col: int,
-    ) -> None:
-        self.kind = kind
-        self.text = text
-        self.value = value
-        self.offset = offset
-        self.end = offset + len(text)
-        self.line = line
-        self.col = col
-        self.end_line = end_line
-        self.end_col = end_col
+    kind: Kind
+    text: str
+    value: object
+    offset: int
+    line: int
+    col: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + len(self.text)
+
+    @property
+    def end_line(self) -> int:
+        return self.line
+
+    @property
+    def end_col(self) -> int:
+        return self.col + len(self.text)
 
     @property
     def span(self) -> Span:
-        return Span(self.line, self.col, self.end_line, self.end_col)
+        line, col = self[4], self[5]
+        return _new(Span, (line, col, line, col + len(self[1])))
 
-    def __repr__(self) -> str:
-        return f"Token({self.kind.name}, {self.text!r}, {self.line}:{self.col})"
+
+_new = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,23 +75,26 @@ class Comment:
     blank_before: bool
 
 
+# Blanks are skipped as the prefix of every match; the groups are numbered for dispatch on
+# `lastindex` (the number group's unit is group 3, so a quantity ends on 3, a number on 2).
 _TOKEN = re.compile(
-    r"""
-     (?P<ws>[ \t\r\f\v]+)
-    |(?P<nl>\n)
-    |(?P<lcomment>--[^\n]*)
-    |(?P<bcomment>/\*.*?\*/)
-    |(?P<bopen>/\*)
-    |(?P<number>[0-9]+(?:\.[0-9]+)?)(?P<unit>[A-Za-z_%][A-Za-z0-9_%]*)?
-    |(?P<ident>[A-Za-z_][A-Za-z0-9_]*)
-    |(?P<string>'(?:[^'\n]|'')*')
-    |(?P<badstring>'(?:[^'\n]|'')*)
-    |(?P<dstring>"[^"\n]*"?)
-    |(?P<op><=|>=|!=|<>|==|[-+*/(),;.=<>])
-    |(?P<bad>.)
-    """,
+    r"""[ \t\r\f\v]*(?:
+     ([A-Za-z_][A-Za-z0-9_]*)
+    |([0-9]+(?:\.[0-9]+)?)([A-Za-z_%][A-Za-z0-9_%]*)?
+    |('(?:[^'\n]|'')*')
+    |(--[^\n]*)
+    |(/\*.*?\*/)
+    |(/\*)
+    |(<=|>=|!=|<>|==|[-+*/(),;.=<>])
+    |(\n)
+    |('(?:[^'\n]|'')*)
+    |("[^"\n]*"?)
+    |([^ \t\r\f\v])
+    )""",
     re.VERBOSE | re.DOTALL | re.ASCII,
 )
+_IDENT, _NUMBER, _QUANTITY, _STRING, _LCOMMENT, _BCOMMENT, _BOPEN, _OP, _NL = range(1, 10)
+_GROUP_NAMES = {10: "badstring", 11: "dstring", 12: "bad", _BOPEN: "bopen"}
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -99,6 +104,7 @@ def tokenize(text: str) -> tuple[list[Token], list[Comment]]:  # noqa: PLR0915 (
     tokens: list[Token] = []
     comments: list[Comment] = []
     append = tokens.append
+    ident, op = Kind.IDENT, Kind.OP
     line = 1
     line_start = 0
     # The line of the last token or comment, for "own line" and "blank before".
@@ -106,31 +112,36 @@ def tokenize(text: str) -> tuple[list[Token], list[Comment]]:  # noqa: PLR0915 (
     token_line = 0
     tokens_since = False
     for m in _TOKEN.finditer(text):
-        group = m.lastgroup
-        if group == "ws":
-            continue
-        start = m.start()
-        if group == "nl":
+        group = m.lastindex
+        start = m.start(group)
+        if group == _IDENT:
+            part = m.group(group)
+            append(_new(Token, (ident, part, part.upper(), start, line, start - line_start + 1)))
+        elif group == _OP:
+            append(_new(Token, (op, m.group(group), None, start, line, start - line_start + 1)))
+        elif group == _NL:
             line += 1
             line_start = start + 1
             continue
-        part = m.group()
-        col = start - line_start + 1
-        if group in ("ident", "op"):
-            kind = Kind.IDENT if group == "ident" else Kind.OP
-            word = part.upper() if group == "ident" else None
-            append(Token(kind, part, word, start, line, col, line, col + len(part)))
-        elif group in {"number", "unit"}:
-            number = m.group("number")
+        elif group in (_NUMBER, _QUANTITY):
+            start = m.start(_NUMBER)
+            number = m.group(_NUMBER)
             amount = float(number) if "." in number else int(number)
-            kind = Kind.QUANTITY if m.group("unit") else Kind.NUMBER
-            append(Token(kind, part, amount, start, line, col, line, col + len(part)))
-        elif group == "string":
-            append(_string(part, start, line, col))
-        elif group in ("lcomment", "bcomment"):
+            kind = Kind.QUANTITY if group == _QUANTITY else Kind.NUMBER
+            append(
+                _new(
+                    Token,
+                    (kind, text[start : m.end()], amount, start, line, start - line_start + 1),
+                )
+            )
+        elif group == _STRING:
+            append(_string(m.group(group), start, line, start - line_start + 1))
+        elif group in (_LCOMMENT, _BCOMMENT):
+            part = m.group(group)
+            col = start - line_start + 1
             end_line = line + part.count("\n")
             end_col = col + len(part) if end_line == line else len(part) - part.rfind("\n")
-            text_ = part.rstrip() if group == "lcomment" else part
+            text_ = part.rstrip() if group == _LCOMMENT else part
             span = Span(line, col, end_line, end_col)
             previous = comments[-1] if comments else None
             if previous is not None and previous.span.end_line == line and not tokens_since:
@@ -157,11 +168,12 @@ def tokenize(text: str) -> tuple[list[Token], list[Comment]]:  # noqa: PLR0915 (
             last_line = line
             continue
         else:
-            append(_error(group or "bad", part, start, line, col))
+            part = m.group(group)
+            append(_error(_GROUP_NAMES[group], part, start, line, start - line_start + 1))
         token_line = last_line = line
         tokens_since = True
     eof_col = len(text) - line_start + 1
-    tokens.append(Token(Kind.EOF, "", None, len(text), line, eof_col, line, eof_col))
+    tokens.append(Token(Kind.EOF, "", None, len(text), line, eof_col))
     return tokens, comments
 
 
@@ -169,18 +181,17 @@ def _string(part: str, start: int, line: int, col: int) -> Token:
     control = _CONTROL.search(part)
     if control:
         char = control.group()
+        at = control.start()
         return Token(
             Kind.ERROR,
-            part,
+            part[at],
             (f"control character U+{ord(char):04X} inside a string", None),
-            start,
+            start + at,
             line,
-            col + control.start(),
-            line,
-            col + control.start() + 1,
+            col + at,
         )
-    value = part[1:-1].replace("''", "'")
-    return Token(Kind.STRING, part, value, start, line, col, line, col + len(part))
+    value = part[1:-1].replace("''", "'") if "''" in part else part[1:-1]
+    return _new(Token, (Kind.STRING, part, value, start, line, col))
 
 
 _ERRORS: dict[str, tuple[str, str | None]] = {
@@ -214,4 +225,5 @@ def _error(group: str, part: str, start: int, line: int, col: int) -> Token:
             hint = "strings use single quotes"
         message = (f"unexpected character {shown}", hint)
         width = 1
-    return Token(Kind.ERROR, part, message, start, line, col, line, col + max(1, width))
+    # The token's text is what the caret underlines.
+    return Token(Kind.ERROR, part[: max(1, width)], message, start, line, col)

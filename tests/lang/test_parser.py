@@ -226,3 +226,10 @@ def test_recovery_resumes_at_a_line_starting_with_on() -> None:
     rules, diagnostics = parse_source(Source(text, "t"))
     assert len(rules.rules) == 1 and rules.rules[0].span.line == 2
     assert len(diagnostics) == 1
+
+
+def test_trailing_blanks_at_the_end_of_the_file_are_not_tokens() -> None:
+    tokens, _ = tokenize("ON a() > 1 DO RESTART 'x'; /* c */   ")
+    assert [t.kind for t in tokens][-2:] == [Kind.OP, Kind.EOF]
+    rules, diagnostics = parse_source(Source("ON a() > 1 DO RESTART 'x';  \t", "t"))
+    assert diagnostics == [] and len(rules.rules) == 1
