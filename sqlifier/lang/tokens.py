@@ -112,7 +112,7 @@ def tokenize(text: str) -> tuple[list[Token], list[Comment]]:  # noqa: PLR0915 (
     token_line = 0
     tokens_since = False
     for m in _TOKEN.finditer(text):
-        group = m.lastindex
+        group: int = m.lastindex  # type: ignore[assignment]  # every match has a group
         start = m.start(group)
         if group == _IDENT:
             part = m.group(group)
