@@ -19,15 +19,18 @@ sqlifier fmt --check
 say "cat rules/seed.sql"
 cat rules/seed.sql
 
-mistake=$(mktemp --suffix=.sql)
-trap 'rm -f "$mistake"' EXIT
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+mistake="$scratch/mistakes.sql"
 cat >"$mistake" <<'SQL'
 ON high_cpu(>80%) FOR 3 minutes
-IF service.name = 'image-procesor-svc'
 DO SCALE service.name TO instances + 2
 LIMIT 20;
+
+ON log_error(level='critical', service='payment-gatway') > 10 FOR 1m
+DO ROLLBACK service 'payment-gateway' TO previous_stable;
 SQL
-say "sqlifier check (a rule with two mistakes)"
+say "sqlifier check (two rules, one mistake each)"
 sed 's/^/    /' "$mistake"
 sqlifier check "$mistake" || true
 echo
