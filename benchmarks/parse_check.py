@@ -62,7 +62,7 @@ def as_toml(count: int) -> str:
     for i in range(count):
         blocks.append(
             f'[rules.scale-{i}]\nsignal = "cpu"\nop = ">"\nthreshold = "80%"\nfor = "3m"\n'
-            f'condition = "service.name = \'svc-{i % 100}\'"\n'
+            f"condition = \"service.name = 'svc-{i % 100}'\"\n"
             f'actions = [{{ scale = "service.name", to = "instances + 2" }}]\nlimit = 20\n'
         )
     return "\n".join(blocks)
