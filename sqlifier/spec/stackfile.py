@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlifier.errors import DiagnosticsError
 from sqlifier.lang.errors import Diagnostic, Severity, did_you_mean, quote
 from sqlifier.lang.source import Source, Span, UndecodableError, decode
+from sqlifier.spec.tomlpos import locate
 
 __all__ = ["STACK_FILE", "TOP_LEVEL", "Stack", "find_stack", "load_stack"]
 
@@ -85,16 +86,20 @@ class _Checker:
     def __init__(self, source: Source, data: dict[str, object]) -> None:
         self.source = source
         self.data = data
+        self.positions = locate(source.text)
         self.diagnostics: list[Diagnostic] = []
 
     def error(self, span: Span, message: str, hint: str | None = None) -> None:
         self.diagnostics.append(Diagnostic.at(self.source, span, message, hint=hint))
 
+    def locate(self, *path: str) -> Span:
+        return self.positions.key(path) or Span(1, 1, 1, 2)
+
     def run(self, path: Path) -> Stack:
         for key in self.data:
             if key not in TOP_LEVEL:
                 self.error(
-                    _locate(self.source, key),
+                    self.locate(key),
                     f"unknown top-level table {quote(key)}; valid: {', '.join(TOP_LEVEL)}",
                     did_you_mean(key, TOP_LEVEL),
                 )
@@ -108,14 +113,12 @@ class _Checker:
             )
         name = stack.get("name", path.parent.name)
         if not isinstance(name, str) or not name:
-            self.error(
-                _locate(self.source, "stack", "name"), 'stack.name must be text, like "shop"'
-            )
+            self.error(self.locate("stack", "name"), 'stack.name must be text, like "shop"')
             name = path.parent.name
         rules = stack.get("rules", list(DEFAULT_RULES))
         if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
             self.error(
-                _locate(self.source, "stack", "rules"),
+                self.locate("stack", "rules"),
                 'stack.rules must be a list of file patterns, like ["rules/*.sql"]',
             )
             rules = list(DEFAULT_RULES)
@@ -126,14 +129,14 @@ class _Checker:
     def table(self, key: str) -> dict[str, object]:
         value = self.data.get(key, {})
         if not isinstance(value, dict):
-            self.error(_locate(self.source, key), f"{key} must be a table, like [{key}]")
+            self.error(self.locate(key), f"{key} must be a table, like [{key}]")
             return {}
         return value
 
     def names(self, key: str, table: dict[str, object]) -> tuple[str, ...]:
         names = []
         for name, value in table.items():
-            span = _locate(self.source, key, name)
+            span = self.locate(key, name)
             if not isinstance(value, dict):
                 self.error(span, f"{key}.{name} must be a table, like [{key}.{name}]")
                 continue
@@ -163,55 +166,3 @@ def _toml_error(source: Source, exc: tomllib.TOMLDecodeError) -> Diagnostic:
         col = len(source.line_text(line)) + 1
     span = Span(line, col, line, col + 1)
     return Diagnostic.at(source, span, f"invalid TOML: {message[:1].lower()}{message[1:]}")
-
-
-def _locate(source: Source, *keys: str) -> Span:
-    """Where a key is written, as `[a.b]`, `b = ...` under `[a]`, or `a.b = ...`; else 1:1.
-
-    Exact matches win over tables that only start with the keys.
-    """
-    wanted = list(keys)
-    prefix_match: Span | None = None
-    table: list[str] = []
-    for number, line in enumerate(source.text.split("\n"), 1):
-        header = _HEADER.match(line)
-        if header:
-            table = _split_keys(header.group(2))
-            path, inner_start = table, header.start(2)
-            text = header.group(2)
-        else:
-            pair = _PAIR.match(line)
-            if not pair:
-                continue
-            path, inner_start, text = (
-                table + _split_keys(pair.group(1)),
-                pair.start(1),
-                pair.group(1),
-            )
-        if path[: len(wanted)] != wanted:
-            continue
-        local = len(wanted) - (len(path) - len(_split_keys(text)))
-        col = inner_start + _key_offset(text, max(local - 1, 0)) + 1
-        span = Span(number, col, number, col + len(wanted[-1]))
-        if len(path) == len(wanted) or (not header and local >= 1):
-            return span
-        prefix_match = prefix_match or span
-    return prefix_match or Span(1, 1, 1, 2)
-
-
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\- \t]+?)\s*\]")
-_PAIR = re.compile(r"^\s*([A-Za-z0-9_.\-]+(?:\s*\.\s*[A-Za-z0-9_\-]+)*)\s*=")
-
-
-def _split_keys(text: str) -> list[str]:
-    return [part.strip() for part in text.split(".")]
-
-
-def _key_offset(text: str, index: int) -> int:
-    """The offset of the index-th dotted part of `text`."""
-    offset = 0
-    for _ in range(index):
-        offset = text.index(".", offset) + 1
-    while offset < len(text) and text[offset] in " \t":
-        offset += 1
-    return offset
