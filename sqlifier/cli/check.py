@@ -24,7 +24,7 @@ def command(files: tuple[str, ...], stack_file: str | None, as_json: bool) -> in
     its [stack] rules patterns match. Rules are checked against the stack's services.
     """
     workspace = resolve(files, stack_file)
-    services = workspace.stack.services if workspace.stack else None
+    services = workspace.stack.service_names if workspace.stack else None
     rules = load_rules(workspace.rule_paths, services)
     diagnostics = [*workspace.diagnostics, *rules.diagnostics]
     errors = sum(d.is_error for d in diagnostics)

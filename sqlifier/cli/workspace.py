@@ -44,7 +44,8 @@ def resolve(files: tuple[str, ...], stack_file: str | None) -> Workspace:
     if path is not None:
         workspace.stack_display = stack_file if stack_file else display_path(path)
         try:
-            workspace.stack = load_stack(path, workspace.stack_display)
+            workspace.stack, warnings = load_stack(path, workspace.stack_display)
+            workspace.diagnostics.extend(warnings)
         except DiagnosticsError as exc:
             workspace.diagnostics.extend(exc.diagnostics)
     if rule_args:

@@ -26,15 +26,29 @@ from sqlifier.lang.fields import (
     WEEKDAYS,
     field_type,
 )
+from sqlifier.lang.parser import parse_trigger
 from sqlifier.lang.printer import format_expr, format_trigger
 from sqlifier.lang.signals import LOG_LEVELS, SIGNALS, ArgSpec, SignalKind, SignalSpec
 from sqlifier.lang.source import Source, Span
 from sqlifier.lang.units import Type, base_value, describe, unit_type
 
-__all__ = ["check", "rule_label"]
+__all__ = ["check", "check_trigger", "rule_label"]
 
 _ORDERED = (Type.NUMBER, Type.PERCENT, Type.DURATION, Type.BYTES)
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+def check_trigger(text: str) -> list[str]:
+    """What is wrong with signal tests written on their own (a rollout analysis), as
+    messages; empty when they are valid."""
+    source = Source(text, "<analysis>")
+    trigger, diagnostics = parse_trigger(source)
+    if trigger is None:
+        return [d.message for d in diagnostics]
+    checker = _RuleChecker(source, None)
+    for test in _signal_tests(trigger):
+        checker.signal_test(test)
+    return [d.message for d in checker.diagnostics if d.is_error]
 
 
 def rule_label(rule: ast.Rule, path: str) -> str:

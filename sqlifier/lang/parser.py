@@ -33,7 +33,7 @@ from sqlifier.lang.units import UNIT_WORDS, UNITS, Type
 
 _new = tuple.__new__
 
-__all__ = ["MAX_DEPTH", "MAX_NUMBER", "parse"]
+__all__ = ["MAX_DEPTH", "MAX_NUMBER", "parse", "parse_trigger"]
 
 MAX_DEPTH = 64
 MAX_NUMBER = 1e15
@@ -60,6 +60,19 @@ def parse(source: Source) -> tuple[ast.RuleFile, list[Diagnostic]]:
     finally:
         if enabled:
             gc.enable()
+
+
+def parse_trigger(source: Source) -> tuple[ast.Trigger | None, list[Diagnostic]]:
+    """Parse signal tests alone (`error_rate() < 1% AND latency(p99) < 300ms`), as written
+    in a rollout's analysis."""
+    parser = _Parser(source)
+    try:
+        trigger = parser.trigger()
+        if parser.tok.kind is not Kind.EOF:
+            raise parser.error("AND, OR or the end of the expression", choices=("AND", "OR"))
+    except ParseError as exc:
+        return None, [Diagnostic.at(source, exc.span, exc.message, hint=exc.hint)]
+    return trigger, []
 
 
 class _Parser:

@@ -24,8 +24,9 @@ def test_a_valid_stack(tmp_path: Path) -> None:
         '[stack]\nname = "shop"\nrules = ["r/*.sql"]\n\n[services.web]\nrun = "x"\n\n'
         '[services.api]\nrun = "y"\n\n[environments.production]\napproval = "required"\n'
     )
-    stack = load_stack(path)
-    assert (stack.name, stack.rules, stack.services, stack.environments) == (
+    stack, warnings = load_stack(path)
+    assert warnings == []
+    assert (stack.name, stack.rules, stack.service_names, tuple(stack.environments)) == (
         "shop",
         ("r/*.sql",),
         ("web", "api"),
@@ -76,7 +77,7 @@ def test_a_service_must_be_a_table(tmp_path: Path) -> None:
 
 def test_rules_must_be_a_list_of_patterns(tmp_path: Path) -> None:
     assert errors(tmp_path, '[stack]\nname = "x"\nrules = "rules/*.sql"\n') == [
-        (3, 1, 'stack.rules must be a list of file patterns, like ["rules/*.sql"]')
+        (3, 9, 'stack.rules must be a list of text, like ["a", "b"], found \'rules/*.sql\'')
     ]
 
 

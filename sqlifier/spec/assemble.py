@@ -1,0 +1,367 @@
+"""Putting a stack together: top-level tables, services, environment overrides, and the
+checks that need every service at once (dependencies, routes, ports)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlifier.lang.errors import Diagnostic, did_you_mean, quote
+from sqlifier.lang.source import Source, Span
+from sqlifier.spec import model as m
+from sqlifier.spec.reader import _ENV_NAME, _SECRETISH, _SERVICE_NAME, StackReader, _Origin
+from sqlifier.spec.tomlpos import Path as KeyPath
+
+__all__ = ["TOP_LEVEL", "assemble", "read_stack"]
+
+TOP_LEVEL = ("stack", "environments", "services", "router", "engine", "notify", "prometheus")
+DEFAULT_RULES = ("rules/*.sql",)
+# Keys whose tables merge key by key when an environment overrides them.
+_MERGED = ("env", "secrets", "labels", "probes", "warmup", "rollout")
+
+
+def assemble(reader: StackReader) -> m.Stack:
+    data = reader.data
+    for key in data:
+        if key not in TOP_LEVEL:
+            reader.error(
+                (key,),
+                f"unknown top-level table {quote(key)}; valid: {', '.join(TOP_LEVEL)}",
+                did_you_mean(key, TOP_LEVEL),
+                key=True,
+            )
+    if "stack" not in data:
+        reader.diagnostics.append(
+            _at_start(
+                reader,
+                "the stack file needs a [stack] table with a name",
+                'add:  [stack]  name = "shop"',
+            )
+        )
+    stack = _top(reader, "stack", {"name": reader.text, "rules": reader.text_list}, "[stack]")
+    router = _router(reader)
+    engine = _top(
+        reader,
+        "engine",
+        {
+            "interval": reader.duration,
+            "scale_down_delay": reader.duration,
+            "action_budget": reader.integer(1, 10_000),
+            "action_window": reader.duration,
+        },
+        "[engine]",
+    )
+    notify = _top(
+        reader, "notify", {"webhook": reader.text, "timeout": reader.duration}, "[notify]"
+    )
+    prometheus = _top(
+        reader, "prometheus", {"url": reader.text, "timeout": reader.duration}, "[prometheus]"
+    )
+
+    raw_services = _names(
+        reader,
+        "services",
+        _SERVICE_NAME,
+        "lower-case letters, digits and '-', starting with a letter (at most 63 characters)",
+    )
+    base: dict[str, dict[str, Any]] = {}
+    origin = _Origin()
+    for name, raw in raw_services.items():
+        typed = reader.table(raw, ("services", name), reader.service_schema(), f"[services.{name}]")
+        if typed is not None:
+            base[name] = typed
+            for key in typed:
+                origin.paths[(name, key)] = ("services", name, key)
+            _plaintext_secrets(reader, ("services", name), typed)
+
+    environments: dict[str, m.Environment] = {}
+    overlays: dict[str, dict[str, dict[str, Any]]] = {}
+    raw_envs = _names(
+        reader,
+        "environments",
+        _ENV_NAME,
+        "lower-case letters, digits, '_' and '-', starting with a letter",
+    )
+    for env, raw in raw_envs.items():
+        env_typed = reader.table(
+            raw,
+            ("environments", env),
+            {
+                "approval": reader.choice(m.Approval),
+                "approvers": reader.text_list,
+                "two_person": reader.boolean,
+                "env_file": reader.text,
+                "services": lambda value, path: value,
+            },
+            f"[environments.{env}]",
+        )
+        if env_typed is None:
+            continue
+        overlays[env] = _overlays(reader, env, env_typed.pop("services", {}), base)
+        environments[env] = m.Environment(env, **env_typed)
+
+    root = reader.path.parent
+    services = _build_all(reader, base, {}, origin, root, None)
+    resolved = {}
+    for env, overlay in overlays.items():
+        env_origin = _Origin(dict(origin.paths))
+        for name, typed in overlay.items():
+            for key in typed:
+                env_origin.paths[(name, key)] = ("environments", env, "services", name, key)
+        resolved[env] = _build_all(reader, base, overlay, env_origin, root, env)
+    _check_ports(reader, services, router, origin)
+    return m.Stack(
+        path=reader.path,
+        name=stack.get("name", reader.path.parent.name),
+        rules=stack.get("rules", DEFAULT_RULES),
+        services=services,
+        environments=environments,
+        resolved=resolved,
+        router=router,
+        engine=m.Engine(**engine),
+        notify=m.Notify(**notify),
+        prometheus=m.Prometheus(**prometheus),
+    )
+
+
+def _at_start(reader: StackReader, message: str, hint: str) -> Diagnostic:
+    return Diagnostic.at(reader.source, Span(1, 1, 1, 2), message, hint=hint)
+
+
+def _top(reader: StackReader, key: str, schema: dict[str, Any], what: str) -> dict[str, Any]:
+    if key not in reader.data:
+        return {}
+    return reader.table(reader.data[key], (key,), schema, what) or {}
+
+
+def _router(reader: StackReader) -> m.Router:
+    typed = _top(
+        reader, "router", {"kind": reader.choice(m.RouterKind), "listen": reader.text}, "[router]"
+    )
+    router = m.Router(kind=typed.get("kind", m.RouterKind.AUTO))
+    listen = typed.get("listen")
+    if listen is None:
+        return router
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        reader.error(
+            ("router", "listen"),
+            f'router.listen must be host:port, like "127.0.0.1:8080", found {quote(listen)}',
+        )
+        return router
+    return m.Router(router.kind, host.strip("[]"), int(port))
+
+
+def _names(reader: StackReader, table: str, pattern: Any, rule: str) -> dict[str, Any]:
+    path: KeyPath = (table,)
+    raw = reader.data.get(table, {})
+    if not isinstance(raw, dict):
+        reader.error(path, f"{table} must be a table, like [{table}.NAME]")
+        return {}
+    out = {}
+    for name, value in raw.items():
+        if not pattern.match(name):
+            reader.error(
+                (*path, name), f"invalid {table[:-1]} name {quote(name)}: use {rule}", key=True
+            )
+            continue
+        if not isinstance(value, dict):
+            reader.error(
+                (*path, name),
+                f"{table}.{name} must be a table, like [{table}.{name}]",
+                key=True,
+            )
+            continue
+        out[name] = value
+    return out
+
+
+def _overlays(
+    reader: StackReader, env: str, raw: object, base: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    path: KeyPath = ("environments", env, "services")
+    if not isinstance(raw, dict):
+        reader.error(path, f"environments.{env}.services must be a table of service overrides")
+        return {}
+    out = {}
+    for name, value in raw.items():
+        if name not in base:
+            reader.error(
+                (*path, name),
+                f"environment {env} overrides unknown service "
+                f"{quote(name)}; services: {', '.join(base) or 'none'}",
+                did_you_mean(name, base),
+                key=True,
+            )
+            continue
+        typed = reader.table(
+            value, (*path, name), reader.service_schema(), f"[environments.{env}.services.{name}]"
+        )
+        if typed is not None:
+            out[name] = typed
+            _plaintext_secrets(reader, (*path, name), typed)
+    return out
+
+
+def _plaintext_secrets(reader: StackReader, path: KeyPath, typed: dict[str, Any]) -> None:
+    for key, value in typed.get("env", {}).items():
+        if _SECRETISH.search(key) and value and "://" not in value:
+            reader.warning(
+                (*path, "env", key),
+                f"env.{key} looks like a secret written in plain text",
+                f"move it to [{'.'.join(map(str, path))}.secrets] as a reference, like "
+                f'{key} = "secret://local/{key.lower()}"',
+            )
+
+
+def _build_all(
+    reader: StackReader,
+    base: dict[str, dict[str, Any]],
+    overlay: dict[str, dict[str, Any]],
+    origin: _Origin,
+    root: Any,
+    env: str | None,
+) -> dict[str, m.Service]:
+    services = {}
+    for name, typed in base.items():
+        merged = _merge(typed, overlay.get(name, {}))
+        if "run" not in merged:
+            if env is None:
+                reader.error(
+                    ("services", name),
+                    f'services.{name} needs a run command, like run = "python3 app.py"',
+                    key=True,
+                )
+            continue
+        services[name] = _service(name, merged, root)
+    _check_dependencies(reader, services, origin)
+    _check_routes(reader, services, origin)
+    return services
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if key in _MERGED and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _service(name: str, typed: dict[str, Any], root: Any) -> m.Service:
+    fields = dict(typed)
+    fields["source"] = (root / fields.get("source", ".")).resolve()
+    fields["probes"] = m.Probes(**fields.get("probes", {}))
+    fields["warmup"] = m.Warmup(**fields.get("warmup", {}))
+    fields["rollout"] = m.Rollout(**fields.get("rollout", {}))
+    return m.Service(name=name, **fields)
+
+
+def _check_dependencies(
+    reader: StackReader, services: dict[str, m.Service], origin: _Origin
+) -> None:
+    for name, service in services.items():
+        for index, dependency in enumerate(service.depends_on):
+            where = (*origin.paths[(name, "depends_on")], index)
+            if dependency == name:
+                reader.error(where, f"service {name} depends on itself")
+            elif dependency not in services:
+                reader.error(
+                    where,
+                    f"service {name} depends on unknown service "
+                    f"{quote(dependency)}; services: {', '.join(services)}",
+                    did_you_mean(dependency, services),
+                )
+    cycle = _find_cycle(services)
+    if cycle:
+        first = cycle[0]
+        index = services[first].depends_on.index(cycle[1])
+        reader.error(
+            (*origin.paths[(first, "depends_on")], index),
+            "dependency cycle: " + " -> ".join(cycle),
+            "services start in dependency order; remove one of these depends_on",
+        )
+
+
+def _find_cycle(services: dict[str, m.Service]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    stack: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        stack.append(name)
+        for dependency in services[name].depends_on:
+            if dependency not in services or dependency == name:
+                continue
+            if state.get(dependency) == 1:
+                return [*stack[stack.index(dependency) :], dependency]
+            if dependency not in state:
+                found = visit(dependency)
+                if found:
+                    return found
+        stack.pop()
+        state[name] = 2
+        return None
+
+    for name in services:
+        if name not in state:
+            found = visit(name)
+            if found:
+                return found
+    return None
+
+
+def _check_routes(reader: StackReader, services: dict[str, m.Service], origin: _Origin) -> None:
+    claimed: dict[m.Route, str] = {}
+    for name, service in services.items():
+        for index, route in enumerate(service.routes):
+            owner = claimed.setdefault(route, name)
+            if owner != name:
+                reader.error(
+                    (*origin.paths[(name, "routes")], index),
+                    f"route {quote(str(route))} is claimed by both {owner} and {name}",
+                    "each host/path prefix belongs to one service",
+                )
+
+
+def _check_ports(
+    reader: StackReader, services: dict[str, m.Service], router: m.Router, origin: _Origin
+) -> None:
+    used: dict[int, str] = {router.port: "the router"}
+    for name, service in services.items():
+        if service.port is None:
+            continue
+        for port in range(service.port, service.port + max(service.instances, 1)):
+            owner = used.setdefault(port, name)
+            if owner != name:
+                reader.error(
+                    origin.paths[(name, "port")],
+                    f"port {port} of service {name} is already used by {owner}",
+                    f"instances of {name} use ports {service.port} to "
+                    f"{service.port + max(service.instances, 1) - 1}",
+                )
+                break
+
+
+def read_stack(
+    source: Source, data: dict[str, Any], path: Path
+) -> tuple[m.Stack | None, list[Diagnostic]]:
+    """The typed stack and every diagnostic (None when there are errors)."""
+    reader = StackReader(source, data, path)
+    stack = assemble(reader)
+    diagnostics = _unique(reader.diagnostics)
+    if any(d.is_error for d in diagnostics):
+        return None, diagnostics
+    return stack, diagnostics
+
+
+def _unique(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    seen: set[tuple[int, int, str]] = set()
+    out = []
+    for diagnostic in sorted(diagnostics, key=lambda d: (d.line, d.col)):
+        key = (diagnostic.line, diagnostic.col, diagnostic.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(diagnostic)
+    return out

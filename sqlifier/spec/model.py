@@ -1,0 +1,217 @@
+"""The stack as sqlifier understands it: typed, validated, one model per environment.
+
+Everything here is made once, at the edge, by `sqlifier.spec.reader`; the rest of sqlifier
+trusts it. Durations are seconds, percentages are 0-100.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "DEFAULT_ENV",
+    "Approval",
+    "Engine",
+    "Environment",
+    "Notify",
+    "Probe",
+    "ProbeKind",
+    "Probes",
+    "Prometheus",
+    "RestartPolicy",
+    "Rollout",
+    "Route",
+    "Router",
+    "RouterKind",
+    "SecretRef",
+    "Service",
+    "Stack",
+    "Warmup",
+]
+
+DEFAULT_ENV = "dev"
+
+
+class Approval(enum.Enum):
+    NONE = "none"
+    REQUIRED = "required"
+
+
+class RestartPolicy(enum.Enum):
+    ALWAYS = "always"
+    ON_FAILURE = "on-failure"
+    NEVER = "never"
+
+
+class RouterKind(enum.Enum):
+    AUTO = "auto"
+    EMBEDDED = "embedded"
+    HAPROXY = "haproxy"
+
+
+class ProbeKind(enum.Enum):
+    HTTP = "http"
+    TCP = "tcp"
+    EXEC = "exec"
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One probe, with Kubernetes' meaning for period, timeout and thresholds."""
+
+    kind: ProbeKind
+    target: str  # the HTTP path, the command, or "" for tcp
+    period: float = 2.0
+    timeout: float = 1.0
+    failure_threshold: int = 3
+    success_threshold: int = 1
+    status: int | None = None  # HTTP: None accepts any 2xx or 3xx
+
+
+@dataclass(frozen=True, slots=True)
+class Probes:
+    startup: Probe | None = None
+    readiness: Probe | None = None
+    liveness: Probe | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Warmup:
+    """'Ready' is not 'warm': synthetic requests before an instance takes real traffic."""
+
+    requests: int = 0
+    path: str = "/"
+    max_p95: float | None = None
+    slow_start: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    steps: tuple[float, ...] = (1.0, 10.0, 50.0, 100.0)
+    pause: float = 30.0
+    analysis: tuple[str, ...] = ()
+    min_requests: int = 50
+    bake: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    """A secret by reference (`secret://local/db_password`), never its value."""
+
+    ref: str
+    file: str | None = None
+    refresh: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """`shop.localhost/checkout` or `/api/checkout` (any host)."""
+
+    host: str | None
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.host or ''}{self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    run: str
+    source: Path
+    shell: bool = False
+    instances: int = 1
+    stateful: bool = False
+    port: int | None = None  # a fixed first port: instance N listens on port + N
+    routes: tuple[Route, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, SecretRef] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()
+    restart: RestartPolicy = RestartPolicy.ALWAYS
+    stop_timeout: float = 10.0
+    build: str | None = None
+    migrate: str | None = None
+    schema_version: str | None = None
+    probes: Probes = field(default_factory=Probes)
+    warmup: Warmup = field(default_factory=Warmup)
+    rollout: Rollout = field(default_factory=Rollout)
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    name: str
+    approval: Approval = Approval.NONE
+    approvers: tuple[str, ...] = ()
+    two_person: bool = False
+    env_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Router:
+    kind: RouterKind = RouterKind.AUTO
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    interval: float = 1.0
+    scale_down_delay: float = 300.0
+    action_budget: int = 10
+    action_window: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    webhook: str | None = None
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Prometheus:
+    url: str | None = None
+    timeout: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    """A whole stack file: the base services and, per environment, the services resolved
+    with that environment's overrides."""
+
+    path: Path
+    name: str
+    rules: tuple[str, ...]
+    services: dict[str, Service]
+    environments: dict[str, Environment]
+    resolved: dict[str, dict[str, Service]]
+    router: Router = field(default_factory=Router)
+    engine: Engine = field(default_factory=Engine)
+    notify: Notify = field(default_factory=Notify)
+    prometheus: Prometheus = field(default_factory=Prometheus)
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        return tuple(self.services)
+
+    def services_for(self, env: str) -> dict[str, Service]:
+        """The services as they run in `env` (the base ones for an undeclared env)."""
+        return self.resolved.get(env, self.services)
+
+    def environment(self, env: str) -> Environment:
+        return self.environments.get(env, Environment(env))
+
+    def rule_files(self) -> list[Path]:
+        """The files the `rules` patterns match, in a stable order."""
+        found: dict[Path, None] = {}
+        for pattern in self.rules:
+            for path in sorted(self.root.glob(pattern)):
+                if path.is_file():
+                    found[path] = None
+        return list(found)

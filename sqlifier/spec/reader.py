@@ -1,0 +1,398 @@
+"""Reading a parsed stack file into the typed model, with a positioned error for every
+mistake: unknown keys (with did-you-mean), wrong types, bad values, unknown or circular
+dependencies, a route claimed twice, a port used twice.
+
+Each table is described by a schema: key -> a reader that turns the raw TOML value into
+the typed one (or reports why it cannot). Environment overrides are read with the same
+schema, merged over the base service, and every environment is checked as it will run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlifier.lang.checker import check_trigger
+from sqlifier.lang.errors import Diagnostic, Severity, did_you_mean, quote
+from sqlifier.lang.source import Source, Span
+from sqlifier.spec import model as m
+from sqlifier.spec.tomlpos import Path as KeyPath
+from sqlifier.spec.tomlpos import Positions, locate
+
+__all__ = ["SECRET_PROVIDERS", "StackReader"]
+
+SECRET_PROVIDERS = (
+    "secret://local/NAME",
+    "vault://PATH#KEY",
+    "aws-sm://NAME#KEY",
+    "ssm:///PATH",
+    "env://NAME",
+    "file://PATH",
+)
+_SECRET_REF = re.compile(
+    r"^(secret://local/[A-Za-z0-9_.-]+|vault://[^#\s]+#[^#\s]+|aws-sm://[^#\s]+(#[^#\s]+)?"
+    r"|ssm:///[^\s]+|env://[A-Za-z_][A-Za-z0-9_]*|file://[^\s]+)$"
+)
+_SECRETISH = re.compile(r"(PASSWORD|PASSWD|TOKEN|SECRET|API_KEY|PRIVATE_KEY|ACCESS_KEY)", re.I)
+_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+_ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
+_PERCENT = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%$")
+_HOST = re.compile(r"^[A-Za-z0-9*]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_INVALID: Any = object()
+
+Reader = Callable[[object, KeyPath], Any]
+
+
+@dataclass
+class _Origin:
+    """Where each resolved service key was written, for errors found after merging."""
+
+    paths: dict[tuple[str, str], KeyPath] = field(default_factory=dict)
+
+
+class StackReader:
+    """Turns the data of one stack file into a Stack; collects diagnostics."""
+
+    def __init__(self, source: Source, data: dict[str, Any], path: Path) -> None:
+        self.source = source
+        self.data = data
+        self.path = path
+        self.positions: Positions = locate(source.text)
+        self.diagnostics: list[Diagnostic] = []
+
+    # --- reporting ----------------------------------------------------------------------
+
+    def span(self, path: KeyPath, key: bool = False) -> Span:
+        found = self.positions.key(path) if key else self.positions.value(path)
+        return found or Span(1, 1, 1, 2)
+
+    def error(
+        self, path: KeyPath, message: str, hint: str | None = None, key: bool = False
+    ) -> None:
+        self.diagnostics.append(
+            Diagnostic.at(self.source, self.span(path, key), message, hint=hint)
+        )
+
+    def warning(self, path: KeyPath, message: str, hint: str | None = None) -> None:
+        self.diagnostics.append(
+            Diagnostic.at(
+                self.source, self.span(path), message, hint=hint, severity=Severity.WARNING
+            )
+        )
+
+    # --- scalar readers -----------------------------------------------------------------
+
+    def text(self, value: object, path: KeyPath) -> Any:
+        if isinstance(value, str):
+            return value
+        self.error(path, f"{_dotted(path)} must be text in quotes, found {_shown(value)}")
+        return _INVALID
+
+    def command(self, value: object, path: KeyPath) -> Any:
+        text = self.text(value, path)
+        if text is not _INVALID and not text.strip():
+            self.error(path, f'{_dotted(path)} is empty; it needs a command, like "python3 app.py"')
+            return _INVALID
+        return text
+
+    def boolean(self, value: object, path: KeyPath) -> Any:
+        if isinstance(value, bool):
+            return value
+        self.error(path, f"{_dotted(path)} must be true or false, found {_shown(value)}")
+        return _INVALID
+
+    def integer(self, low: int, high: int) -> Reader:
+        def read(value: object, path: KeyPath) -> Any:
+            if isinstance(value, bool) or not isinstance(value, int):
+                self.error(path, f"{_dotted(path)} must be a whole number, found {_shown(value)}")
+                return _INVALID
+            if not low <= value <= high:
+                self.error(path, f"{_dotted(path)} must be between {low} and {high}, found {value}")
+                return _INVALID
+            return value
+
+        return read
+
+    def duration(self, value: object, path: KeyPath) -> Any:
+        match = _DURATION.match(value) if isinstance(value, str) else None
+        if match is None:
+            hint = f'write "{value}s"' if isinstance(value, int | float) else None
+            self.error(
+                path,
+                f'{_dotted(path)} must be a duration like "30s" or "5m", found {_shown(value)}',
+                hint,
+            )
+            return _INVALID
+        seconds = float(match.group(1)) * _SECONDS[match.group(2)]
+        if seconds <= 0:
+            self.error(path, f"{_dotted(path)} must be longer than zero")
+            return _INVALID
+        return seconds
+
+    def percent(self, value: object, path: KeyPath) -> Any:
+        match = _PERCENT.match(value) if isinstance(value, str) else None
+        if match is None or not 0 < float(match.group(1)) <= 100:
+            self.error(
+                path,
+                f"{_dotted(path)} must be a percentage above 0 and at most 100, "
+                f'like "10%", found {_shown(value)}',
+            )
+            return _INVALID
+        return float(match.group(1))
+
+    def choice(self, enum: type[Any]) -> Reader:
+        names = [member.value for member in enum]
+
+        def read(value: object, path: KeyPath) -> Any:
+            if isinstance(value, str) and value in names:
+                return enum(value)
+            hint = did_you_mean(value, names) if isinstance(value, str) else None
+            self.error(
+                path,
+                f"{_dotted(path)} must be one of {', '.join(map(quote, names))}, "
+                f"found {_shown(value)}",
+                hint,
+            )
+            return _INVALID
+
+        return read
+
+    def text_list(self, value: object, path: KeyPath) -> Any:
+        if not isinstance(value, list):
+            self.error(
+                path,
+                f'{_dotted(path)} must be a list of text, like ["a", "b"], found {_shown(value)}',
+            )
+            return _INVALID
+        items = [self.text(item, (*path, i)) for i, item in enumerate(value)]
+        return _INVALID if _INVALID in items else tuple(items)
+
+    def text_map(self, value: object, path: KeyPath) -> Any:
+        if not isinstance(value, dict):
+            self.error(path, f'{_dotted(path)} must be a table, like {{ KEY = "value" }}')
+            return _INVALID
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            if isinstance(item, bool) or not isinstance(item, str | int | float):
+                self.error(
+                    (*path, key),
+                    f"{_dotted((*path, key))} must be text or a number, found {_shown(item)}",
+                )
+                continue
+            out[key] = str(item).lower() if isinstance(item, bool) else str(item)
+        return out
+
+    # --- tables -------------------------------------------------------------------------
+
+    def table(
+        self, raw: object, path: KeyPath, schema: Mapping[str, Reader], what: str
+    ) -> dict[str, Any] | None:
+        """The keys of `raw` read by `schema`; None when `raw` is not a table."""
+        if not isinstance(raw, dict):
+            self.error(path, f"{_dotted(path)} must be a table, like [{_dotted(path)}]")
+            return None
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            reader = schema.get(key)
+            if reader is None:
+                self.error(
+                    (*path, key),
+                    f"unknown key {quote(key)} in {what}; valid: {', '.join(schema)}",
+                    did_you_mean(key, schema),
+                    key=True,
+                )
+                continue
+            typed = reader(value, (*path, key))
+            if typed is not _INVALID:
+                out[key] = typed
+        return out
+
+    def subtable(self, schema: Mapping[str, Reader], what: str) -> Reader:
+        def read(value: object, path: KeyPath) -> Any:
+            typed = self.table(value, path, schema, what)
+            return _INVALID if typed is None else typed
+
+        return read
+
+    # --- service parts ------------------------------------------------------------------
+
+    def route(self, value: object, path: KeyPath) -> Any:
+        text = self.text(value, path)
+        if text is _INVALID:
+            return _INVALID
+        host, slash, rest = text.partition("/")
+        if not slash or (host and not _HOST.match(host)) or " " in text:
+            self.error(
+                path,
+                f"invalid route {quote(text)}: write host/path or /path, "
+                'like "shop.localhost/checkout" or "/api/checkout"',
+            )
+            return _INVALID
+        return m.Route(host.lower() or None, "/" + rest)
+
+    def routes(self, value: object, path: KeyPath) -> Any:
+        if not isinstance(value, list):
+            self.error(path, f'{_dotted(path)} must be a list of routes, like ["/api"]')
+            return _INVALID
+        items = [self.route(item, (*path, i)) for i, item in enumerate(value)]
+        return tuple(item for item in items if item is not _INVALID)
+
+    def secret(self, value: object, path: KeyPath) -> Any:
+        if isinstance(value, dict):
+            typed = self.table(
+                value,
+                path,
+                {"ref": self.text, "file": self.text, "refresh": self.duration},
+                "a secret",
+            )
+            if typed is None or "ref" not in typed:
+                if typed is not None:
+                    self.error(path, f'{_dotted(path)} needs ref = "provider://..."', key=True)
+                return _INVALID
+            ref, file, refresh = typed["ref"], typed.get("file"), typed.get("refresh")
+        else:
+            ref = self.text(value, path)
+            file = refresh = None
+            if ref is _INVALID:
+                return _INVALID
+        if not _SECRET_REF.match(ref):
+            self.error(
+                (*path, "ref") if isinstance(value, dict) else path,
+                f"invalid secret reference {quote(ref)}; providers: " + ", ".join(SECRET_PROVIDERS),
+            )
+            return _INVALID
+        return m.SecretRef(ref, file, refresh)
+
+    def secrets(self, value: object, path: KeyPath) -> Any:
+        if not isinstance(value, dict):
+            self.error(path, f'{_dotted(path)} must be a table of NAME = "reference"')
+            return _INVALID
+        items = {key: self.secret(item, (*path, key)) for key, item in value.items()}
+        return {key: item for key, item in items.items() if item is not _INVALID}
+
+    def probe(self, value: object, path: KeyPath) -> Any:
+        schema = {
+            "http": self.text,
+            "tcp": self.boolean,
+            "exec": self.command,
+            "period": self.duration,
+            "timeout": self.duration,
+            "failure_threshold": self.integer(1, 10_000),
+            "success_threshold": self.integer(1, 10_000),
+            "status": self.integer(100, 599),
+        }
+        typed = self.table(value, path, schema, "a probe")
+        if typed is None:
+            return _INVALID
+        kinds = [k for k in ("http", "tcp", "exec") if k in typed]
+        if len(kinds) != 1:
+            self.error(
+                path,
+                f'{_dotted(path)} needs exactly one of http = "/path", tcp = true '
+                f'or exec = "command", found {len(kinds)}',
+                key=True,
+            )
+            return _INVALID
+        kind = m.ProbeKind(kinds[0])
+        target = "" if kind is m.ProbeKind.TCP else typed[kinds[0]]
+        if kind is m.ProbeKind.HTTP and not target.startswith("/"):
+            self.error(
+                (*path, "http"),
+                f'{_dotted((*path, "http"))} must be a path starting with /, like "/health/ready"',
+            )
+            return _INVALID
+        fields = {k: v for k, v in typed.items() if k not in ("http", "tcp", "exec")}
+        return m.Probe(kind, target, **fields)
+
+    def analysis(self, value: object, path: KeyPath) -> Any:
+        items = self.text_list(value, path)
+        if items is _INVALID:
+            return _INVALID
+        for index, text in enumerate(items):
+            for message in check_trigger(text):
+                self.error((*path, index), f"invalid analysis {quote(text)}: {message}")
+        return items
+
+    def steps(self, value: object, path: KeyPath) -> Any:
+        if not isinstance(value, list) or not value:
+            self.error(
+                path,
+                f'{_dotted(path)} must be a list of percentages, like ["1%", "10%", "50%", "100%"]',
+            )
+            return _INVALID
+        items = [self.percent(item, (*path, i)) for i, item in enumerate(value)]
+        if _INVALID in items:
+            return _INVALID
+        if items != sorted(set(items)):
+            self.error(path, f'{_dotted(path)} must grow step by step, like ["1%", "10%", "100%"]')
+            return _INVALID
+        if items[-1] != 100:
+            self.error(path, f'{_dotted(path)} must end at "100%" (the canary takes all traffic)')
+            return _INVALID
+        return tuple(items)
+
+    def service_schema(self) -> dict[str, Reader]:
+        return {
+            "run": self.command,
+            "source": self.text,
+            "shell": self.boolean,
+            "instances": self.integer(0, 1000),
+            "stateful": self.boolean,
+            "port": self.integer(1, 65535),
+            "routes": self.routes,
+            "env": self.text_map,
+            "secrets": self.secrets,
+            "labels": self.text_map,
+            "depends_on": self.text_list,
+            "restart": self.choice(m.RestartPolicy),
+            "stop_timeout": self.duration,
+            "build": self.command,
+            "migrate": self.command,
+            "schema_version": self.command,
+            "probes": self.subtable(
+                {"startup": self.probe, "readiness": self.probe, "liveness": self.probe},
+                "probes",
+            ),
+            "warmup": self.subtable(
+                {
+                    "requests": self.integer(0, 1_000_000),
+                    "path": self.text,
+                    "max_p95": self.duration,
+                    "slow_start": self.duration,
+                },
+                "warmup",
+            ),
+            "rollout": self.subtable(
+                {
+                    "steps": self.steps,
+                    "pause": self.duration,
+                    "analysis": self.analysis,
+                    "min_requests": self.integer(1, 1_000_000),
+                    "bake": self.duration,
+                },
+                "rollout",
+            ),
+        }
+
+
+def _dotted(path: KeyPath) -> str:
+    return ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in path).replace(
+        ".[", "["
+    )
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, str):
+        return quote(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return str(value)
