@@ -9,6 +9,7 @@ true, an open-ended SCALE without LIMIT.
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from collections.abc import Collection, Iterable, Sequence
@@ -35,6 +36,7 @@ from sqlifier.lang.units import Type, base_value, describe, unit_type
 __all__ = ["check", "check_trigger", "rule_label"]
 
 _ORDERED = (Type.NUMBER, Type.PERCENT, Type.DURATION, Type.BYTES)
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 
 
@@ -347,6 +349,13 @@ class _RuleChecker:
             kind = self.operand(node.operand)
             for value in node.values:
                 self.same_type(node.operand, kind, value)
+                if isinstance(node.operand, ast.Name) and isinstance(value, ast.Number):
+                    bounds = FIELD_RANGES.get(node.operand.dotted)
+                    if bounds and not bounds[0] <= value.value <= bounds[1]:
+                        self.warning(
+                            value.span,
+                            f"{node.operand.dotted} is never {format_expr(value)}",
+                        )
         else:
             kind = self.operand(node.operand)
             if kind not in (Type.STRING, Type.ANY):
@@ -357,7 +366,7 @@ class _RuleChecker:
 
     def compare(self, node: ast.Compare) -> None:
         left = self.operand(node.left)
-        right = self.operand(node.right)
+        right = self.operand(node.right, bare_text=isinstance(node.left, ast.Name))
         if isinstance(node.left, ast.Name) or not isinstance(node.right, ast.Name):
             self.same_type(node.left, left, node.right)
         else:
@@ -370,32 +379,39 @@ class _RuleChecker:
                 "use =, !=, IN or LIKE for text",
             )
             return
-        if isinstance(node.left, ast.Name) and isinstance(node.right, ast.Number | ast.Quantity):
-            self.field_range(node, node.left.dotted, _base(node.right))
+        field_node, value, op = node.left, node.right, node.op
+        if isinstance(value, ast.Name) and not isinstance(field_node, ast.Name):
+            field_node, value, op = value, field_node, _FLIPPED.get(op, op)
+        if isinstance(field_node, ast.Name) and isinstance(value, ast.Number | ast.Quantity):
+            self.field_range(node.span, field_node.dotted, op, _base(value))
 
-    def field_range(self, node: ast.Compare, dotted: str, value: float | None) -> None:
+    def field_range(self, span: Span, dotted: str, op: str, value: float | None) -> None:
         bounds = FIELD_RANGES.get(dotted)
         if bounds is None or value is None:
             return
         low, high = bounds
         never = (
-            (node.op == "=" and not low <= value <= high)
-            or (node.op == ">" and value >= high)
-            or (node.op == ">=" and value > high)
-            or (node.op == "<" and value <= low)
-            or (node.op == "<=" and value < low)
+            (op == "=" and not low <= value <= high)
+            or (op == ">" and value >= high)
+            or (op == ">=" and value > high)
+            or (op == "<" and value <= low)
+            or (op == "<=" and value < low)
         )
         if never:
-            self.warning(
-                node.span,
-                f"{dotted} is between {low:g} and {high:g}, so this condition is never true",
+            where = (
+                f"is never below {low:g}"
+                if high == float("inf")
+                else f"is between {low:g} and {high:g}"
             )
+            self.warning(span, f"{dotted} {where}, so this condition is never true")
 
-    def operand(self, node: ast.Expr) -> Type:
+    def operand(self, node: ast.Expr, bare_text: bool = False) -> Type:
         if isinstance(node, ast.Name):
             kind = field_type(node.dotted)
             if kind is None:
                 hint = _field_hint(node.dotted)
+                if bare_text and len(node.parts) == 1:
+                    hint = f"text goes in quotes: '{node.dotted}'"
                 self.error(node.span, f"unknown field {quote(node.dotted)}", hint)
                 return Type.ANY
             return kind
@@ -467,6 +483,13 @@ class _RuleChecker:
     def scale(self, action: ast.Scale) -> None:
         kind = self.expr(action.to)
         if kind in (Type.ANY, Type.NUMBER):
+            if isinstance(action.to, ast.Unary):
+                self.error(
+                    action.to.span,
+                    "SCALE to a negative number of instances",
+                    "did you mean instances - 1?",
+                )
+                return
             constant = _constant(action.to)
             if constant is not None and (constant < 0 or not float(constant).is_integer()):
                 self.error(
@@ -659,6 +682,16 @@ def _constant(node: ast.Expr) -> float | None:
         if node.op == "*":
             return left * right
         return None if right == 0 else left / right
+    if isinstance(node, ast.Call) and node.name in FUNCTIONS:
+        values = [_constant(arg.value) for arg in node.args]
+        if not values or any(v is None for v in values):
+            return None
+        numbers = [v for v in values if v is not None]
+        if node.name == "min":
+            return min(numbers)
+        if node.name == "max":
+            return max(numbers)
+        return float(math.ceil(numbers[0]) if node.name == "ceil" else math.floor(numbers[0]))
     return None
 
 
@@ -667,6 +700,8 @@ def _is_relative(node: ast.Expr) -> bool:
 
     min(...) with a constant argument is bounded by it, so it is not open-ended.
     """
+    if _constant(node) is not None:
+        return False
     if isinstance(node, ast.Call) and node.name == "min":
         return all(_is_relative(arg.value) for arg in node.args)
     if isinstance(node, ast.Name | ast.Call):

@@ -78,7 +78,7 @@ def _field(text: str, name: str, low: int, high: int, names: dict[str, int]) -> 
         step = 1
         if step_text:
             if not step_text.isdigit() or int(step_text) == 0:
-                raise CronError(f"the step in {name} field '{item}' must be a positive number")
+                raise CronError(f"the step in the {name} field '{item}' must be a positive number")
             step = int(step_text)
         if base == "*":
             start, end = low, high

@@ -264,15 +264,17 @@ class _Parser:
 
     def rule_name(self) -> str:
         tok = self.tok
-        if tok.kind is not Kind.IDENT or tok.value in _RESERVED:
+        hyphenated = self.peek().text == "-" and self.peek().offset == tok.end
+        if tok.kind is not Kind.IDENT or (tok.value in _RESERVED and not hyphenated):
             raise self.error("a rule name after RULE (letters, digits, _ and -)")
         self.advance()
         name = tok.text
-        # Hyphenated names (`scale-up`) arrive as several tokens written without spaces.
+        # Hyphenated names (`scale-up`, `scale-2x`) arrive as several tokens written
+        # without spaces.
         while (
             self.tok.text == "-"
             and self.tok.offset == self.tokens[self.pos - 1].end
-            and self.peek().kind in (Kind.IDENT, Kind.NUMBER)
+            and self.peek().kind in (Kind.IDENT, Kind.NUMBER, Kind.QUANTITY)
             and self.peek().offset == self.tok.end
         ):
             self.advance()
@@ -311,6 +313,12 @@ class _Parser:
             return
         if tok.kind is Kind.IDENT and tok.value in ("ON", "RULE"):
             raise self.error("';' to end the rule before the next one")
+        previous = self.tokens[self.pos - 1]
+        if tok.text == "," and tok.kind is Kind.OP:
+            raise self.error(
+                f"';' after {previous.text}",
+                "list every action before LIMIT, COOLDOWN and DRY RUN",
+            )
         raise self.error(
             "',', LIMIT, COOLDOWN, DRY RUN or ';' after the action",
             choices=("LIMIT", "COOLDOWN", "DRY"),
@@ -442,7 +450,7 @@ class _Parser:
                 if isinstance(node, ast.Number):
                     return ast.Number(-node.value, span)
                 return ast.Quantity(-node.amount, node.unit, span)
-            raise self.error(f"a number after '-' in {expected}")
+            raise self.error("a number after '-'")
         if tok.kind in (Kind.NUMBER, Kind.QUANTITY):
             return self.number(tok)
         if tok.kind is Kind.STRING:
@@ -454,6 +462,14 @@ class _Parser:
         raise self.error(expected)
 
     def number(self, tok: Token) -> ast.Number | ast.Quantity:
+        unit_word = self.unit_word_after(tok)
+        if unit_word is not None:
+            written = quote(f"{tok.text} {self.peek().text}")
+            raise ParseError(
+                tok.span.to(self.peek().span),
+                f"a space between a number and its unit: {written}",
+                f"write the number and the unit together: {tok.text}{unit_word}",
+            )
         self.advance()
         amount = _checked_number(tok)
         if tok.kind is Kind.NUMBER:

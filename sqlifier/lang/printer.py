@@ -245,8 +245,10 @@ def _place_inside(rule: ast.Rule, where: _Placed, comment: Comment) -> None:
     start = comment.span.start
     clauses = rule.clauses
     if comment.own_line:
+        # Above the clause it sits inside (`DO` / comment / action), else the next one.
+        inside = [key for key, span in clauses if span.start < start < span.end]
         following = [key for key, span in clauses if span.start > start]
-        key = following[0] if following else clauses[-1][0]
+        key = (inside or following or [clauses[-1][0]])[0]
         where.above.setdefault(key, []).append(comment)
         return
     preceding = [key for key, span in clauses if _starts_before(span, start)]

@@ -223,6 +223,8 @@ def _error(group: str, part: str, start: int, line: int, col: int) -> Token:
             hint = "braces belong inside NOTIFY messages, like 'scaled {service.name}'"
         elif char == '"':
             hint = "strings use single quotes"
+        elif char == "%":
+            hint = "write the percent sign right after the number, like 80%"
         message = (f"unexpected character {shown}", hint)
         width = 1
     # The token's text is what the caret underlines.

@@ -149,3 +149,8 @@ def test_formatting_twice_changes_nothing_on_every_fixture() -> None:
     for path in [IDENTITY, *sorted((fixtures.parent.parent.parent / "examples").rglob("*.sql"))]:
         once = fmt(path.read_text())
         assert fmt(once) == once, path
+
+
+def test_comment_between_do_and_its_action_stays_above_the_action() -> None:
+    text = "ON a() > 1 DO\n  -- first\n  RESTART 'x', NOTIFY 'y';\n"
+    assert fmt(text) == "ON a() > 1\n-- first\nDO RESTART 'x',\n   NOTIFY 'y';\n"
