@@ -184,7 +184,7 @@ class StackReader:
                     f"{_dotted((*path, key))} must be text or a number, found {_shown(item)}",
                 )
                 continue
-            out[key] = str(item).lower() if isinstance(item, bool) else str(item)
+            out[key] = str(item)
         return out
 
     # --- tables -------------------------------------------------------------------------
