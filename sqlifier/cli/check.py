@@ -6,6 +6,8 @@ import click
 
 from sqlifier.cli.output import diagnostics_json, print_diagnostics, summary
 from sqlifier.cli.workspace import resolve
+from sqlifier.errors import UserError
+from sqlifier.lang.errors import Diagnostic, Severity
 from sqlifier.spec.rulefiles import load_rules
 
 __all__ = ["command"]
@@ -23,7 +25,14 @@ def command(files: tuple[str, ...], stack_file: str | None, as_json: bool) -> in
     Without FILES, checks sqlifier.toml (here or in a parent folder) and the rule files
     its [stack] rules patterns match. Rules are checked against the stack's services.
     """
-    workspace = resolve(files, stack_file)
+    try:
+        workspace = resolve(files, stack_file)
+    except UserError as exc:
+        if not as_json:
+            raise
+        here = Diagnostic(".", 1, 1, Severity.ERROR, str(exc))
+        click.echo(diagnostics_json([here]))
+        return 1
     services = workspace.stack.service_names if workspace.stack else None
     rules = load_rules(workspace.rule_paths, services)
     diagnostics = [*workspace.diagnostics, *rules.diagnostics]

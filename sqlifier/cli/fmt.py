@@ -10,7 +10,11 @@ import click
 
 from sqlifier.cli.output import print_diagnostics
 from sqlifier.cli.workspace import resolve
+from sqlifier.errors import UserError
+from sqlifier.lang.ast import RuleFile
+from sqlifier.lang.parser import parse
 from sqlifier.lang.printer import format_file
+from sqlifier.lang.source import Source
 from sqlifier.spec.rulefiles import load_rule_file
 
 __all__ = ["command"]
@@ -30,12 +34,14 @@ def command(files: tuple[str, ...], check_only: bool, stack_file: str | None) ->
     Without FILES, formats the stack's rule files. `-` reads standard input and writes the
     result to standard output. A file with syntax errors is reported and left unchanged.
     """
-    if files == ("-",):
-        return _format_stdin()
-    workspace = resolve(tuple(f for f in files if not f.endswith(".toml")), stack_file)
-    if not workspace.rule_paths and workspace.diagnostics:
+    if "-" in files:
+        if files != ("-",):
+            raise UserError("'-' (standard input) cannot be combined with file names")
+        return _format_stdin(check_only)
+    workspace = resolve(files, stack_file)
+    if not workspace.rule_paths:
         print_diagnostics(workspace.diagnostics)
-        return 1
+        return 1 if any(d.is_error for d in workspace.diagnostics) else 0
     failed = changed = 0
     for path, display in workspace.rule_paths:
         loaded = load_rule_file(path, display)
@@ -43,15 +49,21 @@ def command(files: tuple[str, ...], check_only: bool, stack_file: str | None) ->
             print_diagnostics(loaded.diagnostics)
             failed += 1
             continue
-        text = format_file(loaded.rules)
+        text = _formatted(loaded.rules, display)
         if text.encode("utf-8") == path.read_bytes():
             continue
-        changed += 1
         if check_only:
+            changed += 1
             click.echo(f"would reformat {display}")
-        else:
+            continue
+        try:
             _write(path, text)
-            click.echo(f"reformatted {display}")
+        except OSError as exc:
+            click.echo(f"{display}:1:1: error: cannot write the file: {exc.strerror}", err=True)
+            failed += 1
+            continue
+        changed += 1
+        click.echo(f"reformatted {display}")
     total = len(workspace.rule_paths)
     verb = "would be reformatted" if check_only else "reformatted"
     parts = [
@@ -64,17 +76,38 @@ def command(files: tuple[str, ...], check_only: bool, stack_file: str | None) ->
     return 1 if failed or (check_only and changed) else 0
 
 
-def _format_stdin() -> int:
+class FormatterBug(Exception):
+    """Formatting would have changed what the rules mean: a bug, never written out."""
+
+
+def _formatted(rules: RuleFile, display: str) -> str:
+    """The canonical text, checked to mean exactly what the original means."""
+    text = format_file(rules)
+    again, diagnostics = parse(Source(text, rules.path))
+    if diagnostics or again != rules:
+        raise FormatterBug(f"formatting {display} would change its meaning; it was left unchanged")
+    return text
+
+
+def _format_stdin(check_only: bool) -> int:
     loaded = load_rule_file(Path("-"), "-")
-    if loaded.rules is None or loaded.diagnostics:
+    if loaded.rules is None or loaded.source is None or loaded.diagnostics:
         print_diagnostics(loaded.diagnostics)
         return 1
-    click.echo(format_file(loaded.rules), nl=False)
+    text = _formatted(loaded.rules, "standard input")
+    if check_only:
+        if text != loaded.source.text:
+            click.echo("would reformat -")
+            return 1
+        return 0
+    click.echo(text, nl=False)
     return 0
 
 
 def _write(path: Path, text: str) -> None:
-    """Replace the file atomically, keeping its permissions."""
+    """Replace the file atomically, keeping its permissions (through a symbolic link, the
+    file it points to)."""
+    path = path.resolve()
     mode = path.stat().st_mode & 0o7777
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -25,6 +25,11 @@ def command(directory: str, name: str | None) -> int:
     if root.exists() and not root.is_dir():
         raise UserError(f"{directory} exists and is not a directory")
     stack_name = name or _stack_name(root.resolve().name)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", stack_name):
+        raise UserError(
+            f"invalid stack name {stack_name!r}: use letters, digits, '.', '_' and '-' "
+            "(at most 63 characters)"
+        )
     files = scaffold.files(stack_name)
     existing = [path for path in files if (root / path).exists()]
     if existing:
@@ -34,8 +39,11 @@ def command(directory: str, name: str | None) -> int:
         )
     for path, content in files.items():
         target = root / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content, encoding="utf-8")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content, encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot create {target}: {exc.strerror}") from None
         click.echo(f"created {target}")
     where = "" if directory == "." else f"cd {directory} && "
     click.echo(f"\nNext: {where}sqlifier check")

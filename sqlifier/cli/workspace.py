@@ -49,7 +49,12 @@ def resolve(files: tuple[str, ...], stack_file: str | None) -> Workspace:
         except DiagnosticsError as exc:
             workspace.diagnostics.extend(exc.diagnostics)
     if rule_args:
-        workspace.rule_paths = [(Path(f), f) for f in rule_args]
+        seen: set[Path] = set()
+        for name in rule_args:
+            key = Path(name).resolve()
+            if key not in seen:
+                seen.add(key)
+                workspace.rule_paths.append((Path(name), name))
     elif workspace.stack is not None:
         stack = workspace.stack
         workspace.rule_paths = [(p, display_path(p)) for p in stack.rule_files()]

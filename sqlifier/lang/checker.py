@@ -193,6 +193,8 @@ class _RuleChecker:
         base = test.signal.split("_", 1)[1]
         example = f"{test.signal}({spec.direction[0]}{'80' if base == 'cpu' else '20'}%)"
         if test.inner is None:
+            if any(a.name is None for a in test.args):
+                return  # reported with the argument: high_cpu(80%) needs its '>'
             self.error(
                 test.outer.span if test.outer else test.span,
                 f"{test.signal} takes its threshold inside the parentheses, like {example}",
@@ -261,6 +263,13 @@ class _RuleChecker:
                 self.argument(spec, None, spec.positional, positional[0])
             positional = positional[1:]
         for extra in positional:
+            if spec.direction and isinstance(extra.value, ast.Number | ast.Quantity):
+                self.error(
+                    extra.span,
+                    f"{name} needs a comparison before its threshold, "
+                    f"like {name}({spec.direction[0]}{format_expr(extra.value)})",
+                )
+                continue
             self.error(
                 extra.span,
                 f"{name}() takes no further positional argument; name it, like service='x'",
@@ -315,6 +324,8 @@ class _RuleChecker:
                 re.compile(text)
             except re.error as exc:
                 self.error(value.span, f"invalid regular expression in {label}: {exc}")
+            except (OverflowError, RecursionError, ValueError):
+                self.error(value.span, f"the regular expression in {label} is too large")
         elif expected.check == "cron":
             try:
                 parse_cron(text)
@@ -483,7 +494,7 @@ class _RuleChecker:
     def scale(self, action: ast.Scale) -> None:
         kind = self.expr(action.to)
         if kind in (Type.ANY, Type.NUMBER):
-            if isinstance(action.to, ast.Unary):
+            if isinstance(action.to, ast.Unary) and isinstance(action.to.operand, ast.Name):
                 self.error(
                     action.to.span,
                     "SCALE to a negative number of instances",
@@ -545,7 +556,7 @@ class _RuleChecker:
             return spec.values[0] if spec.values else Type.NUMBER
         least, most = arity
         if not least <= len(node.args) <= most:
-            count = str(least) if least == most else f"{least} or more"
+            count = str(least) if least == most else f"{least} to {most}"
             self.error(
                 node.span,
                 f"{node.name}() takes {count} argument{'s' * (count != '1')}, "
@@ -615,9 +626,7 @@ class _RuleChecker:
                     f"unmatched {quote(text)} in the NOTIFY message",
                     "write {{ or }} for a literal brace",
                 )
-            elif name.strip() not in PLACEHOLDERS and not name.strip().startswith(
-                "service.labels."
-            ):
+            elif name.strip() not in PLACEHOLDERS and field_type(name.strip()) is None:
                 self.error(
                     span,
                     f"unknown placeholder {{{name}}} in the NOTIFY message",
@@ -665,14 +674,22 @@ def _base(node: ast.Expr) -> float | None:
 
 
 def _constant(node: ast.Expr) -> float | None:
-    """The value of an expression made only of numbers, or None."""
+    """The value of an expression made only of numbers, or None (also when it overflows)."""
+    try:
+        value = _fold(node)
+    except (OverflowError, ValueError, ZeroDivisionError):
+        return None
+    return value if value is None or math.isfinite(value) else None
+
+
+def _fold(node: ast.Expr) -> float | None:
     if isinstance(node, ast.Number):
         return float(node.value)
     if isinstance(node, ast.Unary):
-        inner = _constant(node.operand)
+        inner = _fold(node.operand)
         return None if inner is None else -inner
     if isinstance(node, ast.Binary):
-        left, right = _constant(node.left), _constant(node.right)
+        left, right = _fold(node.left), _fold(node.right)
         if left is None or right is None:
             return None
         if node.op == "+":
@@ -683,7 +700,7 @@ def _constant(node: ast.Expr) -> float | None:
             return left * right
         return None if right == 0 else left / right
     if isinstance(node, ast.Call) and node.name in FUNCTIONS:
-        values = [_constant(arg.value) for arg in node.args]
+        values = [_fold(arg.value) for arg in node.args]
         if not values or any(v is None for v in values):
             return None
         numbers = [v for v in values if v is not None]

@@ -77,7 +77,7 @@ def _field(text: str, name: str, low: int, high: int, names: dict[str, int]) -> 
         base, _, step_text = item.partition("/")
         step = 1
         if step_text:
-            if not step_text.isdigit() or int(step_text) == 0:
+            if not _digits(step_text) or int(step_text) == 0:
                 raise CronError(f"the step in the {name} field '{item}' must be a positive number")
             step = int(step_text)
         if base == "*":
@@ -98,9 +98,14 @@ def _value(text: str, name: str, low: int, high: int, names: dict[str, int]) -> 
     lowered = text.lower()
     if lowered in names:
         return names[lowered]
-    if not text.isdigit():
+    if not _digits(text):
         raise CronError(f"'{text}' is not a valid {name} (expected {low}-{high})")
     value = int(text)
     if not low <= value <= high:
         raise CronError(f"{value} is out of range for the {name} field (expected {low}-{high})")
     return value
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only, and few of them (`isdigit` also accepts '²' and '٣')."""
+    return 0 < len(text) <= 4 and text.isascii() and text.isdigit()

@@ -61,6 +61,6 @@ PLACEHOLDERS = (*FIELDS, "instances", "value", "rule", "signal")
 
 def field_type(dotted: str) -> Type | None:
     """The type of a condition field, or None when there is no such field."""
-    if dotted.startswith("service.labels.") and dotted.count(".") == 2:
+    if dotted.startswith("service.labels.") and dotted.count(".") == 2 and len(dotted) > 15:
         return Type.STRING
     return FIELDS.get(dotted)

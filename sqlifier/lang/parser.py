@@ -21,6 +21,7 @@ the errors of every statement.
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import Callable
 from typing import TypeVar, cast
 
@@ -36,6 +37,7 @@ _new = tuple.__new__
 __all__ = ["MAX_DEPTH", "MAX_NUMBER", "parse", "parse_trigger"]
 
 MAX_DEPTH = 64
+_WORD = re.compile(r"[A-Za-z0-9_]+")
 MAX_NUMBER = 1e15
 
 _CMP = frozenset(("=", "!=", "<>", "<", "<=", ">", ">="))
@@ -126,6 +128,9 @@ class _Parser:
             message, own_hint = cast("tuple[str, str | None]", tok.value)
             return ParseError(tok.span, message, own_hint)
         span = tok.span
+        if tok.kind is Kind.EOF and self.pos > 0:
+            prev = self.tokens[self.pos - 1]
+            span = Span(prev.line, prev.end_col, prev.line, prev.end_col + 1)
         found = _describe(tok)
         unit = self.unit_word_after(tok)
         if unit is not None:
@@ -276,6 +281,7 @@ class _Parser:
             and self.tok.offset == self.tokens[self.pos - 1].end
             and self.peek().kind in (Kind.IDENT, Kind.NUMBER, Kind.QUANTITY)
             and self.peek().offset == self.tok.end
+            and _WORD.fullmatch(self.peek().text)
         ):
             self.advance()
             name += "-" + self.advance().text
@@ -480,19 +486,26 @@ class _Parser:
         return ast.Quantity(amount, unit, tok.span)
 
     def expr(self) -> ast.Expr:
+        depth = self.depth
         left = self.term()
         while self.tok.kind is Kind.OP and self.tok.text in ("+", "-"):
+            # Each operator nests the tree one level deeper (a + b + c is (a + b) + c).
+            self.enter(self.tok.span)
             op = self.advance().text
             right = self.term()
             left = ast.Binary(op, left, right, left.span.to(right.span))
+        self.depth = depth
         return left
 
     def term(self) -> ast.Expr:
+        depth = self.depth
         left = self.unary()
         while self.tok.kind is Kind.OP and self.tok.text in ("*", "/"):
+            self.enter(self.tok.span)
             op = self.advance().text
             right = self.unary()
             left = ast.Binary(op, left, right, left.span.to(right.span))
+        self.depth = depth
         return left
 
     def unary(self) -> ast.Expr:
@@ -664,9 +677,16 @@ class _Parser:
     def target(self) -> ast.Target:
         tok = self.tok
         service_word = False
-        if tok.kind is Kind.IDENT and tok.value == "SERVICE" and self.peek().kind is Kind.STRING:
+        if (
+            tok.kind is Kind.IDENT
+            and tok.value == "SERVICE"
+            and (
+                self.peek().kind is Kind.STRING
+                or (self.peek().value == "SERVICE" and self.peek(2).text == ".")
+            )
+        ):
             self.advance()
-            service_word = True
+            service_word = self.tok.kind is Kind.STRING
         value = self.tok
         if value.kind is Kind.STRING:
             self.advance()

@@ -196,16 +196,33 @@ def format_file(file: ast.RuleFile) -> str:
             if i == last:
                 text += ";"
             ends = where.after.get(key, []) + (where.after.get("end", []) if i == last else [])
-            # A `--` comment runs to the end of the line, so it goes after any /* */ ones.
-            ends.sort(key=lambda c: c.text.startswith("--"))
+            spill = _order_line_end(ends)
             if ends:
                 text += " " + " ".join(c.text for c in ends)
             out.append(text)
+            out.extend(c.text for c in spill)
     if trailer:
         if file.rules and trailer[0].blank_before:
             out.append("")
         _emit_block(out, trailer)
     return "\n".join(out) + "\n" if out else ""
+
+
+def _order_line_end(ends: list[Comment]) -> list[Comment]:
+    """Order the comments that end a line so nothing follows a `--` but more comment.
+
+    Block comments go first; of those that end in `--`, one spanning lines may lead. Any
+    other that spans lines cannot follow a `--`, so it is returned to go on its own line.
+    """
+    ends.sort(key=lambda c: (c.ends_line, "\n" not in c.text))
+    spill = []
+    seen_line_end = False
+    for comment in list(ends):
+        if seen_line_end and "\n" in comment.text:
+            ends.remove(comment)
+            spill.append(comment)
+        seen_line_end = seen_line_end or comment.ends_line
+    return spill
 
 
 def _emit_block(out: list[str], comments: list[Comment]) -> None:

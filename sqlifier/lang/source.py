@@ -81,11 +81,11 @@ class UndecodableError(ValueError):
 
 
 def decode(data: bytes, path: str) -> Source:
-    """A Source from a file's bytes: UTF-8 (a BOM is allowed), CRLF read as LF."""
+    """A Source from a file's bytes: UTF-8 (a BOM is allowed), CRLF and CR read as LF."""
     if len(data) > MAX_FILE_BYTES:
         raise UndecodableError(
-            f"the file is {len(data) / 1e6:.1f} MB; a rule file may be at most "
-            f"{MAX_FILE_BYTES // (1024 * 1024)} MiB (split it into several files)"
+            f"the file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB, the most a rule "
+            "file may hold (split it into several files)"
         )
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -101,4 +101,5 @@ def decode(data: bytes, path: str) -> Source:
             line,
             col,
         ) from None
-    return Source(text.replace("\r\n", "\n"), path)
+    # CRLF (Windows) and a lone CR (old Macs) both end a line.
+    return Source(text.replace("\r\n", "\n").replace("\r", "\n"), path)

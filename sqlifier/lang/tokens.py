@@ -67,23 +67,26 @@ _new = tuple.__new__
 
 @dataclass(frozen=True, slots=True)
 class Comment:
-    """A comment as written, with whether it stood on its own line."""
+    """A comment as written (several side by side on one line are one), with whether it
+    stood on its own line and whether it runs to the end of the line (`--`)."""
 
     text: str
     span: Span
     own_line: bool
     blank_before: bool
+    ends_line: bool = False
 
 
 # Blanks are skipped as the prefix of every match; the groups are numbered for dispatch on
 # `lastindex` (the number group's unit is group 3, so a quantity ends on 3, a number on 2).
+# A block comment is matched by its opening only and its end found with str.find, so an
+# unterminated one costs one scan, not one per `/*`.
 _TOKEN = re.compile(
     r"""[ \t\r\f\v]*(?:
      ([A-Za-z_][A-Za-z0-9_]*)
     |([0-9]+(?:\.[0-9]+)?)([A-Za-z_%][A-Za-z0-9_%]*)?
     |('(?:[^'\n]|'')*')
     |(--[^\n]*)
-    |(/\*.*?\*/)
     |(/\*)
     |(<=|>=|!=|<>|==|[-+*/(),;.=<>])
     |(\n)
@@ -91,19 +94,44 @@ _TOKEN = re.compile(
     |("[^"\n]*"?)
     |([^ \t\r\f\v])
     )""",
-    re.VERBOSE | re.DOTALL | re.ASCII,
+    re.VERBOSE | re.ASCII,
 )
-_IDENT, _NUMBER, _QUANTITY, _STRING, _LCOMMENT, _BCOMMENT, _BOPEN, _OP, _NL = range(1, 10)
-_GROUP_NAMES = {10: "badstring", 11: "dstring", 12: "bad", _BOPEN: "bopen"}
+_IDENT, _NUMBER, _QUANTITY, _STRING, _LCOMMENT, _BCOMMENT, _OP, _NL = range(1, 9)
+_GROUP_NAMES = {9: "badstring", 10: "dstring", 11: "bad"}
+# Longer numbers are "too large" for the parser; reading them as float never fails.
+_MAX_DIGITS = 20
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+class _CommentRun:
+    """Comments side by side on one line, which the printer keeps together."""
+
+    __slots__ = ("blank_before", "end", "own_line", "parts", "start")
+
+    def __init__(self, text: str, start: Span, end: Span, own_line: bool, blank: bool) -> None:
+        self.parts = [text]
+        self.start = start
+        self.end = end
+        self.own_line = own_line
+        self.blank_before = blank
+
+    def comment(self) -> Comment:
+        return Comment(
+            " ".join(self.parts),
+            self.start.to(self.end),
+            self.own_line,
+            self.blank_before,
+            ends_line=self.parts[-1].startswith("--"),
+        )
 
 
 def tokenize(text: str) -> tuple[list[Token], list[Comment]]:  # noqa: PLR0915 (one hot loop)
     """Split `text` into tokens (ending with EOF) and comments."""
     tokens: list[Token] = []
-    comments: list[Comment] = []
+    runs: list[_CommentRun] = []
     append = tokens.append
+    match = _TOKEN.match
     ident, op = Kind.IDENT, Kind.OP
     line = 1
     line_start = 0
@@ -111,7 +139,9 @@ def tokenize(text: str) -> tuple[list[Token], list[Comment]]:  # noqa: PLR0915 (
     last_line = 0
     token_line = 0
     tokens_since = False
-    for m in _TOKEN.finditer(text):
+    pos = 0
+    while (m := match(text, pos)) is not None:
+        pos = m.end()
         group: int = m.lastindex  # type: ignore[assignment]  # every match has a group
         start = m.start(group)
         if group == _IDENT:
@@ -126,55 +156,53 @@ def tokenize(text: str) -> tuple[list[Token], list[Comment]]:  # noqa: PLR0915 (
         elif group in (_NUMBER, _QUANTITY):
             start = m.start(_NUMBER)
             number = m.group(_NUMBER)
-            amount = float(number) if "." in number else int(number)
+            if "." in number or len(number) > _MAX_DIGITS:
+                amount: int | float = float(number)
+            else:
+                amount = int(number)
             kind = Kind.QUANTITY if group == _QUANTITY else Kind.NUMBER
             append(
                 _new(
                     Token,
-                    (kind, text[start : m.end()], amount, start, line, start - line_start + 1),
+                    (kind, text[start:pos], amount, start, line, start - line_start + 1),
                 )
             )
-        elif group == _STRING:
-            append(_string(m.group(group), start, line, start - line_start + 1))
         elif group in (_LCOMMENT, _BCOMMENT):
-            part = m.group(group)
+            if group == _BCOMMENT:
+                close = text.find("*/", start + 2)
+                if close == -1:
+                    # Everything after an unterminated /* is comment: one error, then stop.
+                    append(_error("bopen", "/*", start, line, start - line_start + 1))
+                    break
+                pos = close + 2
+            part = text[start:pos]
             col = start - line_start + 1
             end_line = line + part.count("\n")
             end_col = col + len(part) if end_line == line else len(part) - part.rfind("\n")
-            text_ = part.rstrip() if group == _LCOMMENT else part
+            comment_text = part.rstrip() if group == _LCOMMENT else part
             span = Span(line, col, end_line, end_col)
-            previous = comments[-1] if comments else None
-            if previous is not None and previous.span.end_line == line and not tokens_since:
-                # Comments side by side on one line are one comment for the printer.
-                comments[-1] = Comment(
-                    previous.text + " " + text_,
-                    previous.span.to(span),
-                    previous.own_line,
-                    previous.blank_before,
-                )
+            if runs and runs[-1].end.end_line == line and not tokens_since:
+                runs[-1].parts.append(comment_text)
+                runs[-1].end = span
             else:
-                comments.append(
-                    Comment(
-                        text_,
-                        span,
-                        own_line=token_line != line,
-                        blank_before=last_line != 0 and line - last_line > 1,
-                    )
-                )
+                blank = last_line != 0 and line - last_line > 1
+                runs.append(_CommentRun(comment_text, span, span, token_line != line, blank))
             tokens_since = False
             if end_line != line:
                 line = end_line
                 line_start = start + part.rfind("\n") + 1
             last_line = line
             continue
+        elif group == _STRING:
+            append(_string(m.group(group), start, line, start - line_start + 1))
         else:
             part = m.group(group)
             append(_error(_GROUP_NAMES[group], part, start, line, start - line_start + 1))
         token_line = last_line = line
         tokens_since = True
     eof_col = len(text) - line_start + 1
-    tokens.append(Token(Kind.EOF, "", None, len(text), line, eof_col))
-    return tokens, comments
+    tokens.append(_new(Token, (Kind.EOF, "", None, len(text), line, eof_col)))
+    return tokens, [run.comment() for run in runs]
 
 
 def _string(part: str, start: int, line: int, col: int) -> Token:

@@ -38,7 +38,7 @@ def assemble(reader: StackReader) -> m.Stack:
                 'add:  [stack]  name = "shop"',
             )
         )
-    stack = _top(reader, "stack", {"name": reader.text, "rules": reader.text_list}, "[stack]")
+    stack = _top(reader, "stack", {"name": reader.text, "rules": reader.patterns}, "[stack]")
     router = _router(reader)
     engine = _top(
         reader,

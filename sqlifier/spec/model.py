@@ -211,7 +211,11 @@ class Stack:
         """The files the `rules` patterns match, in a stable order."""
         found: dict[Path, None] = {}
         for pattern in self.rules:
-            for path in sorted(self.root.glob(pattern)):
+            try:
+                matches = sorted(self.root.glob(pattern))
+            except (ValueError, NotImplementedError):  # checked when read; never fatal here
+                continue
+            for path in matches:
                 if path.is_file():
                     found[path] = None
         return list(found)

@@ -34,15 +34,16 @@ SECRET_PROVIDERS = (
 )
 _SECRET_REF = re.compile(
     r"^(secret://local/[A-Za-z0-9_.-]+|vault://[^#\s]+#[^#\s]+|aws-sm://[^#\s]+(#[^#\s]+)?"
-    r"|ssm:///[^\s]+|env://[A-Za-z_][A-Za-z0-9_]*|file://[^\s]+)$"
+    r"|ssm:///[^\s]+|env://[A-Za-z_][A-Za-z0-9_]*|file://[^\s]+)\Z"
 )
 _SECRETISH = re.compile(r"(PASSWORD|PASSWD|TOKEN|SECRET|API_KEY|PRIVATE_KEY|ACCESS_KEY)", re.I)
-_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-_ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
-_PERCENT = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%$")
-_HOST = re.compile(r"^[A-Za-z0-9*]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}\Z")
+_ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)\Z")
+_PERCENT = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%\Z")
+_HOST = re.compile(r"^[A-Za-z0-9*]([A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_LONGEST = 365 * 86400
 _INVALID: Any = object()
 
 Reader = Callable[[object, KeyPath], Any]
@@ -129,8 +130,8 @@ class StackReader:
             )
             return _INVALID
         seconds = float(match.group(1)) * _SECONDS[match.group(2)]
-        if seconds <= 0:
-            self.error(path, f"{_dotted(path)} must be longer than zero")
+        if not 0 < seconds <= _LONGEST:
+            self.error(path, f"{_dotted(path)} must be longer than zero and at most 365d")
             return _INVALID
         return seconds
 
@@ -161,6 +162,20 @@ class StackReader:
             return _INVALID
 
         return read
+
+    def patterns(self, value: object, path: KeyPath) -> Any:
+        items = self.text_list(value, path)
+        if items is _INVALID:
+            return _INVALID
+        for index, pattern in enumerate(items):
+            if not pattern or pattern.startswith("/") or ".." in pattern.split("/"):
+                self.error(
+                    (*path, index),
+                    f"rule pattern {quote(pattern)} must be a path "
+                    'inside the stack\'s folder, like "rules/*.sql"',
+                )
+                return _INVALID
+        return items
 
     def text_list(self, value: object, path: KeyPath) -> Any:
         if not isinstance(value, list):

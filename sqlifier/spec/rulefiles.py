@@ -11,7 +11,7 @@ from sqlifier.lang import ast
 from sqlifier.lang.checker import check
 from sqlifier.lang.errors import Diagnostic, Severity
 from sqlifier.lang.parser import parse
-from sqlifier.lang.source import Source, UndecodableError, decode
+from sqlifier.lang.source import MAX_FILE_BYTES, Source, UndecodableError, decode
 
 __all__ = ["LoadedFile", "RuleSet", "load_rule_file", "load_rules"]
 
@@ -47,9 +47,11 @@ class RuleSet:
 def read_source(path: Path, display: str) -> Source | Diagnostic:
     """The decoded text of a file, or a diagnostic saying why it cannot be read."""
     try:
-        data = path.read_bytes() if display != "-" else _stdin()
+        data = _read(path) if display != "-" else _stdin()
     except IsADirectoryError:
         return Diagnostic(display, 1, 1, Severity.ERROR, "is a directory, not a rule file")
+    except _NotAFile:
+        return Diagnostic(display, 1, 1, Severity.ERROR, "is not a regular file")
     except OSError as exc:
         return Diagnostic(display, 1, 1, Severity.ERROR, f"cannot read the file: {exc.strerror}")
     try:
@@ -58,8 +60,21 @@ def read_source(path: Path, display: str) -> Source | Diagnostic:
         return Diagnostic(display, exc.line, exc.col, Severity.ERROR, exc.message)
 
 
+class _NotAFile(OSError):
+    pass
+
+
+def _read(path: Path) -> bytes:
+    """At most one byte more than a rule file may hold (so /dev/zero ends), and never a
+    FIFO or device (which could block)."""
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise _NotAFile(path)
+    with path.open("rb") as handle:
+        return handle.read(MAX_FILE_BYTES + 1)
+
+
 def _stdin() -> bytes:
-    return sys.stdin.buffer.read()
+    return sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
 
 
 def load_rule_file(path: Path, display: str) -> LoadedFile:

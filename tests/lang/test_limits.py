@@ -41,7 +41,7 @@ def test_a_ten_megabyte_file_is_refused_with_the_limit(tmp_path: Path) -> None:
     code, found, _ = check_json(path)
     assert code == 1
     assert [d["message"] for d in found] == [
-        "the file is 10.0 MB; a rule file may be at most 4 MiB (split it into several files)"
+        "the file is larger than 4 MiB, the most a rule file may hold (split it into several files)"
     ]
 
 

@@ -1,0 +1,96 @@
+"""The CLI at the edges: odd files, odd paths, odd combinations — never exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tests.conftest import run_sqlifier
+
+RULE = "ON cpu() > 80% DO RESTART 'web';\n"
+
+
+def test_a_device_or_fifo_is_not_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.sql"
+    os.mkfifo(fifo)
+    for name in ("/dev/zero", str(fifo)):
+        result = run_sqlifier("check", name, cwd=tmp_path)
+        assert result.returncode == 1
+        assert result.stderr.startswith(f"{name}:1:1: error: is not a regular file")
+
+
+def test_lone_carriage_returns_end_lines(tmp_path: Path) -> None:
+    path = tmp_path / "mac.sql"
+    path.write_bytes(b"-- header\rON cpu() > 80% DO RESTART 'web';\rON bad\r")
+    result = run_sqlifier("check", "--json", str(path))
+    assert result.returncode == 1
+    assert [(d["line"], d["col"]) for d in json.loads(result.stdout)] == [(3, 7)]
+
+
+def test_check_json_is_json_even_without_a_stack(tmp_path: Path) -> None:
+    result = run_sqlifier("check", "--json", cwd=tmp_path)
+    assert result.returncode == 1
+    (found,) = json.loads(result.stdout)
+    assert found["severity"] == "error" and "no sqlifier.toml" in found["message"]
+
+
+def test_the_same_file_twice_is_checked_once(stack_dir: Path) -> None:
+    (stack_dir / "rules" / "r.sql").write_text("RULE r ON cpu() > 80% DO RESTART 'wbe';\n")
+    result = run_sqlifier("check", "--json", "rules/r.sql", "./rules/r.sql", cwd=stack_dir)
+    assert [d["message"] for d in json.loads(result.stdout)] == [
+        "unknown service 'wbe'; the stack file defines: api, image-processor-svc, "
+        "payment-gateway, web"
+    ]
+
+
+def test_fmt_stdin_cannot_be_mixed_with_files(tmp_path: Path) -> None:
+    result = run_sqlifier("fmt", "-", "a.sql", cwd=tmp_path, stdin=RULE)
+    assert result.returncode == 1
+    assert "cannot be combined" in result.stderr
+
+
+def test_fmt_check_on_stdin_exits_1_when_it_would_change() -> None:
+    result = run_sqlifier("fmt", "--check", "-", stdin="on cpu() > 80% do restart 'web'")
+    assert (result.returncode, result.stdout) == (1, "would reformat -\n")
+    tidy = run_sqlifier("fmt", "--check", "-", stdin="ON cpu() > 80%\nDO RESTART 'web';\n")
+    assert tidy.returncode == 0
+
+
+def test_fmt_through_a_symbolic_link_rewrites_the_target(stack_dir: Path) -> None:
+    target = stack_dir / "real.sql"
+    target.write_text("on cpu() > 80% do restart 'web'")
+    (stack_dir / "rules" / "link.sql").symlink_to(target)
+    assert run_sqlifier("fmt", cwd=stack_dir).returncode == 0
+    assert (stack_dir / "rules" / "link.sql").is_symlink()
+    assert target.read_text() == "ON cpu() > 80%\nDO RESTART 'web';\n"
+
+
+def test_fmt_with_no_rule_files_is_not_a_failure(stack_dir: Path) -> None:
+    result = run_sqlifier("fmt", cwd=stack_dir)
+    assert result.returncode == 0
+    assert "match no file" in result.stderr
+
+
+def test_rule_patterns_outside_the_stack_are_errors(stack_dir: Path) -> None:
+    for pattern in ('"/etc/*.conf"', '""', '"../*.sql"'):
+        (stack_dir / "sqlifier.toml").write_text(f'[stack]\nname = "x"\nrules = [{pattern}]\n')
+        result = run_sqlifier("check", cwd=stack_dir)
+        assert result.returncode == 1, pattern
+        assert "must be a path inside the stack's folder" in result.stderr
+
+
+def test_init_refuses_bad_names_and_unwritable_places(tmp_path: Path) -> None:
+    bad = run_sqlifier("init", "x", "--name", 'Bad Name"x', cwd=tmp_path)
+    assert bad.returncode == 1 and "invalid stack name" in bad.stderr
+    proc = run_sqlifier("init", "/proc/sqlifier-test", cwd=tmp_path)
+    assert proc.returncode == 1 and "cannot create" in proc.stderr
+
+
+def test_names_with_a_trailing_newline_are_invalid(stack_dir: Path) -> None:
+    (stack_dir / "sqlifier.toml").write_text(
+        '[stack]\nname = "x"\n[services."web\\n"]\nrun = "a"\n'
+    )
+    result = run_sqlifier("check", cwd=stack_dir)
+    assert result.returncode == 1
+    assert "invalid service name" in result.stderr
