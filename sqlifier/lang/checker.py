@@ -378,6 +378,21 @@ class _RuleChecker:
     def compare(self, node: ast.Compare) -> None:
         left = self.operand(node.left)
         right = self.operand(node.right, bare_text=isinstance(node.left, ast.Name))
+        if isinstance(node.left, ast.Name) and isinstance(node.right, ast.Name):
+            if Type.ANY not in (left, right) and left is not right:
+                self.error(
+                    node.span,
+                    f"{node.left.dotted} is {left.value} and {node.right.dotted} is "
+                    f"{right.value}; they cannot be compared",
+                )
+            return
+        if not isinstance(node.left, ast.Name) and not isinstance(node.right, ast.Name):
+            self.warning(
+                node.span,
+                "this compares two constants, so it is always true or always false",
+                "compare a field, like service.name = 'web'",
+            )
+            return
         if isinstance(node.left, ast.Name) or not isinstance(node.right, ast.Name):
             self.same_type(node.left, left, node.right)
         else:
