@@ -204,6 +204,12 @@ class _Parser:
             self.advance()
             name = self.rule_name()
             clauses.append(("rule", self.span_from(first)))
+            if self.tok.text == "-" and self.tok.kind is Kind.OP:
+                raise self.error(
+                    "ON after the rule name",
+                    "a rule name is letters, digits, _ and - (each part after a - starts with "
+                    "a letter or digit, and holds no % or .)",
+                )
             if not self.at_word("ON") and self.tok.kind is Kind.IDENT:
                 joined = f"{name}-{self.tok.text}"
                 raise self.error(
