@@ -199,32 +199,7 @@ class _Parser:
     def rule(self) -> ast.Rule:
         first = self.tok
         clauses: list[tuple[str, Span]] = []
-        name = None
-        if self.at_word("RULE"):
-            self.advance()
-            name = self.rule_name()
-            clauses.append(("rule", self.span_from(first)))
-            if self.tok.text == "-" and self.tok.kind is Kind.OP:
-                raise self.error(
-                    "ON after the rule name",
-                    "a rule name is letters, digits, _ and - (each part after a - starts with "
-                    "a letter or digit, and holds no % or .)",
-                )
-            if not self.at_word("ON") and self.tok.kind is Kind.IDENT:
-                joined = f"{name}-{self.tok.text}"
-                raise self.error(
-                    "ON after the rule name",
-                    f"a rule name has no spaces: write {joined}",
-                    choices=("ON",),
-                )
-            on = self.expect_word("ON", "ON after the rule name")
-        elif self.at_word("ON"):
-            on = self.advance()
-        else:
-            hint = None
-            if first.kind is Kind.IDENT and first.text.lower() in SIGNALS:
-                hint = f"start the rule with ON: ON {first.text.lower()}(...)"
-            raise self.error("ON or RULE to start a rule", hint, choices=("ON", "RULE"))
+        name, on = self.rule_head(clauses)
         trigger = self.trigger()
         for_ = None
         if self.at_word("FOR"):
@@ -272,6 +247,33 @@ class _Parser:
             span=self.span_from(first),
             clauses=tuple(clauses),
         )
+
+    def rule_head(self, clauses: list[tuple[str, Span]]) -> tuple[str | None, Token]:
+        """`[RULE name] ON`: the name, and the ON token."""
+        first = self.tok
+        if self.at_word("ON"):
+            return None, self.advance()
+        if not self.at_word("RULE"):
+            hint = None
+            if first.kind is Kind.IDENT and first.text.lower() in SIGNALS:
+                hint = f"start the rule with ON: ON {first.text.lower()}(...)"
+            raise self.error("ON or RULE to start a rule", hint, choices=("ON", "RULE"))
+        self.advance()
+        name = self.rule_name()
+        clauses.append(("rule", self.span_from(first)))
+        if self.tok.text == "-" and self.tok.kind is Kind.OP:
+            raise self.error(
+                "ON after the rule name",
+                "a rule name is letters, digits, _ and - (each part after a - starts with "
+                "a letter or digit, and holds no % or .)",
+            )
+        if not self.at_word("ON") and self.tok.kind is Kind.IDENT:
+            raise self.error(
+                "ON after the rule name",
+                f"a rule name has no spaces: write {name}-{self.tok.text}",
+                choices=("ON",),
+            )
+        return name, self.expect_word("ON", "ON after the rule name")
 
     def rule_name(self) -> str:
         tok = self.tok
