@@ -1,0 +1,140 @@
+"""Log lines: their level, read the way people write them.
+
+A line's level comes from, in order: a JSON object's `level`, `severity`, `lvl` or
+`levelname` field (names, or pino's numbers 10-60); logfmt's `level=`; a leading level word
+in capitals, in brackets or before a colon (`ERROR ...`, `[warn] ...`, `error: ...`,
+`2026-01-01 12:00:00 CRITICAL ...`, Python's `ERROR:root:...`). A line with no level is
+`info`, on stdout and stderr alike: many programs write ordinary output to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["DEFAULT_LEVEL", "LogFile", "classify"]
+
+DEFAULT_LEVEL = "info"
+
+# Canonical names, for aliases and common spellings.
+_CANONICAL = {
+    "debug": "debug",
+    "trace": "debug",
+    "info": "info",
+    "information": "info",
+    "notice": "info",
+    "warn": "warn",
+    "warning": "warn",
+    "error": "error",
+    "err": "error",
+    "critical": "critical",
+    "crit": "critical",
+    "fatal": "critical",
+    "emerg": "critical",
+    "alert": "critical",
+    "panic": "critical",
+}
+_LOGFMT = re.compile(r"(?:^|\s)(?:level|lvl|severity)=\"?([A-Za-z]+)", re.IGNORECASE)
+# A level word near the start: after an optional timestamp and punctuation.
+_LEADING = re.compile(r"^(?:[\d\-:.,TZ+/ ]{8,40}\s+)?([\[<(]?)([A-Za-z]{3,11})([\]>):]?)(?:\s|:|$)")
+
+
+def classify(line: str) -> str:
+    """The level of one log line: debug, info, warn, error or critical."""
+    stripped = line.strip()
+    if stripped.startswith("{"):
+        level = _json_level(stripped)
+        if level:
+            return level
+    match = _LOGFMT.search(stripped)
+    if match:
+        level = _CANONICAL.get(match.group(1).lower())
+        if level:
+            return level
+    match = _LEADING.match(stripped)
+    if match:
+        opening, word, closing = match.groups()
+        # `ERROR x`, `[error] x`, `error: x` are levels; `error rate is fine` is prose.
+        if word.isupper() or opening or closing:
+            level = _CANONICAL.get(word.lower())
+            if level:
+                return level
+    return DEFAULT_LEVEL
+
+
+def _json_level(text: str) -> str | None:
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    for key in ("level", "severity", "lvl", "levelname"):
+        value = record.get(key)
+        if isinstance(value, str):
+            return _CANONICAL.get(value.lower())
+        if isinstance(value, int) and key in ("level", "severity"):
+            return _numeric(value)
+    return None
+
+
+def _numeric(value: int) -> str:
+    """pino and bunyan: 10 trace, 20 debug, 30 info, 40 warn, 50 error, 60 fatal."""
+    if value >= 60:
+        return "critical"
+    if value >= 50:
+        return "error"
+    if value >= 40:
+        return "warn"
+    if value >= 30:
+        return "info"
+    return "debug"
+
+
+@dataclass
+class LogFile:
+    """One instance's log: JSON lines `{"t", "stream", "level", "line"}`, rotated by size.
+
+    `web-0.log` is current; when it passes `max_bytes` it becomes `web-0.log.1` (and
+    `.1` becomes `.2`, up to `keep`). A write that fails (a full disk) never raises: the
+    line is dropped and counted in `dropped`, and the next write tries again.
+    """
+
+    path: Path
+    max_bytes: int = 10 * 1024 * 1024
+    keep: int = 3
+    dropped: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    _size: int | None = None
+
+    def write(self, when: float, stream: str, line: str) -> str:
+        """Classify and append one line; return its level."""
+        level = classify(line)
+        self.counts[level] = self.counts.get(level, 0) + 1
+        record = json.dumps(
+            {"t": round(when, 3), "stream": stream, "level": level, "line": line},
+            ensure_ascii=False,
+        )
+        data = (record + "\n").encode("utf-8")
+        try:
+            if self._size is None:
+                self._size = self.path.stat().st_size if self.path.exists() else 0
+            if self._size + len(data) > self.max_bytes and self._size > 0:
+                self._rotate()
+            with self.path.open("ab") as handle:
+                handle.write(data)
+            self._size += len(data)
+        except OSError:
+            self.dropped += 1
+            self._size = None
+        return level
+
+    def _rotate(self) -> None:
+        for index in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
+        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        self._size = 0
