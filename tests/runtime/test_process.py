@@ -1,0 +1,146 @@
+"""Real processes: identity in the environment, output captured by level, whole process
+groups stopped, and clear errors for commands that cannot start."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sqlifier.runtime.logs import LogFile
+from sqlifier.runtime.process import (
+    LaunchError,
+    argv_for,
+    instance_env,
+    is_same_process,
+    launch,
+    pump,
+    stop_group,
+)
+from sqlifier.spec.model import Service
+
+PY = sys.executable
+
+
+def service(run: str, **options: object) -> Service:
+    return Service(name="web", run=run, source=Path("."), **options)  # type: ignore[arg-type]
+
+
+def test_the_instance_environment_carries_its_identity(tmp_path: Path) -> None:
+    svc = service("x", env={"LOG_LEVEL": "info", "HOME": "/override"})
+    env = instance_env(
+        svc, 1, 8001, "production", "v7", tmp_path, {"HOME": "/root", "PATH": "/bin"}
+    )
+    assert env == {
+        "HOME": "/override",
+        "PATH": "/bin",
+        "LOG_LEVEL": "info",
+        "PORT": "8001",
+        "SERVICE": "web",
+        "INSTANCE": "web-1",
+        "INSTANCE_INDEX": "1",
+        "RELEASE": "v7",
+        "ENV": "production",
+        "DATA_DIR": str(tmp_path),
+    }
+
+
+def test_commands_are_split_without_a_shell_unless_asked() -> None:
+    assert argv_for(service("python3 -m http.server '8 0'")) == [
+        "python3",
+        "-m",
+        "http.server",
+        "8 0",
+    ]
+    assert argv_for(service("echo $PORT | cat", shell=True)) == [
+        "/bin/sh",
+        "-c",
+        "echo $PORT | cat",
+    ]
+
+
+def test_output_is_captured_line_by_line_with_levels(tmp_path: Path) -> None:
+    script = (
+        "import sys, os; print('INFO hello', os.environ['INSTANCE']); "
+        "print('CRITICAL payment failed', file=sys.stderr); print('no newline at end', end='')"
+    )
+
+    async def run() -> int:
+        env = instance_env(service("x"), 0, 9000, "dev", "r1", None, dict(os.environ))
+        launched = await launch([PY, "-c", script], tmp_path, env, "web-0")
+        log = LogFile(tmp_path / "web-0.log")
+        assert launched.process.stdout and launched.process.stderr
+        await asyncio.gather(
+            pump(launched.process.stdout, "stdout", log),
+            pump(launched.process.stderr, "stderr", log),
+        )
+        return await launched.process.wait()
+
+    assert asyncio.run(run()) == 0
+    records = [json.loads(x) for x in (tmp_path / "web-0.log").read_text().splitlines()]
+    assert sorted((r["stream"], r["level"], r["line"]) for r in records) == [
+        ("stderr", "critical", "CRITICAL payment failed"),
+        ("stdout", "info", "INFO hello web-0"),
+        ("stdout", "info", "no newline at end"),
+    ]
+
+
+def test_stop_reaches_grandchildren(tmp_path: Path) -> None:
+    async def run() -> tuple[int, list[int]]:
+        launched = await launch(
+            ["/bin/sh", "-c", "sleep 300 & sleep 300 & wait"], tmp_path, dict(os.environ), "web-0"
+        )
+        for _ in range(100):
+            children = psutil.Process(launched.pid).children(recursive=True)
+            if len(children) == 2:
+                break
+            await asyncio.sleep(0.02)
+        pids = [c.pid for c in children]
+        code = await stop_group(launched.process, timeout=5)
+        return code, pids
+
+    code, pids = asyncio.run(run())
+    assert code == -15
+    assert len(pids) == 2
+    for pid in pids:
+        with pytest.raises(psutil.NoSuchProcess):
+            process = psutil.Process(pid)
+            if process.status() == psutil.STATUS_ZOMBIE:
+                raise psutil.NoSuchProcess(pid)
+
+
+def test_a_process_that_ignores_sigterm_is_killed_after_the_timeout(tmp_path: Path) -> None:
+    script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(300)"
+
+    async def run() -> int:
+        launched = await launch([PY, "-c", script], tmp_path, dict(os.environ), "web-0")
+        assert launched.process.stdout
+        await launched.process.stdout.readline()
+        return await stop_group(launched.process, timeout=0.3)
+
+    assert asyncio.run(run()) == -9
+
+
+def test_a_command_that_does_not_exist_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(LaunchError, match=r"^web-0: command not found: no-such-command-xyz$"):
+        asyncio.run(launch(["no-such-command-xyz"], tmp_path, {}, "web-0"))
+    with pytest.raises(LaunchError, match=r"its directory .* does not exist"):
+        asyncio.run(launch(["true"], tmp_path / "missing", {}, "web-0"))
+
+
+def test_a_recycled_pid_is_not_the_same_process(tmp_path: Path) -> None:
+    async def run() -> tuple[int, float, bool]:
+        launched = await launch(["sleep", "300"], tmp_path, dict(os.environ), "web-0")
+        alive = is_same_process(launched.pid, launched.started)
+        await stop_group(launched.process, timeout=5)
+        return launched.pid, launched.started, alive
+
+    pid, started, alive = asyncio.run(run())
+    assert alive
+    assert not is_same_process(pid, started)
+    assert not is_same_process(os.getpid(), started)
