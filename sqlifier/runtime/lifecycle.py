@@ -92,8 +92,9 @@ class Lifecycle:
 
     # --- events ---------------------------------------------------------------------
 
-    def exited(self, now: float, code: int | None) -> list[Command]:
-        """The process ended (`code` None when it could not even be launched)."""
+    def exited(self, now: float, code: int | None, detail: str | None = None) -> list[Command]:
+        """The process ended (`code` None when it could not even be launched, `detail`
+        saying why)."""
         self.last_exit = code
         uptime = now - self.started_at if self.started_at is not None else 0.0
         self.started_at = None
@@ -105,7 +106,7 @@ class Lifecycle:
         if uptime >= HEALTHY_RESET:
             self.failures = 0
             self.backoff = BACKOFF_START
-        what = "could not be started" if code is None else f"exited with code {code}"
+        what = detail or ("could not be started" if code is None else f"exited with code {code}")
         if forced:
             what = f"{self.reason} ({what})"
         elif self.policy is RestartPolicy.NEVER or (

@@ -1,0 +1,341 @@
+"""The supervisor: runs a stack's services as local processes and keeps them running.
+
+One asyncio loop owns all state. Each instance has a `Lifecycle` (the pure state machine)
+and its probe trackers; the loop feeds them events — a process exited, a probe answered,
+time passed — and carries out the commands they return: launch a process, stop one.
+Services start in dependency order, each waiting for what it depends on to be ready;
+stateful instances start one after another (`db-1` once `db-0` is ready) and stop in
+reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlifier.runtime.lifecycle import Command, Lifecycle, State
+from sqlifier.runtime.logs import LogFile
+from sqlifier.runtime.probes import ProbeTracker, run_probe
+from sqlifier.runtime.process import (
+    Launched,
+    LaunchError,
+    argv_for,
+    instance_env,
+    launch,
+    pump,
+    stop_group,
+)
+from sqlifier.spec.model import Service, Stack
+
+__all__ = ["Event", "Instance", "StartFailed", "Supervisor", "start_order"]
+
+TICK = 0.1  # seconds between looks at due restarts and probes
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened, for the screen and the record."""
+
+    when: float
+    instance: str
+    state: str
+    reason: str
+
+
+class StartFailed(Exception):
+    """A service did not become ready; the message names it and says why."""
+
+
+@dataclass
+class Instance:
+    service: Service
+    index: int
+    port: int
+    life: Lifecycle
+    log: LogFile
+    data_dir: Path | None
+    launched: Launched | None = None
+    probes: dict[str, ProbeTracker] = field(default_factory=dict)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        return f"{self.service.name}-{self.index}"
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "service": self.service.name,
+            "instance": self.name,
+            "pid": self.launched.pid if self.launched else None,
+            "port": self.port,
+            "address": f"127.0.0.1:{self.port}",
+            "state": self.life.state.value,
+            "reason": self.life.reason,
+            "restarts": self.life.restarts,
+        }
+
+
+def start_order(services: Mapping[str, Service]) -> list[str]:
+    """Services so that each comes after everything it depends on (the stack file has
+    been checked: no cycles, no unknown names)."""
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        for dependency in services[name].depends_on:
+            visit(dependency)
+        order.append(name)
+
+    for name in services:
+        visit(name)
+    return order
+
+
+class Supervisor:
+    def __init__(
+        self,
+        stack: Stack,
+        env: str,
+        state_dir: Path,
+        release: str = "current",
+        on_event: Callable[[Event], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.stack = stack
+        self.env = env
+        self.services = stack.services_for(env)
+        self.state_dir = state_dir
+        self.release = release
+        self.on_event = on_event
+        self.clock = clock
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.instances: dict[str, list[Instance]] = {name: [] for name in self.services}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._reported: dict[str, tuple[State, str]] = {}
+
+    # --- the whole stack --------------------------------------------------------------
+
+    async def start(self, ready_timeout: float = 60.0) -> None:
+        """Start every service in dependency order; raise StartFailed naming the first
+        service that does not become ready."""
+        self._loop_task = asyncio.create_task(self._loop())
+        for name in start_order(self.services):
+            await self.scale(name, self.services[name].instances, ready_timeout)
+
+    async def stop(self) -> None:
+        """Stop everything, dependents first; no process is left behind."""
+        for name in reversed(start_order(self.services)):
+            await self.scale(name, 0)
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+
+    def snapshot(self) -> list[dict[str, object]]:
+        return [i.snapshot() for name in self.instances for i in self.instances[name]]
+
+    # --- one service ------------------------------------------------------------------
+
+    async def scale(self, name: str, count: int, ready_timeout: float = 60.0) -> None:
+        """Run `count` instances of a service: only the added ones start, only the
+        removed ones (the highest ordinals) stop."""
+        service = self.services[name]
+        current = self.instances[name]
+        while len(current) > count:
+            await self._stop_instance(current.pop())
+        while len(current) < count:
+            instance = self._new_instance(service, len(current))
+            current.append(instance)
+            self._apply(instance, instance.life.start(self.clock()))
+            if service.stateful or len(current) == count:
+                # Stateful instances start one after another; others all at once.
+                await self._wait_ready(name, len(current), ready_timeout)
+
+    async def restart(self, name: str, ready_timeout: float = 60.0) -> None:
+        """Replace each instance in turn, waiting for it to be ready before the next."""
+        for index, instance in enumerate(list(self.instances[name])):
+            await self._stop_instance(instance)
+            fresh = self._new_instance(instance.service, index, port=instance.port)
+            self.instances[name][index] = fresh
+            self._apply(fresh, fresh.life.start(self.clock()))
+            await self._wait_ready(name, len(self.instances[name]), ready_timeout)
+
+    # --- instances --------------------------------------------------------------------
+
+    def _new_instance(self, service: Service, index: int, port: int | None = None) -> Instance:
+        if port is None:
+            port = service.port + index if service.port is not None else _free_port()
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        data_dir = None
+        if service.stateful:
+            data_dir = self.state_dir / "data" / f"{service.name}-{index}"
+            data_dir.mkdir(parents=True, exist_ok=True)
+        life = Lifecycle(
+            f"{service.name}-{index}",
+            service.restart,
+            has_startup_probe=service.probes.startup is not None,
+        )
+        instance = Instance(
+            service, index, port, life, LogFile(logs / f"{life.name}.log"), data_dir
+        )
+        for kind in ("startup", "readiness", "liveness"):
+            probe = getattr(service.probes, kind)
+            if probe is not None:
+                instance.probes[kind] = ProbeTracker(probe)
+        return instance
+
+    def _apply(self, instance: Instance, commands: list[Command]) -> None:
+        for command in commands:
+            if command is Command.START:
+                self._spawn(instance, self._launch(instance))
+            else:
+                self._spawn(instance, self._terminate(instance))
+        self._report(instance)
+
+    async def _launch(self, instance: Instance) -> None:
+        service = instance.service
+        env = instance_env(
+            service,
+            instance.index,
+            instance.port,
+            self.env,
+            self.release,
+            instance.data_dir,
+            self.base_env,
+        )
+        try:
+            launched = await launch(argv_for(service), service.source, env, instance.name)
+        except LaunchError as exc:
+            self._apply(instance, instance.life.exited(self.clock(), None, str(exc)))
+            return
+        instance.launched = launched
+        for tracker in instance.probes.values():
+            tracker.next_at = 0.0
+            tracker.successes = tracker.failures = 0
+            tracker.verdict = None
+        process = launched.process
+        assert process.stdout is not None and process.stderr is not None
+        self._spawn(instance, pump(process.stdout, "stdout", instance.log))
+        self._spawn(instance, pump(process.stderr, "stderr", instance.log))
+        self._spawn(instance, self._watch(instance, launched))
+        if "startup" not in instance.probes:
+            self._apply(instance, instance.life.startup(self.clock(), True))
+
+    async def _watch(self, instance: Instance, launched: Launched) -> None:
+        code = await launched.process.wait()
+        if instance.launched is launched:
+            instance.launched = None
+            self._apply(instance, instance.life.exited(self.clock(), code))
+
+    async def _terminate(self, instance: Instance) -> None:
+        launched = instance.launched
+        if launched is not None:
+            await stop_group(launched.process, instance.service.stop_timeout)
+
+    async def _stop_instance(self, instance: Instance) -> None:
+        self._apply(instance, instance.life.stop(self.clock()))
+        launched = instance.launched
+        if launched is not None:
+            await stop_group(launched.process, instance.service.stop_timeout)
+        for task in list(instance.tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, timeout=instance.service.stop_timeout + 1)
+        if instance.life.state is not State.STOPPED:
+            instance.life.state = State.STOPPED
+        self._report(instance)
+
+    async def _wait_ready(self, name: str, count: int, timeout: float) -> None:
+        deadline = self.clock() + timeout
+        while True:
+            instances = self.instances[name][:count]
+            if all(i.life.state is State.READY for i in instances):
+                return
+            for instance in instances:
+                failed = instance.life.state is State.CRASHLOOP or (
+                    instance.life.state is State.STOPPED and instance.life.wanted
+                )
+                if failed:
+                    raise StartFailed(f"{instance.name} did not start: {instance.life.reason}")
+            if self.clock() >= deadline:
+                laggard = next(i for i in instances if i.life.state is not State.READY)
+                raise StartFailed(
+                    f"{laggard.name} was not ready after {timeout:g}s "
+                    f"({laggard.life.state.value}: {laggard.life.reason})"
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), TICK)
+
+    # --- the loop ---------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            now = self.clock()
+            for instances in self.instances.values():
+                for instance in instances:
+                    if instance.life.restart_at is not None:
+                        self._apply(instance, instance.life.tick(now))
+                    if instance.launched is not None:
+                        self._probe(instance, now)
+            await asyncio.sleep(TICK)
+
+    def _probe(self, instance: Instance, now: float) -> None:
+        life = instance.life
+        if not life.startup_passed:
+            kinds = ["startup"]
+        else:
+            kinds = ["readiness", "liveness"]
+            if "readiness" not in instance.probes and life.state is State.UNREADY:
+                self._apply(instance, life.readiness(now, True))
+        for kind in kinds:
+            tracker = instance.probes.get(kind)
+            if tracker is not None and tracker.due(now):
+                tracker.next_at = now + tracker.probe.period  # one probe in flight at a time
+                self._spawn(instance, self._run_probe(instance, kind, tracker))
+
+    async def _run_probe(self, instance: Instance, kind: str, tracker: ProbeTracker) -> None:
+        result = await run_probe(tracker.probe, instance.port, str(instance.service.source))
+        now = self.clock()
+        verdict = tracker.record(now, result)
+        if verdict is None:
+            return
+        life = instance.life
+        decide = {"startup": life.startup, "readiness": life.readiness, "liveness": life.liveness}
+        self._apply(instance, decide[kind](now, verdict))
+        if not verdict:
+            life.reason = f"{life.reason}: {result.detail}"
+            self._report(instance)
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def _spawn(self, instance: Instance, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        instance.tasks.add(task)
+        task.add_done_callback(instance.tasks.discard)
+
+    def _report(self, instance: Instance) -> None:
+        self._changed.set()
+        life = instance.life
+        seen = (life.state, life.reason)
+        if self.on_event is not None and self._reported.get(instance.name) != seen:
+            self._reported[instance.name] = seen
+            self.on_event(Event(time.time(), instance.name, life.state.value, life.reason))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
