@@ -15,7 +15,10 @@ import click
 
 from sqlifier import __version__
 from sqlifier.cli import check, deploy, fmt, init
+from sqlifier.cli.logs import logs
 from sqlifier.cli.output import print_diagnostics
+from sqlifier.cli.ps import ps, restart, scale
+from sqlifier.cli.up import down, up
 from sqlifier.errors import DiagnosticsError, UserError
 
 __all__ = ["cli", "deploy_cli", "main", "run"]
@@ -31,6 +34,8 @@ cli.add_command(check.command)
 cli.add_command(fmt.command)
 cli.add_command(init.command)
 cli.add_command(deploy.command)
+for command in (up, down, ps, scale, restart, logs):
+    cli.add_command(command)
 
 
 def run(argv: Sequence[str] | None = None, prog_name: str = "sqlifier") -> int:

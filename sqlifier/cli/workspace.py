@@ -9,8 +9,9 @@ from pathlib import Path
 from sqlifier.errors import DiagnosticsError, UserError
 from sqlifier.lang.errors import Diagnostic, Severity
 from sqlifier.spec import STACK_FILE, Stack, find_stack, load_stack
+from sqlifier.spec.model import DEFAULT_ENV
 
-__all__ = ["Workspace", "display_path", "resolve"]
+__all__ = ["Context", "Workspace", "display_path", "load_context", "resolve"]
 
 
 @dataclass
@@ -74,3 +75,28 @@ def resolve(files: tuple[str, ...], stack_file: str | None) -> Workspace:
             "name rule files (sqlifier check rules/*.sql) or create a stack with sqlifier init"
         )
     return workspace
+
+
+@dataclass(frozen=True)
+class Context:
+    """A stack, the environment a command works on, and that environment's state."""
+
+    stack: Stack
+    env: str
+    state_dir: Path
+    stack_file: Path
+    warnings: tuple[Diagnostic, ...] = ()
+
+
+def load_context(stack_file: str | None, env: str | None) -> Context:
+    """The stack (an invalid one is refused with every diagnostic) and the environment:
+    `--env`, else $SQLIFIER_ENV, else dev."""
+    path = Path(stack_file) if stack_file else find_stack(Path.cwd())
+    if path is None:
+        raise UserError(
+            f"no {STACK_FILE} in {Path.cwd()} or its parents; "
+            "create a stack with sqlifier init, or name one with -f FILE"
+        )
+    stack, warnings = load_stack(path, display_path(path))
+    env = env or os.environ.get("SQLIFIER_ENV") or DEFAULT_ENV
+    return Context(stack, env, stack.root / ".sqlifier" / env, path.resolve(), tuple(warnings))

@@ -217,6 +217,8 @@ class Supervisor:
             self.base_env,
         )
         try:
+            if service.port is not None and not _port_free(instance.port):
+                raise LaunchError(f"{instance.name}: port {instance.port} is already in use")
             launched = await launch(argv_for(service), service.source, env, instance.name)
         except LaunchError as exc:
             self._apply(instance, instance.life.exited(self.clock(), None, str(exc)))
@@ -339,3 +341,13 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

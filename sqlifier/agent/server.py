@@ -1,0 +1,244 @@
+"""The agent: one process per stack and environment, running the supervisor and serving
+a small JSON API on a unix socket beside its state.
+
+    .sqlifier/<env>/agent.sock   the API (0600), every request with the token
+    .sqlifier/<env>/token        the token (0600)
+    .sqlifier/<env>/agent.json   pid and start time of the agent; its phase; its error
+    .sqlifier/<env>/audit.db     who did what (SQLite)
+
+API (JSON, `Authorization: Bearer TOKEN`): GET /v1/status, POST /v1/scale
+{"service", "instances"}, POST /v1/restart {"service"}, POST /v1/shutdown,
+GET /v1/openapi.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from sqlifier.runtime.supervisor import Event, StartFailed, Supervisor
+from sqlifier.spec.model import Stack
+from sqlifier.store.audit import AuditLog
+
+__all__ = ["OPENAPI", "Agent", "agent_files"]
+
+MAX_REQUEST = 64 * 1024
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "sqlifier agent", "version": "1"},
+    "paths": {
+        "/v1/status": {"get": {"summary": "The agent's phase and every instance"}},
+        "/v1/scale": {
+            "post": {
+                "summary": "Run N instances of a service",
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["service", "instances"],
+                                "properties": {
+                                    "service": {"type": "string"},
+                                    "instances": {"type": "integer", "minimum": 0},
+                                },
+                            }
+                        }
+                    }
+                },
+            }
+        },
+        "/v1/restart": {"post": {"summary": "Replace a service's instances one at a time"}},
+        "/v1/shutdown": {"post": {"summary": "Stop every service, then the agent"}},
+    },
+}
+
+
+def agent_files(state_dir: Path) -> dict[str, Path]:
+    return {
+        "socket": state_dir / "agent.sock",
+        "token": state_dir / "token",
+        "info": state_dir / "agent.json",
+        "audit": state_dir / "audit.db",
+    }
+
+
+class Agent:
+    def __init__(
+        self,
+        stack: Stack,
+        env: str,
+        state_dir: Path,
+        on_event: Callable[[Event], None] | None = None,
+        who: str = "agent",
+    ) -> None:
+        self.stack = stack
+        self.env = env
+        self.state_dir = state_dir
+        self.files = agent_files(state_dir)
+        self.who = who
+        self.on_event = on_event
+        self.supervisor = Supervisor(stack, env, state_dir, on_event=on_event)
+        self.audit = AuditLog(self.files["audit"])
+        self.phase = "starting"
+        self.error: str | None = None
+        self.stopping = asyncio.Event()
+        self.token = ""
+
+    # --- running ------------------------------------------------------------------------
+
+    async def run(self, ready_timeout: float = 60.0) -> int:
+        """Serve until shut down; 0 after a clean stop, 1 when the stack failed to start."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.token = _write_secret(self.files["token"], secrets.token_urlsafe(32))
+        socket_path = self.files["socket"]
+        with contextlib.suppress(FileNotFoundError):
+            socket_path.unlink()
+        old_umask = os.umask(0o177)
+        try:
+            server = await asyncio.start_unix_server(self._serve, path=str(socket_path))
+        finally:
+            os.umask(old_umask)
+        self._write_info()
+        code = 0
+        try:
+            await self.supervisor.start(ready_timeout)
+            self.phase = "running"
+            self.audit.record(self.who, "up", f"{self.stack.name}/{self.env}", "ok")
+            self._write_info()
+            await self.stopping.wait()
+        except StartFailed as exc:
+            self.phase, self.error, code = "failed", str(exc), 1
+            self.audit.record(self.who, "up", f"{self.stack.name}/{self.env}", f"failed: {exc}")
+            self._write_info()
+        finally:
+            if self.phase != "failed":
+                self.phase = "stopping"
+                self._write_info()
+            await self.supervisor.stop()
+            server.close()
+            await server.wait_closed()
+            with contextlib.suppress(FileNotFoundError):
+                socket_path.unlink()
+            if self.phase != "failed":
+                self.phase = "stopped"
+            self._write_info()
+        return code
+
+    def _write_info(self) -> None:
+        me = psutil.Process()
+        info = {
+            "pid": me.pid,
+            "started": me.create_time(),
+            "phase": self.phase,
+            "error": self.error,
+            "stack": self.stack.name,
+            "env": self.env,
+            "instances": self.supervisor.snapshot(),
+            "updated": time.time(),
+        }
+        temp = self.files["info"].with_suffix(".tmp")
+        temp.write_text(json.dumps(info, indent=2))
+        temp.replace(self.files["info"])
+
+    # --- the API ------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            status, body = await self._handle(reader)
+        except (ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            status, body = 400, {"error": f"bad request: {exc}"}
+        payload = json.dumps(body).encode()
+        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
+        writer.write(
+            f"HTTP/1.1 {status} {reason.get(status, 'Error')}\r\nContent-Type: application/json"
+            f"\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+            + payload
+        )
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader) -> tuple[int, Any]:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if len(head) > MAX_REQUEST:
+            raise ValueError("request too large")
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = lines[0].split(" ", 2)
+        headers = {}
+        for line in lines[1:]:
+            if ":" in line:
+                key, _, value = line.partition(":")
+                headers[key.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        if length > MAX_REQUEST:
+            raise ValueError("body too large")
+        raw = await reader.readexactly(length) if length else b"{}"
+        if not secrets.compare_digest(headers.get("authorization", ""), f"Bearer {self.token}"):
+            return 401, {"error": "missing or wrong token"}
+        body = json.loads(raw or b"{}")
+        return await self._route(method, path, body, headers.get("x-sqlifier-user", "unknown"))
+
+    async def _route(self, method: str, path: str, body: Any, who: str) -> tuple[int, Any]:
+        if (method, path) == ("GET", "/v1/status"):
+            return 200, self._status()
+        if (method, path) == ("GET", "/v1/openapi.json"):
+            return 200, OPENAPI
+        if (method, path) == ("POST", "/v1/shutdown"):
+            self.audit.record(who, "down", f"{self.stack.name}/{self.env}", "ok")
+            self.stopping.set()
+            return 200, {"stopping": True}
+        if (method, path) in (("POST", "/v1/scale"), ("POST", "/v1/restart")):
+            return await self._operate(path.rsplit("/", 1)[1], body, who)
+        return 404, {"error": f"no such endpoint: {method} {path}"}
+
+    async def _operate(self, what: str, body: Any, who: str) -> tuple[int, Any]:
+        name = body.get("service") if isinstance(body, dict) else None
+        services = self.supervisor.services
+        if name not in services:
+            return 404, {"error": f"unknown service {name!r}; services: {', '.join(services)}"}
+        target = f"{self.stack.name}/{self.env}/{name}"
+        try:
+            if what == "scale":
+                count = body.get("instances")
+                if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 1000:
+                    return 400, {"error": "instances must be a whole number from 0 to 1000"}
+                await self.supervisor.scale(name, count)
+                target += f" to {count}"
+            else:
+                await self.supervisor.restart(name)
+        except StartFailed as exc:
+            self.audit.record(who, what, target, f"failed: {exc}")
+            self._write_info()
+            return 200, {"ok": False, "error": str(exc), "status": self._status()}
+        self.audit.record(who, what, target, "ok")
+        self._write_info()
+        return 200, {"ok": True, "status": self._status()}
+
+    def _status(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "error": self.error,
+            "stack": self.stack.name,
+            "env": self.env,
+            "pid": os.getpid(),
+            "instances": self.supervisor.snapshot(),
+        }
+
+
+def _write_secret(path: Path, value: str) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    os.chmod(path, 0o600)
+    return value

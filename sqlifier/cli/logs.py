@@ -1,0 +1,136 @@
+"""`sqlifier logs`: what a service's instances wrote, filtered by instance, level, time."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sqlifier.cli.workspace import load_context
+from sqlifier.errors import UserError
+
+__all__ = ["logs"]
+
+_RANK = {"debug": 0, "info": 1, "warn": 2, "error": 3, "critical": 4}
+_LEVEL_ALIASES = {"warning": "warn", "fatal": "critical"}
+_SINCE = re.compile(r"^([0-9]+)(s|m|h|d)$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@click.command("logs")
+@click.argument("service")
+@click.option("--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev).")
+@click.option("-f", "--file", "stack_file", help="The stack file (default: found from here).")
+@click.option("--follow", "-F", is_flag=True, help="Keep printing new lines (Ctrl-C ends).")
+@click.option("--instance", "-i", help="Only this instance, like web-1.")
+@click.option(
+    "--level", "-l", help="Only lines at this level or worse: debug, info, warn, error, critical."
+)
+@click.option("--since", "-s", help="Only lines from the last D, like 10m or 2h.")
+def logs(
+    service: str,
+    env: str | None,
+    stack_file: str | None,
+    follow: bool,
+    instance: str | None,
+    level: str | None,
+    since: str | None,
+) -> int:
+    """Print SERVICE's log lines, oldest first: time, instance, level, line."""
+    context = load_context(stack_file, env)
+    services = context.stack.services_for(context.env)
+    if service not in services:
+        raise UserError(f"unknown service {service!r}; services: {', '.join(services)}")
+    if instance is not None and not instance.startswith(f"{service}-"):
+        raise UserError(f"instance {instance!r} is not one of {service}'s (they are {service}-N)")
+    minimum = _level(level)
+    start = time.time() - _since(since) if since else 0.0
+    folder = context.state_dir / "logs"
+    pattern = f"{instance}.log" if instance else f"{service}-*.log"
+    current = sorted(folder.glob(pattern))
+    lines: list[tuple[float, str]] = []
+    for path in [*_rotated(current), *current]:
+        lines.extend(_read(path, minimum, start)[0])
+    for _, line in sorted(lines, key=lambda item: item[0]):
+        click.echo(line)
+    if follow:
+        _follow(folder, pattern, minimum)
+    return 0
+
+
+def _level(level: str | None) -> int:
+    if level is None:
+        return 0
+    name = _LEVEL_ALIASES.get(level.lower(), level.lower())
+    if name not in _RANK:
+        raise UserError(f"unknown level {level!r}; levels: {', '.join(_RANK)}")
+    return _RANK[name]
+
+
+def _since(text: str) -> float:
+    match = _SINCE.match(text)
+    if not match:
+        raise UserError(f"--since takes a duration like 30s, 10m, 2h or 1d, not {text!r}")
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def _rotated(paths: list[Path]) -> list[Path]:
+    older = []
+    for path in paths:
+        for index in range(9, 0, -1):
+            candidate = path.with_name(f"{path.name}.{index}")
+            if candidate.exists():
+                older.append(candidate)
+    return older
+
+
+def _read(
+    path: Path, minimum: int, start: float, offset: int = 0
+) -> tuple[list[tuple[float, str]], int]:
+    """The printable lines of one log file from `offset`, and where it stopped."""
+    instance = path.name.split(".log", 1)[0]
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except OSError:
+        return [], offset
+    complete = data[: data.rfind(b"\n") + 1]
+    lines = []
+    for raw in complete.splitlines():
+        record = _record(raw)
+        if record and _RANK.get(record["level"], 1) >= minimum and record["t"] >= start:
+            stamp = time.strftime("%H:%M:%S", time.localtime(record["t"]))
+            text = f"{stamp} {instance} {record['level'].upper():<8} {record['line']}"
+            lines.append((float(record["t"]), text))
+    return lines, offset + len(complete)
+
+
+def _record(raw: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    ok = isinstance(record, dict) and {"t", "level", "line"} <= record.keys()
+    return record if ok else None
+
+
+def _follow(folder: Path, pattern: str, minimum: int) -> None:
+    offsets = {path: path.stat().st_size for path in folder.glob(pattern)}
+    try:
+        while True:
+            time.sleep(0.2)
+            for path in sorted(folder.glob(pattern)):
+                size = path.stat().st_size
+                offset = offsets.get(path, 0)
+                if size < offset:  # rotated: the file started again
+                    offset = 0
+                lines, offsets[path] = _read(path, minimum, 0.0, offset)
+                for _, line in lines:
+                    click.echo(line)
+    except KeyboardInterrupt:
+        return

@@ -1,0 +1,162 @@
+"""`sqlifier up` and `sqlifier down`: start a stack (in the foreground or detached) and
+stop it, leaving no process behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import click
+import psutil
+
+from sqlifier.agent.client import AgentClient, agent_alive, read_info
+from sqlifier.agent.server import Agent, agent_files
+from sqlifier.cli.output import print_diagnostics
+from sqlifier.cli.workspace import Context, load_context
+from sqlifier.errors import UserError
+from sqlifier.runtime.supervisor import Event
+from sqlifier.store.audit import current_user
+
+__all__ = ["down", "up"]
+
+_ENV = click.option(
+    "--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev)."
+)
+_FILE = click.option(
+    "-f", "--file", "stack_file", help="The stack file (default: found from here)."
+)
+LAST_LINES = 15
+
+
+@click.command("up")
+@_ENV
+@_FILE
+@click.option("--detach", "-d", is_flag=True, help="Return once every service is ready.")
+@click.option(
+    "--timeout", default=60.0, show_default=True, help="Seconds to wait for each service."
+)
+def up(env: str | None, stack_file: str | None, detach: bool, timeout: float) -> int:
+    """Start the stack's services in dependency order.
+
+    In the foreground, events stream until Ctrl-C, which stops everything. With --detach,
+    returns when every service is ready, or exits 1 naming the service that failed with
+    its last log lines.
+    """
+    context = load_context(stack_file, env)
+    print_diagnostics(context.warnings)
+    if agent_alive(context.state_dir):
+        info = read_info(context.state_dir) or {}
+        raise UserError(
+            f"stack {context.stack.name!r} is already running in {context.env} "
+            f"(agent pid {info.get('pid')}); run sqlifier down first"
+        )
+    if detach:
+        return _detached(context, timeout)
+    return asyncio.run(_foreground(context, timeout))
+
+
+async def _foreground(context: Context, timeout: float) -> int:
+    def show(event: Event) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(event.when))
+        click.echo(f"{stamp}  {event.instance:<24} {event.state:<10} {event.reason}")
+
+    agent = Agent(context.stack, context.env, context.state_dir, on_event=show, who=current_user())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, agent.stopping.set)
+    click.echo(f"starting {context.stack.name} ({context.env}); Ctrl-C stops everything")
+    code = await agent.run(timeout)
+    if code:
+        _explain_failure(context, agent.error or "the stack failed to start")
+    return code
+
+
+def _detached(context: Context, timeout: float) -> int:
+    files = agent_files(context.state_dir)
+    context.state_dir.mkdir(parents=True, exist_ok=True)
+    with (context.state_dir / "agent.log").open("ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sqlifier.agent",
+                "--stack",
+                str(context.stack_file),
+                "--env",
+                context.env,
+                "--timeout",
+                str(timeout),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    while True:
+        info = read_info(context.state_dir) or {}
+        if info.get("pid") == process.pid and info.get("phase") == "running":
+            break
+        mine = info.get("pid") == process.pid
+        if (mine and info.get("phase") == "failed") or process.poll() is not None:
+            process.wait()
+            error = info.get("error") if mine else None
+            _explain_failure(context, error or _agent_log_tail(context))
+            return 1
+        time.sleep(0.1)
+    instances = info.get("instances", [])
+    click.echo(
+        f"{context.stack.name} ({context.env}) is up: {len(instances)} instance"
+        f"{'s' * (len(instances) != 1)} ready; agent pid {process.pid}, socket {files['socket']}"
+    )
+    return 0
+
+
+def _agent_log_tail(context: Context) -> str:
+    try:
+        lines = (context.state_dir / "agent.log").read_text().splitlines()
+    except OSError:
+        return "the agent stopped before it started"
+    return "the agent stopped: " + " / ".join(lines[-5:])
+
+
+def _explain_failure(context: Context, error: str) -> None:
+    click.echo(f"sqlifier: error: {error}", err=True)
+    instance = error.split(" ", 1)[0]
+    log = context.state_dir / "logs" / f"{instance}.log"
+    if not log.exists():
+        return
+    lines = log.read_text(errors="replace").splitlines()[-LAST_LINES:]
+    if lines:
+        click.echo(f"last lines of {instance}:", err=True)
+    for line in lines:
+        try:
+            record = json.loads(line)
+            click.echo(f"  {record['line']}", err=True)
+        except (ValueError, KeyError, TypeError):
+            click.echo(f"  {line}", err=True)
+
+
+@click.command("down")
+@_ENV
+@_FILE
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the stop.")
+def down(env: str | None, stack_file: str | None, timeout: float) -> int:
+    """Stop every service and the agent; no process is left behind."""
+    context = load_context(stack_file, env)
+    if not agent_alive(context.state_dir):
+        click.echo(f"nothing is running for {context.stack.name} ({context.env})")
+        return 0
+    info = read_info(context.state_dir) or {}
+    AgentClient(context.state_dir, context.env).request("POST", "/v1/shutdown")
+    try:
+        psutil.Process(int(info["pid"])).wait(timeout)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        raise UserError(f"the agent (pid {info['pid']}) did not stop within {timeout:g}s") from None
+    click.echo(f"{context.stack.name} ({context.env}) is down")
+    return 0
