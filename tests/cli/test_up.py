@@ -1,0 +1,192 @@
+"""`up`, `ps`, `scale`, `restart`, `logs`, `down` as a user runs them: real agent, real
+processes, real sockets — and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import BIN, run_sqlifier
+
+APP = """\
+import os, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+if os.environ.get("FAIL_AT_START"):
+    print("CRITICAL cannot reach the database", file=sys.stderr, flush=True)
+    sys.exit(3)
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/boom":
+            print("ERROR boom requested", file=sys.stderr, flush=True)
+        body = os.environ["INSTANCE"].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+
+def make_stack(root: Path, extra: str = "", instances: int = 2) -> Path:
+    (root / "app.py").write_text(APP)
+    (root / "sqlifier.toml").write_text(
+        f'[stack]\nname = "t"\n\n[services.web]\nrun = "{sys.executable} app.py"\n'
+        f'instances = {instances}\nprobes.readiness = {{ http = "/", period = "200ms" }}\n{extra}'
+    )
+    return root
+
+
+def leftovers(root: Path) -> list[int]:
+    found = []
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        try:
+            cmdline = " ".join(process.info["cmdline"] or [])
+            if process.info["cwd"] == str(root) and ("app.py" in cmdline or "sqlifier" in cmdline):
+                found.append(process.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Path]:
+    root = make_stack(tmp_path)
+    yield root
+    run_sqlifier("down", cwd=root)
+
+
+def get(port: object, path: str = "/") -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def ps(root: Path) -> list[dict[str, object]]:
+    result = run_sqlifier("ps", "--json", cwd=root)
+    assert result.returncode == 0, result.stderr
+    return list(json.loads(result.stdout))
+
+
+def test_up_detach_ps_scale_restart_logs_down(stack: Path) -> None:
+    up = run_sqlifier("up", "--detach", cwd=stack)
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.startswith("t (dev) is up: 2 instances ready")
+
+    instances = ps(stack)
+    assert [(i["instance"], i["state"]) for i in instances] == [
+        ("web-0", "ready"),
+        ("web-1", "ready"),
+    ]
+    assert set(instances[0]) >= {"service", "instance", "pid", "port", "state", "restarts"}
+    assert get(instances[1]["port"]) == "web-1"
+
+    scaled = run_sqlifier("scale", "web", "3", cwd=stack)
+    assert scaled.returncode == 0, scaled.stderr
+    after = ps(stack)
+    assert [i["pid"] for i in after[:2]] == [i["pid"] for i in instances]  # untouched
+    assert after[2]["state"] == "ready"
+
+    get(after[0]["port"], "/boom")
+    for _ in range(50):  # the agent writes the line asynchronously: poll until it lands
+        logs = run_sqlifier("logs", "web", "--level", "error", cwd=stack)
+        if logs.stdout:
+            break
+    assert logs.returncode == 0
+    assert logs.stdout.strip().endswith("web-0 ERROR    ERROR boom requested")
+
+    restarted = run_sqlifier("restart", "web", cwd=stack)
+    assert restarted.returncode == 0, restarted.stderr
+    assert not {i["pid"] for i in ps(stack)} & {i["pid"] for i in after}
+
+    down = run_sqlifier("down", cwd=stack)
+    assert (down.returncode, down.stdout) == (0, "t (dev) is down\n")
+    assert ps(stack) == []
+    assert leftovers(stack) == []
+
+    audit = run_audit(stack)
+    assert [what for what, _ in audit] == ["up", "scale", "restart", "down"]
+
+
+def run_audit(root: Path) -> list[tuple[str, str]]:
+    import sqlite3
+
+    with sqlite3.connect(root / ".sqlifier" / "dev" / "audit.db") as db:
+        return list(db.execute("SELECT what, result FROM audit ORDER BY id"))
+
+
+def test_up_detach_names_the_service_that_fails_and_shows_its_last_lines(tmp_path: Path) -> None:
+    root = make_stack(tmp_path, 'env = { FAIL_AT_START = "1" }\n', instances=1)
+    up = run_sqlifier("up", "--detach", cwd=root)
+    assert up.returncode == 1
+    assert up.stderr.splitlines()[:3] == [
+        "sqlifier: error: web-0 did not start: exited with code 3; restarting in 2s",
+        "last lines of web-0:",
+        "  CRITICAL cannot reach the database",
+    ]
+    assert leftovers(root) == []
+
+
+def test_an_invalid_stack_file_starts_nothing(tmp_path: Path) -> None:
+    root = make_stack(tmp_path, "instnaces = 3\n")
+    up = run_sqlifier("up", "--detach", cwd=root)
+    assert up.returncode == 1
+    assert "unknown key 'instnaces'" in up.stderr
+    assert not (root / ".sqlifier").exists()
+
+
+def test_a_port_in_use_is_named(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        root = make_stack(tmp_path, f"port = {port}\n", instances=1)
+        up = run_sqlifier("up", "--detach", cwd=root)
+    assert up.returncode == 1
+    assert f"web-0: port {port} is already in use" in up.stderr
+
+
+def test_up_twice_is_refused(stack: Path) -> None:
+    assert run_sqlifier("up", "--detach", cwd=stack).returncode == 0
+    again = run_sqlifier("up", "--detach", cwd=stack)
+    assert again.returncode == 1
+    assert "is already running in dev" in again.stderr
+
+
+def test_up_in_the_foreground_stops_everything_on_ctrl_c(stack: Path) -> None:
+    with subprocess.Popen(
+        [str(BIN / "sqlifier"), "up"],
+        cwd=stack,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "SQLIFIER_DEBUG"},
+    ) as process:
+        assert process.stdout is not None
+        ready = 0
+        for line in process.stdout:
+            ready += line.split()[2:3] == ["ready"]
+            if ready == 2:
+                break
+        assert len(ps(stack)) == 2
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    assert leftovers(stack) == []
+    assert ps(stack) == []
+
+
+def test_commands_without_a_running_stack_say_so(stack: Path) -> None:
+    assert run_sqlifier("ps", cwd=stack).stdout == "nothing is running for t (dev)\n"
+    scale = run_sqlifier("scale", "web", "2", cwd=stack)
+    assert scale.returncode == 1
+    assert "nothing is running for environment 'dev' (start it with sqlifier up)" in scale.stderr
