@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up (first run) and run the demo: the example shop's stack file and rules, checked and
-# formatted, and a look at how sqlifier reports a mistake.
+# Set up (first run) and run the demo: the example shop checked, started, inspected,
+# scaled, hurt, healed and stopped — with nothing left running at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
@@ -9,6 +9,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 cd examples/shop
 
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+port_of() { sqlifier ps --json | python3 -c "import json,sys; print([i['port'] for i in json.load(sys.stdin) if i['instance'] == '$1'][0])"; }
+trap 'sqlifier down >/dev/null 2>&1 || true' EXIT
 
 say sqlifier check
 sqlifier check
@@ -16,11 +18,39 @@ sqlifier check
 say sqlifier fmt --check
 sqlifier fmt --check
 
-say "cat rules/seed.sql"
-cat rules/seed.sql
+say "sqlifier up --detach"
+sqlifier up --detach
 
+say sqlifier ps
+sqlifier ps
+
+orders=$(port_of orders-0)
+say "curl -X POST 127.0.0.1:$orders/orders   (orders-0, the stateful order store, by its own address)"
+curl -s -X POST -d '{"item": "mug"}' "127.0.0.1:$orders/orders"
+curl -s "127.0.0.1:$orders/orders"
+
+say "sqlifier scale storefront 3"
+sqlifier scale storefront 3
+
+victim=$(sqlifier ps --json | python3 -c "import json,sys; print([i['pid'] for i in json.load(sys.stdin) if i['instance'] == 'payment-gateway-0'][0])")
+say "kill -9 $victim   (payment-gateway-0 crashes; the supervisor restarts it)"
+kill -9 "$victim"
+for _ in $(seq 50); do
+    sleep 0.2
+    state=$(sqlifier ps --json | python3 -c "import json,sys; i=[i for i in json.load(sys.stdin) if i['instance'] == 'payment-gateway-0'][0]; print(i['state'], i['restarts'])")
+    [ "$state" = "ready 1" ] && break
+done
+sqlifier ps | grep -E "STATE|payment"
+
+say "sqlifier logs payment-gateway"
+sqlifier logs payment-gateway
+
+say sqlifier down
+sqlifier down
+trap - EXIT
+
+say "sqlifier check (two rules, one mistake each)"
 scratch=$(mktemp -d)
-trap 'rm -rf "$scratch"' EXIT
 mistake="$scratch/mistakes.sql"
 cat >"$mistake" <<'SQL'
 ON high_cpu(>80%) FOR 3 minutes
@@ -30,8 +60,8 @@ LIMIT 20;
 ON log_error(level='critical', service='payment-gatway') > 10 FOR 1m
 DO ROLLBACK service 'payment-gateway' TO previous_stable;
 SQL
-say "sqlifier check (two rules, one mistake each)"
 sed 's/^/    /' "$mistake"
 sqlifier check "$mistake" || true
+rm -rf "$scratch"
 echo
-echo "Next: docs/language.md for the whole language; sqlifier init DIR to start a stack."
+echo "Next: docs/operations.md to run a stack; docs/language.md for the rules."

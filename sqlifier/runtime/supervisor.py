@@ -124,6 +124,8 @@ class Supervisor:
         self._loop_task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._reported: dict[str, tuple[State, str]] = {}
+        # One operation at a time per service: two `scale` calls never interleave.
+        self._locks: dict[str, asyncio.Lock] = {name: asyncio.Lock() for name in self.services}
 
     # --- the whole stack --------------------------------------------------------------
 
@@ -151,6 +153,10 @@ class Supervisor:
     async def scale(self, name: str, count: int, ready_timeout: float = 60.0) -> None:
         """Run `count` instances of a service: only the added ones start, only the
         removed ones (the highest ordinals) stop."""
+        async with self._locks[name]:
+            await self._scale(name, count, ready_timeout)
+
+    async def _scale(self, name: str, count: int, ready_timeout: float) -> None:
         service = self.services[name]
         current = self.instances[name]
         while len(current) > count:
@@ -165,6 +171,10 @@ class Supervisor:
 
     async def restart(self, name: str, ready_timeout: float = 60.0) -> None:
         """Replace each instance in turn, waiting for it to be ready before the next."""
+        async with self._locks[name]:
+            await self._restart(name, ready_timeout)
+
+    async def _restart(self, name: str, ready_timeout: float) -> None:
         for index, instance in enumerate(list(self.instances[name])):
             await self._stop_instance(instance)
             fresh = self._new_instance(instance.service, index, port=instance.port)
