@@ -232,6 +232,7 @@ class Supervisor:
             launched = await launch(argv_for(service), service.source, env, instance.name)
         except LaunchError as exc:
             self._apply(instance, instance.life.exited(self.clock(), None, str(exc)))
+            self._schedule_restart(instance)
             return
         instance.launched = launched
         for tracker in instance.probes.values():
@@ -251,6 +252,17 @@ class Supervisor:
         if instance.launched is launched:
             instance.launched = None
             self._apply(instance, instance.life.exited(self.clock(), code))
+            self._schedule_restart(instance)
+
+    def _schedule_restart(self, instance: Instance) -> None:
+        """Start the replacement at its restart time exactly, not at the next tick."""
+        due = instance.life.restart_at
+        if due is not None:
+            loop = asyncio.get_running_loop()
+            loop.call_later(
+                max(0.0, due - self.clock()),
+                lambda: self._apply(instance, instance.life.tick(self.clock())),
+            )
 
     async def _terminate(self, instance: Instance) -> None:
         launched = instance.launched
