@@ -8,10 +8,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from sqlifier.agent.server import agent_files
 from sqlifier.errors import UserError
+from sqlifier.runtime.process import is_same_process
 from sqlifier.store.audit import current_user
 
 __all__ = ["AgentClient", "AgentNotRunning", "agent_alive", "read_info"]
@@ -48,9 +47,8 @@ def agent_alive(state_dir: Path) -> bool:
     if not info or info.get("phase") in ("stopped", "failed"):
         return False
     try:
-        process = psutil.Process(int(info["pid"]))
-        return abs(process.create_time() - float(info["started"])) < 0.05
-    except (psutil.Error, KeyError, TypeError, ValueError):
+        return is_same_process(int(info["pid"]), float(info["started"]))
+    except (KeyError, TypeError, ValueError):
         return False
 
 

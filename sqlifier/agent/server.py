@@ -87,7 +87,7 @@ class Agent:
         self.files = agent_files(state_dir)
         self.who = who
         self.on_event = on_event
-        self.supervisor = Supervisor(stack, env, state_dir, on_event=on_event)
+        self.supervisor = Supervisor(stack, env, state_dir, on_event=self._event)
         self.audit = AuditLog(self.files["audit"])
         self.phase = "starting"
         self.error: str | None = None
@@ -96,9 +96,30 @@ class Agent:
 
     # --- running ------------------------------------------------------------------------
 
+    def _event(self, event: Event) -> None:
+        """Every change is saved at once, so an agent that dies leaves an exact record of
+        its instances for the next one to adopt."""
+        self._write_info()
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _adoptable(self) -> dict[str, dict[str, Any]]:
+        """Instances an earlier agent of this stack left running when it died."""
+        previous = read_previous(self.files["info"])
+        if previous is None or previous.get("phase") not in ("starting", "running"):
+            return {}
+        if _alive(previous.get("pid"), previous.get("started")):
+            return {}
+        return {
+            str(record["instance"]): record
+            for record in previous.get("instances", [])
+            if isinstance(record, dict) and record.get("pid") and record.get("started")
+        }
+
     async def run(self, ready_timeout: float = 60.0) -> int:
         """Serve until shut down; 0 after a clean stop, 1 when the stack failed to start."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.supervisor.adoptable = self._adoptable()
         self.token = _write_secret(self.files["token"], secrets.token_urlsafe(32))
         socket_path = self.files["socket"]
         with contextlib.suppress(FileNotFoundError):
@@ -242,3 +263,19 @@ def _write_secret(path: Path, value: str) -> str:
         handle.write(value)
     os.chmod(path, 0o600)
     return value
+
+
+def read_previous(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _alive(pid: object, started: object) -> bool:
+    try:
+        process = psutil.Process(int(str(pid)))
+        return abs(process.create_time() - float(str(started))) < 0.05
+    except (psutil.Error, ValueError):
+        return False

@@ -13,11 +13,12 @@ import time
 import click
 import psutil
 
-from sqlifier.agent.client import AgentClient, agent_alive, read_info
+from sqlifier.agent.client import AgentClient, AgentNotRunning, agent_alive, read_info
 from sqlifier.agent.server import Agent, agent_files
 from sqlifier.cli.output import print_diagnostics
 from sqlifier.cli.workspace import Context, load_context
 from sqlifier.errors import UserError
+from sqlifier.runtime.process import Launched, is_same_process, stop_group
 from sqlifier.runtime.supervisor import Event
 from sqlifier.store.audit import current_user
 
@@ -140,6 +141,21 @@ def _explain_failure(context: Context, error: str) -> None:
             click.echo(f"  {line}", err=True)
 
 
+async def _stop_orphans(context: Context) -> int:
+    """Stop instances recorded by an agent that died (each verified by pid and start
+    time, so a recycled pid is never touched)."""
+    info = read_info(context.state_dir) or {}
+    if info.get("phase") not in ("starting", "running", "stopping"):
+        return 0
+    stopped = 0
+    for record in info.get("instances", []):
+        pid, started = record.get("pid"), record.get("started")
+        if pid and started and is_same_process(int(pid), float(started)):
+            await stop_group(Launched(int(pid), float(started)), 10.0)
+            stopped += 1
+    return stopped
+
+
 @click.command("down")
 @_ENV
 @_FILE
@@ -147,9 +163,23 @@ def _explain_failure(context: Context, error: str) -> None:
 def down(env: str | None, stack_file: str | None, timeout: float) -> int:
     """Stop every service and the agent; no process is left behind."""
     context = load_context(stack_file, env)
-    if not agent_alive(context.state_dir):
+    if agent_alive(context.state_dir):
+        try:
+            return _shutdown(context, timeout)
+        except AgentNotRunning:
+            pass  # it died just now: what it left is stopped below
+    orphans = asyncio.run(_stop_orphans(context))
+    if orphans:
+        click.echo(
+            f"stopped {orphans} instance{'s' * (orphans != 1)} left running by an agent "
+            f"that had died; {context.stack.name} ({context.env}) is down"
+        )
+    else:
         click.echo(f"nothing is running for {context.stack.name} ({context.env})")
-        return 0
+    return 0
+
+
+def _shutdown(context: Context, timeout: float) -> int:
     info = read_info(context.state_dir) or {}
     AgentClient(context.state_dir, context.env).request("POST", "/v1/shutdown")
     try:

@@ -9,12 +9,14 @@ in capitals, in brackets or before a colon (`ERROR ...`, `[warn] ...`, `error: .
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DEFAULT_LEVEL", "LogFile", "classify"]
+__all__ = ["DEFAULT_LEVEL", "LogFile", "OutputTail", "classify"]
 
 DEFAULT_LEVEL = "info"
 
@@ -138,3 +140,55 @@ class LogFile:
                 older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
         self.path.replace(self.path.with_name(f"{self.path.name}.1"))
         self._size = 0
+
+
+# The raw output file is emptied once this much of it has been read into the log.
+TRUNCATE_AT = 1024 * 1024
+# A line longer than this is cut (and marked) rather than held in memory whole.
+MAX_LINE = 64 * 1024
+
+
+@dataclass
+class OutputTail:
+    """Reads what an instance appended to its raw output file into its log.
+
+    The instance writes `web-0.out` directly (so its output never depends on the agent);
+    each `poll` classifies the complete new lines into the structured log, and once more
+    than TRUNCATE_AT bytes have been read the file is emptied (the instance appends, so
+    it carries on at the new end). `offset` is saved by the agent so that the next one
+    reads on from the same place.
+    """
+
+    path: Path
+    log: LogFile
+    offset: int = 0
+    _partial: bytes = b""
+
+    def poll(self, when: float) -> int:
+        """Move new complete lines into the log; how many there were."""
+        try:
+            if os.stat(self.path).st_size == self.offset:
+                return 0
+            with self.path.open("rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size < self.offset:  # emptied by someone else: start again
+                    self.offset = 0
+                handle.seek(self.offset)
+                data = handle.read(max(0, size - self.offset))
+        except OSError:
+            return 0
+        self.offset += len(data)
+        data = self._partial + data
+        *lines, self._partial = data.split(b"\n")
+        if len(self._partial) > MAX_LINE:
+            lines.append(self._partial[:MAX_LINE] + b" [line cut]")
+            self._partial = b""
+        for line in lines:
+            self.log.write(when, "out", line.decode("utf-8", "replace").rstrip("\r"))
+        if self.offset >= TRUNCATE_AT and not self._partial:
+            with contextlib.suppress(OSError):
+                # Only when nothing new arrived since the read (else wait for next time).
+                if os.stat(self.path).st_size == self.offset:
+                    os.truncate(self.path, 0)
+                    self.offset = 0
+        return len(lines)

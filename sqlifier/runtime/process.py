@@ -2,9 +2,10 @@
 
 Each instance runs in its own session (process group), so stopping it reaches every
 process it started: SIGTERM to the group, then SIGKILL after the stop timeout. Its output
-goes, line by line, through the level classifier into its own rotated log file. The pid
-and the process's start time together identify it, so a restarted agent can adopt it and
-never mistake a recycled pid for it.
+goes straight to a file of its own (`web-0.out`), not through the agent: an agent that
+dies takes no instance's output with it, and the agent that follows reads on from where
+the file is. The pid and the process's start time together identify an instance, so a
+restarted agent can adopt it and never mistake a recycled pid for it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from pathlib import Path
 import psutil
 
 from sqlifier.errors import UserError
-from sqlifier.runtime.logs import LogFile
 from sqlifier.spec.model import Service
 
 __all__ = [
@@ -31,12 +31,9 @@ __all__ = [
     "instance_env",
     "is_same_process",
     "launch",
-    "pump",
     "stop_group",
+    "wait",
 ]
-
-# A line longer than this is cut (and marked) rather than held in memory whole.
-MAX_LINE = 64 * 1024
 
 
 class LaunchError(UserError):
@@ -45,9 +42,12 @@ class LaunchError(UserError):
 
 @dataclass(frozen=True, slots=True)
 class Launched:
+    """A running instance: started by this agent (`process` set) or adopted from one
+    before it (`process` None: no exit code will be known)."""
+
     pid: int
     started: float  # the process's start time, from the kernel
-    process: asyncio.subprocess.Process
+    process: asyncio.subprocess.Process | None = None
 
 
 def instance_env(
@@ -82,18 +82,22 @@ def argv_for(service: Service) -> list[str]:
     return shlex.split(service.run)
 
 
-async def launch(argv: list[str], cwd: Path, env: Mapping[str, str], who: str) -> Launched:
-    """Start a process in a new session; LaunchError names the instance and the cause."""
+async def launch(
+    argv: list[str], cwd: Path, env: Mapping[str, str], who: str, output: Path
+) -> Launched:
+    """Start a process in a new session, its stdout and stderr appended to `output`;
+    LaunchError names the instance and the cause."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     try:
         process = await asyncio.create_subprocess_exec(
             *argv,
             cwd=cwd,
             env=dict(env),
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stdout=fd,
+            stderr=fd,
             start_new_session=True,
-            limit=MAX_LINE,
         )
     except FileNotFoundError as exc:
         missing = exc.filename if exc.filename else argv[0]
@@ -104,6 +108,8 @@ async def launch(argv: list[str], cwd: Path, env: Mapping[str, str], who: str) -
         raise LaunchError(f"{who}: {argv[0]} is not executable") from None
     except OSError as exc:
         raise LaunchError(f"{who}: cannot start {argv[0]}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     try:
         started = psutil.Process(process.pid).create_time()
     except psutil.Error:
@@ -114,38 +120,34 @@ async def launch(argv: list[str], cwd: Path, env: Mapping[str, str], who: str) -
 def is_same_process(pid: int, started: float) -> bool:
     """Is `pid` still the process that started at `started` (not a recycled pid)?"""
     try:
-        return abs(psutil.Process(pid).create_time() - started) < 0.05
+        process = psutil.Process(pid)
+        same = abs(process.create_time() - started) < 0.05
+        return same and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 
 
-async def pump(stream: asyncio.StreamReader, name: str, log: LogFile) -> None:
-    """Copy a process's output into its log, a line at a time, until it closes."""
-    while True:
-        try:
-            raw = await stream.readuntil(b"\n")
-        except asyncio.IncompleteReadError as end:
-            raw = end.partial
-            if not raw:
-                return
-        except asyncio.LimitOverrunError as over:
-            raw = await stream.readexactly(over.consumed)
-            log.write(time.time(), name, raw.decode("utf-8", "replace") + " [line cut]")
-            continue
-        log.write(time.time(), name, raw.decode("utf-8", "replace").rstrip("\r\n"))
+async def wait(launched: Launched) -> int | None:
+    """Until the instance exits: its exit code, or None for an adopted one."""
+    if launched.process is not None:
+        return await launched.process.wait()
+    while is_same_process(launched.pid, launched.started):
+        await asyncio.sleep(0.1)
+    return None
 
 
-async def stop_group(process: asyncio.subprocess.Process, timeout: float) -> int:
-    """SIGTERM to the process group; SIGKILL to it after `timeout`; the exit code."""
-    _signal_group(process.pid, signal.SIGTERM)
+async def stop_group(launched: Launched, timeout: float) -> int | None:
+    """SIGTERM to the process group; SIGKILL to it after `timeout`; the exit code (None
+    for an adopted instance)."""
+    _signal_group(launched.pid, signal.SIGTERM)
     try:
-        return await asyncio.wait_for(process.wait(), timeout)
+        return await asyncio.wait_for(wait(launched), timeout)
     except TimeoutError:
-        _signal_group(process.pid, signal.SIGKILL)
-        return await process.wait()
+        _signal_group(launched.pid, signal.SIGKILL)
+        return await wait(launched)
     finally:
         # Whatever the leader did, nothing it started outlives it.
-        _signal_group(process.pid, signal.SIGKILL)
+        _signal_group(launched.pid, signal.SIGKILL)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -21,16 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from sqlifier.runtime.lifecycle import Command, Lifecycle, State
-from sqlifier.runtime.logs import LogFile
+from sqlifier.runtime.logs import LogFile, OutputTail
 from sqlifier.runtime.probes import ProbeTracker, run_probe
 from sqlifier.runtime.process import (
     Launched,
     LaunchError,
     argv_for,
     instance_env,
+    is_same_process,
     launch,
-    pump,
     stop_group,
+    wait,
 )
 from sqlifier.spec.model import Service, Stack
 
@@ -60,6 +61,7 @@ class Instance:
     port: int
     life: Lifecycle
     log: LogFile
+    tail: OutputTail
     data_dir: Path | None
     launched: Launched | None = None
     probes: dict[str, ProbeTracker] = field(default_factory=dict)
@@ -74,6 +76,8 @@ class Instance:
             "service": self.service.name,
             "instance": self.name,
             "pid": self.launched.pid if self.launched else None,
+            "started": self.launched.started if self.launched else None,
+            "log_offset": self.tail.offset,
             "port": self.port,
             "address": f"127.0.0.1:{self.port}",
             "state": self.life.state.value,
@@ -124,17 +128,25 @@ class Supervisor:
         self._loop_task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._reported: dict[str, tuple[State, str]] = {}
+        # Instances a previous agent left running, by name: {pid, started, port, log_offset}.
+        self.adoptable: dict[str, dict[str, Any]] = {}
         # One operation at a time per service: two `scale` calls never interleave.
         self._locks: dict[str, asyncio.Lock] = {name: asyncio.Lock() for name in self.services}
 
     # --- the whole stack --------------------------------------------------------------
 
     async def start(self, ready_timeout: float = 60.0) -> None:
-        """Start every service in dependency order; raise StartFailed naming the first
-        service that does not become ready."""
+        """Start every service in dependency order (adopting what `adoptable` names);
+        raise StartFailed naming the first service that does not become ready."""
         self._loop_task = asyncio.create_task(self._loop())
         for name in start_order(self.services):
             await self.scale(name, self.services[name].instances, ready_timeout)
+        # Instances left by an earlier agent that the stack no longer wants.
+        for record in self.adoptable.values():
+            pid, started = int(record["pid"]), float(record["started"])
+            if is_same_process(pid, started):
+                await stop_group(Launched(pid, started), 10.0)
+        self.adoptable.clear()
 
     async def stop(self) -> None:
         """Stop everything, dependents first; no process is left behind."""
@@ -162,9 +174,16 @@ class Supervisor:
         while len(current) > count:
             await self._stop_instance(current.pop())
         while len(current) < count:
-            instance = self._new_instance(service, len(current))
+            name_n = f"{name}-{len(current)}"
+            record = self.adoptable.pop(name_n, None)
+            port = int(record["port"]) if record else None
+            instance = self._new_instance(service, len(current), port=port)
             current.append(instance)
-            self._apply(instance, instance.life.start(self.clock()))
+            adopted = record is not None and self.adopt(
+                instance, int(record["pid"]), float(record["started"]), int(record["log_offset"])
+            )
+            if not adopted:
+                self._apply(instance, instance.life.start(self.clock()))
             if service.stateful or len(current) == count:
                 # Stateful instances start one after another; others all at once.
                 await self._wait_ready(name, len(current), ready_timeout)
@@ -198,9 +217,11 @@ class Supervisor:
             service.restart,
             has_startup_probe=service.probes.startup is not None,
         )
-        instance = Instance(
-            service, index, port, life, LogFile(logs / f"{life.name}.log"), data_dir
-        )
+        log = LogFile(logs / f"{life.name}.log")
+        out = logs / f"{life.name}.out"
+        # What is already in the output file was read by whoever ran this instance before.
+        tail = OutputTail(out, log, offset=out.stat().st_size if out.exists() else 0)
+        instance = Instance(service, index, port, life, log, tail, data_dir)
         for kind in ("startup", "readiness", "liveness"):
             probe = getattr(service.probes, kind)
             if probe is not None:
@@ -229,29 +250,47 @@ class Supervisor:
         try:
             if service.port is not None and not _port_free(instance.port):
                 raise LaunchError(f"{instance.name}: port {instance.port} is already in use")
-            launched = await launch(argv_for(service), service.source, env, instance.name)
+            launched = await launch(
+                argv_for(service), service.source, env, instance.name, instance.tail.path
+            )
         except LaunchError as exc:
             self._apply(instance, instance.life.exited(self.clock(), None, str(exc)))
             self._schedule_restart(instance)
             return
+        self._attach(instance, launched)
+        if "startup" not in instance.probes:
+            self._apply(instance, instance.life.startup(self.clock(), True))
+
+    def _attach(self, instance: Instance, launched: Launched) -> None:
         instance.launched = launched
         for tracker in instance.probes.values():
             tracker.next_at = 0.0
             tracker.successes = tracker.failures = 0
             tracker.verdict = None
-        process = launched.process
-        assert process.stdout is not None and process.stderr is not None
-        self._spawn(instance, pump(process.stdout, "stdout", instance.log))
-        self._spawn(instance, pump(process.stderr, "stderr", instance.log))
         self._spawn(instance, self._watch(instance, launched))
-        if "startup" not in instance.probes:
-            self._apply(instance, instance.life.startup(self.clock(), True))
+
+    def adopt(self, instance: Instance, pid: int, started: float, offset: int) -> bool:
+        """Take over an instance a previous agent started, if it is still that process."""
+        if not is_same_process(pid, started):
+            return False
+        instance.tail.offset = offset
+        life = instance.life
+        life.wanted = True
+        life.started_at = self.clock()
+        life.startup_passed = True
+        life.state = State.UNREADY
+        life.reason = "adopted; waiting for readiness"
+        self._attach(instance, Launched(pid, started))
+        self._report(instance)
+        return True
 
     async def _watch(self, instance: Instance, launched: Launched) -> None:
-        code = await launched.process.wait()
+        code = await wait(launched)
         if instance.launched is launched:
             instance.launched = None
-            self._apply(instance, instance.life.exited(self.clock(), code))
+            instance.tail.poll(time.time())
+            detail = None if launched.process else "exited (exit code unknown: adopted)"
+            self._apply(instance, instance.life.exited(self.clock(), code, detail))
             self._schedule_restart(instance)
 
     def _schedule_restart(self, instance: Instance) -> None:
@@ -267,13 +306,14 @@ class Supervisor:
     async def _terminate(self, instance: Instance) -> None:
         launched = instance.launched
         if launched is not None:
-            await stop_group(launched.process, instance.service.stop_timeout)
+            await stop_group(launched, instance.service.stop_timeout)
 
     async def _stop_instance(self, instance: Instance) -> None:
         self._apply(instance, instance.life.stop(self.clock()))
         launched = instance.launched
         if launched is not None:
-            await stop_group(launched.process, instance.service.stop_timeout)
+            await stop_group(launched, instance.service.stop_timeout)
+        instance.tail.poll(time.time())
         for task in list(instance.tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=instance.service.stop_timeout + 1)
@@ -306,10 +346,14 @@ class Supervisor:
     # --- the loop ---------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        ticks = 0
         while True:
             now = self.clock()
+            ticks += 1
             for instances in self.instances.values():
                 for instance in instances:
+                    if ticks % 5 == 0:
+                        instance.tail.poll(time.time())
                     if instance.life.restart_at is not None:
                         self._apply(instance, instance.life.tick(now))
                     if instance.launched is not None:

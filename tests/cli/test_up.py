@@ -3,6 +3,7 @@ processes, real sockets — and nothing left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -190,3 +191,53 @@ def test_commands_without_a_running_stack_say_so(stack: Path) -> None:
     scale = run_sqlifier("scale", "web", "2", cwd=stack)
     assert scale.returncode == 1
     assert "nothing is running for environment 'dev' (start it with sqlifier up)" in scale.stderr
+
+
+def agent_pid(root: Path) -> int:
+    return int(json.loads((root / ".sqlifier" / "dev" / "agent.json").read_text())["pid"])
+
+
+def kill_agent(root: Path) -> None:
+    pid = agent_pid(root)
+    os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.Process(pid).wait(10)
+
+
+def test_instances_outlive_a_killed_agent_and_the_next_one_adopts_them(stack: Path) -> None:
+    assert run_sqlifier("up", "--detach", cwd=stack).returncode == 0
+    before = {i["instance"]: i["pid"] for i in ps(stack)}
+    kill_agent(stack)
+
+    # The instances kept running, and kept answering, without their agent.
+    for instance in json.loads((stack / ".sqlifier" / "dev" / "agent.json").read_text())[
+        "instances"
+    ]:
+        assert get(instance["port"], "/boom") == instance["instance"]
+
+    again = run_sqlifier("up", "--detach", cwd=stack)
+    assert again.returncode == 0, again.stderr
+    after = ps(stack)
+    assert {i["instance"]: i["pid"] for i in after} == before  # adopted, not restarted
+    assert all(i["state"] == "ready" and i["restarts"] == 0 for i in after)
+
+    for _ in range(50):  # what they wrote while no agent ran reaches the log
+        logs = run_sqlifier("logs", "web", "--level", "error", cwd=stack)
+        if logs.stdout.count("boom requested") == 2:
+            break
+    assert logs.stdout.count("boom requested") == 2
+
+    assert run_sqlifier("down", cwd=stack).returncode == 0
+    assert leftovers(stack) == []
+
+
+def test_down_after_the_agent_died_stops_what_it_left(stack: Path) -> None:
+    assert run_sqlifier("up", "--detach", cwd=stack).returncode == 0
+    os.kill(agent_pid(stack), signal.SIGKILL)  # not waited for: down copes either way
+    down = run_sqlifier("down", cwd=stack)
+    assert down.returncode == 0
+    assert (
+        down.stdout
+        == "stopped 2 instances left running by an agent that had died; t (dev) is down\n"
+    )
+    assert leftovers(stack) == []

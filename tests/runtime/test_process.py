@@ -12,15 +12,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sqlifier.runtime.logs import LogFile
+from sqlifier.runtime.logs import LogFile, OutputTail
 from sqlifier.runtime.process import (
     LaunchError,
     argv_for,
     instance_env,
     is_same_process,
     launch,
-    pump,
     stop_group,
+    wait,
 )
 from sqlifier.spec.model import Service
 
@@ -70,30 +70,29 @@ def test_output_is_captured_line_by_line_with_levels(tmp_path: Path) -> None:
         "print('CRITICAL payment failed', file=sys.stderr); print('no newline at end', end='')"
     )
 
-    async def run() -> int:
+    async def run() -> int | None:
         env = instance_env(service("x"), 0, 9000, "dev", "r1", None, dict(os.environ))
-        launched = await launch([PY, "-c", script], tmp_path, env, "web-0")
-        log = LogFile(tmp_path / "web-0.log")
-        assert launched.process.stdout and launched.process.stderr
-        await asyncio.gather(
-            pump(launched.process.stdout, "stdout", log),
-            pump(launched.process.stderr, "stderr", log),
-        )
-        return await launched.process.wait()
+        launched = await launch([PY, "-c", script], tmp_path, env, "web-0", tmp_path / "web-0.out")
+        return await wait(launched)
 
     assert asyncio.run(run()) == 0
+    tail = OutputTail(tmp_path / "web-0.out", LogFile(tmp_path / "web-0.log"))
+    assert tail.poll(1.0) == 2  # the unfinished last line waits for its newline
     records = [json.loads(x) for x in (tmp_path / "web-0.log").read_text().splitlines()]
-    assert sorted((r["stream"], r["level"], r["line"]) for r in records) == [
-        ("stderr", "critical", "CRITICAL payment failed"),
-        ("stdout", "info", "INFO hello web-0"),
-        ("stdout", "info", "no newline at end"),
+    assert sorted((r["level"], r["line"]) for r in records) == [
+        ("critical", "CRITICAL payment failed"),
+        ("info", "INFO hello web-0"),
     ]
 
 
 def test_stop_reaches_grandchildren(tmp_path: Path) -> None:
     async def run() -> tuple[int, list[int]]:
         launched = await launch(
-            ["/bin/sh", "-c", "sleep 300 & sleep 300 & wait"], tmp_path, dict(os.environ), "web-0"
+            ["/bin/sh", "-c", "sleep 300 & sleep 300 & wait"],
+            tmp_path,
+            dict(os.environ),
+            "web-0",
+            tmp_path / "o",
         )
         for _ in range(100):
             children = psutil.Process(launched.pid).children(recursive=True)
@@ -101,7 +100,7 @@ def test_stop_reaches_grandchildren(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.02)
         pids = [c.pid for c in children]
-        code = await stop_group(launched.process, timeout=5)
+        code = await stop_group(launched, timeout=5)
         return code, pids
 
     code, pids = asyncio.run(run())
@@ -118,26 +117,29 @@ def test_a_process_that_ignores_sigterm_is_killed_after_the_timeout(tmp_path: Pa
     script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(300)"
 
     async def run() -> int:
-        launched = await launch([PY, "-c", script], tmp_path, dict(os.environ), "web-0")
-        assert launched.process.stdout
-        await launched.process.stdout.readline()
-        return await stop_group(launched.process, timeout=0.3)
+        out = tmp_path / "o"
+        launched = await launch([PY, "-c", script], tmp_path, dict(os.environ), "web-0", out)
+        while not out.read_text():
+            await asyncio.sleep(0.01)
+        return await stop_group(launched, timeout=0.3)
 
     assert asyncio.run(run()) == -9
 
 
 def test_a_command_that_does_not_exist_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LaunchError, match=r"^web-0: command not found: no-such-command-xyz$"):
-        asyncio.run(launch(["no-such-command-xyz"], tmp_path, {}, "web-0"))
+        asyncio.run(launch(["no-such-command-xyz"], tmp_path, {}, "web-0", tmp_path / "o"))
     with pytest.raises(LaunchError, match=r"its directory .* does not exist"):
-        asyncio.run(launch(["true"], tmp_path / "missing", {}, "web-0"))
+        asyncio.run(launch(["true"], tmp_path / "missing", {}, "web-0", tmp_path / "o"))
 
 
 def test_a_recycled_pid_is_not_the_same_process(tmp_path: Path) -> None:
     async def run() -> tuple[int, float, bool]:
-        launched = await launch(["sleep", "300"], tmp_path, dict(os.environ), "web-0")
+        launched = await launch(
+            ["sleep", "300"], tmp_path, dict(os.environ), "web-0", tmp_path / "o"
+        )
         alive = is_same_process(launched.pid, launched.started)
-        await stop_group(launched.process, timeout=5)
+        await stop_group(launched, timeout=5)
         return launched.pid, launched.started, alive
 
     pid, started, alive = asyncio.run(run())

@@ -131,9 +131,8 @@ def test_a_service_that_cannot_start_names_itself_and_leaves_nothing(tmp_path: P
         )
     log = (tmp_path / ".sqlifier" / "dev" / "logs" / "broken-0.log").read_text()
     assert '"level": "critical", "line": "CRITICAL cannot open database"' in log
-    assert not [
-        p for p in psutil.process_iter(["cmdline"]) if "app.py" in " ".join(p.info["cmdline"] or [])
-    ]
+    left = [p for p in psutil.process_iter(["cwd"]) if p.info["cwd"] == str(tmp_path)]
+    assert left == []
 
 
 def test_a_missing_command_is_reported(tmp_path: Path) -> None:
