@@ -24,8 +24,8 @@ _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 @click.command("logs")
 @click.argument("service")
 @click.option("--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev).")
-@click.option("-f", "--file", "stack_file", help="The stack file (default: found from here).")
-@click.option("--follow", "-F", is_flag=True, help="Keep printing new lines (Ctrl-C ends).")
+@click.option("--file", "stack_file", help="The stack file (default: found from here).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C ends).")
 @click.option("--instance", "-i", help="Only this instance, like web-1.")
 @click.option(
     "--level", "-l", help="Only lines at this level or worse: debug, info, warn, error, critical."

@@ -11,7 +11,7 @@ from sqlifier.agent.client import AgentClient, agent_alive
 from sqlifier.cli.workspace import load_context
 from sqlifier.errors import UserError
 
-__all__ = ["ps", "restart", "scale"]
+__all__ = ["ps", "restart", "scale", "table"]
 
 _ENV = click.option(
     "--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev)."
@@ -40,11 +40,11 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
     if as_json:
         click.echo(json.dumps(instances, indent=2))
         return 0
-    click.echo(_table(instances))
+    click.echo(table(instances))
     return 0
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def table(rows: list[dict[str, Any]]) -> str:
     cells = [[c.upper() for c in _COLUMNS]]
     cells += [["-" if row.get(c) is None else str(row.get(c)) for c in _COLUMNS] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(_COLUMNS) - 1)]
@@ -79,5 +79,5 @@ def _operate(what: str, body: dict[str, Any], env: str | None, stack_file: str |
     if not answer.get("ok"):
         raise UserError(str(answer.get("error")))
     mine = [i for i in answer["status"]["instances"] if i["service"] == body["service"]]
-    click.echo(_table(mine))
+    click.echo(table(mine))
     return 0

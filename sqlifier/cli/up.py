@@ -16,6 +16,7 @@ import psutil
 from sqlifier.agent.client import AgentClient, AgentNotRunning, agent_alive, read_info
 from sqlifier.agent.server import Agent, agent_files
 from sqlifier.cli.output import print_diagnostics
+from sqlifier.cli.ps import table
 from sqlifier.cli.workspace import Context, load_context
 from sqlifier.errors import UserError
 from sqlifier.runtime.process import Launched, is_same_process, stop_group
@@ -70,7 +71,16 @@ async def _foreground(context: Context, timeout: float) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, agent.stopping.set)
     click.echo(f"starting {context.stack.name} ({context.env}); Ctrl-C stops everything")
+
+    async def table_when_up() -> None:
+        while agent.phase == "starting":
+            await asyncio.sleep(0.1)
+        if agent.phase == "running":
+            click.echo("\n" + table(agent.supervisor.snapshot()) + "\n")
+
+    shown = asyncio.create_task(table_when_up())
     code = await agent.run(timeout)
+    shown.cancel()
     if code:
         _explain_failure(context, agent.error or "the stack failed to start")
     return code
