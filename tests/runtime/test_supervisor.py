@@ -182,3 +182,42 @@ def test_start_order_follows_dependencies() -> None:
     order = start_order(services)
     assert order.index("db") < order.index("api") < order.index("web")
     assert order.index("cache") < order.index("web")
+
+
+def test_a_service_that_never_becomes_ready_is_named_when_the_wait_ends(tmp_path: Path) -> None:
+    stack, _ = load_stack(write_stack(tmp_path, service("slow", 'env = { START_DELAY = "30" }')))
+
+    async def main() -> None:
+        supervisor = Supervisor(stack, "dev", tmp_path / ".sqlifier" / "dev")
+        try:
+            await supervisor.start(ready_timeout=1)
+        finally:
+            await supervisor.stop()
+
+    with pytest.raises(StartFailed, match=r"^slow-0 was not ready after 1s \(unready: "):
+        asyncio.run(main())
+
+
+def test_a_failing_liveness_probe_restarts_the_instance(tmp_path: Path) -> None:
+    liveness = 'probes.liveness = { exec = "false", period = "100ms", failure_threshold = 2 }\n'
+
+    async def body(supervisor: Supervisor) -> None:
+        (instance,) = supervisor.instances["web"]
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if instance.life.restarts >= 1:
+                break
+        assert instance.life.restarts >= 1
+
+    events = run(tmp_path, service("web", liveness), body)
+    assert any(e.reason.startswith("liveness probe failed: exit code 1") for e in events)
+
+
+def test_concurrent_scale_calls_do_not_interleave(tmp_path: Path) -> None:
+    async def body(supervisor: Supervisor) -> None:
+        await asyncio.gather(supervisor.scale("web", 3), supervisor.scale("web", 1))
+        assert [i["instance"] for i in supervisor.snapshot() if i["state"] != "stopped"] == [
+            "web-0"
+        ]
+
+    run(tmp_path, service("web"), body)
