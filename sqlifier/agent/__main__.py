@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from sqlifier.agent.server import Agent
+from sqlifier.errors import UserError
 from sqlifier.runtime.supervisor import Event
 from sqlifier.spec import load_stack
 from sqlifier.store.audit import current_user
@@ -36,7 +37,11 @@ def main() -> None:
     parser.add_argument("--env", required=True)
     parser.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args()
-    sys.exit(asyncio.run(_main(args.stack, args.env, args.timeout)))
+    try:
+        sys.exit(asyncio.run(_main(args.stack, args.env, args.timeout)))
+    except UserError as exc:
+        print(f"sqlifier: error: {exc}", flush=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -25,6 +26,7 @@ from typing import Any
 
 import psutil
 
+from sqlifier.errors import UserError
 from sqlifier.runtime.supervisor import Event, StartFailed, Supervisor
 from sqlifier.spec.model import Stack
 from sqlifier.store.audit import AuditLog
@@ -119,6 +121,7 @@ class Agent:
     async def run(self, ready_timeout: float = 60.0) -> int:
         """Serve until shut down; 0 after a clean stop, 1 when the stack failed to start."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
         self.supervisor.adoptable = self._adoptable()
         self.token = _write_secret(self.files["token"], secrets.token_urlsafe(32))
         socket_path = self.files["socket"]
@@ -154,6 +157,19 @@ class Agent:
                 self.phase = "stopped"
             self._write_info()
         return code
+
+    def _lock(self) -> None:
+        """One agent per stack and environment: the second `up` of a race stops here."""
+        handle = (self.state_dir / "agent.lock").open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise UserError(
+                f"another agent already runs {self.stack.name} in {self.env}; "
+                "use sqlifier ps, or sqlifier down first"
+            ) from None
+        self._lock_handle = handle  # held, and the lock with it, until this process ends
 
     def _write_info(self) -> None:
         me = psutil.Process()

@@ -241,3 +241,20 @@ def test_down_after_the_agent_died_stops_what_it_left(stack: Path) -> None:
         == "stopped 2 instances left running by an agent that had died; t (dev) is down\n"
     )
     assert leftovers(stack) == []
+
+
+def test_two_ups_at_once_start_one_agent(stack: Path) -> None:
+    command = [str(BIN / "sqlifier"), "up", "--detach"]
+    with (
+        subprocess.Popen(
+            command, cwd=stack, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as first,
+        subprocess.Popen(
+            command, cwd=stack, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as second,
+    ):
+        codes = sorted([first.wait(timeout=60), second.wait(timeout=60)])
+        outputs = first.communicate()[1] + second.communicate()[1]
+    assert codes == [0, 1]
+    assert "already" in outputs
+    assert len(ps(stack)) == 2
