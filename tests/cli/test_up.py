@@ -17,27 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.apps import APP
 from tests.conftest import BIN, run_sqlifier
-
-APP = """\
-import os, sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-if os.environ.get("FAIL_AT_START"):
-    print("CRITICAL cannot reach the database", file=sys.stderr, flush=True)
-    sys.exit(3)
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        if self.path == "/boom":
-            print("ERROR boom requested", file=sys.stderr, flush=True)
-        body = os.environ["INSTANCE"].encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"""
 
 
 def make_stack(root: Path, extra: str = "", instances: int = 2) -> Path:
@@ -127,7 +108,9 @@ def run_audit(root: Path) -> list[tuple[str, str]]:
 
 
 def test_up_detach_names_the_service_that_fails_and_shows_its_last_lines(tmp_path: Path) -> None:
-    root = make_stack(tmp_path, 'env = { FAIL_AT_START = "1" }\n', instances=1)
+    root = make_stack(
+        tmp_path, 'env = { FAIL_AT_START = "cannot reach the database" }\n', instances=1
+    )
     up = run_sqlifier("up", "--detach", cwd=root)
     assert up.returncode == 1
     assert up.stderr.splitlines()[:3] == [

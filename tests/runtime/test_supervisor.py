@@ -16,34 +16,7 @@ import pytest
 
 from sqlifier.runtime.supervisor import Event, StartFailed, Supervisor, start_order
 from sqlifier.spec import load_stack
-
-APP = """\
-import os, sys, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-if os.environ.get("FAIL_AT_START"):
-    print("CRITICAL cannot open database", file=sys.stderr, flush=True)
-    sys.exit(3)
-time.sleep(float(os.environ.get("START_DELAY", "0")))
-data_dir = os.environ.get("DATA_DIR")
-if data_dir:
-    with open(os.path.join(data_dir, "starts"), "a") as f:
-        f.write(os.environ["INSTANCE"] + "\\n")
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = os.environ["INSTANCE"].encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-print("INFO listening", os.environ["INSTANCE"], flush=True)
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"""
+from tests.apps import APP
 
 
 def write_stack(root: Path, services: str) -> Path:
@@ -127,7 +100,9 @@ def test_a_service_that_cannot_start_names_itself_and_leaves_nothing(tmp_path: P
         StartFailed, match=r"^broken-0 did not start: exited with code 3; restarting in 2s$"
     ):
         run(
-            tmp_path, service("broken", 'env = { FAIL_AT_START = "1" }'), lambda s: asyncio.sleep(0)
+            tmp_path,
+            service("broken", 'env = { FAIL_AT_START = "cannot open database" }'),
+            lambda s: asyncio.sleep(0),
         )
     log = (tmp_path / ".sqlifier" / "dev" / "logs" / "broken-0.log").read_text()
     assert '"level": "critical", "line": "CRITICAL cannot open database"' in log
