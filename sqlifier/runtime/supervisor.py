@@ -64,6 +64,7 @@ class Instance:
     tail: OutputTail
     data_dir: Path | None
     launched: Launched | None = None
+    release: str = "current"
     probes: dict[str, ProbeTracker] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -83,6 +84,7 @@ class Instance:
             "state": self.life.state.value,
             "reason": self.life.reason,
             "restarts": self.life.restarts,
+            "release": self.release,
         }
 
 
@@ -221,7 +223,7 @@ class Supervisor:
         out = logs / f"{life.name}.out"
         # What is already in the output file was read by whoever ran this instance before.
         tail = OutputTail(out, log, offset=out.stat().st_size if out.exists() else 0)
-        instance = Instance(service, index, port, life, log, tail, data_dir)
+        instance = Instance(service, index, port, life, log, tail, data_dir, release=self.release)
         for kind in ("startup", "readiness", "liveness"):
             probe = getattr(service.probes, kind)
             if probe is not None:

@@ -70,7 +70,15 @@ def test_up_detach_ps_scale_restart_logs_down(stack: Path) -> None:
         ("web-0", "ready"),
         ("web-1", "ready"),
     ]
-    assert set(instances[0]) >= {"service", "instance", "pid", "port", "state", "restarts"}
+    assert set(instances[0]) >= {
+        "service",
+        "instance",
+        "pid",
+        "port",
+        "state",
+        "release",
+        "restarts",
+    }
     assert get(instances[1]["port"]) == "web-1"
 
     scaled = run_sqlifier("scale", "web", "3", cwd=stack)
