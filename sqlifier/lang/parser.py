@@ -33,6 +33,16 @@ from sqlifier.lang.tokens import Kind, Token, tokenize
 from sqlifier.lang.units import UNIT_WORDS, UNITS, Type
 
 _new = tuple.__new__
+# Module-level names for the token kinds: the parser tests them on every token.
+_IDENT, _NUMBER, _QUANTITY, _STRING, _OP, _ERROR, _EOF = (
+    Kind.IDENT,
+    Kind.NUMBER,
+    Kind.QUANTITY,
+    Kind.STRING,
+    Kind.OP,
+    Kind.ERROR,
+    Kind.EOF,
+)
 
 __all__ = ["MAX_DEPTH", "MAX_NUMBER", "parse", "parse_trigger"]
 
@@ -70,7 +80,7 @@ def parse_trigger(source: Source) -> tuple[ast.Trigger | None, list[Diagnostic]]
     parser = _Parser(source)
     try:
         trigger = parser.trigger()
-        if parser.tok.kind is not Kind.EOF:
+        if parser.tok.kind is not _EOF:
             raise parser.error("AND, OR or the end of the expression", choices=("AND", "OR"))
     except ParseError as exc:
         return None, [Diagnostic.at(source, exc.span, exc.message, hint=exc.hint)]
@@ -90,7 +100,7 @@ class _Parser:
 
     def advance(self) -> Token:
         tok = self.tok
-        if tok.kind is not Kind.EOF:
+        if tok.kind is not _EOF:
             self.pos += 1
             self.tok = self.tokens[self.pos]
         return tok
@@ -99,7 +109,7 @@ class _Parser:
         return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
 
     def at_word(self, word: str) -> bool:
-        return self.tok.value == word and self.tok.kind is Kind.IDENT
+        return self.tok.value == word and self.tok.kind is _IDENT
 
     def prev_span(self) -> Span:
         return self.tokens[self.pos - 1].span
@@ -110,7 +120,7 @@ class _Parser:
         return _new(Span, (first[4], first[5], prev[4], prev[5] + len(prev[1])))
 
     def expect_op(self, op: str, expected: str) -> Token:
-        if self.tok.text == op and self.tok.kind is Kind.OP:
+        if self.tok.text == op and self.tok.kind is _OP:
             return self.advance()
         raise self.error(expected)
 
@@ -124,11 +134,11 @@ class _Parser:
     ) -> ParseError:
         """A 'expected X, found Y' error at the current token (or its own error)."""
         tok = self.tok
-        if tok.kind is Kind.ERROR:
+        if tok.kind is _ERROR:
             message, own_hint = cast("tuple[str, str | None]", tok.value)
             return ParseError(tok.span, message, own_hint)
         span = tok.span
-        if tok.kind is Kind.EOF and self.pos > 0:
+        if tok.kind is _EOF and self.pos > 0:
             prev = self.tokens[self.pos - 1]
             span = Span(prev.line, prev.end_col, prev.line, prev.end_col + 1)
         found = _describe(tok)
@@ -137,16 +147,16 @@ class _Parser:
             found = quote(f"{tok.text} {self.peek().text}")
             span = span.to(self.peek().span)
             hint = hint or f"write the number and the unit together: {tok.text}{unit}"
-        if hint is None and tok.kind is Kind.IDENT and choices and tok.value not in choices:
+        if hint is None and tok.kind is _IDENT and choices and tok.value not in choices:
             hint = did_you_mean(tok.text, choices)
         return ParseError(span, f"expected {expected}, found {found}", hint)
 
     def unit_word_after(self, tok: Token) -> str | None:
         """The unit meant by `3 minutes` (a number, a space, a unit word), or None."""
-        if tok.kind is not Kind.NUMBER or tok is not self.tok:
+        if tok.kind is not _NUMBER or tok is not self.tok:
             return None
         word = self.peek()
-        if word.kind is not Kind.IDENT or word.line != tok.line:
+        if word.kind is not _IDENT or word.line != tok.line:
             return None
         text = word.text
         return UNIT_WORDS.get(text.lower()) or (text if text in UNITS else None)
@@ -160,8 +170,8 @@ class _Parser:
 
     def parse_file(self) -> tuple[ast.RuleFile, list[Diagnostic]]:
         rules: list[ast.Rule] = []
-        while self.tok.kind is not Kind.EOF:
-            if self.tok.text == ";" and self.tok.kind is Kind.OP:
+        while self.tok.kind is not _EOF:
+            if self.tok.text == ";" and self.tok.kind is _OP:
                 self.advance()
                 continue
             start = self.pos
@@ -181,13 +191,13 @@ class _Parser:
         if self.pos == start:
             self.advance()
         tokens = self.tokens
-        while self.tok.kind is not Kind.EOF:
+        while self.tok.kind is not _EOF:
             tok = self.tok
-            if tok.kind is Kind.OP and tok.text == ";":
+            if tok.kind is _OP and tok.text == ";":
                 self.advance()
                 return
             if (
-                tok.kind is Kind.IDENT
+                tok.kind is _IDENT
                 and tok.value in ("RULE", "ON")
                 and tokens[self.pos - 1].end_line < tok.line
             ):
@@ -216,7 +226,7 @@ class _Parser:
             if condition is not None:
                 expected = "AND, OR or DO"
             hint = None
-            if self.tok.kind is Kind.IDENT and self.tok.value in _ACTIONS:
+            if self.tok.kind is _IDENT and self.tok.value in _ACTIONS:
                 hint = f"write DO before {self.tok.text}"
             elif self.at_word("FOR"):
                 hint = "FOR comes right after the trigger: ON ... FOR 3m IF ... DO ..."
@@ -228,7 +238,7 @@ class _Parser:
         do = self.advance()
         actions = [self.action()]
         clauses.append(("do0", self.span_from(do)))
-        while self.tok.text == "," and self.tok.kind is Kind.OP:
+        while self.tok.text == "," and self.tok.kind is _OP:
             self.advance()
             start = self.tok.span
             actions.append(self.action())
@@ -255,19 +265,19 @@ class _Parser:
             return None, self.advance()
         if not self.at_word("RULE"):
             hint = None
-            if first.kind is Kind.IDENT and first.text.lower() in SIGNALS:
+            if first.kind is _IDENT and first.text.lower() in SIGNALS:
                 hint = f"start the rule with ON: ON {first.text.lower()}(...)"
             raise self.error("ON or RULE to start a rule", hint, choices=("ON", "RULE"))
         self.advance()
         name = self.rule_name()
         clauses.append(("rule", self.span_from(first)))
-        if self.tok.text == "-" and self.tok.kind is Kind.OP:
+        if self.tok.text == "-" and self.tok.kind is _OP:
             raise self.error(
                 "ON after the rule name",
                 "a rule name is letters, digits, _ and - (each part after a - starts with "
                 "a letter or digit, and holds no % or .)",
             )
-        if not self.at_word("ON") and self.tok.kind is Kind.IDENT:
+        if not self.at_word("ON") and self.tok.kind is _IDENT:
             raise self.error(
                 "ON after the rule name",
                 f"a rule name has no spaces: write {name}-{self.tok.text}",
@@ -278,7 +288,7 @@ class _Parser:
     def rule_name(self) -> str:
         tok = self.tok
         hyphenated = self.peek().text == "-" and self.peek().offset == tok.end
-        if tok.kind is not Kind.IDENT or (tok.value in _RESERVED and not hyphenated):
+        if tok.kind is not _IDENT or (tok.value in _RESERVED and not hyphenated):
             raise self.error("a rule name after RULE (letters, digits, _ and -)")
         self.advance()
         name = tok.text
@@ -287,7 +297,7 @@ class _Parser:
         while (
             self.tok.text == "-"
             and self.tok.offset == self.tokens[self.pos - 1].end
-            and self.peek().kind in (Kind.IDENT, Kind.NUMBER, Kind.QUANTITY)
+            and self.peek().kind in (_IDENT, _NUMBER, _QUANTITY)
             and self.peek().offset == self.tok.end
             and _WORD.fullmatch(self.peek().text)
         ):
@@ -302,7 +312,7 @@ class _Parser:
         cooldown: ast.Quantity | None = None
         dry_run = False
         seen: set[str] = set()
-        while self.tok.kind is Kind.IDENT and self.tok.value in _TAIL:
+        while self.tok.kind is _IDENT and self.tok.value in _TAIL:
             word = self.advance()
             key = str(word.value)
             if key in seen:
@@ -322,13 +332,13 @@ class _Parser:
 
     def end_of_rule(self) -> None:
         tok = self.tok
-        if tok.kind is Kind.EOF or (tok.kind is Kind.OP and tok.text == ";"):
+        if tok.kind is _EOF or (tok.kind is _OP and tok.text == ";"):
             self.advance()
             return
-        if tok.kind is Kind.IDENT and tok.value in ("ON", "RULE"):
+        if tok.kind is _IDENT and tok.value in ("ON", "RULE"):
             raise self.error("';' to end the rule before the next one")
         previous = self.tokens[self.pos - 1]
-        if tok.text == "," and tok.kind is Kind.OP:
+        if tok.text == "," and tok.kind is _OP:
             raise self.error(
                 f"';' after {previous.text}",
                 "list every action before LIMIT, COOLDOWN and DRY RUN",
@@ -340,18 +350,18 @@ class _Parser:
 
     def limit(self) -> ast.Number:
         tok = self.tok
-        if tok.kind is not Kind.NUMBER:
+        if tok.kind is not _NUMBER:
             raise self.error("a whole number of instances after LIMIT, like 20")
         self.advance()
         return ast.Number(_checked_number(tok), tok.span)
 
     def duration(self, keyword: str) -> ast.Quantity:
         start = self.tok
-        negative = start.text == "-" and start.kind is Kind.OP
+        negative = start.text == "-" and start.kind is _OP
         if negative:
             self.advance()
         tok = self.tok
-        if tok.kind is Kind.QUANTITY:
+        if tok.kind is _QUANTITY:
             unit = tok.text[len(_number_text(tok)) :]
             if UNITS.get(unit, (None,))[0] is Type.DURATION:
                 self.advance()
@@ -360,7 +370,7 @@ class _Parser:
             if unit not in UNITS:
                 raise _unknown_unit(tok)
         hint = None
-        if tok.kind is Kind.NUMBER and self.unit_word_after(tok) is None:
+        if tok.kind is _NUMBER and self.unit_word_after(tok) is None:
             hint = f"add a unit: {tok.text}s, {tok.text}m or {tok.text}h"
         raise self.error(f"a duration after {keyword} (like 3m or 30s)", hint)
 
@@ -387,34 +397,34 @@ class _Parser:
 
     def trigger_atom(self) -> ast.Trigger:
         tok = self.tok
-        if tok.text == "(" and tok.kind is Kind.OP:
+        if tok.text == "(" and tok.kind is _OP:
             self.enter(tok.span)
             self.advance()
             inner = self.trigger()
             self.expect_op(")", "')' to close the '(' of the trigger")
             self.depth -= 1
             return inner
-        if tok.kind is Kind.IDENT and tok.value not in _RESERVED:
+        if tok.kind is _IDENT and tok.value not in _RESERVED:
             return self.signal_test()
         raise self.error("a signal test like cpu() > 80% or high_cpu(>80%)")
 
     def signal_test(self) -> ast.SignalTest:
         name_tok = self.advance()
         name = name_tok.text.lower()
-        if not (self.tok.text == "(" and self.tok.kind is Kind.OP):
+        if not (self.tok.text == "(" and self.tok.kind is _OP):
             raise self.error(
                 f"'(' after {name}",
                 "signals are written with parentheses, like cpu() > 80% or high_cpu(>80%)",
             )
         self.advance()
         inner = None
-        if self.tok.text in _CMP and self.tok.kind is Kind.OP:
+        if self.tok.text in _CMP and self.tok.kind is _OP:
             inner = self.comparison()
-            if self.tok.text == "," and self.tok.kind is Kind.OP:
+            if self.tok.text == "," and self.tok.kind is _OP:
                 self.advance()
         args = self.args(name, word_values=True)
         outer = None
-        if self.tok.kind is Kind.OP and self.tok.text in _CMP | {"=="}:
+        if self.tok.kind is _OP and self.tok.text in _CMP | {"=="}:
             outer = self.comparison()
         return ast.SignalTest(name, args, inner, outer, self.span_from(name_tok), name_tok.span)
 
@@ -429,12 +439,12 @@ class _Parser:
     def args(self, owner: str, word_values: bool) -> tuple[ast.Arg, ...]:
         """Arguments up to and including ')': `name=value` or positional."""
         args: list[ast.Arg] = []
-        if self.tok.text == ")" and self.tok.kind is Kind.OP:
+        if self.tok.text == ")" and self.tok.kind is _OP:
             self.advance()
             return ()
         while True:
             start = self.tok
-            if start.kind is Kind.IDENT and self.peek().text == "=" and self.peek().kind is Kind.OP:
+            if start.kind is _IDENT and self.peek().text == "=" and self.peek().kind is _OP:
                 self.advance()
                 self.advance()
                 value = self.literal(f"a value for {start.text.lower()}=", words=True)
@@ -442,10 +452,10 @@ class _Parser:
             else:
                 value = self.literal("an argument", words=True) if word_values else self.expr()
                 args.append(ast.Arg(None, value, self.span_from(start)))
-            if self.tok.kind is Kind.OP and self.tok.text == ",":
+            if self.tok.kind is _OP and self.tok.text == ",":
                 self.advance()
                 continue
-            if self.tok.kind is Kind.OP and self.tok.text == ")":
+            if self.tok.kind is _OP and self.tok.text == ")":
                 self.advance()
                 return tuple(args)
             raise self.error(f"',' or ')' in the arguments of {owner}()")
@@ -455,22 +465,22 @@ class _Parser:
     def literal(self, expected: str, words: bool = False) -> ast.Expr:
         """A number, quantity or string, optionally negative; with `words`, a bare word."""
         tok = self.tok
-        if tok.kind is Kind.OP and tok.text == "-":
+        if tok.kind is _OP and tok.text == "-":
             self.advance()
             value = self.tok
-            if value.kind in (Kind.NUMBER, Kind.QUANTITY):
+            if value.kind in (_NUMBER, _QUANTITY):
                 node = self.number(value)
                 span = tok.span.to(node.span)
                 if isinstance(node, ast.Number):
                     return ast.Number(-node.value, span)
                 return ast.Quantity(-node.amount, node.unit, span)
             raise self.error("a number after '-'")
-        if tok.kind in (Kind.NUMBER, Kind.QUANTITY):
+        if tok.kind in (_NUMBER, _QUANTITY):
             return self.number(tok)
-        if tok.kind is Kind.STRING:
+        if tok.kind is _STRING:
             self.advance()
             return ast.String(str(tok.value), tok.span)
-        if words and tok.kind is Kind.IDENT and tok.value not in _RESERVED:
+        if words and tok.kind is _IDENT and tok.value not in _RESERVED:
             self.advance()
             return ast.Name((tok.text.lower(),), tok.span)
         raise self.error(expected)
@@ -486,7 +496,7 @@ class _Parser:
             )
         self.advance()
         amount = _checked_number(tok)
-        if tok.kind is Kind.NUMBER:
+        if tok.kind is _NUMBER:
             return ast.Number(amount, tok.span)
         unit = tok.text[len(_number_text(tok)) :]
         if unit not in UNITS:
@@ -496,7 +506,7 @@ class _Parser:
     def expr(self) -> ast.Expr:
         depth = self.depth
         left = self.term()
-        while self.tok.kind is Kind.OP and self.tok.text in ("+", "-"):
+        while self.tok.kind is _OP and self.tok.text in ("+", "-"):
             # Each operator nests the tree one level deeper (a + b + c is (a + b) + c).
             self.enter(self.tok.span)
             op = self.advance().text
@@ -508,7 +518,7 @@ class _Parser:
     def term(self) -> ast.Expr:
         depth = self.depth
         left = self.unary()
-        while self.tok.kind is Kind.OP and self.tok.text in ("*", "/"):
+        while self.tok.kind is _OP and self.tok.text in ("*", "/"):
             self.enter(self.tok.span)
             op = self.advance().text
             right = self.unary()
@@ -518,7 +528,7 @@ class _Parser:
 
     def unary(self) -> ast.Expr:
         tok = self.tok
-        if tok.kind is Kind.OP and tok.text == "-":
+        if tok.kind is _OP and tok.text == "-":
             self.enter(tok.span)
             self.advance()
             operand = self.unary()
@@ -530,32 +540,32 @@ class _Parser:
 
     def primary(self) -> ast.Expr:
         tok = self.tok
-        if tok.kind is Kind.OP and tok.text == "(":
+        if tok.kind is _OP and tok.text == "(":
             self.enter(tok.span)
             self.advance()
             inner = self.expr()
             self.expect_op(")", "')' to close the '('")
             self.depth -= 1
             return inner
-        if tok.kind is Kind.IDENT and tok.value not in _RESERVED:
-            if self.peek().text == "(" and self.peek().kind is Kind.OP:
+        if tok.kind is _IDENT and tok.value not in _RESERVED:
+            if self.peek().text == "(" and self.peek().kind is _OP:
                 self.advance()
                 self.advance()
                 name = tok.text.lower()
                 args = self.args(name, word_values=name in SIGNALS)
                 return ast.Call(name, args, self.span_from(tok))
             return self.name()
-        if tok.kind in (Kind.NUMBER, Kind.QUANTITY, Kind.STRING):
+        if tok.kind in (_NUMBER, _QUANTITY, _STRING):
             return self.literal("a value")
         raise self.error("a number, instances, a signal like cpu() or '('")
 
     def name(self) -> ast.Name:
         first = self.advance()
         parts = [first.text.lower()]
-        while self.tok.kind is Kind.OP and self.tok.text == ".":
+        while self.tok.kind is _OP and self.tok.text == ".":
             self.advance()
             part = self.tok
-            if part.kind is not Kind.IDENT:
+            if part.kind is not _IDENT:
                 raise self.error(f"a field name after '{'.'.join(parts)}.'")
             self.advance()
             # Label keys keep their case: service.labels.Tier is the label "Tier".
@@ -569,13 +579,13 @@ class _Parser:
 
     def condition_atom(self) -> ast.Condition:
         tok = self.tok
-        if tok.kind is Kind.IDENT and tok.value == "NOT":
+        if tok.kind is _IDENT and tok.value == "NOT":
             self.enter(tok.span)
             self.advance()
             operand = self.condition_atom()
             self.depth -= 1
             return ast.Not(operand, tok.span.to(operand.span))
-        if tok.kind is Kind.OP and tok.text == "(":
+        if tok.kind is _OP and tok.text == "(":
             self.enter(tok.span)
             self.advance()
             inner = self.condition()
@@ -596,13 +606,13 @@ class _Parser:
         if self.at_word("LIKE"):
             self.advance()
             pattern = self.tok
-            if pattern.kind is not Kind.STRING:
+            if pattern.kind is not _STRING:
                 raise self.error("a pattern in quotes after LIKE, like 'img-%'")
             self.advance()
             node = ast.String(str(pattern.value), pattern.span)
             return ast.Like(left, node, negated, left.span.to(pattern.span))
         op_tok = self.tok
-        if op_tok.kind is Kind.OP and op_tok.text in _CMP | {"=="}:
+        if op_tok.kind is _OP and op_tok.text in _CMP | {"=="}:
             if op_tok.text == "==":
                 raise ParseError(op_tok.span, "'==' is not a comparison here", "use = to compare")
             self.advance()
@@ -615,8 +625,8 @@ class _Parser:
 
     def operand(self) -> ast.Expr:
         tok = self.tok
-        if tok.kind is Kind.IDENT and tok.value not in _RESERVED:
-            if self.peek().text == "(" and self.peek().kind is Kind.OP:
+        if tok.kind is _IDENT and tok.value not in _RESERVED:
+            if self.peek().text == "(" and self.peek().kind is _OP:
                 raise ParseError(
                     tok.span,
                     f"signals are tested in ON, not in IF: "
@@ -629,7 +639,7 @@ class _Parser:
     def value_list(self) -> tuple[ast.Expr, ...]:
         self.expect_op("(", "'(' to start the list after IN, like IN ('a', 'b')")
         values = [self.literal("a value in the IN list")]
-        while self.tok.kind is Kind.OP and self.tok.text == ",":
+        while self.tok.kind is _OP and self.tok.text == ",":
             self.advance()
             values.append(self.literal("a value in the IN list"))
         self.expect_op(")", "',' or ')' in the IN list")
@@ -639,7 +649,7 @@ class _Parser:
 
     def action(self) -> ast.Action:
         tok = self.tok
-        verb = tok.value if tok.kind is Kind.IDENT else None
+        verb = tok.value if tok.kind is _IDENT else None
         if verb not in _ACTIONS:
             raise self.error(f"an action ({_ACTION_LIST})", choices=_ACTIONS)
         self.advance()
@@ -657,7 +667,7 @@ class _Parser:
             return ast.Rollout(str(verb), self.target(), self.span_from(tok))
         text = self.tok
         what = "message" if verb == "NOTIFY" else "command"
-        if text.kind is not Kind.STRING:
+        if text.kind is not _STRING:
             raise self.error(f"a {what} in quotes after {verb}, like {verb} '...'")
         self.advance()
         string = ast.String(str(text.value), text.span)
@@ -669,11 +679,11 @@ class _Parser:
         target = self.target()
         self.expect_word("TO", "TO after the service in ROLLBACK, like TO previous_stable")
         tok = self.tok
-        if tok.kind is Kind.STRING:
+        if tok.kind is _STRING:
             self.advance()
             version = ast.String(str(tok.value), tok.span)
             return ast.Rollback(target, ast.RollbackTo.VERSION, version, verb.span.to(tok.span))
-        if tok.kind is Kind.IDENT and tok.text.lower() in ("previous_stable", "previous"):
+        if tok.kind is _IDENT and tok.text.lower() in ("previous_stable", "previous"):
             self.advance()
             to = ast.RollbackTo(tok.text.lower())
             return ast.Rollback(target, to, None, verb.span.to(tok.span))
@@ -686,21 +696,21 @@ class _Parser:
         tok = self.tok
         service_word = False
         if (
-            tok.kind is Kind.IDENT
+            tok.kind is _IDENT
             and tok.value == "SERVICE"
             and (
-                self.peek().kind is Kind.STRING
+                self.peek().kind is _STRING
                 or (self.peek().value == "SERVICE" and self.peek(2).text == ".")
             )
         ):
             self.advance()
-            service_word = self.tok.kind is Kind.STRING
+            service_word = self.tok.kind is _STRING
         value = self.tok
-        if value.kind is Kind.STRING:
+        if value.kind is _STRING:
             self.advance()
             return ast.Target(str(value.value), service_word, tok.span.to(value.span))
         if (
-            value.kind is Kind.IDENT
+            value.kind is _IDENT
             and value.value == "SERVICE"
             and self.peek().text == "."
             and self.peek(2).value == "NAME"
@@ -710,15 +720,15 @@ class _Parser:
             end = self.advance()
             return ast.Target(None, False, value.span.to(end.span))
         hint = None
-        if value.kind is Kind.IDENT and value.value not in ("SERVICE", "TO"):
+        if value.kind is _IDENT and value.value not in ("SERVICE", "TO"):
             hint = f"write the service name in quotes: '{value.text}'"
         raise self.error("service.name or a service name in quotes, like 'checkout'", hint)
 
 
 def _describe(tok: Token) -> str:
-    if tok.kind is Kind.EOF:
+    if tok.kind is _EOF:
         return "the end of the file"
-    if tok.kind is Kind.STRING:
+    if tok.kind is _STRING:
         return "the string " + quote(str(tok.value))
     return quote(tok.text)
 
