@@ -81,6 +81,13 @@ class AgentClient:
             data = json.loads(response.read() or b"{}")
         except (FileNotFoundError, ConnectionRefusedError):
             raise self._not_running() from None
+        except TimeoutError:
+            raise UserError(
+                f"the agent did not answer {method} {path} within {self.timeout:g}s; "
+                "it may still be working (see sqlifier ps)"
+            ) from None
+        except (ConnectionError, http.client.HTTPException) as exc:
+            raise UserError(f"the agent broke off {method} {path}: {exc}") from None
         finally:
             connection.close()
         if response.status != 200:

@@ -27,6 +27,7 @@ from typing import Any
 import psutil
 
 from sqlifier.errors import UserError
+from sqlifier.runtime.process import is_same_process
 from sqlifier.runtime.supervisor import Event, StartFailed, Supervisor
 from sqlifier.spec.model import Stack
 from sqlifier.store.audit import AuditLog
@@ -108,7 +109,7 @@ class Agent:
     def _adoptable(self) -> dict[str, dict[str, Any]]:
         """Instances an earlier agent of this stack left running when it died."""
         previous = read_previous(self.files["info"])
-        if previous is None or previous.get("phase") not in ("starting", "running"):
+        if previous is None or previous.get("phase") not in ("starting", "running", "stopping"):
             return {}
         if _alive(previous.get("pid"), previous.get("started")):
             return {}
@@ -134,17 +135,19 @@ class Agent:
             os.umask(old_umask)
         self._write_info()
         code = 0
+        saver = asyncio.create_task(self._save_periodically())
         try:
-            await self.supervisor.start(ready_timeout)
-            self.phase = "running"
-            self.audit.record(self.who, "up", f"{self.stack.name}/{self.env}", "ok")
-            self._write_info()
-            await self.stopping.wait()
+            if await self._start_unless_stopped(ready_timeout):
+                self.phase = "running"
+                self.audit.record(self.who, "up", f"{self.stack.name}/{self.env}", "ok")
+                self._write_info()
+                await self.stopping.wait()
         except StartFailed as exc:
             self.phase, self.error, code = "failed", str(exc), 1
             self.audit.record(self.who, "up", f"{self.stack.name}/{self.env}", f"failed: {exc}")
             self._write_info()
         finally:
+            saver.cancel()
             if self.phase != "failed":
                 self.phase = "stopping"
                 self._write_info()
@@ -170,6 +173,27 @@ class Agent:
                 "use sqlifier ps, or sqlifier down first"
             ) from None
         self._lock_handle = handle  # held, and the lock with it, until this process ends
+
+    async def _start_unless_stopped(self, ready_timeout: float) -> bool:
+        """Start the stack; a stop asked for meanwhile (Ctrl-C, down) wins at once."""
+        starting = asyncio.create_task(self.supervisor.start(ready_timeout))
+        stopped = asyncio.create_task(self.stopping.wait())
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if starting.done():
+            starting.result()  # raises StartFailed
+            return True
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        return False
+
+    async def _save_periodically(self) -> None:
+        """Log offsets move without events: save them every few seconds, so an agent that
+        follows reads on from (nearly) where this one stopped."""
+        while True:
+            await asyncio.sleep(2)
+            self._write_info()
 
     def _write_info(self) -> None:
         me = psutil.Process()
@@ -291,7 +315,6 @@ def read_previous(path: Path) -> dict[str, Any] | None:
 
 def _alive(pid: object, started: object) -> bool:
     try:
-        process = psutil.Process(int(str(pid)))
-        return abs(process.create_time() - float(str(started))) < 0.05
-    except (psutil.Error, ValueError):
+        return is_same_process(int(str(pid)), float(str(started)))
+    except ValueError:
         return False

@@ -50,16 +50,27 @@ def logs(
     minimum = _level(level)
     start = time.time() - _since(since) if since else 0.0
     folder = context.state_dir / "logs"
-    pattern = f"{instance}.log" if instance else f"{service}-*.log"
-    current = sorted(folder.glob(pattern))
+    mine = re.compile(
+        rf"{re.escape(instance)}\.log" if instance else rf"{re.escape(service)}-\d+\.log"
+    )
+    current = _files(folder, mine)
     lines: list[tuple[float, str]] = []
+    offsets: dict[Path, int] = {}
     for path in [*_rotated(current), *current]:
-        lines.extend(_read(path, minimum, start)[0])
+        found, offsets[path] = _read(path, minimum, start)
+        lines.extend(found)
     for _, line in sorted(lines, key=lambda item: item[0]):
         click.echo(line)
     if follow:
-        _follow(folder, pattern, minimum)
+        _follow(folder, mine, minimum, offsets)
     return 0
+
+
+def _files(folder: Path, mine: re.Pattern[str]) -> list[Path]:
+    """This service's (or instance's) current log files: `web-0.log`, not `web-api-0.log`."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if mine.fullmatch(p.name))
 
 
 def _level(level: str | None) -> int:
@@ -119,18 +130,25 @@ def _record(raw: bytes) -> dict[str, Any] | None:
     return record if ok else None
 
 
-def _follow(folder: Path, pattern: str, minimum: int) -> None:
-    offsets = {path: path.stat().st_size for path in folder.glob(pattern)}
+def _follow(folder: Path, mine: re.Pattern[str], minimum: int, offsets: dict[Path, int]) -> None:
+    """Print what is appended from where the first read stopped; across a rotation, the
+    rest of the old file (now `.1`) first."""
     try:
         while True:
             time.sleep(0.2)
-            for path in sorted(folder.glob(pattern)):
-                size = path.stat().st_size
+            for path in _files(folder, mine):
+                try:
+                    size = path.stat().st_size
+                except FileNotFoundError:
+                    continue  # between a rotation's rename and the next write
                 offset = offsets.get(path, 0)
-                if size < offset:  # rotated: the file started again
+                lines: list[tuple[float, str]] = []
+                if size < offset:  # rotated: finish the old file, then start the new
+                    older = path.with_name(path.name + ".1")
+                    lines, _ = _read(older, minimum, 0.0, offset)
                     offset = 0
-                lines, offsets[path] = _read(path, minimum, 0.0, offset)
-                for _, line in lines:
+                more, offsets[path] = _read(path, minimum, 0.0, offset)
+                for _, line in [*lines, *more]:
                     click.echo(line)
     except KeyboardInterrupt:
         return

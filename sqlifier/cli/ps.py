@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
 
-from sqlifier.agent.client import AgentClient, agent_alive
+from sqlifier.agent.client import AgentClient, agent_alive, read_info
 from sqlifier.cli.workspace import load_context
 from sqlifier.errors import UserError
+from sqlifier.runtime.process import is_same_process
 
 __all__ = ["ps", "restart", "scale", "table"]
 
@@ -30,8 +32,15 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
     """Services and instances with state, pid, address, restarts."""
     context = load_context(stack_file, env)
     if not agent_alive(context.state_dir):
+        left = _left_behind(context.state_dir)
         if as_json:
-            click.echo("[]")
+            click.echo(json.dumps(left, indent=2))
+        elif left:
+            click.echo(table(left))
+            click.echo(
+                "\nthe agent is not running: these instances were left by one that died; "
+                "sqlifier up adopts them, sqlifier down stops them"
+            )
         else:
             click.echo(f"nothing is running for {context.stack.name} ({context.env})")
         return 0
@@ -42,6 +51,19 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
         return 0
     click.echo(table(instances))
     return 0
+
+
+def _left_behind(state_dir: Path) -> list[dict[str, Any]]:
+    """Instances a dead agent recorded that are still those processes."""
+    info = read_info(state_dir) or {}
+    if info.get("phase") not in ("starting", "running", "stopping"):
+        return []
+    alive = []
+    for record in info.get("instances", []):
+        pid, started = record.get("pid"), record.get("started")
+        if pid and started and is_same_process(int(pid), float(started)):
+            alive.append({**record, "state": "orphaned", "reason": "its agent died"})
+    return alive
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -157,6 +157,8 @@ async def _stop_orphans(context: Context) -> int:
     info = read_info(context.state_dir) or {}
     if info.get("phase") not in ("starting", "running", "stopping"):
         return 0
+    if agent_alive(context.state_dir):
+        return 0
     stopped = 0
     for record in info.get("instances", []):
         pid, started = record.get("pid"), record.get("started")
@@ -198,5 +200,8 @@ def _shutdown(context: Context, timeout: float) -> int:
         pass
     except psutil.TimeoutExpired:
         raise UserError(f"the agent (pid {info['pid']}) did not stop within {timeout:g}s") from None
-    click.echo(f"{context.stack.name} ({context.env}) is down")
+    # If the agent died while stopping, what it had not stopped yet is still on record.
+    left = asyncio.run(_stop_orphans(context))
+    extra = f" (and {left} instance{'s' * (left != 1)} its agent left)" if left else ""
+    click.echo(f"{context.stack.name} ({context.env}) is down{extra}")
     return 0

@@ -113,13 +113,20 @@ class LogFile:
 
     def write(self, when: float, stream: str, line: str) -> str:
         """Classify and append one line; return its level."""
-        level = classify(line)
-        self.counts[level] = self.counts.get(level, 0) + 1
-        record = json.dumps(
-            {"t": round(when, 3), "stream": stream, "level": level, "line": line},
-            ensure_ascii=False,
-        )
-        data = (record + "\n").encode("utf-8")
+        return self.write_many(when, stream, [line])[-1]
+
+    def write_many(self, when: float, stream: str, lines: list[str]) -> list[str]:
+        """Classify and append lines in one write; return their levels."""
+        levels = []
+        chunks = []
+        stamp = round(when, 3)
+        for line in lines:
+            level = classify(line)
+            levels.append(level)
+            self.counts[level] = self.counts.get(level, 0) + 1
+            record = {"t": stamp, "stream": stream, "level": level, "line": line}
+            chunks.append(json.dumps(record, ensure_ascii=False) + "\n")
+        data = "".join(chunks).encode("utf-8")
         try:
             if self._size is None:
                 self._size = self.path.stat().st_size if self.path.exists() else 0
@@ -129,9 +136,9 @@ class LogFile:
                 handle.write(data)
             self._size += len(data)
         except OSError:
-            self.dropped += 1
+            self.dropped += len(lines)
             self._size = None
-        return level
+        return levels
 
     def _rotate(self) -> None:
         for index in range(self.keep - 1, 0, -1):
@@ -146,6 +153,10 @@ class LogFile:
 TRUNCATE_AT = 1024 * 1024
 # A line longer than this is cut (and marked) rather than held in memory whole.
 MAX_LINE = 64 * 1024
+# At most this much is read per poll, so one chatty instance cannot stall the agent; a
+# backlog beyond BACKLOG is skipped (and counted) rather than read late.
+READ_AT_ONCE = 256 * 1024
+BACKLOG = 4 * 1024 * 1024
 
 
 @dataclass
@@ -153,42 +164,73 @@ class OutputTail:
     """Reads what an instance appended to its raw output file into its log.
 
     The instance writes `web-0.out` directly (so its output never depends on the agent);
-    each `poll` classifies the complete new lines into the structured log, and once more
-    than TRUNCATE_AT bytes have been read the file is emptied (the instance appends, so
-    it carries on at the new end). `offset` is saved by the agent so that the next one
+    each `poll` classifies the complete new lines into the structured log. Once more than
+    TRUNCATE_AT bytes have been read the file is emptied (the instance appends, so it
+    carries on at the new end); whatever it wrote between the read and the truncation is
+    lost and counted in `skipped`. `offset` is saved by the agent so that the next one
     reads on from the same place.
     """
 
     path: Path
     log: LogFile
     offset: int = 0
+    skipped: int = 0  # bytes never read: a backlog too large, or a truncation race
     _partial: bytes = b""
+    _cutting: bool = False  # inside a line already cut at MAX_LINE: drop to its end
 
     def poll(self, when: float) -> int:
         """Move new complete lines into the log; how many there were."""
         try:
-            if os.stat(self.path).st_size == self.offset:
+            size = os.stat(self.path).st_size
+            if size == self.offset:
                 return 0
+            if size < self.offset:  # emptied by someone else: start again
+                self.offset = 0
+            if size - self.offset > BACKLOG:
+                self.skipped += size - READ_AT_ONCE - self.offset
+                self.offset = size - READ_AT_ONCE
+                self._partial, self._cutting = b"", True
             with self.path.open("rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                if size < self.offset:  # emptied by someone else: start again
-                    self.offset = 0
                 handle.seek(self.offset)
-                data = handle.read(max(0, size - self.offset))
+                data = handle.read(min(size - self.offset, READ_AT_ONCE))
         except OSError:
             return 0
         self.offset += len(data)
-        data = self._partial + data
-        *lines, self._partial = data.split(b"\n")
-        if len(self._partial) > MAX_LINE:
-            lines.append(self._partial[:MAX_LINE] + b" [line cut]")
-            self._partial = b""
-        for line in lines:
-            self.log.write(when, "out", line.decode("utf-8", "replace").rstrip("\r"))
+        lines = self._lines(data)
+        if lines:
+            self.log.write_many(when, "out", lines)
         if self.offset >= TRUNCATE_AT and not self._partial:
             with contextlib.suppress(OSError):
-                # Only when nothing new arrived since the read (else wait for next time).
-                if os.stat(self.path).st_size == self.offset:
-                    os.truncate(self.path, 0)
-                    self.offset = 0
+                size = os.stat(self.path).st_size
+                os.truncate(self.path, 0)
+                self.skipped += size - self.offset
+                self.offset = 0
         return len(lines)
+
+    def flush(self, when: float) -> None:
+        """The process ended: its unfinished last line is a line too."""
+        self.poll(when)
+        if self._partial:
+            self.log.write(when, "out", self._partial.decode("utf-8", "replace"))
+        self._partial, self._cutting = b"", False
+
+    def _lines(self, data: bytes) -> list[str]:
+        pieces = (self._partial + data).split(b"\n")
+        self._partial = pieces.pop()
+        lines = []
+        for piece in pieces:
+            if self._cutting:
+                self._cutting = False  # the end of a line already cut: drop it
+                continue
+            lines.append(_text(piece))
+        if len(self._partial) > MAX_LINE:
+            if not self._cutting:
+                lines.append(_text(self._partial))
+            self._partial, self._cutting = b"", True
+        return lines
+
+
+def _text(raw: bytes) -> str:
+    if len(raw) > MAX_LINE:
+        return raw[:MAX_LINE].decode("utf-8", "replace") + " [line cut]"
+    return raw.decode("utf-8", "replace").rstrip("\r")

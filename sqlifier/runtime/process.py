@@ -31,6 +31,7 @@ __all__ = [
     "instance_env",
     "is_same_process",
     "launch",
+    "signal_group",
     "stop_group",
     "wait",
 ]
@@ -148,6 +149,11 @@ async def stop_group(launched: Launched, timeout: float) -> int | None:
     finally:
         # Whatever the leader did, nothing it started outlives it.
         _signal_group(launched.pid, signal.SIGKILL)
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Signal a process group that may be gone already."""
+    _signal_group(pgid, sig)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

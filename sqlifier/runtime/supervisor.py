@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -30,6 +31,7 @@ from sqlifier.runtime.process import (
     instance_env,
     is_same_process,
     launch,
+    signal_group,
     stop_group,
     wait,
 )
@@ -141,17 +143,24 @@ class Supervisor:
         """Start every service in dependency order (adopting what `adoptable` names);
         raise StartFailed naming the first service that does not become ready."""
         self._loop_task = asyncio.create_task(self._loop())
-        for name in start_order(self.services):
-            await self.scale(name, self.services[name].instances, ready_timeout)
-        # Instances left by an earlier agent that the stack no longer wants.
-        for record in self.adoptable.values():
+        try:
+            for name in start_order(self.services):
+                await self.scale(name, self.services[name].instances, ready_timeout)
+        finally:
+            await self._stop_unadopted()
+
+    async def _stop_unadopted(self) -> None:
+        """Instances an earlier agent left that this one did not take over: stopped, so
+        that nothing runs unrecorded."""
+        records, self.adoptable = list(self.adoptable.values()), {}
+        for record in records:
             pid, started = int(record["pid"]), float(record["started"])
             if is_same_process(pid, started):
                 await stop_group(Launched(pid, started), 10.0)
-        self.adoptable.clear()
 
     async def stop(self) -> None:
         """Stop everything, dependents first; no process is left behind."""
+        await self._stop_unadopted()
         for name in reversed(start_order(self.services)):
             await self.scale(name, 0)
         if self._loop_task is not None:
@@ -174,7 +183,10 @@ class Supervisor:
         service = self.services[name]
         current = self.instances[name]
         while len(current) > count:
-            await self._stop_instance(current.pop())
+            # Stopped before it leaves the record: an agent that dies meanwhile still
+            # lists it for the next one.
+            await self._stop_instance(current[-1])
+            current.pop()
         while len(current) < count:
             name_n = f"{name}-{len(current)}"
             record = self.adoptable.pop(name_n, None)
@@ -259,6 +271,9 @@ class Supervisor:
             self._apply(instance, instance.life.exited(self.clock(), None, str(exc)))
             self._schedule_restart(instance)
             return
+        if not instance.life.wanted:  # stopped while it was being launched
+            await stop_group(launched, instance.service.stop_timeout)
+            return
         self._attach(instance, launched)
         if "startup" not in instance.probes:
             self._apply(instance, instance.life.startup(self.clock(), True))
@@ -288,9 +303,11 @@ class Supervisor:
 
     async def _watch(self, instance: Instance, launched: Launched) -> None:
         code = await wait(launched)
+        # The leader is gone: nothing it started may outlive it.
+        signal_group(launched.pid, signal.SIGKILL)
         if instance.launched is launched:
             instance.launched = None
-            instance.tail.poll(time.time())
+            instance.tail.flush(time.time())
             detail = None if launched.process else "exited (exit code unknown: adopted)"
             self._apply(instance, instance.life.exited(self.clock(), code, detail))
             self._schedule_restart(instance)
@@ -315,7 +332,7 @@ class Supervisor:
         launched = instance.launched
         if launched is not None:
             await stop_group(launched, instance.service.stop_timeout)
-        instance.tail.poll(time.time())
+        instance.tail.flush(time.time())
         for task in list(instance.tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=instance.service.stop_timeout + 1)
@@ -342,8 +359,13 @@ class Supervisor:
                     f"({laggard.life.state.value}: {laggard.life.reason})"
                 )
             self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), TICK)
+            # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that lands as the wait ends, and Ctrl-C would go unheard.
+            waiter = asyncio.ensure_future(self._changed.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=TICK)
+            finally:
+                waiter.cancel()
 
     # --- the loop ---------------------------------------------------------------------
 

@@ -249,3 +249,42 @@ def test_two_ups_at_once_start_one_agent(stack: Path) -> None:
     assert codes == [0, 1]
     assert "already" in outputs
     assert len(ps(stack)) == 2
+
+
+def test_logs_of_a_service_do_not_include_a_service_with_a_longer_name(tmp_path: Path) -> None:
+    logs = tmp_path / ".sqlifier" / "dev" / "logs"
+    logs.mkdir(parents=True)
+    make_stack(tmp_path, '\n[services.web-api]\nrun = "x"\n')
+    line = '{"t": 1.0, "stream": "out", "level": "info", "line": "%s"}\n'
+    (logs / "web-0.log").write_text(line % "web line")
+    (logs / "web-api-0.log").write_text(line % "api line")
+    shown = run_sqlifier("logs", "web", cwd=tmp_path).stdout
+    assert "web line" in shown and "api line" not in shown
+
+
+def test_ps_shows_what_a_dead_agent_left(stack: Path) -> None:
+    assert run_sqlifier("up", "--detach", cwd=stack).returncode == 0
+    kill_agent(stack)
+    shown = run_sqlifier("ps", cwd=stack)
+    assert shown.returncode == 0
+    assert shown.stdout.count("orphaned") == 2
+    assert "sqlifier up adopts them, sqlifier down stops them" in shown.stdout
+
+
+def test_ctrl_c_while_starting_stops_at_once(tmp_path: Path) -> None:
+    root = make_stack(tmp_path, 'env = { START_DELAY = "300" }\n', instances=1)
+    with subprocess.Popen(
+        [str(BIN / "sqlifier"), "up", "--timeout", "300"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "started" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        # Without the fix this waited for the 300 s readiness timeout.
+        assert process.wait(timeout=30) == 0
+    assert leftovers(root) == []

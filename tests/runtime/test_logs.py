@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sqlifier.runtime.logs import LogFile, classify
+from sqlifier.runtime.logs import MAX_LINE, READ_AT_ONCE, LogFile, OutputTail, classify
 
 
 @pytest.mark.parametrize(
@@ -104,3 +104,35 @@ def test_a_full_disk_drops_lines_and_the_writer_carries_on(full_disk: Path) -> N
     assert log.dropped > 0
     assert log.counts["error"] == 2000
     assert (full_disk / "web-0.log").stat().st_size <= 64 * 1024
+
+
+def test_an_unfinished_last_line_is_written_when_the_process_ends(tmp_path: Path) -> None:
+    out = tmp_path / "web-0.out"
+    out.write_bytes(b"begin\ndying without newline")
+    tail = OutputTail(out, LogFile(tmp_path / "web-0.log"))
+    assert tail.poll(1.0) == 1
+    tail.flush(2.0)
+    out.write_bytes(b"next life\n")  # a new process appends after the old one's end
+    tail.poll(3.0)
+    lines = [json.loads(x)["line"] for x in (tmp_path / "web-0.log").read_text().splitlines()]
+    assert lines == ["begin", "dying without newline", "next life"]
+
+
+def test_a_huge_line_is_cut_once(tmp_path: Path) -> None:
+    out = tmp_path / "web-0.out"
+    out.write_bytes(b"x" * 200_000 + b"\nafter\n")
+    tail = OutputTail(out, LogFile(tmp_path / "web-0.log"))
+    while tail.poll(1.0):
+        pass
+    lines = [json.loads(x)["line"] for x in (tmp_path / "web-0.log").read_text().splitlines()]
+    assert len(lines) == 2
+    assert lines[0].endswith(" [line cut]") and len(lines[0]) == MAX_LINE + len(" [line cut]")
+    assert lines[1] == "after"
+
+
+def test_a_flood_is_read_in_bounded_pieces_and_an_old_backlog_skipped(tmp_path: Path) -> None:
+    out = tmp_path / "web-0.out"
+    out.write_bytes(b"ERROR flood line\n" * 600_000)  # about 10 MB
+    tail = OutputTail(out, LogFile(tmp_path / "web-0.log", max_bytes=100 * 1024 * 1024))
+    assert tail.poll(1.0) <= READ_AT_ONCE // len(b"ERROR flood line\n") + 1
+    assert tail.skipped > 0

@@ -196,3 +196,21 @@ def test_concurrent_scale_calls_do_not_interleave(tmp_path: Path) -> None:
         ]
 
     run(tmp_path, service("web"), body)
+
+
+def test_what_an_instance_started_dies_with_it(tmp_path: Path) -> None:
+    run_line = '\n[services.web]\nrun = "sleep 1000 & sleep 0.3; exit 1"\nshell = true\nrestart = "never"\n'
+
+    async def body(supervisor: Supervisor) -> None:
+        (instance,) = supervisor.instances["web"]
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if instance.life.state.value == "stopped":
+                break
+        await asyncio.sleep(0.1)
+        left = [
+            p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "1000"]
+        ]
+        assert left == []
+
+    run(tmp_path, run_line, body)
