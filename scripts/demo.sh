@@ -9,6 +9,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 cd examples/shop
 
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+# A tiny HTTP client, so the demo needs nothing but Python: http GET|POST URL [BODY]
+http() { python3 -c 'import sys, urllib.request as u; b = sys.argv[3].encode() if len(sys.argv) > 3 else None; print(u.urlopen(u.Request(sys.argv[2], data=b, method=sys.argv[1]), timeout=10).read().decode().strip())' "$@"; }
 port_of() { sqlifier ps --json | python3 -c "import json,sys; print([i['port'] for i in json.load(sys.stdin) if i['instance'] == '$1'][0])"; }
 trap 'sqlifier down >/dev/null 2>&1 || true' EXIT
 
@@ -25,9 +27,9 @@ say sqlifier ps
 sqlifier ps
 
 orders=$(port_of orders-0)
-say "curl -X POST 127.0.0.1:$orders/orders   (orders-0, the stateful order store, by its own address)"
-curl -s -X POST -d '{"item": "mug"}' "127.0.0.1:$orders/orders"
-curl -s "127.0.0.1:$orders/orders"
+say "POST 127.0.0.1:$orders/orders   (orders-0, the stateful order store, by its own address)"
+http POST "http://127.0.0.1:$orders/orders" '{"item": "mug"}'
+http GET "http://127.0.0.1:$orders/orders"
 
 say "sqlifier scale storefront 3"
 sqlifier scale storefront 3
