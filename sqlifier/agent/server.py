@@ -91,7 +91,7 @@ class Agent:
         self.who = who
         self.on_event = on_event
         self.supervisor = Supervisor(stack, env, state_dir, on_event=self._event)
-        self.audit = AuditLog(self.files["audit"])
+        self.audit: AuditLog  # opened once this agent holds the lock (run)
         self.phase = "starting"
         self.error: str | None = None
         self.stopping = asyncio.Event()
@@ -123,6 +123,7 @@ class Agent:
         """Serve until shut down; 0 after a clean stop, 1 when the stack failed to start."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock()
+        self.audit = AuditLog(self.files["audit"])
         self.supervisor.adoptable = self._adoptable()
         self.token = _write_secret(self.files["token"], secrets.token_urlsafe(32))
         socket_path = self.files["socket"]
