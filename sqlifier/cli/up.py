@@ -61,24 +61,47 @@ def up(env: str | None, stack_file: str | None, detach: bool, timeout: float) ->
     return asyncio.run(_foreground(context, timeout))
 
 
-async def _foreground(context: Context, timeout: float) -> int:
-    def show(event: Event) -> None:
+class _Screen:
+    """What the foreground `up` prints: each event as a line and, on a terminal, the table
+    of instances kept live below them (redrawn in place); elsewhere the table once, when
+    everything is ready."""
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+        self.table_lines = 0
+        self.agent: Agent | None = None
+
+    def event(self, event: Event) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(event.when))
-        click.echo(f"{stamp}  {event.instance:<24} {event.state:<10} {event.reason}")
+        line = f"{stamp}  {event.instance:<24} {event.state:<10} {event.reason}"
+        if not self.live:
+            click.echo(line)
+            return
+        erase = f"\x1b[{self.table_lines}F\x1b[J" if self.table_lines else ""
+        rows = table(self.agent.supervisor.snapshot()) if self.agent else ""
+        click.echo(f"{erase}{line}\n\n{rows}")
+        self.table_lines = rows.count("\n") + 2
 
-    agent = Agent(context.stack, context.env, context.state_dir, on_event=show, who=current_user())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, agent.stopping.set)
-    click.echo(f"starting {context.stack.name} ({context.env}); Ctrl-C stops everything")
-
-    async def table_when_up() -> None:
+    async def table_when_up(self, agent: Agent) -> None:
+        if self.live:
+            return
         while agent.phase == "starting":
             await asyncio.sleep(0.1)
         if agent.phase == "running":
             click.echo("\n" + table(agent.supervisor.snapshot()) + "\n")
 
-    shown = asyncio.create_task(table_when_up())
+
+async def _foreground(context: Context, timeout: float) -> int:
+    screen = _Screen(live=sys.stdout.isatty())
+    agent = Agent(
+        context.stack, context.env, context.state_dir, on_event=screen.event, who=current_user()
+    )
+    screen.agent = agent
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, agent.stopping.set)
+    click.echo(f"starting {context.stack.name} ({context.env}); Ctrl-C stops everything")
+    shown = asyncio.create_task(screen.table_when_up(agent))
     code = await agent.run(timeout)
     shown.cancel()
     if code:

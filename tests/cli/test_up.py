@@ -288,3 +288,28 @@ def test_ctrl_c_while_starting_stops_at_once(tmp_path: Path) -> None:
         # Without the fix this waited for the 300 s readiness timeout.
         assert process.wait(timeout=30) == 0
     assert leftovers(root) == []
+
+
+def test_up_on_a_terminal_keeps_a_live_table_below_the_events(stack: Path) -> None:
+    leader, follower = os.openpty()
+    with subprocess.Popen(
+        [str(BIN / "sqlifier"), "up"], cwd=stack, stdout=follower, stderr=follower
+    ) as process:
+        os.close(follower)
+        screen = b""
+        while screen.count(b" ready ") < 2 and b"ready  " not in screen.split(b"\x1b[")[-1]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            screen += chunk
+        last_frame = screen.split(b"\x1b[")[-1].decode()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    os.close(leader)
+    assert b"\x1b[" in screen  # the table was redrawn in place
+    assert "SERVICE  INSTANCE" in last_frame
+    assert last_frame.count("ready") >= 2
+    assert leftovers(stack) == []
