@@ -328,7 +328,9 @@ class Supervisor:
             await stop_group(launched, instance.service.stop_timeout)
 
     async def _stop_instance(self, instance: Instance) -> None:
-        self._apply(instance, instance.life.stop(self.clock()))
+        # The lifecycle's STOP command is carried out here, once, and awaited.
+        instance.life.stop(self.clock())
+        self._report(instance)
         launched = instance.launched
         if launched is not None:
             await stop_group(launched, instance.service.stop_timeout)
