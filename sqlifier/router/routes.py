@@ -53,6 +53,10 @@ class RouteTable:
         entries.sort(key=lambda e: (len(e.route.path), e.route.host is not None), reverse=True)
         self._entries = entries
 
+    def ordered(self) -> list[tuple[Route, str]]:
+        """(route, service) in the order they are tried: the first match wins."""
+        return [(e.route, e.service) for e in self._entries]
+
     def match(self, host: str, path: str) -> str | None:
         """The service for a request to `host` (port removed, lower case) and `path`."""
         host = host.split(":", 1)[0].lower()

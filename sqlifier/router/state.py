@@ -1,0 +1,106 @@
+"""What the agent wants the data plane to do: routes, backends with their track and
+state, and each service's canary share. Sent whole on every sync, so a data plane (or an
+agent) that restarts needs no history to agree with the other.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlifier.router.routes import RESOLUTION, Track
+from sqlifier.spec.model import Route
+
+__all__ = ["Backend", "BackendState", "DesiredState", "ServiceTraffic"]
+
+
+class BackendState(enum.Enum):
+    READY = "ready"  # takes new requests
+    DRAIN = "drain"  # finishes what it has, takes nothing new
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """One running instance as the router sees it. `id` is unique even while a restarted
+    instance and its replacement (same name, different port) both exist."""
+
+    id: str
+    instance: str
+    host: str
+    port: int
+    track: Track = Track.STABLE
+    state: BackendState = BackendState.READY
+    weight: int = 100  # 1-256, relative to the other backends of its track
+    probe: int = 0  # readiness probes passed so far: an ejected backend returns when it grows
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "instance": self.instance,
+            "address": f"{self.host}:{self.port}",
+            "track": self.track.value,
+            "state": self.state.value,
+            "weight": self.weight,
+            "probe": self.probe,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Backend:
+        host, _, port = str(data["address"]).rpartition(":")
+        weight = int(data.get("weight", 100))
+        if not 1 <= weight <= 256:
+            raise ValueError(f"a weight is from 1 to 256, not {weight}")
+        return cls(
+            id=str(data["id"]),
+            instance=str(data.get("instance", data["id"])),
+            host=host,
+            port=int(port),
+            track=Track(data.get("track", "stable")),
+            state=BackendState(data.get("state", "ready")),
+            weight=weight,
+            probe=int(data.get("probe", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceTraffic:
+    backends: tuple[Backend, ...] = ()
+    canary: int = 0  # the canary track's share in thousandths (0-1000)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"canary": self.canary, "backends": [b.to_json() for b in self.backends]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ServiceTraffic:
+        canary = int(data.get("canary", 0))
+        if not 0 <= canary <= RESOLUTION:
+            raise ValueError(f"a canary share is 0 to {RESOLUTION} thousandths, not {canary}")
+        return cls(tuple(Backend.from_json(b) for b in data.get("backends", ())), canary)
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    routes: dict[str, tuple[Route, ...]] = field(default_factory=dict)
+    services: dict[str, ServiceTraffic] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "routes": {
+                name: [{"host": r.host, "path": r.path} for r in routes]
+                for name, routes in self.routes.items()
+            },
+            "services": {name: s.to_json() for name, s in self.services.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DesiredState:
+        routes = {
+            str(name): tuple(Route(r.get("host"), str(r["path"])) for r in items)
+            for name, items in data.get("routes", {}).items()
+        }
+        services = {
+            str(name): ServiceTraffic.from_json(s) for name, s in data.get("services", {}).items()
+        }
+        return cls(routes, services)
