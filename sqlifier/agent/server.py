@@ -7,8 +7,12 @@ a small JSON API on a unix socket beside its state.
     .sqlifier/<env>/audit.db     who did what (SQLite)
 
 API (JSON, `Authorization: Bearer TOKEN`): GET /v1/status, POST /v1/scale
-{"service", "instances"}, POST /v1/restart {"service"}, POST /v1/shutdown,
-GET /v1/openapi.json.
+{"service", "instances"}, POST /v1/restart {"service"}, POST /v1/traffic {"service",
+"canary_percent"}, POST /v1/shutdown, GET /v1/openapi.json.
+
+When a service has routes, the agent also runs the data plane (`traffic.py`): started
+before the services, given each instance once it is ready, draining each before it stops,
+stopped last.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 import psutil
 
+from sqlifier.agent.traffic import RouterFailed, Traffic
 from sqlifier.errors import UserError
 from sqlifier.runtime.process import is_same_process
 from sqlifier.runtime.supervisor import Event, StartFailed, Supervisor
@@ -61,6 +66,29 @@ OPENAPI: dict[str, Any] = {
             }
         },
         "/v1/restart": {"post": {"summary": "Replace a service's instances one at a time"}},
+        "/v1/traffic": {
+            "post": {
+                "summary": "Give a service's canary track a share of its requests",
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["service", "canary_percent"],
+                                "properties": {
+                                    "service": {"type": "string"},
+                                    "canary_percent": {
+                                        "type": "number",
+                                        "minimum": 0,
+                                        "maximum": 100,
+                                    },
+                                },
+                            }
+                        }
+                    }
+                },
+            }
+        },
         "/v1/shutdown": {"post": {"summary": "Stop every service, then the agent"}},
     },
 }
@@ -91,6 +119,8 @@ class Agent:
         self.who = who
         self.on_event = on_event
         self.supervisor = Supervisor(stack, env, state_dir, on_event=self._event)
+        self.traffic = Traffic(stack, env, state_dir, self.supervisor, say=self._say)
+        self.supervisor.before_stop = self.traffic.drain
         self.audit: AuditLog  # opened once this agent holds the lock (run)
         self.phase = "starting"
         self.error: str | None = None
@@ -103,18 +133,30 @@ class Agent:
         """Every change is saved at once, so an agent that dies leaves an exact record of
         its instances for the next one to adopt."""
         self._write_info()
+        self.traffic.changed()
         if self.on_event is not None:
             self.on_event(event)
 
-    def _adoptable(self) -> dict[str, dict[str, Any]]:
-        """Instances an earlier agent of this stack left running when it died."""
+    def _say(self, message: str) -> None:
+        name, _, rest = message.partition(" ")
+        self._event(Event(time.time(), name, "running", rest))
+
+    def _left_running(self) -> dict[str, Any] | None:
+        """The record of an earlier agent of this stack that died while running."""
         previous = read_previous(self.files["info"])
         if previous is None or previous.get("phase") not in ("starting", "running", "stopping"):
-            return {}
+            return None
         if _alive(previous.get("pid"), previous.get("started")):
+            return None
+        return previous
+
+    def _adoptable(self, previous: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+        """Instances an earlier agent of this stack left running when it died."""
+        if previous is None:
             return {}
         return {
-            str(record["instance"]): record
+            # A replacement half-way through a restart is not adopted: it is stopped.
+            str(record["instance"]) + ("#replacement" if record.get("replacement") else ""): record
             for record in previous.get("instances", [])
             if isinstance(record, dict) and record.get("pid") and record.get("started")
         }
@@ -124,7 +166,9 @@ class Agent:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock()
         self.audit = AuditLog(self.files["audit"])
-        self.supervisor.adoptable = self._adoptable()
+        previous = self._left_running()
+        self.supervisor.adoptable = self._adoptable(previous)
+        left_router = previous.get("router") if previous else None
         self.token = _write_secret(self.files["token"], secrets.token_urlsafe(32))
         socket_path = self.files["socket"]
         with contextlib.suppress(FileNotFoundError):
@@ -138,12 +182,16 @@ class Agent:
         code = 0
         saver = asyncio.create_task(self._save_periodically())
         try:
+            await self._start_router(left_router)
             if await self._start_unless_stopped(ready_timeout):
+                self.traffic.go_live()
+                with contextlib.suppress(Exception):
+                    await self.traffic.sync()  # routing in force before `up` returns
                 self.phase = "running"
                 self.audit.record(self.who, "up", f"{self.stack.name}/{self.env}", "ok")
                 self._write_info()
                 await self.stopping.wait()
-        except StartFailed as exc:
+        except (StartFailed, RouterFailed) as exc:
             self.phase, self.error, code = "failed", str(exc), 1
             self.audit.record(self.who, "up", f"{self.stack.name}/{self.env}", f"failed: {exc}")
             self._write_info()
@@ -153,6 +201,7 @@ class Agent:
                 self.phase = "stopping"
                 self._write_info()
             await self.supervisor.stop()
+            await self.traffic.stop()
             server.close()
             await server.wait_closed()
             with contextlib.suppress(FileNotFoundError):
@@ -161,6 +210,9 @@ class Agent:
                 self.phase = "stopped"
             self._write_info()
         return code
+
+    async def _start_router(self, left: Any) -> None:
+        await self.traffic.start(left if isinstance(left, dict) else None)
 
     def _lock(self) -> None:
         """One agent per stack and environment: the second `up` of a race stops here."""
@@ -206,6 +258,7 @@ class Agent:
             "stack": self.stack.name,
             "env": self.env,
             "instances": self.supervisor.snapshot(),
+            "router": self.traffic.snapshot(),
             "updated": time.time(),
         }
         temp = self.files["info"].with_suffix(".tmp")
@@ -261,6 +314,8 @@ class Agent:
             return 200, {"stopping": True}
         if (method, path) in (("POST", "/v1/scale"), ("POST", "/v1/restart")):
             return await self._operate(path.rsplit("/", 1)[1], body, who)
+        if (method, path) == ("POST", "/v1/traffic"):
+            return await self._split(body, who)
         return 404, {"error": f"no such endpoint: {method} {path}"}
 
     async def _operate(self, what: str, body: Any, who: str) -> tuple[int, Any]:
@@ -286,6 +341,20 @@ class Agent:
         self._write_info()
         return 200, {"ok": True, "status": self._status()}
 
+    async def _split(self, body: Any, who: str) -> tuple[int, Any]:
+        name = body.get("service") if isinstance(body, dict) else None
+        routed = self.traffic.routes
+        if name not in routed:
+            listed = ", ".join(routed) or "none"
+            return 404, {"error": f"{name!r} is not a service with routes; routed: {listed}"}
+        share = body.get("canary_percent")
+        if not isinstance(share, int | float) or isinstance(share, bool) or not 0 <= share <= 100:
+            return 400, {"error": "canary_percent must be a number from 0 to 100"}
+        target = f"{self.stack.name}/{self.env}/{name} canary {share:g}%"
+        await self.traffic.set_canary(name, float(share))
+        self.audit.record(who, "traffic", target, "ok")
+        return 200, {"ok": True, "canary_percent": share}
+
     def _status(self) -> dict[str, Any]:
         return {
             "phase": self.phase,
@@ -294,6 +363,8 @@ class Agent:
             "env": self.env,
             "pid": os.getpid(),
             "instances": self.supervisor.snapshot(),
+            "router": self.traffic.snapshot(),
+            "traffic": self.traffic.summary(),
         }
 
 

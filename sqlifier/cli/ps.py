@@ -22,6 +22,8 @@ _FILE = click.option(
     "-f", "--file", "stack_file", help="The stack file (default: found from here)."
 )
 _COLUMNS = ("service", "instance", "state", "pid", "address", "restarts", "reason")
+# With a router: what each instance served over the last seconds.
+_TRAFFIC = ("req/s", "5xx", "p99")
 
 
 @click.command("ps")
@@ -46,10 +48,22 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
         return 0
     status = AgentClient(context.state_dir, context.env).request("GET", "/v1/status")
     instances: list[dict[str, Any]] = status["instances"]
+    traffic = status.get("traffic") or {}
+    measured = traffic.get("instances", {})
+    for row in instances:
+        row["traffic"] = measured.get(f"{row['instance']}_{row['port']}")
     if as_json:
         click.echo(json.dumps(instances, indent=2))
         return 0
-    click.echo(table(instances))
+    router = status.get("router")
+    if router:
+        window = traffic.get("window") or 0
+        state = f"error: {router['error']}" if router.get("error") else f"pid {router['pid']}"
+        click.echo(
+            f"router: {router['kind']} on http://{router['listen']} ({state}); "
+            f"traffic over the last {window:g} s\n"
+        )
+    click.echo(table(instances, with_traffic=bool(router)))
     return 0
 
 
@@ -59,6 +73,18 @@ def _left_behind(state_dir: Path) -> list[dict[str, Any]]:
     if info.get("phase") not in ("starting", "running", "stopping"):
         return []
     alive = []
+    router = info.get("router") or {}
+    if router.get("pid") and is_same_process(int(router["pid"]), float(router["started"])):
+        alive.append(
+            {
+                "service": "(router)",
+                "instance": router.get("kind"),
+                "pid": router["pid"],
+                "address": router.get("listen"),
+                "state": "orphaned",
+                "reason": "its agent died; still routing",
+            }
+        )
     for record in info.get("instances", []):
         pid, started = record.get("pid"), record.get("started")
         if pid and started and is_same_process(int(pid), float(started)):
@@ -66,14 +92,30 @@ def _left_behind(state_dir: Path) -> list[dict[str, Any]]:
     return alive
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    cells = [[c.upper() for c in _COLUMNS]]
-    cells += [["-" if row.get(c) is None else str(row.get(c)) for c in _COLUMNS] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(_COLUMNS) - 1)]
+def table(rows: list[dict[str, Any]], with_traffic: bool = False) -> str:
+    columns = _COLUMNS[:-1] + (_TRAFFIC if with_traffic else ()) + _COLUMNS[-1:]
+    cells = [[c.upper() for c in columns]]
+    for row in rows:
+        values = {c: "-" if row.get(c) is None else str(row.get(c)) for c in _COLUMNS}
+        values.update(_traffic_cells(row.get("traffic")))
+        cells.append([values[c] for c in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns) - 1)]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
         for r in cells
     )
+
+
+def _traffic_cells(measured: dict[str, Any] | None) -> dict[str, str]:
+    if not measured:
+        return dict.fromkeys(_TRAFFIC, "-")
+    rate = measured.get("error_rate")
+    p99 = measured.get("p99")
+    return {
+        "req/s": f"{measured.get('rps', 0):.1f}",
+        "5xx": "-" if rate is None else f"{rate * 100:.1f}%",
+        "p99": "-" if p99 is None else f"{p99:.0f}ms" if p99 >= 10 else f"{p99:.1f}ms",
+    }
 
 
 @click.command("scale")

@@ -146,6 +146,9 @@ def _detached(context: Context, timeout: float) -> int:
         f"{context.stack.name} ({context.env}) is up: {len(instances)} instance"
         f"{'s' * (len(instances) != 1)} ready; agent pid {process.pid}, socket {files['socket']}"
     )
+    router = info.get("router")
+    if router:
+        click.echo(f"router: {router['kind']} on http://{router['listen']}")
     return 0
 
 
@@ -183,10 +186,12 @@ async def _stop_orphans(context: Context) -> int:
     if agent_alive(context.state_dir):
         return 0
     stopped = 0
-    for record in info.get("instances", []):
+    router = info.get("router") or {}
+    records = [*info.get("instances", []), *([router] if router.get("pid") else [])]
+    for record in records:
         pid, started = record.get("pid"), record.get("started")
         if pid and started and is_same_process(int(pid), float(started)):
-            await stop_group(Launched(int(pid), float(started)), 10.0)
+            await stop_group(Launched(int(pid), float(started)), 30.0 if record is router else 10.0)
             stopped += 1
     return stopped
 

@@ -112,7 +112,10 @@ class ControlClient:
                     reader, writer = self._connection
                     writer.write(json.dumps(message).encode() + b"\n")
                     await writer.drain()
-                    line = await asyncio.wait_for(reader.readline(), self.timeout)
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
+                    # a cancellation, and the agent's stop would wait forever.
+                    async with asyncio.timeout(self.timeout):
+                        line = await reader.readline()
                     if not line:
                         raise ConnectionResetError("the data plane closed the connection")
                     reply: dict[str, Any] = json.loads(line)

@@ -26,11 +26,13 @@ import asyncio
 import bisect
 import contextlib
 import csv
+import hashlib
 import io
 import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -52,9 +54,24 @@ def find_haproxy() -> str | None:
     return shutil.which("haproxy")
 
 
+def socket_dir(root: Path) -> Path:
+    """A short private folder for HAProxy's unix sockets: HAProxy refuses socket paths
+    longer than 97 bytes, and a stack's state folder can be deep."""
+    base = Path(os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/sqlifier-{os.getuid()}")
+    base.mkdir(mode=0o700, exist_ok=True)
+    info = base.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise HAProxyError(f"{base} is not a folder of this user's; remove it and retry")
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    folder = base / digest
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
+
+
 @dataclass(frozen=True)
 class Files:
     root: Path
+    sockets: Path
 
     @property
     def config(self) -> Path:
@@ -62,11 +79,11 @@ class Files:
 
     @property
     def admin(self) -> Path:
-        return self.root / "haproxy.sock"
+        return self.sockets / "admin.sock"
 
     @property
     def log(self) -> Path:
-        return self.root / "haproxy-log.sock"
+        return self.sockets / "log.sock"
 
     @property
     def state(self) -> Path:
@@ -192,13 +209,14 @@ def check_config(binary: str, path: Path) -> None:
 
 async def admin(path: Path, command: str, timeout: float = 5.0) -> str:
     """One command (or several joined by ';') on the admin socket; its answer."""
-    reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
-    try:
-        writer.write(command.encode() + b"\n")
-        await writer.drain()
-        return (await asyncio.wait_for(reader.read(), timeout)).decode(errors="replace")
-    finally:
-        writer.close()
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        try:
+            writer.write(command.encode() + b"\n")
+            await writer.drain()
+            return (await reader.read()).decode(errors="replace")
+        finally:
+            writer.close()
 
 
 def parse_stat(text: str) -> list[dict[str, str]]:
@@ -237,7 +255,7 @@ class HAProxyPlane:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.files = Files(self.root)
+        self.files = Files(self.root, socket_dir(self.root))
 
     # --- starting and stopping HAProxy ----------------------------------------------
 
@@ -375,7 +393,10 @@ class HAProxyPlane:
             return self._generation
 
     async def _apply_changes(self, previous: DesiredState, state: DesiredState) -> None:
-        commands: list[str] = []
+        # What adds capacity goes first, what takes it away last: a replacement is
+        # ready before the instance it replaces starts draining, never after.
+        ups: list[str] = []
+        downs: list[str] = []
         wanted = {
             b.id: (_backend_name(name, b.track), b)
             for name, traffic in state.services.items()
@@ -384,7 +405,7 @@ class HAProxyPlane:
         }
         for key, gone in list(self._servers.items()):
             if key not in wanted or wanted[key][0] != gone.backend:
-                commands.append(f"set server {gone.backend}/{key} state maint")
+                downs.append(f"set server {gone.backend}/{key} state maint")
                 self._deleting[key] = gone.backend
                 del self._servers[key]
         for key, (backend_name, spec) in wanted.items():
@@ -394,7 +415,7 @@ class HAProxyPlane:
                 if revived:
                     del self._deleting[key]
                 else:
-                    commands.append(
+                    ups.append(
                         f"add server {backend_name}/{key} {spec.host}:{spec.port}"
                         f" weight {spec.weight}"
                     )
@@ -407,14 +428,16 @@ class HAProxyPlane:
                 server.ejected_at = None
                 server.spec = Backend(**{**_fields(server.spec), "state": BackendState.DRAIN})
             if spec.weight != server.spec.weight:
-                commands.append(f"set server {backend_name}/{key} weight {spec.weight}")
+                ups.append(f"set server {backend_name}/{key} weight {spec.weight}")
             if spec.state is not server.spec.state and server.ejected_at is None:
-                commands.append(f"set server {backend_name}/{key} state {spec.state.value}")
+                command = f"set server {backend_name}/{key} state {spec.state.value}"
+                (ups if spec.state is BackendState.READY else downs).append(command)
             server.spec = spec
         for name, traffic in state.services.items():
             before = previous.services.get(name)
             if name in state.routes and (before is None or before.canary != traffic.canary):
-                commands.append(f"set map {self.files.canary_map} {name} {traffic.canary}")
+                ups.append(f"set map {self.files.canary_map} {name} {traffic.canary}")
+        commands = ups + downs
         if commands:
             await self._run(commands)
         await self._delete_drained()
@@ -423,6 +446,7 @@ class HAProxyPlane:
 
     async def _run(self, commands: Iterable[str]) -> None:
         for command in commands:
+            print(f"haproxy runtime: {command}", flush=True)  # the data plane's own log
             answer = (await admin(self.files.admin, command)).strip()
             if answer and not answer.startswith("New server registered"):
                 raise HAProxyError(f"{command}: {answer}")

@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,12 +67,20 @@ class Instance:
     data_dir: Path | None
     launched: Launched | None = None
     release: str = "current"
+    track: str = "stable"
+    draining: bool = False  # taking no new requests: it is about to stop
+    probe_passed: int = 0  # when its readiness probe last passed (ms since the epoch)
     probes: dict[str, ProbeTracker] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
     def name(self) -> str:
         return f"{self.service.name}-{self.index}"
+
+    @property
+    def id(self) -> str:
+        """Unique even while a replacement with the same name runs beside it."""
+        return f"{self.name}_{self.port}"
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -87,6 +95,8 @@ class Instance:
             "reason": self.life.reason,
             "restarts": self.life.restarts,
             "release": self.release,
+            "track": self.track,
+            "draining": self.draining,
         }
 
 
@@ -119,6 +129,7 @@ class Supervisor:
         on_event: Callable[[Event], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         base_env: Mapping[str, str] | None = None,
+        before_stop: Callable[[Instance], Awaitable[None]] | None = None,
     ) -> None:
         self.stack = stack
         self.env = env
@@ -128,7 +139,11 @@ class Supervisor:
         self.on_event = on_event
         self.clock = clock
         self.base_env = dict(os.environ if base_env is None else base_env)
+        # Called before an instance is stopped on purpose: the router drains it.
+        self.before_stop = before_stop
         self.instances: dict[str, list[Instance]] = {name: [] for name in self.services}
+        # Replacements starting beside the instance they will replace (restart).
+        self.replacements: list[Instance] = []
         self._loop_task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._reported: dict[str, tuple[State, str]] = {}
@@ -168,8 +183,15 @@ class Supervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
 
+    def all_instances(self) -> list[Instance]:
+        """Every instance with a process, replacements being started included."""
+        return [i for name in self.instances for i in self.instances[name]] + self.replacements
+
     def snapshot(self) -> list[dict[str, object]]:
-        return [i.snapshot() for name in self.instances for i in self.instances[name]]
+        records = [i.snapshot() for name in self.instances for i in self.instances[name]]
+        # A replacement is recorded too, so that an agent that dies meanwhile leaves
+        # nothing running unrecorded; the next agent stops it.
+        return records + [{**i.snapshot(), "replacement": True} for i in self.replacements]
 
     # --- one service ------------------------------------------------------------------
 
@@ -208,16 +230,46 @@ class Supervisor:
             await self._restart(name, ready_timeout)
 
     async def _restart(self, name: str, ready_timeout: float) -> None:
+        service = self.services[name]
+        # A replacement can run beside the instance it replaces when nothing pins it to
+        # one port or one data folder: then it starts first and the old one stops once
+        # the new one is ready, and a single instance restarts without a gap.
+        surge = service.port is None and not service.stateful
         for index, instance in enumerate(list(self.instances[name])):
-            await self._stop_instance(instance)
-            fresh = self._new_instance(instance.service, index, port=instance.port)
-            self.instances[name][index] = fresh
+            if not surge:
+                await self._stop_instance(instance)
+                fresh = self._new_instance(service, index, port=instance.port)
+                self.instances[name][index] = fresh
+                self._apply(fresh, fresh.life.start(self.clock()))
+                await self._wait_ready(name, len(self.instances[name]), ready_timeout)
+                continue
+            fresh = self._new_instance(service, index, shared=instance)
+            self.replacements.append(fresh)
             self._apply(fresh, fresh.life.start(self.clock()))
-            await self._wait_ready(name, len(self.instances[name]), ready_timeout)
+            try:
+                await self._wait_all_ready([fresh], ready_timeout)
+            except StartFailed:
+                await self._stop_instance(fresh)
+                self.replacements.remove(fresh)
+                raise
+            # Both are listed while the old one drains and stops: the router sees the
+            # old one draining beside its ready replacement.
+            await self._stop_instance(instance)
+            self.instances[name][index] = fresh
+            self.replacements.remove(fresh)
+            self._report(fresh)
 
     # --- instances --------------------------------------------------------------------
 
-    def _new_instance(self, service: Service, index: int, port: int | None = None) -> Instance:
+    def _new_instance(
+        self,
+        service: Service,
+        index: int,
+        port: int | None = None,
+        shared: Instance | None = None,
+    ) -> Instance:
+        """A new instance; with `shared`, a replacement running beside that one on a port
+        of its own and writing to the same log."""
         if port is None:
             port = service.port + index if service.port is not None else _free_port()
         logs = self.state_dir / "logs"
@@ -231,10 +283,13 @@ class Supervisor:
             service.restart,
             has_startup_probe=service.probes.startup is not None,
         )
-        log = LogFile(logs / f"{life.name}.log")
-        out = logs / f"{life.name}.out"
-        # What is already in the output file was read by whoever ran this instance before.
-        tail = OutputTail(out, log, offset=out.stat().st_size if out.exists() else 0)
+        if shared is not None:
+            log, tail = shared.log, shared.tail
+        else:
+            log = LogFile(logs / f"{life.name}.log")
+            out = logs / f"{life.name}.out"
+            # What is already in the output file was read by whoever ran this instance before.
+            tail = OutputTail(out, log, offset=out.stat().st_size if out.exists() else 0)
         instance = Instance(service, index, port, life, log, tail, data_dir, release=self.release)
         for kind in ("startup", "readiness", "liveness"):
             probe = getattr(service.probes, kind)
@@ -328,6 +383,12 @@ class Supervisor:
             await stop_group(launched, instance.service.stop_timeout)
 
     async def _stop_instance(self, instance: Instance) -> None:
+        # No new requests first; those in flight finish (up to the stop timeout).
+        if self.before_stop is not None and instance.launched is not None:
+            instance.draining = True
+            self._report(instance)
+            with contextlib.suppress(Exception):
+                await self.before_stop(instance)
         # The lifecycle's STOP command is carried out here, once, and awaited.
         instance.life.stop(self.clock())
         self._report(instance)
@@ -343,9 +404,11 @@ class Supervisor:
         self._report(instance)
 
     async def _wait_ready(self, name: str, count: int, timeout: float) -> None:
+        await self._wait_all_ready(self.instances[name][:count], timeout)
+
+    async def _wait_all_ready(self, instances: list[Instance], timeout: float) -> None:
         deadline = self.clock() + timeout
         while True:
-            instances = self.instances[name][:count]
             if all(i.life.state is State.READY for i in instances):
                 return
             for instance in instances:
@@ -376,14 +439,13 @@ class Supervisor:
         while True:
             now = self.clock()
             ticks += 1
-            for instances in self.instances.values():
-                for instance in instances:
-                    if ticks % 5 == 0:
-                        instance.tail.poll(time.time())
-                    if instance.life.restart_at is not None:
-                        self._apply(instance, instance.life.tick(now))
-                    if instance.launched is not None:
-                        self._probe(instance, now)
+            for instance in self.all_instances():
+                if ticks % 5 == 0:
+                    instance.tail.poll(time.time())
+                if instance.life.restart_at is not None:
+                    self._apply(instance, instance.life.tick(now))
+                if instance.launched is not None:
+                    self._probe(instance, now)
             await asyncio.sleep(TICK)
 
     def _probe(self, instance: Instance, now: float) -> None:
@@ -407,6 +469,8 @@ class Supervisor:
         if verdict is None:
             return
         life = instance.life
+        if kind == "readiness" and result.ok:
+            instance.probe_passed = int(time.time() * 1000)
         decide = {"startup": life.startup, "readiness": life.readiness, "liveness": life.liveness}
         self._apply(instance, decide[kind](now, verdict))
         if not verdict:

@@ -140,9 +140,34 @@ def test_restart_replaces_instances_one_at_a_time(tmp_path: Path) -> None:
 
     events = run(tmp_path, service("web", "instances = 2"), body)
     order = [(e.instance, e.state) for e in events if e.state in ("stopped", "ready")]
-    first_stop = order.index(("web-0", "stopped"))
-    assert order[first_stop + 1] == ("web-0", "ready")
-    assert order.index(("web-1", "stopped")) > first_stop + 1
+    # Each replacement is ready before the instance it replaces stops (no port or data
+    # folder pins the service), and the next one starts only after that.
+    assert order[2:8] == [
+        ("web-0", "ready"),  # the replacement
+        ("web-0", "stopped"),  # the instance it replaces
+        ("web-0", "ready"),  # the name is the replacement's now
+        ("web-1", "ready"),
+        ("web-1", "stopped"),
+        ("web-1", "ready"),
+    ]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_restart_of_a_fixed_port_service_stops_each_instance_first(tmp_path: Path) -> None:
+    async def body(supervisor: Supervisor) -> None:
+        await supervisor.restart("web")
+
+    port = free_port()
+    events = run(tmp_path, service("web", f"instances = 1\nport = {port}"), body)
+    order = [(e.instance, e.state) for e in events if e.state in ("stopped", "ready")]
+    assert order[:3] == [("web-0", "ready"), ("web-0", "stopped"), ("web-0", "ready")]
 
 
 def test_start_order_follows_dependencies() -> None:

@@ -1,0 +1,317 @@
+"""The agent's side of the router: it starts the data plane process (or adopts the one a
+previous agent left), tells it which instances are ready, drains instances before they
+stop, and reads its measurements every second.
+
+The data plane is its own process in its own session: an agent that dies takes no
+request with it, and the routing stays as it was until the next agent has adopted the
+instances and sends the same state again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlifier.errors import UserError
+from sqlifier.router.control import ControlClient, ControlError
+from sqlifier.router.haproxy import find_haproxy
+from sqlifier.router.metrics import Counters, summarize
+from sqlifier.router.routes import RESOLUTION, Track
+from sqlifier.router.state import Backend, BackendState, DesiredState, ServiceTraffic
+from sqlifier.runtime.lifecycle import State
+from sqlifier.runtime.probes import ProbeResult, run_probe
+from sqlifier.runtime.process import Launched, is_same_process, launch, stop_group
+from sqlifier.runtime.supervisor import Instance, Supervisor
+from sqlifier.spec.model import Probe, ProbeKind, RouterKind, Stack
+
+__all__ = ["RouterFailed", "Traffic", "choose_kind"]
+
+WINDOW = 10.0  # seconds of measurements behind the rates `ps` shows
+HISTORY = 60  # readings kept (one a second)
+
+
+class RouterFailed(UserError):
+    """The data plane could not start; the message says why."""
+
+
+def choose_kind(kind: RouterKind) -> str:
+    if kind is RouterKind.HAPROXY:
+        if find_haproxy() is None:
+            raise RouterFailed(
+                '[router] kind = "haproxy" but no haproxy binary is installed; install it '
+                '(apt-get install haproxy) or use kind = "auto" or "embedded"'
+            )
+        return "haproxy"
+    if kind is RouterKind.EMBEDDED:
+        return "embedded"
+    return "haproxy" if find_haproxy() is not None else "embedded"
+
+
+@dataclass
+class _Reading:
+    when: float
+    backends: dict[str, dict[str, Any]]
+    services: dict[str, dict[str, Any]]
+
+
+class Traffic:
+    def __init__(
+        self,
+        stack: Stack,
+        env: str,
+        state_dir: Path,
+        supervisor: Supervisor,
+        say: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.stack = stack
+        self.state_dir = state_dir
+        self.supervisor = supervisor
+        self.say = say
+        self.services = stack.services_for(env)
+        self.routes = {n: s.routes for n, s in self.services.items() if s.routes}
+        self.kind = choose_kind(stack.router.kind)
+        self.listen = f"{stack.router.host}:{stack.router.port}"
+        self.client = ControlClient(state_dir / "router.sock")
+        self.launched: Launched | None = None
+        self.canary: dict[str, int] = {}  # service -> thousandths
+        self.history: deque[_Reading] = deque(maxlen=HISTORY)
+        self.error: str | None = None
+        self._changed = asyncio.Event()
+        self._sync_lock = asyncio.Lock()
+        self._live = False  # syncing: after the stack has started (or been adopted)
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def needed(self) -> bool:
+        """A stack where no service has a route has no front door."""
+        return bool(self.routes)
+
+    def snapshot(self) -> dict[str, Any] | None:
+        if not self.needed:
+            return None
+        return {
+            "kind": self.kind,
+            "listen": self.listen,
+            "pid": self.launched.pid if self.launched else None,
+            "started": self.launched.started if self.launched else None,
+            "error": self.error,
+        }
+
+    # --- the process ----------------------------------------------------------------
+
+    async def start(self, previous: dict[str, Any] | None) -> None:
+        """Adopt the data plane a previous agent left, or start one."""
+        if not self.needed:
+            await self.stop_previous(previous)
+            return
+        if previous and self._adopt(previous):
+            self.say(f"router ({self.kind}) adopted, listening on {self.listen}")
+        else:
+            await self.stop_previous(previous)  # its port is needed
+            await self._launch()
+            self.say(f"router ({self.kind}) listening on {self.listen}")
+        self._task = asyncio.create_task(self._run())
+
+    def _adopt(self, previous: dict[str, Any]) -> bool:
+        try:
+            pid, started = int(previous["pid"]), float(previous["started"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        if not is_same_process(pid, started):
+            return False
+        if (previous.get("kind"), previous.get("listen")) != (self.kind, self.listen):
+            return False  # the stack file changed: the old one stops (stop_previous)
+        self.launched = Launched(pid, started)
+        return True
+
+    @staticmethod
+    async def stop_previous(previous: dict[str, Any] | None) -> None:
+        """A data plane from a previous agent that this one did not adopt."""
+        if previous is None:
+            return
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            pid, started = int(previous["pid"]), float(previous["started"])
+            if is_same_process(pid, started):
+                await stop_group(Launched(pid, started), 30.0)
+
+    async def _launch(self) -> None:
+        out = self.state_dir / "logs" / "router.out"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "sqlifier.router", "--state-dir", str(self.state_dir)]
+        argv += ["--kind", self.kind, "--listen", self.listen]
+        launched = await launch(argv, self.state_dir, os.environ, "router", out)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            assert launched.process is not None
+            if launched.process.returncode is not None:
+                raise RouterFailed(f"the router did not start: {_last_line(out)}")
+            with contextlib.suppress(ControlError):
+                await self.client.call({"op": "ping"})
+                self.launched = launched
+                self.error = None
+                return
+            await asyncio.sleep(0.05)
+        await stop_group(launched, 5.0)
+        raise RouterFailed(f"the router did not answer within 15 s: {_last_line(out)}")
+
+    async def stop(self) -> None:
+        """After the instances: the data plane finishes what it has in flight, then ends."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.client.close()
+        if self.launched is not None:
+            await stop_group(self.launched, 35.0)
+            self.launched = None
+
+    # --- keeping it in step -----------------------------------------------------------
+
+    def changed(self) -> None:
+        self._changed.set()
+
+    def go_live(self) -> None:
+        """The stack is up: from now on the data plane follows the instances."""
+        self._live = True
+        self.changed()
+
+    def desired(self) -> DesiredState:
+        services: dict[str, ServiceTraffic] = {}
+        for name in self.routes:
+            backends = []
+            for instance in self.supervisor.all_instances():
+                if instance.service.name != name or instance.launched is None:
+                    continue
+                if instance.draining:
+                    state = BackendState.DRAIN
+                elif instance.life.state is State.READY:
+                    state = BackendState.READY
+                else:
+                    continue
+                backends.append(
+                    Backend(
+                        instance.id,
+                        instance.name,
+                        "127.0.0.1",
+                        instance.port,
+                        Track(instance.track),
+                        state,
+                        probe=instance.probe_passed,
+                    )
+                )
+            services[name] = ServiceTraffic(tuple(backends), self.canary.get(name, 0))
+        return DesiredState(dict(self.routes), services)
+
+    async def sync(self) -> None:
+        # The state is read under the lock: two syncs never cross, the later one
+        # always carries the newer state.
+        async with self._sync_lock:
+            if self._live and self.launched is not None:
+                await self.client.sync(self.desired())
+
+    async def set_canary(self, service: str, percent: float) -> None:
+        """The canary track's share of a service; returns once it is in force."""
+        self.canary[service] = round(percent * RESOLUTION / 100)
+        await self.sync()
+
+    async def drain(self, instance: Instance) -> None:
+        """No new requests to `instance`; wait (up to its stop timeout) for those it has."""
+        if not self._live or self.launched is None:
+            return
+        await self.sync()
+        deadline = time.monotonic() + instance.service.stop_timeout
+        while time.monotonic() < deadline:
+            backend = (await self.client.stats())["backends"].get(instance.id)
+            if backend is None or not backend.get("inflight"):
+                return
+            await asyncio.sleep(0.05)
+
+    async def _run(self) -> None:
+        """Every second (or at once after a change): send the state, read the numbers,
+        and start the data plane again if it ended."""
+        while not self._stopping:
+            waiter = asyncio.ensure_future(self._changed.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=1.0)
+            finally:
+                waiter.cancel()
+            self._changed.clear()
+            try:
+                await self._step()
+            except (ControlError, OSError, KeyError, ValueError) as exc:
+                self.error = f"the router does not answer: {exc}"
+
+    async def _step(self) -> None:
+        if self.launched is not None and not is_same_process(
+            self.launched.pid, self.launched.started
+        ):
+            self.launched = None
+        if self.launched is None and not self._stopping:
+            self.client.close()
+            self.say("router ended; starting it again")
+            await self._launch()
+        await self.sync()
+        reply = await self.client.stats()
+        self.history.append(_Reading(time.monotonic(), reply["backends"], reply["services"]))
+        await self._recheck_ejected(reply["backends"])
+        self.error = None
+
+    async def _recheck_ejected(self, backends: dict[str, dict[str, Any]]) -> None:
+        """An ejected instance comes back when its readiness probe passes; one without a
+        readiness probe is checked here with a TCP connection instead."""
+        for instance in self.supervisor.all_instances():
+            state = backends.get(instance.id)
+            if state and state.get("ejected") and instance.service.probes.readiness is None:
+                result: ProbeResult = await run_probe(Probe(ProbeKind.TCP, ""), instance.port, ".")
+                if result.ok:
+                    instance.probe_passed = int(time.time() * 1000)
+                    self.changed()
+
+    # --- what it measured ------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """Rates over the last WINDOW seconds: per instance, and per service and track."""
+        if len(self.history) < 2:
+            return {"instances": {}, "services": {}, "window": 0.0}
+        newest = self.history[-1]
+        oldest = next(
+            (r for r in self.history if newest.when - r.when <= WINDOW + 0.5), self.history[0]
+        )
+        seconds = newest.when - oldest.when
+        if seconds <= 0:
+            return {"instances": {}, "services": {}, "window": 0.0}
+        instances: dict[str, Any] = {}
+        for key, now in newest.backends.items():
+            before = oldest.backends.get(key, {})
+            delta = Counters.from_json(now).minus(Counters.from_json(before))
+            instances[key] = {
+                "instance": now.get("instance"),
+                "inflight": now.get("inflight", 0),
+                "ejected": now.get("ejected", False),
+                **summarize([delta], seconds),
+            }
+        services: dict[str, Any] = {}
+        for name, tracks in newest.services.items():
+            for track, now in tracks.items():
+                before = oldest.services.get(name, {}).get(track, {})
+                delta = Counters.from_json(now).minus(Counters.from_json(before))
+                services.setdefault(name, {})[track] = summarize([delta], seconds)
+        return {"instances": instances, "services": services, "window": round(seconds, 1)}
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no output"
+    return lines[-1] if lines else "no output"

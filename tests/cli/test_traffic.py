@@ -1,0 +1,187 @@
+"""The router as a user meets it, with each data plane: `up` starts it and says which one,
+requests reach only ready instances, `restart` and scale-down under load fail no request,
+killing the agent drops no request, no ready instance is a 503, `down` leaves nothing.
+
+HAProxy runs when the `haproxy` binary is installed (.ci/run installs it); otherwise its
+case is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.apps import APP
+from tests.conftest import run_sqlifier
+from tests.router.test_dataplanes import free_port
+
+KINDS = [
+    "embedded",
+    pytest.param(
+        "haproxy",
+        marks=pytest.mark.skipif(
+            shutil.which("haproxy") is None, reason="haproxy is not installed"
+        ),
+    ),
+]
+
+
+class Load:
+    """Four clients sending GETs on kept-alive connections until stopped; every answer
+    that is not a 200 and every failed request is counted."""
+
+    def __init__(self, port: int, path: str = "/") -> None:
+        self.port, self.path = port, path
+        self.outcomes: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(4)]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(20)
+
+    def _run(self) -> None:
+        connection: http.client.HTTPConnection | None = None
+        while not self._stop.is_set():
+            try:
+                if connection is None:
+                    connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                connection.request("GET", self.path)
+                response = connection.getresponse()
+                body = response.read()
+                status = str(response.status)
+                self.outcomes[status if status == "200" else f"{status} {body[:40]!r}"] += 1
+                if response.will_close:
+                    connection.close()
+                    connection = None
+            except (OSError, http.client.HTTPException) as exc:
+                self.outcomes[type(exc).__name__] += 1
+                if connection is not None:
+                    connection.close()
+                connection = None
+        if connection is not None:
+            connection.close()
+
+    @property
+    def failed(self) -> dict[str, int]:
+        return {k: v for k, v in self.outcomes.items() if k != "200"}
+
+
+@pytest.fixture(params=KINDS)
+def routed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    port = free_port()
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "sqlifier.toml").write_text(
+        f'[stack]\nname = "t"\n\n[router]\nkind = "{request.param}"\n'
+        f'listen = "127.0.0.1:{port}"\n\n'
+        f'[services.web]\nrun = "{sys.executable} app.py"\ninstances = 2\nroutes = ["/"]\n'
+        'stop_timeout = "5s"\nprobes.readiness = { http = "/", period = "200ms" }\n\n'
+        f'[services.pay]\nrun = "{sys.executable} app.py"\nroutes = ["/api/pay"]\n'
+        'probes.readiness = { http = "/", period = "200ms" }\n'
+    )
+    yield tmp_path, port
+    run_sqlifier("down", cwd=tmp_path)
+
+
+def router_pid(root: Path) -> int:
+    info = json.loads((root / ".sqlifier" / "dev" / "agent.json").read_text())
+    return int(info["router"]["pid"])
+
+
+def agent_pid(root: Path) -> int:
+    return int(json.loads((root / ".sqlifier" / "dev" / "agent.json").read_text())["pid"])
+
+
+def answer(port: int, path: str = "/") -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_requests_reach_ready_instances_and_replacements_fail_none(
+    routed: tuple[Path, int],
+) -> None:
+    root, port = routed
+    kind = "haproxy" if "haproxy" in (root / "sqlifier.toml").read_text() else "embedded"
+    up = run_sqlifier("up", "--detach", cwd=root)
+    assert up.returncode == 0, up.stderr
+    assert f"router: {kind} on http://127.0.0.1:{port}" in up.stdout
+
+    assert {answer(port)[1] for _ in range(4)} == {"web-0", "web-1"}
+    assert answer(port, "/api/pay/x") == (200, "pay-0")
+
+    with Load(port) as load:
+        time.sleep(0.5)
+        restart = run_sqlifier("restart", "web", cwd=root)
+        time.sleep(0.5)
+    assert restart.returncode == 0, restart.stderr
+    assert load.outcomes["200"] > 20 and load.failed == {}, load.outcomes
+
+    with Load(port, "/api/pay") as load:  # one instance: its replacement starts first
+        time.sleep(0.5)
+        restart = run_sqlifier("restart", "pay", cwd=root)
+        time.sleep(0.5)
+    assert restart.returncode == 0, restart.stderr
+    assert load.outcomes["200"] > 20 and load.failed == {}, load.outcomes
+
+    with Load(port) as load:
+        time.sleep(0.5)
+        scale = run_sqlifier("scale", "web", "1", cwd=root)
+        time.sleep(0.5)
+    assert scale.returncode == 0, scale.stderr
+    assert load.outcomes["200"] > 20 and load.failed == {}, load.outcomes
+    assert {answer(port)[1] for _ in range(4)} == {"web-0"}
+
+    time.sleep(1.2)  # the agent reads the router's counters every second
+    shown = run_sqlifier("ps", cwd=root).stdout
+    assert f"router: {kind} on http://127.0.0.1:{port}" in shown
+    assert "REQ/S" in shown and "P99" in shown
+    rows = json.loads(run_sqlifier("ps", "--json", cwd=root).stdout)
+    web = next(r for r in rows if r["instance"] == "web-0")
+    assert web["traffic"]["rps"] > 0
+
+    assert run_sqlifier("scale", "web", "0", cwd=root).returncode == 0
+    status, body = answer(port)
+    assert status == 503 and body.startswith("no instance ready")
+
+    router = router_pid(root)
+    assert run_sqlifier("down", cwd=root).returncode == 0
+    assert not psutil.pid_exists(router) or psutil.Process(router).status() == "zombie"
+
+
+def test_killing_the_agent_drops_no_request(routed: tuple[Path, int]) -> None:
+    root, port = routed
+    assert run_sqlifier("up", "--detach", cwd=root).returncode == 0
+    router = router_pid(root)
+    with Load(port) as load:
+        time.sleep(0.5)
+        os.kill(agent_pid(root), signal.SIGKILL)
+        time.sleep(1.0)
+        again = run_sqlifier("up", "--detach", cwd=root)
+        time.sleep(1.0)
+    assert again.returncode == 0, again.stderr
+    assert load.outcomes["200"] > 20 and load.failed == {}, load.outcomes
+    assert router_pid(root) == router  # the same data plane, adopted
+    assert {answer(port)[1] for _ in range(4)} == {"web-0", "web-1"}
