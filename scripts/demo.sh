@@ -11,7 +11,23 @@ cd examples/shop
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 # A tiny HTTP client, so the demo needs nothing but Python: http GET|POST URL [BODY]
 http() { python3 -c 'import sys, urllib.request as u; b = sys.argv[3].encode() if len(sys.argv) > 3 else None; print(u.urlopen(u.Request(sys.argv[2], data=b, method=sys.argv[1]), timeout=10).read().decode().strip())' "$@"; }
-port_of() { sqlifier ps --json | python3 -c "import json,sys; print([i['port'] for i in json.load(sys.stdin) if i['instance'] == '$1'][0])"; }
+# Four clients sending GETs through the router for $1 seconds; prints what they got.
+load() { python3 -c '
+import http.client, sys, threading, time
+from collections import Counter
+end, seen = time.time() + float(sys.argv[1]), Counter()
+def client():
+    while time.time() < end:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", 8080, timeout=10)
+            c.request("GET", "/", headers={"Host": "shop.localhost"}); r = c.getresponse(); r.read(); c.close()
+            seen["ok" if r.status == 200 else f"HTTP {r.status}"] += 1
+        except OSError as e:
+            seen[type(e).__name__] += 1
+threads = [threading.Thread(target=client) for _ in range(4)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print(f"{sum(seen.values())} requests through the router: " + ", ".join(f"{n} {k}" for k, n in seen.items()))
+' "$1"; }
 trap 'sqlifier down >/dev/null 2>&1 || true' EXIT
 
 say sqlifier check
@@ -26,10 +42,21 @@ sqlifier up --detach
 say sqlifier ps
 sqlifier ps
 
-orders=$(port_of orders-0)
-say "POST 127.0.0.1:$orders/orders   (orders-0, the stateful order store, by its own address)"
-http POST "http://127.0.0.1:$orders/orders" '{"item": "mug"}'
-http GET "http://127.0.0.1:$orders/orders"
+say "GET http://127.0.0.1:8080/   (through the router: only ready instances, round robin)"
+http GET "http://127.0.0.1:8080/"
+http GET "http://127.0.0.1:8080/"
+say "POST http://127.0.0.1:8080/api/orders   (the route /api/orders leads to the order store)"
+http POST "http://127.0.0.1:8080/api/orders" '{"item": "mug"}'
+
+say "sqlifier restart storefront   (while four clients send requests through the router)"
+load 4 &
+loader=$!
+sleep 1
+sqlifier restart storefront
+wait "$loader"
+
+say "sqlifier ps   (what each instance served over the last seconds)"
+sqlifier ps
 
 say "sqlifier scale storefront 3"
 sqlifier scale storefront 3

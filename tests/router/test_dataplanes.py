@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 KINDS = [
@@ -377,3 +378,37 @@ def test_a_restarted_data_plane_serves_its_last_state(world: tuple[Plane, Backen
     plane.kill()
     plane.start()
     assert instances(plane.port, 5) == {"web-0": 5}
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_haproxy_comes_back_as_it_was_after_it_dies(tmp_path: Path) -> None:
+    servers = Backends()
+    plane = Plane("haproxy", tmp_path / "state")
+    plane.start()
+    try:
+        stable = [backend(f"web-{i}", servers.start(f"web-{i}")) for i in range(2)]
+        canary = backend("web-c", servers.start("web-c"), track="canary")
+        drained = {**stable[1], "state": "drain"}
+        plane.sync(
+            {"web": ROUTES["web"]},
+            {"web": {"canary": 100, "backends": [stable[0], drained, canary]}},
+        )
+        assert plane.process is not None
+        haproxy = [p for p in psutil.Process(plane.process.pid).children() if p.name() == "haproxy"]
+        assert haproxy, "no haproxy under the data plane"
+        for process in haproxy:
+            process.kill()
+        deadline = time.monotonic() + 15
+        while True:  # the data plane starts it again from its state
+            try:
+                seen = instances(plane.port, 1000)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "haproxy did not come back"
+                time.sleep(0.2)
+        assert seen == {"web-0": 900, "web-c": 100}
+        state = (tmp_path / "state" / "haproxy" / "haproxy.state").read_text()
+        assert "web-1_" in state  # runtime changes are saved in the server-state file
+    finally:
+        plane.stop()
+        servers.close()
