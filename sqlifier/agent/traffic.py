@@ -258,8 +258,8 @@ class Traffic:
             self.launched = None
         if self.launched is None and not self._stopping:
             self.client.close()
-            self.say("router ended; starting it again")
             await self._launch()
+            self.say(f"router ({self.kind}) had ended; started again on {self.listen}")
         await self.sync()
         reply = await self.client.stats()
         self.history.append(_Reading(time.monotonic(), reply["backends"], reply["services"]))

@@ -192,7 +192,7 @@ async def _stop_orphans(context: Context) -> int:
         pid, started = record.get("pid"), record.get("started")
         if pid and started and is_same_process(int(pid), float(started)):
             await stop_group(Launched(int(pid), float(started)), 30.0 if record is router else 10.0)
-            stopped += 1
+            stopped += record is not router  # the router goes last and is not counted
     return stopped
 
 

@@ -8,6 +8,7 @@ case is skipped with that reason.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -23,6 +24,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from sqlifier.agent.client import AgentClient
+from sqlifier.errors import UserError
 from tests.apps import APP
 from tests.conftest import run_sqlifier
 from tests.router.test_dataplanes import free_port
@@ -106,6 +109,12 @@ def router_pid(root: Path) -> int:
     return int(info["router"]["pid"])
 
 
+def router_pid_or_none(root: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return router_pid(root)
+    return None
+
+
 def agent_pid(root: Path) -> int:
     return int(json.loads((root / ".sqlifier" / "dev" / "agent.json").read_text())["pid"])
 
@@ -185,3 +194,35 @@ def test_killing_the_agent_drops_no_request(routed: tuple[Path, int]) -> None:
     assert load.outcomes["200"] > 20 and load.failed == {}, load.outcomes
     assert router_pid(root) == router  # the same data plane, adopted
     assert {answer(port)[1] for _ in range(4)} == {"web-0", "web-1"}
+
+
+def test_a_dead_data_plane_is_started_again_and_shares_are_set_over_the_api(
+    routed: tuple[Path, int],
+) -> None:
+    root, port = routed
+    assert run_sqlifier("up", "--detach", cwd=root).returncode == 0
+    router = router_pid(root)
+    os.killpg(router, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            if answer(port)[0] == 200:
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "the router was not started again"
+        time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while (pid := router_pid_or_none(root)) is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # the agent records the new process a moment after it answers
+    assert pid not in (None, router)
+
+    client = AgentClient(root / ".sqlifier" / "dev", "dev")
+    reply = client.request("POST", "/v1/traffic", {"service": "web", "canary_percent": 12.5})
+    assert reply == {"ok": True, "canary_percent": 12.5}
+    # No canary instance runs yet: the canary's share goes to stable rather than fail.
+    assert {answer(port)[0] for _ in range(20)} == {200}
+    with pytest.raises(UserError, match="from 0 to 100"):
+        client.request("POST", "/v1/traffic", {"service": "web", "canary_percent": 101})
+    with pytest.raises(UserError, match="routed: web, pay"):
+        client.request("POST", "/v1/traffic", {"service": "nope", "canary_percent": 1})
