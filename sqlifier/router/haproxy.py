@@ -260,6 +260,11 @@ class HAProxyPlane:
     # --- starting and stopping HAProxy ----------------------------------------------
 
     async def start(self, initial: DesiredState | None = None) -> None:
+        """Start HAProxy; OSError when the listening address is taken (HAProxy itself
+        would only say that it exited)."""
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((self.host, self.port))
         self.root.mkdir(parents=True, exist_ok=True)
         self._open_log()
         self._state = initial or DesiredState()

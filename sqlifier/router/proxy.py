@@ -309,11 +309,14 @@ class Proxy:
         )
         host = request.header("host") or ""
         name = self.table.match(host, request.target)
-        if name is None or name not in self._services:
+        if name is None:
             self.unrouted += 1
             await _reply(writer, 404, "no route\n", close=client_close)
             return not client_close
-        service = self._services[name]
+        service = self._services.get(name)
+        if service is None:  # routed, but nothing was said about its instances yet
+            await _reply(writer, 503, "no instance ready\n", close=client_close)
+            return not client_close
         track = service.split.choose()
         live = self._pick(service, track, None)
         if live is None:

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -226,3 +227,14 @@ def test_a_dead_data_plane_is_started_again_and_shares_are_set_over_the_api(
         client.request("POST", "/v1/traffic", {"service": "web", "canary_percent": 101})
     with pytest.raises(UserError, match="routed: web, pay"):
         client.request("POST", "/v1/traffic", {"service": "nope", "canary_percent": 1})
+
+
+def test_a_taken_router_port_stops_up_with_a_clear_message(routed: tuple[Path, int]) -> None:
+    root, port = routed
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        up = run_sqlifier("up", "--detach", cwd=root)
+    assert up.returncode == 1
+    assert f"the router cannot listen on 127.0.0.1:{port}" in up.stderr
+    assert "Traceback" not in up.stderr
