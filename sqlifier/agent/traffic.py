@@ -77,8 +77,9 @@ class Traffic:
         self.say = say
         self.services = stack.services_for(env)
         self.routes = {n: s.routes for n, s in self.services.items() if s.routes}
-        self.kind = choose_kind(stack.router.kind)
-        self.listen = f"{stack.router.host}:{stack.router.port}"
+        router = stack.router_for(env)
+        self.kind = choose_kind(router.kind)
+        self.listen = f"{router.host}:{router.port}"
         self.client = ControlClient(state_dir / "router.sock")
         self.launched: Launched | None = None
         self.canary: dict[str, int] = {}  # service -> thousandths

@@ -91,6 +91,7 @@ def assemble(reader: StackReader) -> m.Stack:
                 "approvers": reader.text_list,
                 "two_person": reader.boolean,
                 "env_file": reader.text,
+                "listen": reader.text,
                 "services": lambda value, path: value,
             },
             f"[environments.{env}]",
@@ -98,6 +99,9 @@ def assemble(reader: StackReader) -> m.Stack:
         if env_typed is None:
             continue
         overlays[env] = _overlays(reader, env, env_typed.pop("services", {}), base)
+        listen = env_typed.pop("listen", None)
+        if listen is not None:
+            env_typed["listen"] = _listen(reader, ("environments", env, "listen"), listen)
         environments[env] = m.Environment(env, **env_typed)
 
     root = reader.path.parent
@@ -140,16 +144,21 @@ def _router(reader: StackReader) -> m.Router:
     )
     router = m.Router(kind=typed.get("kind", m.RouterKind.AUTO))
     listen = typed.get("listen")
-    if listen is None:
+    address = _listen(reader, ("router", "listen"), listen) if listen is not None else None
+    if address is None:
         return router
+    return m.Router(router.kind, *address)
+
+
+def _listen(reader: StackReader, path: tuple[str, ...], listen: str) -> tuple[str, int] | None:
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         reader.error(
-            ("router", "listen"),
-            f'router.listen must be host:port, like "127.0.0.1:8080", found {quote(listen)}',
+            path,
+            f'{".".join(path)} must be host:port, like "127.0.0.1:8080", found {quote(listen)}',
         )
-        return router
-    return m.Router(router.kind, host.strip("[]"), int(port))
+        return None
+    return host.strip("[]"), int(port)
 
 
 def _names(reader: StackReader, table: str, pattern: Any, rule: str) -> dict[str, Any]:

@@ -147,6 +147,7 @@ class Environment:
     approvers: tuple[str, ...] = ()
     two_person: bool = False
     env_file: str | None = None
+    listen: tuple[str, int] | None = None  # the router's address here, if not [router]'s
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +207,13 @@ class Stack:
 
     def environment(self, env: str) -> Environment:
         return self.environments.get(env, Environment(env))
+
+    def router_for(self, env: str) -> Router:
+        """The router as it runs in `env`: [router], with the environment's `listen`."""
+        listen = self.environment(env).listen
+        if listen is None:
+            return self.router
+        return Router(self.router.kind, *listen)
 
     def rule_files(self) -> list[Path]:
         """The files the `rules` patterns match, in a stable order."""

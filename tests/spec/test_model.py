@@ -272,3 +272,17 @@ def test_router_listen_is_host_and_port(tmp_path: Path) -> None:
     assert errors(tmp_path, '[stack]\nname = "x"\n[router]\nlisten = "9090"\n') == [
         (4, 10, "router.listen must be host:port, like \"127.0.0.1:8080\", found '9090'")
     ]
+
+
+def test_each_environment_can_have_its_own_router_address(tmp_path: Path) -> None:
+    stack = load(
+        tmp_path,
+        '[stack]\nname = "x"\n[router]\nlisten = "127.0.0.1:9090"\n'
+        '[environments.staging]\nlisten = "127.0.0.1:9091"\n[environments.production]\n',
+    )
+    assert stack.router_for("dev").port == 9090
+    assert stack.router_for("staging") == m.Router(m.RouterKind.AUTO, "127.0.0.1", 9091)
+    assert stack.router_for("production").port == 9090
+    assert errors(tmp_path, '[stack]\nname = "x"\n[environments.staging]\nlisten = "x"\n') == [
+        (4, 10, "environments.staging.listen must be host:port, like \"127.0.0.1:8080\", found 'x'")
+    ]
