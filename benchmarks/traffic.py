@@ -612,9 +612,7 @@ def start_backend(
     expect(canary, b"canary")
 
 
-def static_haproxy(
-    processes: Processes, haproxy: str, cpu: int, stable: int, minimal: bool
-) -> int:
+def static_haproxy(processes: Processes, haproxy: str, cpu: int, stable: int, minimal: bool) -> int:
     port = free_port()
     name = "minimal" if minimal else "static"
     config = processes.folder / f"{name}.cfg"
