@@ -47,8 +47,8 @@ from sqlifier.router.state import Backend, BackendState, DesiredState
 __all__ = ["HAProxyError", "HAProxyPlane", "find_haproxy", "render_config"]
 
 RING_SIZE = 4 * 1024 * 1024  # request log lines HAProxy keeps until they are read
-SAMPLE_ABOVE = 1000  # requests/s through the router above which stable requests are sampled
-SAMPLE_EVERY = 4  # ... one in this many
+# (requests/s through the router, log one stable request in N above it)
+SAMPLING = ((1000, 4), (8000, 32))
 
 
 class HAProxyError(Exception):
@@ -175,12 +175,13 @@ def render_config(
         lines.append(f"    http-request set-var(txn.svc) str({service}) if {test}")
     if control:
         lines += _canary_rules(state, files)
-        # Above 1,000 requests/s a quarter of the stable track's requests is enough for
-        # its latency percentiles; every canary request is logged, whatever the rate.
-        lines.append(
-            f"    http-request set-log-level silent if {{ fe_req_rate gt {SAMPLE_ABOVE} }}"
-            f" {{ rand({SAMPLE_EVERY}) gt 0 }} !{{ var(txn.c) -m int gt 0 }}"
-        )
+        # Busy, a sample of the stable track's requests is enough for its latency
+        # percentiles (at least some 250 a second); every canary request is logged.
+        for above, every in SAMPLING:
+            lines.append(
+                f"    http-request set-log-level silent if {{ fe_req_rate gt {above} }}"
+                f" {{ rand({every}) gt 0 }} !{{ var(txn.c) -m int gt 0 }}"
+            )
     lines += ["    default_backend no-route", ""]
     if control:
         lines += ["backend turns", "    stick-table type string len 64 size 1k store gpc0", ""]
