@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -40,7 +41,9 @@ def main() -> None:
     try:
         sys.exit(asyncio.run(_main(args.stack, args.env, args.timeout)))
     except UserError as exc:
-        print(f"sqlifier: error: {exc}", flush=True)
+        # The pid lets the `up` that started this agent find its line among the lines
+        # of another agent writing to the same log.
+        print(f"agent {os.getpid()} error: {exc}", flush=True)
         sys.exit(1)
 
 

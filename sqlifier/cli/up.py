@@ -138,7 +138,7 @@ def _detached(context: Context, timeout: float) -> int:
         if (mine and info.get("phase") == "failed") or process.poll() is not None:
             process.wait()
             error = info.get("error") if mine else None
-            _explain_failure(context, error or _agent_log_tail(context))
+            _explain_failure(context, error or _agent_log_tail(context, process.pid))
             return 1
         time.sleep(0.1)
     instances = info.get("instances", [])
@@ -152,11 +152,15 @@ def _detached(context: Context, timeout: float) -> int:
     return 0
 
 
-def _agent_log_tail(context: Context) -> str:
+def _agent_log_tail(context: Context, pid: int) -> str:
     try:
         lines = (context.state_dir / "agent.log").read_text().splitlines()
     except OSError:
         return "the agent stopped before it started"
+    mine = f"agent {pid} error: "
+    for line in reversed(lines):
+        if line.startswith(mine):
+            return line[len(mine) :]
     return "the agent stopped: " + " / ".join(lines[-5:])
 
 
