@@ -12,7 +12,6 @@ import contextlib
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -29,17 +28,7 @@ from sqlifier.agent.client import AgentClient
 from sqlifier.errors import UserError
 from tests.apps import APP
 from tests.conftest import run_sqlifier
-from tests.router.test_dataplanes import free_port
-
-KINDS = [
-    "embedded",
-    pytest.param(
-        "haproxy",
-        marks=pytest.mark.skipif(
-            shutil.which("haproxy") is None, reason="haproxy is not installed"
-        ),
-    ),
-]
+from tests.servers import KINDS, free_port
 
 
 class Load:

@@ -26,22 +26,7 @@ from typing import Any
 import psutil
 import pytest
 
-KINDS = [
-    "embedded",
-    pytest.param(
-        "haproxy",
-        marks=pytest.mark.skipif(
-            shutil.which("haproxy") is None, reason="haproxy is not installed"
-        ),
-    ),
-]
-
-
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # a client (the proxy) that closes a kept-alive connection is no error
+from tests.servers import KINDS, QuietServer, free_port
 
 
 class Echo(BaseHTTPRequestHandler):
@@ -96,12 +81,6 @@ class Backends:
         for server in self.servers.values():
             server.shutdown()
             server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Plane:

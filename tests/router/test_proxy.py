@@ -17,13 +17,7 @@ from sqlifier.router.proxy import Proxy
 from sqlifier.router.routes import Track
 from sqlifier.router.state import Backend, DesiredState, ServiceTraffic
 from sqlifier.spec.model import Route
-
-
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # a client (the proxy) that closes a kept-alive connection is no error
+from tests.servers import QuietServer
 
 
 class Echo(BaseHTTPRequestHandler):

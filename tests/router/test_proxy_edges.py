@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import psutil
@@ -21,6 +21,7 @@ import uvloop
 from sqlifier.router.proxy import Limits, Proxy
 from sqlifier.router.state import Backend, DesiredState, ServiceTraffic
 from sqlifier.spec.model import Route
+from tests.servers import QuietServer
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -100,18 +101,15 @@ def proxy_to(bport: int, limits: Limits | None = None) -> Iterator[tuple[Running
         running.close()
 
 
-class QuietServer(ThreadingHTTPServer):
+class JoinedServer(QuietServer):
     daemon_threads = False  # server_close() waits for the handlers: nothing is left open
     block_on_close = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # a client (the proxy) that closes a kept-alive connection is no error
 
 
 @contextlib.contextmanager
 def http_backend(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
     """A threaded http.server backend with `handler`: its port."""
-    server = QuietServer(("127.0.0.1", 0), handler)
+    server = JoinedServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -4,7 +4,6 @@ and real processes."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +12,7 @@ import pytest
 
 from sqlifier.runtime.probes import ProbeResult, ProbeTracker, run_probe
 from sqlifier.spec.model import Probe, ProbeKind
+from tests.servers import free_port
 
 OK = ProbeResult(True, "HTTP 200")
 FAIL = ProbeResult(False, "connection refused")
@@ -64,12 +64,6 @@ def http_port() -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def probe(kind: ProbeKind, target: str = "", **options: object) -> Probe:

@@ -17,6 +17,7 @@ import pytest
 from sqlifier.runtime.supervisor import Event, StartFailed, Supervisor, start_order
 from sqlifier.spec import load_stack
 from tests.apps import APP
+from tests.servers import free_port
 
 
 def write_stack(root: Path, services: str) -> Path:
@@ -150,14 +151,6 @@ def test_restart_replaces_instances_one_at_a_time(tmp_path: Path) -> None:
         ("web-1", "stopped"),
         ("web-1", "ready"),
     ]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_restart_of_a_fixed_port_service_stops_each_instance_first(tmp_path: Path) -> None:
