@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import click
 
 from sqlifier import __version__
-from sqlifier.cli import check, deploy, fmt, init
+from sqlifier.cli import check, deploy, fmt, init, rules
 from sqlifier.cli.logs import logs
 from sqlifier.cli.output import print_diagnostics
 from sqlifier.cli.ps import ps, restart, scale
@@ -34,6 +34,7 @@ cli.add_command(check.command)
 cli.add_command(fmt.command)
 cli.add_command(init.command)
 cli.add_command(deploy.command)
+cli.add_command(rules.group)
 for command in (up, down, ps, scale, restart, logs):
     cli.add_command(command)
 

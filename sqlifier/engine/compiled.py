@@ -1,0 +1,492 @@
+"""Rules made ready to evaluate: signal tests with their series keys and thresholds in base
+units, conditions and expressions as small interpreters over a `World` view.
+
+Everything here is pure: values come from a `SeriesStore` and a `World` (what the engine
+knows about each service), time is a number handed in.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time as _time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlifier.lang import ast
+from sqlifier.lang.checker import rule_label
+from sqlifier.lang.cron import CronError, CronSchedule, parse_cron
+from sqlifier.lang.printer import format_expr, format_rule, format_trigger
+from sqlifier.lang.signals import LOG_LEVELS, SIGNALS, SignalKind
+from sqlifier.lang.units import UNITS, Type, base_value
+from sqlifier.signals.series import LOG, RESTART, SeriesStore
+
+__all__ = [
+    "DEFAULT_COUNT_WINDOW",
+    "CompiledRule",
+    "NoData",
+    "ServiceView",
+    "Test",
+    "World",
+    "compile_rule",
+    "show_value",
+]
+
+DEFAULT_COUNT_WINDOW = 60.0
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
+
+
+class NoData(Exception):
+    """A value the rule needs is missing; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceView:
+    """What the engine knows about one service at a tick."""
+
+    name: str
+    instances: int = 1
+    ready_instances: int = 1
+    env: str = "dev"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    release: str = "current"
+    release_age: float | None = None
+    rolled_back_from: str | None = None  # this release is the result of rolling back from X
+
+
+class World(Protocol):
+    """The engine's window on the running stack (live) or on a replay (tests, backtests)."""
+
+    store: SeriesStore
+
+    def service(self, name: str) -> ServiceView | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Test:
+    """One signal test of a trigger, ready to read from the store."""
+
+    index: int
+    signal: str
+    kind: SignalKind
+    key: str  # the series: "cpu", "latency_p99", "rps.canary", "prometheus:<q>", "log"
+    service: str | None  # a service named in the arguments
+    op: str | None
+    threshold: float | None  # base units
+    window: float  # count window, or how long a level must hold
+    unit: Type = Type.NUMBER
+    min_rank: int = 0
+    rank: int | None = None
+    match: re.Pattern[str] | None = None
+    cron: CronSchedule | None = None
+    memory_percent: bool = False
+    text: str = ""
+
+    def read(self, world: World, service: str, now: float, since: float) -> float | None:
+        """The value the test compares: a level now, or a count over the window (events
+        after `since`, the window's restart)."""
+        name = self.service or service
+        if self.kind is SignalKind.COUNT:
+            start = max(now - self.window, since)
+            return float(
+                world.store.count(name, self.key, start, now, self.min_rank, self.rank, self.match)
+            )
+        return world.store.level(name, self.key, now)
+
+    def holds(self, value: float) -> bool:
+        assert self.op is not None and self.threshold is not None
+        return _OPS[self.op](value, self.threshold)
+
+
+# Trigger trees: a test index, or ("AND" | "OR", children).
+Tree = int | tuple[str, tuple["Tree", ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    id: str  # RULE name, or FILE:LINE
+    path: str
+    line: int
+    rule: ast.Rule
+    text: str  # canonical text: a changed rule starts with fresh state
+    tests: tuple[Test, ...]
+    tree: Tree
+    for_: float  # 0 without FOR
+    cooldown: float
+    limit: float | None
+    dry_run: bool
+    services: frozenset[str] | None  # None: every service of the stack
+    has_level: bool
+
+    def candidates(self, all_services: Collection[str]) -> list[str]:
+        if self.services is None:
+            return list(all_services)
+        return sorted(self.services)
+
+
+def compile_rule(rule: ast.Rule, path: str) -> CompiledRule:
+    for_ = _seconds(rule.for_) if rule.for_ is not None else 0.0
+    tests: list[Test] = []
+    tree = _tree(rule.trigger, tests, for_)
+    named = {t.service for t in tests if t.service is not None}
+    services: set[str] | None = set(named) if named else None
+    pinned = _pinned_services(rule.condition)
+    if pinned is not None:
+        services = pinned if services is None else services & pinned
+    return CompiledRule(
+        id=rule_label(rule, path),
+        path=path,
+        line=rule.span.line,
+        rule=rule,
+        text=format_rule(rule),
+        tests=tuple(tests),
+        tree=tree,
+        for_=for_,
+        cooldown=_seconds(rule.cooldown) if rule.cooldown is not None else 0.0,
+        limit=float(rule.limit.value) if rule.limit is not None else None,
+        dry_run=rule.dry_run,
+        services=frozenset(services) if services is not None else None,
+        has_level=any(t.kind is SignalKind.LEVEL for t in tests),
+    )
+
+
+def _seconds(q: ast.Quantity) -> float:
+    return base_value(q.amount, q.unit)
+
+
+def _tree(node: ast.Trigger, tests: list[Test], for_: float) -> Tree:
+    if isinstance(node, ast.BoolOp):
+        children = tuple(_tree(child, tests, for_) for child in node.operands)  # type: ignore[arg-type]
+        return (node.op, children)
+    tests.append(_test(node, len(tests), for_))
+    return len(tests) - 1
+
+
+def _test(node: ast.SignalTest, index: int, for_: float) -> Test:
+    spec = SIGNALS[node.signal]
+    named: dict[str, ast.Expr] = {a.name: a.value for a in node.args if a.name is not None}
+    positional = [a.value for a in node.args if a.name is None]
+    service = _text(named.get("service"))
+    track = _text(named.get("track"))
+    cmp = node.comparison
+    op = cmp.op if cmp is not None else None
+    threshold = _number(cmp.value) if cmp is not None else None
+    unit = _unit(cmp.value) if cmp is not None else Type.NUMBER
+    kind = spec.kind
+    window = for_ if for_ > 0 else (DEFAULT_COUNT_WINDOW if kind is SignalKind.COUNT else 0.0)
+    text = _shown_test(node)
+    signal = node.signal
+    key = signal
+    cron = None
+    min_rank, rank, match = 0, None, None
+    memory_percent = False
+    if signal in ("high_cpu", "low_cpu"):
+        key = "cpu"
+    elif signal == "latency":
+        key = f"latency_{_word(positional[0]) if positional else 'p99'}"
+    elif signal == "prometheus":
+        key = f"prometheus:{_text(positional[0]) if positional else ''}"
+    elif signal == "schedule":
+        try:
+            cron = parse_cron(_text(positional[0]) or "")
+        except CronError:  # the checker refuses these; never true if one slips through
+            cron = CronSchedule(frozenset(), frozenset(), frozenset(), frozenset(), frozenset())
+    elif signal in ("log", "log_error"):
+        key = LOG
+        level = _text(named.get("level"))
+        if signal == "log_error":
+            min_rank = LOG_LEVELS["error"]
+        if level is not None:
+            rank = LOG_LEVELS.get(level.lower())
+            if signal == "log_error" and level.lower() == "error":
+                rank, min_rank = None, LOG_LEVELS["error"]
+        pattern = _text(named.get("match"))
+        if pattern is not None:
+            match = re.compile(pattern)
+    elif signal == "restarts":
+        key = RESTART
+    elif signal == "memory" and unit is Type.PERCENT:
+        memory_percent = True
+    if track is not None and signal in ("rps", "error_rate", "latency"):
+        key = f"{key}.{track}"
+    if kind is SignalKind.COUNT and op is None:  # `log()` alone: at least one line
+        op, threshold = ">", 0.0
+    return Test(
+        index,
+        signal,
+        kind,
+        key,
+        service,
+        op,
+        threshold,
+        window,
+        unit,
+        min_rank,
+        rank,
+        match,
+        cron,
+        memory_percent,
+        text,
+    )
+
+
+def _pinned_services(node: ast.Condition | None) -> set[str] | None:
+    """Services an IF restricts the rule to, when it says so at its top level."""
+    if node is None:
+        return None
+    if isinstance(node, ast.Compare) and node.op == "=":
+        if _is_service_name(node.left) and isinstance(node.right, ast.String):
+            return {node.right.value}
+        if _is_service_name(node.right) and isinstance(node.left, ast.String):
+            return {node.left.value}
+    if isinstance(node, ast.InList) and not node.negated and _is_service_name(node.operand):
+        values = {v.value for v in node.values if isinstance(v, ast.String)}
+        if len(values) == len(node.values):
+            return values
+    if isinstance(node, ast.BoolOp) and node.op == "AND":
+        found: set[str] | None = None
+        for child in node.operands:
+            pinned = _pinned_services(child)  # type: ignore[arg-type]
+            if pinned is not None:
+                found = pinned if found is None else found & pinned
+        return found
+    return None
+
+
+def _is_service_name(node: ast.Expr) -> bool:
+    return isinstance(node, ast.Name) and node.parts == ("service", "name")
+
+
+def _text(node: ast.Expr | None) -> str | None:
+    if isinstance(node, ast.String):
+        return node.value
+    if isinstance(node, ast.Name):
+        return node.dotted
+    return None
+
+
+def _word(node: ast.Expr) -> str:
+    return _text(node) or "p99"
+
+
+def _number(node: ast.Expr) -> float | None:
+    if isinstance(node, ast.Number):
+        return float(node.value)
+    if isinstance(node, ast.Quantity):
+        return base_value(node.amount, node.unit)
+    if isinstance(node, ast.Unary) and node.op == "-":
+        inner = _number(node.operand)
+        return -inner if inner is not None else None
+    return None
+
+
+def _unit(node: ast.Expr) -> Type:
+    if isinstance(node, ast.Quantity):
+        return UNITS[node.unit][0]
+    return Type.NUMBER
+
+
+def _shown_test(node: ast.SignalTest) -> str:
+    return format_trigger(node)
+
+
+# --- conditions, expressions and messages --------------------------------------------------
+
+
+def calendar(now: float) -> _time.struct_time:
+    """Times in rules are UTC, live and in replays alike."""
+    return _time.gmtime(now)
+
+
+def field_value(view: ServiceView, dotted: str, now: float) -> str | float | None:
+    if dotted.startswith("service.labels."):
+        return view.labels.get(dotted.removeprefix("service.labels."))
+    when = calendar(now)
+    values: dict[str, str | float | None] = {
+        "service.name": view.name,
+        "service.env": view.env,
+        "service.instances": float(view.instances),
+        "service.ready_instances": float(view.ready_instances),
+        "instances": float(view.instances),
+        "ready_instances": float(view.ready_instances),
+        "release.version": view.release,
+        "release.age": view.release_age,
+        "time.hour": float(when.tm_hour),
+        "time.minute": float(when.tm_min),
+        "time.day": float(when.tm_mday),
+        "time.weekday": _WEEKDAYS[when.tm_wday],
+    }
+    return values.get(dotted)
+
+
+def condition_holds(node: ast.Condition, view: ServiceView, now: float) -> bool | None:
+    """True, False, or None when a field it reads has no value."""
+    if isinstance(node, ast.BoolOp):
+        results = [condition_holds(c, view, now) for c in node.operands]  # type: ignore[arg-type]
+        if node.op == "AND":
+            if any(r is False for r in results):
+                return False
+            return None if any(r is None for r in results) else True
+        if any(r is True for r in results):
+            return True
+        return None if any(r is None for r in results) else False
+    if isinstance(node, ast.Not):
+        inner = condition_holds(node.operand, view, now)
+        return None if inner is None else not inner
+    if isinstance(node, ast.Compare):
+        left = _operand(node.left, view, now)
+        right = _operand(node.right, view, now)
+        if left is None or right is None:
+            return None
+        if isinstance(left, str) or isinstance(right, str):
+            if node.op not in ("=", "!="):
+                return None
+            same = str(left).lower() == str(right).lower() if _is_weekday(node) else left == right
+            return same if node.op == "=" else not same
+        return _OPS[node.op](left, right)
+    if isinstance(node, ast.InList):
+        value = _operand(node.operand, view, now)
+        if value is None:
+            return None
+        found = value in [_operand(v, view, now) for v in node.values]
+        return found != node.negated
+    if isinstance(node, ast.Like):
+        value = _operand(node.operand, view, now)
+        if value is None:
+            return None
+        found = _like(node.pattern.value).fullmatch(str(value)) is not None
+        return found != node.negated
+    return None
+
+
+def _is_weekday(node: ast.Compare) -> bool:
+    return any(
+        isinstance(n, ast.Name) and n.dotted == "time.weekday" for n in (node.left, node.right)
+    )
+
+
+def _operand(node: ast.Expr, view: ServiceView, now: float) -> str | float | None:
+    if isinstance(node, ast.Name):
+        return field_value(view, node.dotted, now)
+    if isinstance(node, ast.String):
+        return node.value
+    return _number(node)
+
+
+def _like(pattern: str) -> re.Pattern[str]:
+    parts = []
+    for char in pattern:
+        parts.append(".*" if char == "%" else "." if char == "_" else re.escape(char))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def evaluate(
+    node: ast.Expr, world: World, view: ServiceView, rule: CompiledRule, now: float
+) -> float:
+    """A SCALE expression's value; raises NoData when a value it reads is missing."""
+    if isinstance(node, ast.Number | ast.Quantity | ast.Unary) and _number(node) is not None:
+        value = _number(node)
+        assert value is not None
+        return value
+    if isinstance(node, ast.Unary):
+        inner = evaluate(node.operand, world, view, rule, now)
+        return -inner if node.op == "-" else inner
+    if isinstance(node, ast.Name):
+        found = field_value(view, node.dotted, now)
+        if not isinstance(found, float):
+            raise NoData(f"{node.dotted} has no value")
+        return found
+    if isinstance(node, ast.Binary):
+        left = evaluate(node.left, world, view, rule, now)
+        right = evaluate(node.right, world, view, rule, now)
+        if node.op == "+":
+            return left + right
+        if node.op == "-":
+            return left - right
+        if node.op == "*":
+            return left * right
+        if right == 0:
+            raise NoData(f"division by zero in {_shown(node)}")
+        return left / right
+    if isinstance(node, ast.Call):
+        args = [a.value for a in node.args]
+        if node.name in ("ceil", "floor"):
+            value = evaluate(args[0], world, view, rule, now)
+            return float(math.ceil(value) if node.name == "ceil" else math.floor(value))
+        if node.name in ("min", "max"):
+            values = [evaluate(a, world, view, rule, now) for a in args]
+            return min(values) if node.name == "min" else max(values)
+        test = _test(ast.SignalTest(node.name, node.args), 0, rule.for_)
+        value = test.read(world, view.name, now, -math.inf)
+        if value is None:
+            raise NoData(f"{_shown(node)} has no data")
+        return value
+    raise NoData(f"cannot compute {_shown(node)}")
+
+
+def _shown(node: ast.Expr) -> str:
+    return format_expr(node)
+
+
+_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_.\-]*)\}", re.IGNORECASE)
+
+
+def render_message(template: str, view: ServiceView, now: float, extra: Mapping[str, str]) -> str:
+    """NOTIFY and RUN text with `{service.name}`, `{value}`, `{rule}` ... filled in."""
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in extra:
+            return extra[name]
+        value = field_value(view, name, now)
+        if value is None:
+            return match.group(0)
+        if isinstance(value, float):
+            return show_value(value, Type.DURATION if name == "release.age" else Type.NUMBER)
+        return value
+
+    return _PLACEHOLDER.sub(fill, template)
+
+
+def show_value(value: float, unit: Type) -> str:
+    """A value the way a rule writes it: 91%, 312ms, 512MiB, 4."""
+    if unit is Type.PERCENT:
+        return f"{_trim(value * 100)}%"
+    if unit is Type.DURATION:
+        if value < 1:
+            return f"{_trim(value * 1000)}ms"
+        if value < 120:
+            return f"{_trim(value)}s"
+        return f"{_trim(value / 60)}m"
+    if unit is Type.BYTES:
+        for name, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+            if value >= size:
+                return f"{_trim(value / size)}{name}"
+        return f"{_trim(value)}B"
+    return _trim(value)
+
+
+def _trim(value: float) -> str:
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.1f}"
+
+
+def signal_unit(signal: str) -> Type:
+    """The unit a signal's values are shown in."""
+    if signal in ("cpu", "high_cpu", "low_cpu", "error_rate"):
+        return Type.PERCENT
+    if signal == "latency":
+        return Type.DURATION
+    if signal == "memory":
+        return Type.BYTES
+    return Type.NUMBER
