@@ -157,6 +157,7 @@ class _Planned:
     to: str | None = None
     text: str | None = None
     skipped: str | None = None
+    settled: bool = False  # skipped, yet it took part in this tick's decision (a lost race)
 
 
 @dataclass(slots=True)
@@ -496,9 +497,14 @@ class Engine:
                     count, winner = best[p.target]
                     if winner != firing.rule.id:
                         p.skipped = f"rule {winner} keeps more capacity ({count} instances)"
+                        p.settled = True
 
     def _fire(self, firing: _Firing, now: float, world: World, result: TickResult) -> None:
         rule, st, key = firing.rule, self._state(firing.key), firing.key
+        acting = [p for p in firing.planned if p.verb in ACTING]
+        if acting and all(p.skipped is not None and not p.settled for p in acting):
+            self._blocked(firing, acting, now, result)
+            return
         st.last_fired = now
         st.skip = None
         firing_id = self._next_firing
@@ -588,6 +594,33 @@ class Engine:
             acted_targets,
             len([c for c in result.commands if c.firing == firing_id and c.verb != "NOTIFY"]),
         )
+
+    def _blocked(
+        self, firing: _Firing, acting: list[_Planned], now: float, result: TickResult
+    ) -> None:
+        """Every action the rule would take is refused (LIMIT reached, a scale-down that
+        must wait, a rollback already done): nothing runs, the window does not restart,
+        and the reason is recorded once while it lasts."""
+        st = self._state(firing.key)
+        why = "; ".join(f"{p.verb} {p.detail}: {p.skipped}" for p in acting)
+        st.state, st.note = State.PENDING, f"held, but {why}"
+        if st.skip == why:
+            return
+        st.skip = why
+        first = acting[0]
+        reason = f"{firing.reason}; {first.skipped}"
+        self._record(
+            st,
+            result,
+            Decision(
+                now, firing.rule.id, firing.service, "skipped", reason, first.verb, first.detail,
+                firing.values,
+            ),
+        )  # fmt: skip
+        for p in acting:
+            if p.verb == "ROLLBACK":
+                text = f"ROLLBACK of {p.target} not done: {p.skipped}"
+                self._tell(firing.rule, firing.service, now, text, result)
 
     def complete(
         self, command: Command, now: float, world: World, ok: bool = True, detail: str = ""
