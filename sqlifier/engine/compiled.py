@@ -8,11 +8,12 @@ knows about each service), time is a number handed in.
 from __future__ import annotations
 
 import math
+import operator
 import re
 import time as _time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlifier.lang import ast
 from sqlifier.lang.checker import rule_label
@@ -35,13 +36,13 @@ __all__ = [
 
 DEFAULT_COUNT_WINDOW = 60.0
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    "=": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "=": operator.eq,
+    "!=": operator.ne,
 }
 
 
@@ -90,6 +91,7 @@ class Test:
     cron: CronSchedule | None = None
     memory_percent: bool = False
     text: str = ""
+    compare: Callable[[Any, Any], bool] = field(default=operator.gt, repr=False)
 
     def read(self, world: World, service: str, now: float, since: float) -> float | None:
         """The value the test compares: a level now, or a count over the window (events
@@ -236,6 +238,7 @@ def _test(node: ast.SignalTest, index: int, for_: float) -> Test:
         cron,
         memory_percent,
         text,
+        _OPS.get(op or "", operator.gt),
     )
 
 

@@ -33,7 +33,10 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 __all__ = [
+    "CLOSED",
+    "DROPPED",
     "MAX_PENDING",
+    "NO_WEBHOOK",
     "OUTPUT_LIMIT",
     "Delivery",
     "Notifier",
@@ -94,10 +97,12 @@ async def post_webhook(
     target = _target(url, len(body))
     if isinstance(target, str):
         return Delivery(False, 0, target)
+    # Loading the trust store takes tens of milliseconds: not on the event loop.
+    context = await asyncio.to_thread(ssl.create_default_context) if target.https else None
     attempt = 0
     while True:
         attempt += 1
-        outcome = await _attempt(target, body, timeout)
+        outcome = await _attempt(target, context, body, timeout)
         if outcome.ok or not outcome.retry or attempt > retries:
             return Delivery(outcome.ok, attempt, outcome.detail)
         await asyncio.sleep(backoff * 2 ** (attempt - 1))
@@ -137,7 +142,9 @@ def _target(url: str, length: int) -> _Target | str:
     return _Target(https, parts.hostname, port or (443 if https else 80), head)
 
 
-async def _attempt(target: _Target, body: bytes, timeout: float) -> _Outcome:
+async def _attempt(
+    target: _Target, context: ssl.SSLContext | None, body: bytes, timeout: float
+) -> _Outcome:
     """One request, bounded by `timeout`."""
     outcome: _Outcome | None = None
     try:
@@ -145,8 +152,8 @@ async def _attempt(target: _Target, body: bytes, timeout: float) -> _Outcome:
             reader, writer = await asyncio.open_connection(
                 target.host,
                 target.port,
-                ssl=ssl.create_default_context() if target.https else None,
-                server_hostname=target.host if target.https else None,
+                ssl=context,
+                server_hostname=target.host if context else None,
             )
             try:
                 writer.write(target.head + body)

@@ -55,6 +55,8 @@ __all__ = ["Command", "Decision", "Engine", "Settings", "State", "TickResult"]
 ACTING = frozenset(
     {"SCALE", "RESTART", "ROLLBACK", "ABORT ROLLOUT", "PAUSE ROLLOUT", "RESUME ROLLOUT", "RUN"}
 )
+_LEVEL = SignalKind.LEVEL
+_UNSEEN = object()
 _DURATION = Type.DURATION
 _NUMBER = Type.NUMBER
 KEEP_DECISIONS = 20  # per rule and service, in memory, for explanations
@@ -176,6 +178,7 @@ class Engine:
         self.settings = settings or Settings()
         self.rules: list[CompiledRule] = list(rules)
         self.states: dict[tuple[str, str], _Rule] = {}
+        self._by_rule: dict[str, dict[str, _Rule]] = {}  # the same states, found faster
         self.paused_all = False
         self.paused: set[str] = set()
         self.busy: dict[str, str] = {}  # service -> what holds its lock
@@ -186,6 +189,7 @@ class Engine:
         self.firings: dict[int, tuple[tuple[str, str], set[str], int]] = {}
         self._next_firing = 1
         self.ticks = 0
+        self._views: dict[str, ServiceView | None | object] = {}
 
     # --- rules -----------------------------------------------------------------------
 
@@ -195,6 +199,9 @@ class Engine:
         self.rules = list(rules)
         keep = {r.id for r in rules if old.get(r.id) == r.text}
         self.states = {k: v for k, v in self.states.items() if k[0] in keep}
+        self._by_rule = {}
+        for (rule_id, service), st in self.states.items():
+            self._by_rule.setdefault(rule_id, {})[service] = st
 
     def rule(self, rule_id: str) -> CompiledRule | None:
         return next((r for r in self.rules if r.id == rule_id), None)
@@ -204,12 +211,14 @@ class Engine:
     def tick(self, now: float, world: World, services: Iterable[str]) -> TickResult:
         """Evaluate every rule for every service once."""
         self.ticks += 1
+        self._views = {}
         result = TickResult()
         all_services = list(services)
         firings: list[_Firing] = []
         for rule in self.rules:
+            states = self._by_rule.setdefault(rule.id, {})
             for service in rule.candidates(all_services):
-                firing = self._evaluate(rule, service, now, world, result)
+                firing = self._evaluate(rule, states, service, now, world, result)
                 if firing is not None:
                     firings.append(firing)
         if firings:
@@ -222,21 +231,30 @@ class Engine:
         state = self.states.get(key)
         if state is None:
             state = self.states[key] = _Rule()
+            self._by_rule.setdefault(key[0], {})[key[1]] = state
         return state
 
     def _evaluate(
-        self, rule: CompiledRule, service: str, now: float, world: World, result: TickResult
+        self,
+        rule: CompiledRule,
+        states: dict[str, _Rule],
+        service: str,
+        now: float,
+        world: World,
+        result: TickResult,
     ) -> _Firing | None:
-        key = (rule.id, service)
-        st = self._state(key)
-        if st.running is not None:
+        st = states.get(service)
+        if st is None:
+            st = self._state((rule.id, service))
+        elif st.running is not None:
             return None
-        view = world.service(service)
+        view = self._views.get(service, _UNSEEN)
+        if view is _UNSEEN:
+            view = self._views[service] = world.service(service)
         if view is None:
             st.held.clear()
-            self._enter(
-                st, key, now, State.NO_DATA, f"service {service} is not in the stack", result
-            )
+            why = f"service {service} is not in the stack"
+            self._enter(st, (rule.id, service), now, State.NO_DATA, why, result)
             return None
         if st.cooldown_until is not None:
             if now < st.cooldown_until:
@@ -251,47 +269,47 @@ class Engine:
             if holds is not True:
                 st.held.clear()
                 reason = "IF is false" if holds is False else "IF reads a field with no value"
-                self._enter(st, key, now, State.INACTIVE, reason, result)
+                self._enter(st, (rule.id, service), now, State.INACTIVE, reason, result)
                 return None
-        satisfied, current = self._tree(rule, rule.tree, st, service, now, world)
+        tree = rule.tree
+        if isinstance(tree, int):
+            satisfied, current = self._test(rule.tests[tree], st, service, now, world)
+        else:
+            satisfied, current = self._tree(rule, tree, st, service, now, world)
         if satisfied is None:
-            missing = [t.text for t in rule.tests if st.values.get(t.index) is None]
-            reason = f"no data for {', '.join(missing)}" if missing else "no data"
-            self._enter(st, key, now, State.NO_DATA, reason, result)
+            if st.state is not State.NO_DATA:
+                missing = [t.text for t in rule.tests if st.values.get(t.index) is None]
+                reason = f"no data for {', '.join(missing)}" if missing else "no data"
+                self._enter(st, (rule.id, service), now, State.NO_DATA, reason, result)
             return None
         if not satisfied:
+            # The notes of these two states are written when shown (rows, explain).
             if current:
-                since = max(
-                    (st.held[t.index] for t in rule.tests if t.index in st.held), default=now
-                )
                 if st.state is not State.PENDING:
-                    st.pending_since = since
-                reason = f"{self._values_text(rule, st)}; fires at {_clock(since + rule.for_)}"
+                    held = [st.held[t.index] for t in rule.tests if t.index in st.held]
+                    since = max(held, default=now)
+                    reason = f"{self._values_text(rule, st)}; fires at {_clock(since + rule.for_)}"
+                    self._enter(st, (rule.id, service), now, State.PENDING, reason, result)
+                    st.pending_since, st.note = since, ""
+            elif st.state is not State.INACTIVE:
                 self._enter(
-                    st,
-                    key,
-                    now,
-                    State.PENDING,
-                    reason,
-                    result,
-                    record=st.state is not State.PENDING,
+                    st, (rule.id, service), now, State.INACTIVE, self._values_text(rule, st), result
                 )
-            else:
-                self._enter(st, key, now, State.INACTIVE, self._values_text(rule, st), result)
+                st.note = ""
             return None
         if self.paused_all or rule.id in self.paused:
             why = "all rules are paused" if self.paused_all else "the rule is paused"
-            self._enter(st, key, now, State.PAUSED, why, result)
-            self._skip(st, key, now, f"skipped: {why}", result)
+            self._enter(st, (rule.id, service), now, State.PAUSED, why, result)
+            self._skip(st, (rule.id, service), now, f"skipped: {why}", result)
             return None
-        return self._plan(rule, service, key, st, view, now, world, result)
+        return self._plan(rule, service, (rule.id, service), st, view, now, world, result)
 
     def _tree(
         self, rule: CompiledRule, node: Tree, st: _Rule, service: str, now: float, world: World
     ) -> tuple[bool | None, bool]:
         """(satisfied: held long enough / counted enough, or None for no data; true now)."""
         if isinstance(node, int):
-            return self._test(rule, rule.tests[node], st, service, now, world)
+            return self._test(rule.tests[node], st, service, now, world)
         op, children = node
         results = [self._tree(rule, child, st, service, now, world) for child in children]
         sats = [s for s, _ in results]
@@ -307,34 +325,37 @@ class Engine:
         return (None if any(s is None for s in sats) else False), any(currents)
 
     def _test(
-        self, rule: CompiledRule, test: Test, st: _Rule, service: str, now: float, world: World
+        self, test: Test, st: _Rule, service: str, now: float, world: World
     ) -> tuple[bool | None, bool]:
-        if test.kind is SignalKind.EVENT:
+        """(satisfied, true now) for one test; None when it has no data."""
+        kind = test.kind
+        if kind is _LEVEL and not test.memory_percent:
+            value = world.store.level(test.service or service, test.key, now)
+            st.values[test.index] = value
+            if value is None:
+                st.held.pop(test.index, None)
+                return None, False
+            if not test.compare(value, test.threshold):
+                st.held.pop(test.index, None)
+                return False, False
+            since = st.held.get(test.index)
+            if since is None:
+                since = st.held[test.index] = now
+            return now - since >= test.window, True
+        if kind is SignalKind.EVENT:
             assert test.cron is not None
-            when = calendar(now)
             minute = int(now // 60)
             fired_minute = int(st.last_fired // 60) if st.last_fired is not None else None
-            true = _cron_matches(test, when) and fired_minute != minute
+            true = _cron_matches(test, calendar(now)) and fired_minute != minute
             st.values[test.index] = 1.0 if true else 0.0
             return true, true
-        if test.memory_percent:
+        if test.memory_percent:  # a limit to compare with comes with resource limits
             st.values[test.index] = None
             return None, False
-        value = test.read(world, service, now, st.restart)
-        st.values[test.index] = value
-        if value is None:
-            st.held.pop(test.index, None)
-            return None, False
-        true = test.holds(value)
-        if test.kind is SignalKind.COUNT:
-            return true, true
-        if not true:
-            st.held.pop(test.index, None)
-            return False, False
-        since = st.held.get(test.index)
-        if since is None:
-            since = st.held[test.index] = now
-        return now - since >= test.window, True
+        counted = test.read(world, service, now, st.restart)
+        st.values[test.index] = counted
+        true = counted is not None and test.holds(counted)
+        return true, true
 
     # --- acting ----------------------------------------------------------------------
 
@@ -834,12 +855,20 @@ class Engine:
                     "state": self._state_name(rule, st),
                     "since": st.pending_since,
                     "values": {t.text: self._shown(t, st.values.get(t.index)) for t in rule.tests},
-                    "note": st.note,
+                    "note": self._note(rule, st),
                     "last_fired": st.last_fired,
                     "dry_run": rule.dry_run,
                 }
             )
         return out
+
+    def _note(self, rule: CompiledRule, st: _Rule) -> str:
+        if st.note:
+            return st.note
+        text = self._values_text(rule, st)
+        if st.state is State.PENDING and st.pending_since is not None:
+            text += f"; fires at {_clock(st.pending_since + rule.for_)} if it holds"
+        return text
 
     def _state_name(self, rule: CompiledRule, st: _Rule) -> str:
         if self.paused_all or rule.id in self.paused:
@@ -883,7 +912,7 @@ class Engine:
             "rule": rule_id,
             "service": service,
             "state": self._state_name(rule, st),
-            "note": st.note,
+            "note": self._note(rule, st),
             "pending_since": st.pending_since,
             "for": show_value(rule.for_, _DURATION) if rule.for_ else None,
             "cooldown_until": st.cooldown_until,

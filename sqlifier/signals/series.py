@@ -19,6 +19,7 @@ backtests); the store never reads a clock itself.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import deque
 from collections.abc import Iterator
@@ -42,6 +43,50 @@ class Event:
     text: str = ""
 
 
+class _Events:
+    """The events of one series: their times per rank (sorted, for counting by bisection)
+    and the most recent ones with their text (for `match`)."""
+
+    __slots__ = ("by_rank", "recent", "unordered")
+
+    def __init__(self) -> None:
+        self.by_rank: dict[int, list[float]] = {}
+        self.recent: deque[Event] = deque(maxlen=MAX_EVENTS)
+        self.unordered = False  # an event arrived older than the one before it
+
+    def add(self, event: Event) -> bool:
+        """Add one; False when the oldest had to make room."""
+        times = self.by_rank.get(event.rank)
+        if times is None:
+            times = self.by_rank[event.rank] = []
+        if self.recent and event.t < self.recent[-1].t:
+            self.unordered = True
+        if times and event.t < times[-1]:
+            bisect.insort(times, event.t)
+        else:
+            times.append(event.t)
+        full = len(self.recent) == MAX_EVENTS
+        self.recent.append(event)
+        if len(times) > MAX_EVENTS:
+            del times[: MAX_EVENTS // 2]
+            full = True
+        return not full
+
+    def trim(self, horizon: float) -> bool:
+        """Forget events at or before `horizon`; True when nothing is left."""
+        for rank in list(self.by_rank):
+            times = self.by_rank[rank]
+            cut = bisect.bisect_right(times, horizon)
+            if cut:
+                del times[:cut]
+            if not times:
+                del self.by_rank[rank]
+        recent = self.recent
+        while recent and recent[0].t <= horizon:
+            recent.popleft()
+        return not self.by_rank
+
+
 @dataclass(slots=True)
 class _Level:
     t: float
@@ -54,7 +99,7 @@ class SeriesStore:
         self.stale_after = stale_after
         self.keep_events = keep_events
         self._levels: dict[tuple[str, str], _Level] = {}
-        self._events: dict[tuple[str, str], deque[Event]] = {}
+        self._events: dict[tuple[str, str], _Events] = {}
         self.dropped = 0  # events dropped because a series was full
 
     # --- writing --------------------------------------------------------------------
@@ -81,19 +126,15 @@ class SeriesStore:
         """One event (a log line, a restart)."""
         series = self._events.get((service, key))
         if series is None:
-            series = self._events[(service, key)] = deque(maxlen=MAX_EVENTS)
-        if len(series) == MAX_EVENTS:
+            series = self._events[(service, key)] = _Events()
+        if not series.add(Event(t, rank, text)):
             self.dropped += 1
-        series.append(Event(t, rank, text))
 
     def trim(self, now: float) -> None:
         """Drop events older than the longest window and series that went quiet."""
         horizon = now - self.keep_events
         for key in list(self._events):
-            series = self._events[key]
-            while series and series[0].t <= horizon:
-                series.popleft()
-            if not series:
+            if self._events[key].trim(horizon):
                 del self._events[key]
 
     # --- reading --------------------------------------------------------------------
@@ -130,22 +171,31 @@ class SeriesStore:
         """Events with `since < t <= until`, optionally of one rank, at least `min_rank`,
         or whose text the pattern finds."""
         series = self._events.get((service, key))
-        if not series:
+        if series is None:
             return 0
+        if until <= since:
+            return 0
+        if match is None:
+            total = 0
+            for event_rank, times in series.by_rank.items():
+                if (rank is None or event_rank == rank) and event_rank >= min_rank:
+                    total += bisect.bisect_right(times, until) - bisect.bisect_right(times, since)
+            return total
         total = 0
-        for event in reversed(series):
+        for event in reversed(series.recent):
             t = event.t
             if t > until:
                 continue
             if t <= since:
+                if series.unordered:
+                    continue
                 break
             if rank is not None and event.rank != rank:
                 continue
             if event.rank < min_rank:
                 continue
-            if match is not None and match.search(event.text) is None:
-                continue
-            total += 1
+            if match.search(event.text) is not None:
+                total += 1
         return total
 
     def services(self) -> set[str]:

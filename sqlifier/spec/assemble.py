@@ -14,7 +14,16 @@ from sqlifier.spec.tomlpos import Path as KeyPath
 
 __all__ = ["TOP_LEVEL", "assemble", "read_stack"]
 
-TOP_LEVEL = ("stack", "environments", "services", "router", "engine", "notify", "prometheus")
+TOP_LEVEL = (
+    "stack",
+    "environments",
+    "services",
+    "router",
+    "engine",
+    "notify",
+    "prometheus",
+    "metrics",
+)
 DEFAULT_RULES = ("rules/*.sql",)
 # Keys whose tables merge key by key when an environment overrides them.
 _MERGED = ("env", "secrets", "labels", "probes", "warmup", "rollout")
@@ -57,6 +66,7 @@ def assemble(reader: StackReader) -> m.Stack:
     prometheus = _top(
         reader, "prometheus", {"url": reader.text, "timeout": reader.duration}, "[prometheus]"
     )
+    metrics = _metrics(reader)
 
     raw_services = _names(
         reader,
@@ -125,6 +135,7 @@ def assemble(reader: StackReader) -> m.Stack:
         engine=m.Engine(**engine),
         notify=m.Notify(**notify),
         prometheus=m.Prometheus(**prometheus),
+        metrics=metrics,
     )
 
 
@@ -148,6 +159,17 @@ def _router(reader: StackReader) -> m.Router:
     if address is None:
         return router
     return m.Router(router.kind, *address)
+
+
+def _metrics(reader: StackReader) -> tuple[str, int] | None:
+    """Where the agent serves /metrics: `[metrics] listen`, or "off"."""
+    typed = _top(reader, "metrics", {"listen": reader.text}, "[metrics]")
+    listen = typed.get("listen")
+    if listen is None:
+        return m.DEFAULT_METRICS
+    if listen.strip().lower() == "off":
+        return None
+    return _listen(reader, ("metrics", "listen"), listen)
 
 
 def _listen(reader: StackReader, path: tuple[str, ...], listen: str) -> tuple[str, int] | None:

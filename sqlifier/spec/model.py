@@ -12,6 +12,7 @@ from pathlib import Path
 
 __all__ = [
     "DEFAULT_ENV",
+    "DEFAULT_METRICS",
     "Approval",
     "Engine",
     "Environment",
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 DEFAULT_ENV = "dev"
+DEFAULT_METRICS = ("127.0.0.1", 9464)  # where the agent serves /metrics
 
 
 class Approval(enum.Enum):
@@ -192,6 +194,7 @@ class Stack:
     engine: Engine = field(default_factory=Engine)
     notify: Notify = field(default_factory=Notify)
     prometheus: Prometheus = field(default_factory=Prometheus)
+    metrics: tuple[str, int] | None = DEFAULT_METRICS
 
     @property
     def root(self) -> Path:

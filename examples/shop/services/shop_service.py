@@ -13,6 +13,11 @@ something real to react to:
     CRITICAL_EVERY=5    log a CRITICAL line every 5 seconds
     FAIL_AT_START=1     exit at once with code 3 (a release that cannot start)
 
+And while it runs, by a file beside it: `mode-<role>` (e.g. `mode-image-processor-svc`)
+holding `cpu` makes every instance of that role burn 95% of a core; holding `critical`
+makes each log a CRITICAL line every half second. Delete the file to stop. The demo and
+docs/rules.md use this to make the seed rules fire.
+
 `orders` is stateful: it appends each POSTed order to $DATA_DIR/orders.jsonl, which
 survives restarts, and GET /orders says how many there are.
 """
@@ -56,6 +61,31 @@ def criticals(every: float) -> None:
     while True:
         time.sleep(every)
         log("CRITICAL", f"{ROLE} failure: upstream declined the request")
+
+
+def follow_mode() -> None:
+    """Burn CPU or log criticals while `mode-<role>` says so (checked every second)."""
+    path = f"mode-{ROLE}"
+    while True:
+        try:
+            with open(path) as handle:
+                mode = handle.read().strip()
+        except OSError:
+            mode = ""
+        end = time.monotonic() + 1.0
+        if mode == "cpu":
+            while time.monotonic() < end:
+                start = time.monotonic()
+                while time.monotonic() - start < 0.095:
+                    pass
+                time.sleep(0.005)
+        elif mode == "critical":
+            log("CRITICAL", f"{ROLE} failure: upstream declined the request")
+            time.sleep(0.5)
+            log("CRITICAL", f"{ROLE} failure: upstream declined the request")
+            time.sleep(max(0.0, end - time.monotonic()))
+        else:
+            time.sleep(1.0)
 
 
 def warm() -> bool:
@@ -135,6 +165,7 @@ def main() -> None:
         threading.Thread(target=burn, args=(min(setting("CPU_BURN"), 1.0),), daemon=True).start()
     if setting("CRITICAL_EVERY"):
         threading.Thread(target=criticals, args=(setting("CRITICAL_EVERY"),), daemon=True).start()
+    threading.Thread(target=follow_mode, daemon=True).start()
     port = int(os.environ.get("PORT", "8000"))
     log("INFO", f"{ROLE} listening on 127.0.0.1:{port} (release {os.environ.get('RELEASE', '-')})")
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
