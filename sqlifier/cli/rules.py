@@ -21,6 +21,7 @@ from sqlifier.engine.replay import (
     read_expected,
     read_samples,
     samples_from_history,
+    show_time,
 )
 from sqlifier.errors import DiagnosticsError, UserError
 from sqlifier.lang.units import base_value
@@ -186,9 +187,9 @@ def _load(
     if stack_path is not None:
         stack, _ = load_stack(Path(stack_path), stack_path)
     if files:
-        paths = [(Path(f), f) for f in dict.fromkeys(files)]
+        paths = [(Path(f), _rule_name(Path(f), f, stack)) for f in dict.fromkeys(files)]
     elif stack is not None:
-        paths = [(p, display_path(p)) for p in stack.rule_files()]
+        paths = [(p, _rule_name(p, display_path(p), stack)) for p in stack.rule_files()]
     else:
         paths = []
     loaded = load_rules(paths, stack.service_names if stack else None)
@@ -196,6 +197,16 @@ def _load(
     if errors:
         raise DiagnosticsError(errors)
     return compile_rules([f.rules for f in loaded.files if f.rules is not None]), stack
+
+
+def _rule_name(path: Path, given: str, stack: Stack | None) -> str:
+    """Rules are named FILE:LINE relative to the stack's folder, as the agent names them."""
+    if stack is None:
+        return given
+    try:
+        return str(path.resolve().relative_to(stack.root.resolve()))
+    except ValueError:
+        return given
 
 
 def _settings(stack: Stack | None) -> Settings:
@@ -287,7 +298,7 @@ def test(
 
 def _decision_json(decision: Any, epoch: float | None) -> dict[str, Any]:
     data: dict[str, Any] = decision.to_json()
-    data["t"] = _t(decision.t, epoch)
+    data["t"] = show_time(decision.t, epoch)
     return data
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "compile_rules",
     "read_expected",
     "read_samples",
+    "show_time",
 ]
 
 # signal -> (series key, multiplier from the file's unit to base units)
@@ -77,7 +78,7 @@ class Action:
 
     def to_json(self, epoch: float | None) -> dict[str, Any]:
         return {
-            "t": _show_time(self.t, epoch),
+            "t": show_time(self.t, epoch),
             "rule": self.rule,
             "service": self.service,
             "action": self.action,
@@ -200,7 +201,7 @@ def _time(text: str, where: str) -> tuple[float, bool]:
     return when.timestamp(), True
 
 
-def _show_time(t: float, epoch: float | None) -> float | str:
+def show_time(t: float, epoch: float | None) -> float | str:
     if epoch is None:
         return int(t) if t == int(t) else t
     return dt.datetime.fromtimestamp(t, dt.UTC).isoformat().replace("+00:00", "Z")
