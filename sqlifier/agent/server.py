@@ -5,10 +5,18 @@ a small JSON API on a unix socket beside its state.
     .sqlifier/<env>/token        the token (0600)
     .sqlifier/<env>/agent.json   pid and start time of the agent; its phase; its error
     .sqlifier/<env>/audit.db     who did what (SQLite)
+    .sqlifier/<env>/decisions.db every decision of the rules, with its reason (SQLite)
+    .sqlifier/<env>/history.db   signal history at 10 s resolution, for backtests
+    .sqlifier/<env>/engine.json  rule state (pending since, cooldowns, budgets, pauses)
 
 API (JSON, `Authorization: Bearer TOKEN`): GET /v1/status, POST /v1/scale
 {"service", "instances"}, POST /v1/restart {"service"}, POST /v1/traffic {"service",
-"canary_percent"}, POST /v1/shutdown, GET /v1/openapi.json.
+"canary_percent"}, GET /v1/rules, POST /v1/rules/explain {"rule", "service"},
+POST /v1/rules/pause and /v1/rules/resume {"rule"}, POST /v1/shutdown,
+GET /v1/openapi.json.
+
+While the stack runs, `automation.py` measures it, runs the rules and serves `/metrics`
+for Prometheus on `[metrics] listen` (127.0.0.1:9464 by default).
 
 When a service has routes, the agent also runs the data plane (`traffic.py`): started
 before the services, given each instance once it is ready, draining each before it stops,
@@ -24,16 +32,18 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from sqlifier.agent.automation import Automation
 from sqlifier.agent.traffic import RouterFailed, Traffic
 from sqlifier.errors import UserError
 from sqlifier.runtime.process import is_same_process
 from sqlifier.runtime.supervisor import Event, StartFailed, Supervisor
+from sqlifier.signals.exposition import CONTENT_TYPE, render
 from sqlifier.spec.model import Stack
 from sqlifier.store.audit import AuditLog
 
@@ -90,6 +100,12 @@ OPENAPI: dict[str, Any] = {
             }
         },
         "/v1/shutdown": {"post": {"summary": "Stop every service, then the agent"}},
+        "/v1/rules": {"get": {"summary": "Every rule and service: state, values, last firing"}},
+        "/v1/rules/explain": {
+            "post": {"summary": "Why a rule ({rule, service?}) did or did not fire"}
+        },
+        "/v1/rules/pause": {"post": {"summary": "Stop a rule ({rule}) or all rules from acting"}},
+        "/v1/rules/resume": {"post": {"summary": "Let a rule ({rule}) or all rules act again"}},
     },
 }
 
@@ -122,6 +138,8 @@ class Agent:
         self.traffic = Traffic(stack, env, state_dir, self.supervisor, say=self._say)
         self.supervisor.before_stop = self.traffic.drain
         self.audit: AuditLog  # opened once this agent holds the lock (run)
+        self.automation: Automation | None = None  # rules run once the stack is up
+        self.metrics_error: str | None = None
         self.phase = "starting"
         self.error: str | None = None
         self.stopping = asyncio.Event()
@@ -187,10 +205,11 @@ class Agent:
                 self.traffic.go_live()
                 with contextlib.suppress(Exception):
                     await self.traffic.sync()  # routing in force before `up` returns
-                self.phase = "running"
-                self.audit.record(self.who, "up", f"{self.stack.name}/{self.env}", "ok")
-                self._write_info()
-                await self.stopping.wait()
+                async with self._automation():  # rules answer once `up` returns
+                    self.phase = "running"
+                    self.audit.record(self.who, "up", f"{self.stack.name}/{self.env}", "ok")
+                    self._write_info()
+                    await self.stopping.wait()
         except (StartFailed, RouterFailed) as exc:
             self.phase, self.error, code = "failed", str(exc), 1
             self.audit.record(self.who, "up", f"{self.stack.name}/{self.env}", f"failed: {exc}")
@@ -210,6 +229,63 @@ class Agent:
                 self.phase = "stopped"
             self._write_info()
         return code
+
+    @contextlib.asynccontextmanager
+    async def _automation(self) -> AsyncIterator[None]:
+        """Signals, rules and /metrics, while the stack runs."""
+        automation = Automation(
+            self.stack, self.env, self.state_dir, self.supervisor, self.traffic, self.audit,
+            self._say,
+        )  # fmt: skip
+        automation.load()
+        self.automation = automation
+        metrics = await self._serve_metrics()
+        task = asyncio.create_task(automation.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if metrics is not None:
+                metrics.close()
+                await metrics.wait_closed()
+
+    async def _serve_metrics(self) -> asyncio.Server | None:
+        """/metrics for Prometheus on [metrics] listen; a taken port is reported, not fatal."""
+        address = self.stack.metrics
+        if address is None:
+            return None
+        try:
+            return await asyncio.start_server(self._serve_scrape, address[0], address[1])
+        except OSError as exc:
+            self.metrics_error = (
+                f"cannot serve /metrics on {address[0]}:{address[1]}: {exc.strerror}"
+            )
+            self._say(f"metrics: {self.metrics_error}")
+            return None
+
+    async def _serve_scrape(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            target = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b""
+            if target.split(b"?")[0] == b"/metrics" and self.automation is not None:
+                status, body = "200 OK", render(self.automation.metrics()).encode()
+                kind = CONTENT_TYPE
+            else:
+                status, body, kind = "404 Not Found", b"not found; try /metrics\n", "text/plain"
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}"
+                "\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
 
     async def _start_router(self, left: Any) -> None:
         await self.traffic.start(left if isinstance(left, dict) else None)
@@ -316,6 +392,8 @@ class Agent:
             return await self._operate(path.rsplit("/", 1)[1], body, who)
         if (method, path) == ("POST", "/v1/traffic"):
             return await self._split(body, who)
+        if path.startswith("/v1/rules"):
+            return self._rules(method, path, body, who)
         return 404, {"error": f"no such endpoint: {method} {path}"}
 
     async def _operate(self, what: str, body: Any, who: str) -> tuple[int, Any]:
@@ -355,6 +433,30 @@ class Agent:
         self.audit.record(who, "traffic", target, "ok")
         return 200, {"ok": True, "canary_percent": share}
 
+    def _rules(self, method: str, path: str, body: Any, who: str) -> tuple[int, Any]:
+        automation = self.automation
+        if automation is None:
+            return 200, {
+                "ok": False,
+                "error": "the stack is still starting; rules run once it is up",
+            }
+        body = body if isinstance(body, dict) else {}
+        rule = body.get("rule")
+        if rule is not None and not isinstance(rule, str):
+            return 400, {"error": "rule must be a rule name or FILE:LINE"}
+        if (method, path) == ("GET", "/v1/rules"):
+            return 200, automation.listing()
+        if (method, path) == ("POST", "/v1/rules/explain"):
+            service = body.get("service")
+            if rule is None or (service is not None and not isinstance(service, str)):
+                return 400, {"error": "explain needs a rule, and optionally a service"}
+            ok, found = automation.explain(rule, service)
+            return 200, {"ok": True, "explain": found} if ok else {"ok": False, "error": found}
+        if (method, path) in (("POST", "/v1/rules/pause"), ("POST", "/v1/rules/resume")):
+            ok, message = automation.pause(rule, who, path.endswith("pause"))
+            return 200, {"ok": ok, "message": message, "error": message}
+        return 404, {"error": f"no such endpoint: {method} {path}"}
+
     def _status(self) -> dict[str, Any]:
         return {
             "phase": self.phase,
@@ -365,7 +467,14 @@ class Agent:
             "instances": self.supervisor.snapshot(),
             "router": self.traffic.snapshot(),
             "traffic": self.traffic.summary(),
+            "metrics": self._metrics_address(),
         }
+
+    def _metrics_address(self) -> dict[str, Any] | None:
+        address = self.stack.metrics
+        if address is None:
+            return None
+        return {"url": f"http://{address[0]}:{address[1]}/metrics", "error": self.metrics_error}
 
 
 def _write_secret(path: Path, value: str) -> str:

@@ -56,7 +56,6 @@ ACTING = frozenset(
     {"SCALE", "RESTART", "ROLLBACK", "ABORT ROLLOUT", "PAUSE ROLLOUT", "RESUME ROLLOUT", "RUN"}
 )
 _LEVEL = SignalKind.LEVEL
-_UNSEEN = object()
 _DURATION = Type.DURATION
 _NUMBER = Type.NUMBER
 KEEP_DECISIONS = 20  # per rule and service, in memory, for explanations
@@ -121,6 +120,7 @@ class Command:
     to: str | None = None  # ROLLBACK: previous_stable | previous | a version
     text: str | None = None  # NOTIFY: the message; RUN: the command line
     env: Mapping[str, str] = field(default_factory=dict)  # RUN: the event
+    release: str | None = None  # ROLLBACK: the release rolled back from
 
 
 @dataclass(slots=True)
@@ -189,7 +189,7 @@ class Engine:
         self.firings: dict[int, tuple[tuple[str, str], set[str], int]] = {}
         self._next_firing = 1
         self.ticks = 0
-        self._views: dict[str, ServiceView | None | object] = {}
+        self._views: dict[str, ServiceView | None] = {}  # this tick's, read once
 
     # --- rules -----------------------------------------------------------------------
 
@@ -248,8 +248,9 @@ class Engine:
             st = self._state((rule.id, service))
         elif st.running is not None:
             return None
-        view = self._views.get(service, _UNSEEN)
-        if view is _UNSEEN:
+        if service in self._views:
+            view = self._views[service]
+        else:
             view = self._views[service] = world.service(service)
         if view is None:
             st.held.clear()
@@ -585,6 +586,7 @@ class Engine:
             command = Command(
                 firing_id, now, rule.id, firing.service, p.target, p.verb, p.detail, firing.reason,
                 p.count, p.previous, p.to, p.text, env if p.verb == "RUN" else {},
+                (world.service(p.target) or firing.view).release if p.verb == "ROLLBACK" else None,
             )  # fmt: skip
             result.commands.append(command)
             if p.verb != "NOTIFY":
@@ -601,8 +603,7 @@ class Engine:
             ):
                 self.scaled_up[p.target] = now
             if p.verb == "ROLLBACK":
-                release = (world.service(p.target) or firing.view).release
-                self.rolled_back.add((p.target, release))
+                self.rolled_back.add((p.target, command.release or ""))
         if rule.dry_run or not pending:
             self._restart(rule, st, now, world, firing.service)
             st.state = State.DRY_RUN if rule.dry_run else st.state
@@ -661,6 +662,8 @@ class Engine:
         st = self.states.get((command.rule, command.service))
         if st is not None:
             st.history.append(decision)
+        if command.verb == "ROLLBACK" and not ok:  # not rolled back: it may be tried again
+            self.rolled_back.discard((command.target, command.release or ""))
         if entry is None or command.verb == "NOTIFY":
             return decision
         key, targets, left = entry
@@ -841,26 +844,29 @@ class Engine:
 
     # --- explaining ------------------------------------------------------------------
 
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per rule and service evaluated so far."""
+    def rows(self, services: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """One row per rule and service, in rule order: those evaluated so far, and those
+        `services` make candidates that were not evaluated yet."""
+        names = list(services)
         out = []
-        for (rule_id, service), st in sorted(self.states.items()):
-            rule = self.rule(rule_id)
-            if rule is None:
-                continue
-            out.append(
-                {
-                    "rule": rule_id,
-                    "service": service,
-                    "state": self._state_name(rule, st),
-                    "since": st.pending_since,
-                    "values": {t.text: self._shown(t, st.values.get(t.index)) for t in rule.tests},
-                    "note": self._note(rule, st),
-                    "last_fired": st.last_fired,
-                    "dry_run": rule.dry_run,
-                }
-            )
+        for rule in self.rules:
+            evaluated = self._by_rule.get(rule.id, {})
+            wanted = dict.fromkeys([*rule.candidates(names), *sorted(evaluated)])
+            for service in wanted:
+                out.append(self._row(rule, service, evaluated.get(service) or _Rule()))
         return out
+
+    def _row(self, rule: CompiledRule, service: str, st: _Rule) -> dict[str, Any]:
+        return {
+            "rule": rule.id,
+            "service": service,
+            "state": self._state_name(rule, st),
+            "since": st.pending_since,
+            "values": {t.text: self._shown(t, st.values.get(t.index)) for t in rule.tests},
+            "note": self._note(rule, st),
+            "last_fired": st.last_fired,
+            "dry_run": rule.dry_run,
+        }
 
     def _note(self, rule: CompiledRule, st: _Rule) -> str:
         if st.note:

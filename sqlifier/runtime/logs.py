@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,7 +102,9 @@ class LogFile:
 
     `web-0.log` is current; when it passes `max_bytes` it becomes `web-0.log.1` (and
     `.1` becomes `.2`, up to `keep`). A write that fails (a full disk) never raises: the
-    line is dropped and counted in `dropped`, and the next write tries again.
+    line is dropped and counted in `dropped`, and the next write tries again. `on_lines`
+    hears every batch, `(time, [(level, line)])`, written or not: the signals count what
+    the instance said, not what the disk kept.
     """
 
     path: Path
@@ -109,6 +112,7 @@ class LogFile:
     keep: int = 3
     dropped: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    on_lines: Callable[[float, list[tuple[str, str]]], None] | None = None
     _size: int | None = None
 
     def write(self, when: float, stream: str, line: str) -> str:
@@ -138,6 +142,8 @@ class LogFile:
         except OSError:
             self.dropped += len(lines)
             self._size = None
+        if self.on_lines is not None:
+            self.on_lines(when, list(zip(levels, lines, strict=True)))
         return levels
 
     def _rotate(self) -> None:

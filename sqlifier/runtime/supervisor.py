@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,7 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         base_env: Mapping[str, str] | None = None,
         before_stop: Callable[[Instance], Awaitable[None]] | None = None,
+        on_lines: Callable[[str, float, list[tuple[str, str]]], None] | None = None,
     ) -> None:
         self.stack = stack
         self.env = env
@@ -141,6 +143,8 @@ class Supervisor:
         self.base_env = dict(os.environ if base_env is None else base_env)
         # Called before an instance is stopped on purpose: the router drains it.
         self.before_stop = before_stop
+        # Every line an instance writes, classified: (service, time, [(level, line)]).
+        self.on_lines = on_lines
         self.instances: dict[str, list[Instance]] = {name: [] for name in self.services}
         # Replacements starting beside the instance they will replace (restart).
         self.replacements: list[Instance] = []
@@ -286,7 +290,7 @@ class Supervisor:
         if shared is not None:
             log, tail = shared.log, shared.tail
         else:
-            log = LogFile(logs / f"{life.name}.log")
+            log = LogFile(logs / f"{life.name}.log", on_lines=partial(self._lines, service.name))
             out = logs / f"{life.name}.out"
             # What is already in the output file was read by whoever ran this instance before.
             tail = OutputTail(out, log, offset=out.stat().st_size if out.exists() else 0)
@@ -483,6 +487,10 @@ class Supervisor:
         task = asyncio.ensure_future(work)
         instance.tasks.add(task)
         task.add_done_callback(instance.tasks.discard)
+
+    def _lines(self, service: str, when: float, lines: list[tuple[str, str]]) -> None:
+        if self.on_lines is not None:
+            self.on_lines(service, when, lines)
 
     def _report(self, instance: Instance) -> None:
         self._changed.set()

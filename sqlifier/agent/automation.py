@@ -1,0 +1,502 @@
+"""The agent's automation: measure every second, run the rules, act, record.
+
+    samplers (runtime, router, logs) + prometheus ──► series store ──► engine.tick
+        ──► decisions (decisions.db) and commands ──► supervisor / notify / RUN
+    every 10 s the latest values go to history.db (for backtests)
+
+The engine is pure; this module is its I/O: the wall clock, the supervisor, the webhook,
+commands, files. Nothing here may stop the evaluation of other rules: every action runs
+in its own task with a bound on its time, and every failure is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlifier.engine.compiled import CompiledRule, ServiceView
+from sqlifier.engine.effects import Delivery, Notifier, run_command
+from sqlifier.engine.machine import Command, Decision, Engine, Settings
+from sqlifier.engine.replay import compile_rules
+from sqlifier.runtime.lifecycle import State
+from sqlifier.runtime.supervisor import StartFailed, Supervisor
+from sqlifier.signals import prometheus
+from sqlifier.signals.samplers import Samplers
+from sqlifier.signals.series import LOG, RESTART, SeriesStore
+from sqlifier.spec.model import Stack
+from sqlifier.spec.rulefiles import load_rules
+from sqlifier.store.audit import AuditLog
+from sqlifier.store.decisions import DecisionLog
+from sqlifier.store.history import History
+
+__all__ = ["Automation"]
+
+RUN_TIMEOUT = 60.0
+SCALE_TIMEOUT = 60.0
+MAX_INSTANCES = 1000
+WATCH_EVERY = 2.0  # seconds between looks at the rule files
+HISTORY_EVERY = 10.0
+FLUSH_EVERY = 60.0
+NOT_AVAILABLE = "not available yet: rollbacks and rollouts come with sqlifier deploy"
+_LEVEL_NAMES = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+
+class _LiveWorld:
+    """The running stack as the engine sees it."""
+
+    def __init__(self, store: SeriesStore, supervisor: Supervisor, env: str) -> None:
+        self.store = store
+        self.supervisor = supervisor
+        self.env = env
+        self.locks: dict[str, str] = {}
+
+    def service(self, name: str) -> ServiceView | None:
+        spec = self.supervisor.services.get(name)
+        if spec is None:
+            return None
+        running = [
+            i
+            for i in self.supervisor.instances.get(name, [])
+            if i.launched is not None and not i.draining
+        ]
+        ready = sum(i.life.state is State.READY for i in running)
+        release = running[0].release if running else self.supervisor.release
+        return ServiceView(name, len(running), ready, self.env, spec.labels, release)
+
+
+class Automation:
+    def __init__(
+        self,
+        stack: Stack,
+        env: str,
+        state_dir: Path,
+        supervisor: Supervisor,
+        traffic: Any,
+        audit: AuditLog,
+        say: Callable[[str], None] = lambda _: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.stack = stack
+        self.env = env
+        self.state_dir = state_dir
+        self.supervisor = supervisor
+        self.audit = audit
+        self.say = say
+        self.clock = clock
+        self.store = SeriesStore()
+        self.samplers = Samplers(self.store, supervisor, traffic if traffic.needed else None)
+        supervisor.on_lines = self.samplers.on_lines
+        engine = stack.engine
+        self.interval = engine.interval
+        self.engine = Engine(
+            [], Settings(engine.scale_down_delay, engine.action_budget, engine.action_window)
+        )
+        self.world = _LiveWorld(self.store, supervisor, env)
+        self.decisions = DecisionLog(state_dir / "decisions.db")
+        self.history = History(state_dir / "history.db")
+        self.notifier = Notifier(stack.notify.webhook, stack.notify.timeout, self._delivered)
+        self.rule_error: str | None = None
+        self.sources: dict[str, str] = {}  # prometheus query -> why it has no data
+        self.last_tick_seconds = 0.0
+        self.actions: dict[tuple[str, str, str, str], int] = {}
+        self._files: dict[Path, tuple[int, int]] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._queries: dict[str, asyncio.Task[None]] = {}
+        self._saved = ""
+        self._pending: list[Decision] = []
+        self._last_history = 0.0
+        self._last_flush = 0.0
+        self._last_watch = 0.0
+
+    # --- rules ---------------------------------------------------------------------
+
+    def load(self) -> None:
+        """The rule files and the state a previous agent saved."""
+        self._reload(initial=True)
+        path = self.state_dir / "engine.json"
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            data = json.loads(path.read_text())
+            self.engine.load(data["engine"], self.clock(), saved_at=float(data["saved_at"]))
+
+    def _signature(self) -> dict[Path, tuple[int, int]]:
+        found = {}
+        for path in self.stack.rule_files():
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                found[path] = (st.st_mtime_ns, st.st_size)
+        return found
+
+    def _reload(self, initial: bool = False) -> None:
+        signature = self._signature()
+        if signature == self._files:
+            return
+        self._files = signature
+        paths = [(p, _display(p, self.stack.root)) for p in signature]
+        loaded = load_rules(paths, self.stack.service_names)
+        errors = [d for d in loaded.diagnostics if d.is_error]
+        if errors:
+            first = errors[0].headline()
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            keep = "no rules run" if initial else "the previous rules keep running"
+            self.rule_error = f"{first}{more}; {keep} until sqlifier check passes"
+            self.audit.record("agent", "rules reload", self.stack.name, f"refused: {first}{more}")
+            self.say(f"rules: refused: {first}{more}; {keep}")
+            return
+        rules = compile_rules([f.rules for f in loaded.files if f.rules is not None])
+        self.engine.replace_rules(rules)
+        self.rule_error = None
+        if not initial:
+            self.audit.record("agent", "rules reload", self.stack.name, f"ok: {len(rules)} rules")
+            self.say(f"rules: reloaded {len(rules)} rules")
+
+    # --- the loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Tick every `interval` seconds, on the second, until cancelled."""
+        try:
+            while True:
+                now = self.clock()
+                await asyncio.sleep(self.interval - (now % self.interval))
+                started = time.perf_counter()
+                try:
+                    self.tick(self.clock())
+                except Exception as exc:  # a bug must not end automation silently
+                    self.rule_error = f"internal error in the engine: {type(exc).__name__}: {exc}"
+                self.last_tick_seconds = time.perf_counter() - started
+        finally:
+            await self.close()
+
+    def tick(self, now: float) -> None:
+        if now - self._last_watch >= WATCH_EVERY:
+            self._last_watch = now
+            self._reload()
+        self.samplers.step(now)
+        self._query_prometheus()
+        result = self.engine.tick(now, self.world, self.supervisor.services)
+        self._pending.extend(result.decisions)
+        for command in result.commands:
+            self._start(command)
+        self._save(now)
+        if now - self._last_history >= HISTORY_EVERY:
+            self._record_history(now)
+        if now - self._last_flush >= FLUSH_EVERY:
+            self._last_flush = now
+            self.history.flush()
+            self.store.trim(now)
+        self._write_decisions()
+
+    def _write_decisions(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            try:
+                self.decisions.record(pending)
+            except Exception as exc:  # a full disk: say so, keep evaluating
+                self.rule_error = f"cannot record decisions: {exc}"
+
+    def _save(self, now: float) -> None:
+        state = self.engine.to_json()
+        text = json.dumps(state, sort_keys=True)
+        if text == self._saved:
+            return
+        self._saved = text
+        path = self.state_dir / "engine.json"
+        temporary = path.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            temporary.write_text(json.dumps({"saved_at": now, "engine": state}))
+            os.replace(temporary, path)
+
+    # --- prometheus ------------------------------------------------------------------
+
+    def _query_prometheus(self) -> None:
+        url = self.stack.prometheus.url
+        wanted: dict[str, list[str]] = {}
+        for rule in self.engine.rules:
+            for test in rule.tests:
+                if test.key.startswith("prometheus:"):
+                    names = rule.candidates(self.supervisor.services)
+                    wanted.setdefault(test.key, []).extend(names)
+        for key, names in wanted.items():
+            if url is None:
+                self.sources[key] = "no [prometheus] url in the stack file"
+                continue
+            for name in sorted(set(names)):
+                task_key = f"{key}\0{name}"
+                running = self._queries.get(task_key)
+                if running is not None and not running.done():
+                    continue
+                task = asyncio.ensure_future(self._query(url, key, name))
+                self._queries[task_key] = task
+
+    async def _query(self, url: str, key: str, service: str) -> None:
+        promql = key.removeprefix("prometheus:")
+        result = await prometheus.query(url, promql, self.stack.prometheus.timeout, service)
+        if result.value is None:
+            self.store.forget(service, key)
+            error = result.error or "no data"
+            if self.sources.get(key) != error:
+                self.sources[key] = error
+                self._pending.append(
+                    Decision(
+                        self.clock(),
+                        "prometheus",
+                        service,
+                        "source error",
+                        f"prometheus('{promql}'): {error}",
+                    )
+                )
+            return
+        self.sources.pop(key, None)
+        self.store.put(service, key, self.clock(), result.value)
+
+    # --- history ---------------------------------------------------------------------
+
+    def _record_history(self, now: float) -> None:
+        since = self._last_history or now - HISTORY_EVERY
+        self._last_history = now
+        frame: dict[str, dict[str, float]] = {}
+        for service, key, t, value in self.store.levels():
+            if now - t <= self.store.stale_after:
+                frame.setdefault(service, {})[key] = value
+        for service in self.supervisor.services:
+            for name, rank in _LEVEL_NAMES.items():
+                count = self.store.count(service, LOG, since, now, rank=rank)
+                if count:
+                    frame.setdefault(service, {})[f"log.{name}"] = float(count)
+            restarts = self.store.count(service, RESTART, since, now)
+            if restarts:
+                frame.setdefault(service, {})["restart"] = float(restarts)
+        if frame:
+            with contextlib.suppress(Exception):
+                self.history.append(now - now % HISTORY_EVERY, frame)
+
+    # --- acting ----------------------------------------------------------------------
+
+    def _start(self, command: Command) -> None:
+        task = asyncio.ensure_future(self._execute(command))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, command: Command) -> None:
+        ok, detail = True, ""
+        try:
+            ok, detail = await self._act(command)
+        except Exception as exc:
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        now = self.clock()
+        decision = self.engine.complete(command, now, self.world, ok, detail)
+        self._pending.append(decision)
+        key = (command.rule, command.target, command.verb, "done" if ok else "failed")
+        self.actions[key] = self.actions.get(key, 0) + 1
+        if command.verb != "NOTIFY":
+            target = f"{self.stack.name}/{self.env}/{command.target}"
+            result = "ok" if ok else f"failed: {detail}"
+            self.audit.record(
+                f"rule {command.rule}", command.verb.lower(), f"{target} {command.detail}", result
+            )
+            self.say(
+                f"rule {command.rule}: {command.verb} {command.target} {command.detail}: {result}"
+            )
+
+    async def _act(self, command: Command) -> tuple[bool, str]:
+        verb, target = command.verb, command.target
+        if verb == "NOTIFY":
+            if self.stack.notify.webhook is None:
+                return True, "recorded here (no [notify] webhook configured)"
+            self.notifier.notify(self._payload(command))
+            return True, "sent to the [notify] webhook"
+        if verb == "RUN":
+            result = await run_command(
+                command.text or "", command.env, self.stack.root, RUN_TIMEOUT
+            )
+            summary = result.error or (
+                "timed out" if result.timed_out else f"exit {result.exit_code}"
+            )
+            output = result.output[-2000:]
+            return (result.exit_code == 0 and not result.timed_out), f"{summary}; output: {output}"
+        if target not in self.supervisor.services:
+            return False, f"{target} is not a service of this stack"
+        if verb == "SCALE":
+            count = min(command.count or 0, MAX_INSTANCES)
+            try:
+                await self.supervisor.scale(target, count, SCALE_TIMEOUT)
+            except StartFailed as exc:
+                return False, str(exc)
+            return True, f"{target} runs {count} instances"
+        if verb == "RESTART":
+            try:
+                await self.supervisor.restart(target, SCALE_TIMEOUT)
+            except StartFailed as exc:
+                return False, str(exc)
+            return True, f"{target} restarted"
+        return False, NOT_AVAILABLE
+
+    def _payload(self, command: Command) -> dict[str, Any]:
+        return {
+            "stack": self.stack.name,
+            "env": self.env,
+            "rule": command.rule,
+            "service": command.service,
+            "message": command.text,
+            "reason": command.reason,
+            "time": command.t,
+        }
+
+    def _delivered(self, payload: Mapping[str, Any], delivery: Delivery) -> None:
+        outcome = "done" if delivery.ok else "failed"
+        self._pending.append(
+            Decision(
+                self.clock(),
+                str(payload.get("rule", "")),
+                str(payload.get("service", "")),
+                outcome,
+                f"webhook: {delivery.detail} after {delivery.attempts} attempt(s)",
+                "NOTIFY",
+                str(payload.get("message", "")),
+            )
+        )
+
+    async def close(self) -> None:
+        for task in [*self._tasks, *self._queries.values()]:
+            task.cancel()
+        for task in [*self._tasks, *self._queries.values()]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.notifier.close()
+        self._write_decisions()
+        with contextlib.suppress(Exception):
+            self.history.flush()
+            self.history.close()
+
+    # --- what the API shows ----------------------------------------------------------
+
+    def pause(self, rule: str | None, who: str, on: bool) -> tuple[bool, str]:
+        if rule is not None and self.engine.rule(rule) is None:
+            known = ", ".join(r.id for r in self.engine.rules) or "none"
+            return False, f"no rule {rule!r}; rules: {known}"
+        if rule is None:
+            self.engine.paused_all = on
+        elif on:
+            self.engine.paused.add(rule)
+        else:
+            self.engine.paused.discard(rule)
+        what = "pause" if on else "resume"
+        subject = rule or "all rules"
+        self.audit.record(who, f"rules {what}", f"{self.stack.name}/{self.env} {subject}", "ok")
+        self._save(self.clock())
+        if on:
+            message = f"{subject} paused: evaluated and explained, but not acting"
+        else:
+            message = f"{subject} resumed"
+        return True, message
+
+    def listing(self) -> dict[str, Any]:
+        return {
+            "rules": self.engine.rows(self.supervisor.services),
+            "paused": self.engine.paused_all,
+            "error": self.rule_error,
+            "sources": dict(self.sources),
+        }
+
+    def explain(self, rule_id: str, service: str | None) -> tuple[bool, Any]:
+        rule = self.engine.rule(rule_id)
+        if rule is None:
+            known = ", ".join(r.id for r in self.engine.rules) or "none"
+            return False, f"no rule {rule_id!r}; rules: {known}"
+        now = self.clock()
+        services = [service] if service else rule.candidates(self.supervisor.services)
+        out = []
+        for name in services:
+            item = self.engine.explain(rule_id, name, now)
+            if item is None:
+                out.append(_not_evaluated(rule, name, now))
+                continue
+            item["decisions"] = self.decisions.read(rule_id, name, limit=20)
+            for test in rule.tests:
+                source = self.sources.get(test.key)
+                if source is not None:
+                    item.setdefault("sources", {})[test.text] = source
+            out.append(item)
+        return True, out
+
+    def metrics(self) -> dict[str, Any]:
+        now = self.clock()
+        services: dict[str, Any] = {}
+        for name in self.supervisor.services:
+            values: dict[str, Any] = {}
+            for key in ("cpu", "memory", "rps", "error_rate", "latency_p50", "latency_p90",
+                        "latency_p95", "latency_p99", "instances", "ready_instances"):  # fmt: skip
+                values[key] = self.store.level(name, key, now)
+            values["restarts_total"] = sum(
+                i.life.restarts for i in self.supervisor.instances.get(name, [])
+            )
+            values["log_lines_total"] = self.samplers.log_totals.get(name, {})
+            services[name] = values
+        rows = self.engine.rows(self.supervisor.services)
+        counts = self.decisions.counts()
+        return {
+            "stack": self.stack.name,
+            "env": self.env,
+            "services": services,
+            "instances": list(self.samplers.instances.values()),
+            "rules": [
+                {"rule": r["rule"], "service": r["service"], "state": r["state"].replace(" ", "_")}
+                for r in rows
+            ],
+            "actions_total": [
+                {"rule": rule, "service": target, "action": verb, "result": result, "count": n}
+                for (rule, target, verb, result), n in sorted(self.actions.items())
+            ],
+            "decisions_total": [
+                {
+                    "rule": c["rule"],
+                    "service": c["service"],
+                    "decision": c["outcome"],
+                    "count": c["count"],
+                }
+                for c in _merge_counts(counts)
+            ],
+            "engine": {
+                "ticks_total": self.engine.ticks,
+                "last_tick_seconds": self.last_tick_seconds,
+                "paused": self.engine.paused_all,
+            },
+        }
+
+
+def _merge_counts(counts: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    merged: dict[tuple[str, str, str], int] = {}
+    for c in counts:
+        key = (str(c["rule"]), str(c["service"]), str(c["outcome"]))
+        merged[key] = merged.get(key, 0) + int(c["count"])
+    return [
+        {"rule": r, "service": s, "outcome": o, "count": n}
+        for (r, s, o), n in sorted(merged.items())
+    ]
+
+
+def _not_evaluated(rule: CompiledRule, service: str, now: float) -> dict[str, Any]:
+    return {
+        "rule": rule.id,
+        "service": service,
+        "state": "inactive",
+        "note": "not evaluated yet",
+        "tests": [
+            {"test": t.text, "kind": t.kind.value, "value": "no data", "raw": None, "holds": None}
+            for t in rule.tests
+        ],
+        "decisions": [],
+        "text": rule.text,
+    }
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
