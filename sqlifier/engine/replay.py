@@ -390,16 +390,22 @@ class Replay:
 
 
 def samples_from_history(rows: Iterable[tuple[float, str, str, float]]) -> list[Sample]:
-    """History rows (10 s buckets) as samples: levels as they were, counts as events."""
+    """History rows (10 s buckets) as samples: levels as they were, counts as events. The
+    recorded instance counts give each service its first count only: after that the
+    simulation follows its own actions."""
     samples: list[Sample] = []
+    counted: set[tuple[str, str]] = set()
     for t, service, key, value in rows:
         if key.startswith("log."):
-            level = key.removeprefix("log.")
-            rank = LOG_LEVELS.get(level)
+            rank = LOG_LEVELS.get(key.removeprefix("log."))
             if rank is not None:
                 samples.extend(Sample(t, service, "log", float(rank)) for _ in range(int(value)))
         elif key == "restart":
             samples.extend(Sample(t, service, "restart", 1.0) for _ in range(int(value)))
+        elif key in ("instances", "ready_instances"):
+            if (service, key) not in counted:
+                counted.add((service, key))
+                samples.append(Sample(t, service, key, value))
         else:  # levels, in base units already (a samples file's percentages are not)
             samples.append(Sample(t, service, key, value))
     return samples
