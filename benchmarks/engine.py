@@ -80,7 +80,10 @@ def measure(services: int, ticks: int) -> dict[str, float]:
     rng = random.Random(7)
     names = [f"svc-{i}" for i in range(services)]
     store = SeriesStore()
-    views = {n: ServiceView(n, 2, 2, "dev", {"tier": "web" if i % 2 else "api"}) for i, n in enumerate(names)}
+    views = {
+        n: ServiceView(n, 2, 2, "dev", {"tier": "web" if i % 2 else "api"})
+        for i, n in enumerate(names)
+    }
     world = World(store, views)
     engine = Engine(rules())
     t = 1_800_000_000.0
@@ -111,7 +114,9 @@ def main() -> None:
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    print(f"{'services':>9} {'samples/s':>12} {'x target':>9} {'evals/s':>12} {'x target':>9} {'ms/tick':>9}")
+    print(
+        f"{'services':>9} {'samples/s':>12} {'x target':>9} {'evals/s':>12} {'x target':>9} {'ms/tick':>9}"
+    )
     for text in args.services.split(","):
         services = int(text)
         ticks = max(3, args.ticks if services <= 1000 else args.ticks // 4)
@@ -120,7 +125,9 @@ def main() -> None:
             f"{services:>9,} {result['samples_per_s']:>12,.0f} {result['samples_per_s'] / TARGET:>8.2f}x "
             f"{result['evals_per_s']:>12,.0f} {result['evals_per_s'] / TARGET:>8.2f}x {result['ms_per_tick']:>9.1f}"
         )
-    print("\n10 rules per service; targets: 200,000 samples/s, 200,000 evaluations/s (50 ms/tick for 1,000 services)")
+    print(
+        "\n10 rules per service; targets: 200,000 samples/s, 200,000 evaluations/s (50 ms/tick for 1,000 services)"
+    )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ threads = [threading.Thread(target=client) for _ in range(4)]
 [t.start() for t in threads]; [t.join() for t in threads]
 print(f"{sum(seen.values())} requests through the router: " + ", ".join(f"{n} {k}" for k, n in seen.items()))
 ' "$1"; }
-trap 'sqlifier down >/dev/null 2>&1 || true' EXIT
+trap 'rm -f services/mode-*; sqlifier down >/dev/null 2>&1 || true' EXIT
 
 say sqlifier check
 sqlifier check
@@ -74,6 +74,50 @@ sqlifier ps | grep -E "STATE|payment"
 say "sqlifier logs payment-gateway"
 sqlifier logs payment-gateway
 
+# --- the seed's rules at work --------------------------------------------------------------
+# rule_fired RULE SECONDS: wait until RULE has fired (polling `rules list`), at most SECONDS.
+rule_fired() { python3 - "$1" "$2" <<'PY'
+import json, subprocess, sys, time
+rule, deadline = sys.argv[1], time.time() + float(sys.argv[2])
+shown = 0.0
+while time.time() < deadline:
+    rows = json.loads(subprocess.run(["sqlifier", "rules", "list", "--json"], capture_output=True, text=True).stdout)["rules"]
+    row = next(r for r in rows if r["rule"] == rule)
+    if row["last_fired"]:
+        sys.exit(0)
+    if time.time() - shown >= 30:
+        shown = time.time()
+        print(f"  {rule}: {row['state']}; {row['note']}", flush=True)
+    time.sleep(1)
+sys.exit(1)
+PY
+}
+
+say "sqlifier rules test rules/seed.sql --samples samples/seed-story.csv --expect ...   (nothing runs: a virtual clock)"
+sqlifier rules test rules/seed.sql --samples samples/seed-story.csv --stack sqlifier.toml \
+    --expect samples/seed-story.expected.json
+
+say "echo critical > services/mode-payment-gateway   (two CRITICAL log lines a second)"
+echo critical > services/mode-payment-gateway
+rule_fired rules/seed.sql:13 60 || echo "  (it did not fire within a minute)"
+rm -f services/mode-payment-gateway
+say "sqlifier rules explain rules/seed.sql:13"
+sqlifier rules explain rules/seed.sql:13
+
+say "sqlifier scale image-processor-svc 1"
+sqlifier scale image-processor-svc 1 >/dev/null
+say "echo cpu > services/mode-image-processor-svc   (every instance burns a core; the seed rule waits 3 minutes)"
+echo cpu > services/mode-image-processor-svc
+rule_fired rules/seed.sql:6 240 || echo "  (it did not fire within 4 minutes)"
+rm -f services/mode-image-processor-svc
+sleep 2
+say "sqlifier ps   (image-processor-svc: 1 + 2 instances)"
+sqlifier ps | grep -E "STATE|image-processor"
+say "sqlifier rules explain rules/seed.sql:6"
+sqlifier rules explain rules/seed.sql:6
+say "sqlifier rules list"
+sqlifier rules list
+
 say sqlifier down
 sqlifier down
 trap - EXIT
@@ -93,4 +137,4 @@ sed 's/^/    /' "$mistake"
 sqlifier check "$mistake" || true
 rm -rf "$scratch"
 echo
-echo "Next: docs/operations.md to run a stack; docs/language.md for the rules."
+echo "Next: docs/operations.md to run a stack; docs/language.md and docs/rules.md for the rules."

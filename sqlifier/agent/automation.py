@@ -43,6 +43,7 @@ MAX_INSTANCES = 1000
 WATCH_EVERY = 2.0  # seconds between looks at the rule files
 HISTORY_EVERY = 10.0
 FLUSH_EVERY = 60.0
+PRUNE_EVERY = 3600.0
 NOT_AVAILABLE = "not available yet: rollbacks and rollouts come with sqlifier deploy"
 _LEVEL_NAMES = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
@@ -113,6 +114,7 @@ class Automation:
         self._last_history = 0.0
         self._last_flush = 0.0
         self._last_watch = 0.0
+        self._last_prune = 0.0
 
     # --- rules ---------------------------------------------------------------------
 
@@ -187,7 +189,7 @@ class Automation:
             self._record_history(now)
         if now - self._last_flush >= FLUSH_EVERY:
             self._last_flush = now
-            self.history.flush()
+            self._keep_history(now)
             self.store.trim(now)
         self._write_decisions()
 
@@ -274,6 +276,17 @@ class Automation:
         if frame:
             with contextlib.suppress(Exception):
                 self.history.append(now - now % HISTORY_EVERY, frame)
+
+    def _keep_history(self, now: float) -> None:
+        """Flush every minute; forget what is older than 7 days every hour."""
+        try:
+            self.history.flush()
+            if now - self._last_prune >= PRUNE_EVERY:
+                self._last_prune = now
+                self.history.prune(now)
+                self.decisions.prune(now)
+        except Exception as exc:  # a full disk: say so, keep evaluating
+            self.rule_error = f"cannot write the history: {exc}"
 
     # --- acting ----------------------------------------------------------------------
 

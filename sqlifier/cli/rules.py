@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import time
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -348,12 +349,13 @@ def backtest(
             f"no history recorded for {context.stack.name} ({context.env}) yet: "
             f"{display_path(path)} does not exist; the agent records it while it runs"
         )
+    services = context.stack.services_for(context.env)
     history = History(path)
     try:
-        samples = samples_from_history(history.read(now - seconds, now))
+        rows = history.read(now - seconds, now, _services_read(compiled, services))
+        samples = samples_from_history(r for r in rows if _needed(r[2], compiled))
     finally:
         history.close()
-    services = context.stack.services_for(context.env)
     replay = Replay(
         compiled,
         samples,
@@ -395,6 +397,23 @@ def backtest(
             f"  {row['t']}  {row['rule']}  {row['service']}  {row['action']} {row['detail']}  ({row['reason']})"
         )
     return 0
+
+
+def _services_read(rules: list[CompiledRule], services: Mapping[str, Any]) -> set[str]:
+    """Only the history of the services the rules apply to is read."""
+    wanted: set[str] = set()
+    for rule in rules:
+        wanted.update(rule.candidates(services))
+        wanted.update(t.service for t in rule.tests if t.service is not None)
+    return wanted
+
+
+def _needed(key: str, rules: list[CompiledRule]) -> bool:
+    """Only the signals the rules read (and the instance counts) are replayed."""
+    if key in ("instances", "ready_instances"):
+        return True
+    base = "log" if key.startswith("log.") else key
+    return any(t.key == base for rule in rules for t in rule.tests)
 
 
 def _duration(text: str) -> float:

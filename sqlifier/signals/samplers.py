@@ -74,20 +74,22 @@ class ProcessSampler:
         """Each tree by the name it is given under, from its root's pid; `t` is a steady
         clock in seconds. A root that is gone, or not ours to read, is left out."""
         samples: dict[str, InstanceSample] = {}
+        # One look at every process's parent for all trees: psutil's `children()` would
+        # take that look again for each instance.
+        children = _children() if roots else {}
         for name, pid in roots.items():
-            sample = self._sample_tree(name, pid, t)
+            sample = self._sample_tree(name, pid, children, t)
             if sample is not None:
                 samples[name] = sample
         for name in self._trees.keys() - samples.keys():
             del self._trees[name]
         return samples
 
-    def _sample_tree(self, name: str, pid: int, t: float) -> InstanceSample | None:
+    def _sample_tree(
+        self, name: str, pid: int, children: Mapping[int, list[psutil.Process]], t: float
+    ) -> InstanceSample | None:
         before = self._trees.get(name)
-        known = before.processes if before is not None else {}
-        processes = _members(pid, known)
-        if processes is None:
-            return None
+        processes = _members(pid, children, before.processes if before is not None else {})
         cpu_seconds: dict[_Key, float] = {}
         memory = 0
         for key, process in list(processes.items()):
@@ -97,6 +99,8 @@ class ProcessSampler:
                     memory += process.memory_info().rss
             except psutil.Error:  # ended meanwhile: as if it had not been listed
                 del processes[key]
+        if not any(key[0] == pid for key in processes):
+            return None  # the root is gone: so is the instance
         if before is not None and t - before.t < MIN_INTERVAL:
             return InstanceSample(before.cpu, memory)  # too soon: keep the longer interval
         tree = _Tree(t, processes, cpu_seconds)
@@ -106,21 +110,34 @@ class ProcessSampler:
         return InstanceSample(tree.cpu, memory)
 
 
-def _members(pid: int, known: Mapping[_Key, psutil.Process]) -> dict[_Key, psutil.Process] | None:
-    """The root and everything under it, the objects seen before reused; None when the
-    root is gone."""
+def _children() -> dict[int, list[psutil.Process]]:
+    """Every process under its parent's pid (psutil caches the objects between calls)."""
+    children: dict[int, list[psutil.Process]] = {}
+    for process in psutil.process_iter(["ppid"]):
+        ppid = process.info["ppid"]
+        if ppid is not None:  # None: not ours to read
+            children.setdefault(ppid, []).append(process)
+    return children
+
+
+def _members(
+    pid: int, children: Mapping[int, list[psutil.Process]], known: Mapping[_Key, psutil.Process]
+) -> dict[_Key, psutil.Process]:
+    """The root and everything under it by (pid, create time), the objects of the
+    previous sample reused; empty when the root is gone."""
     try:
-        root = psutil.Process(pid)
-        found = [root, *root.children(recursive=True)]
+        found = [psutil.Process(pid)]
     except psutil.Error:
-        return None
+        return {}
     members: dict[_Key, psutil.Process] = {}
-    for process in found:
+    for process in found:  # grows as it goes: breadth first
         try:
             key = (process.pid, process.create_time())
         except psutil.Error:
             continue
-        members[key] = known.get(key, process)
+        if key not in members:
+            members[key] = known.get(key, process)
+            found.extend(children.get(process.pid, []))
     return members
 
 
@@ -241,7 +258,8 @@ class Samplers:
         self.traffic = traffic
         self.clock = clock
         self.processes = ProcessSampler()
-        # Instance id -> service, instance, track, state, draining, cpu, memory (/metrics).
+        # Instance id -> service, instance, track, state, draining, cpu, memory (/metrics);
+        # every instance, cpu and memory None while it has no process.
         self.instances: dict[str, dict[str, object]] = {}
         # Service -> level -> log lines since the agent started (a counter for /metrics).
         self.log_totals: dict[str, dict[str, int]] = {}
@@ -267,7 +285,7 @@ class Samplers:
         launched = [i for i in instances if i.launched is not None]
         roots = {i.id: i.launched.pid for i in launched if i.launched is not None}
         samples = self.processes.sample(roots, self.clock())
-        self.instances = {i.id: _describe(i, samples.get(i.id)) for i in launched}
+        self.instances = {i.id: _describe(i, samples.get(i.id)) for i in instances}
         for service in self.supervisor.services:
             # A draining instance is on its way out: its replacement or nothing counts.
             running = [i for i in launched if i.service.name == service and not i.draining]

@@ -71,7 +71,9 @@ def test_backtest_shows_what_rules_would_have_done_and_what_was_done(tmp_path: P
     assert would.count(("hotter", "SCALE", "2 -> 3")) == 1
     assert ("hotter", "SCALE", "3 -> 4") in would
     assert ("crit", "RESTART", "RESTART service.name") in would
-    assert [(d["rule"], d["action"], d["detail"]) for d in out["did"]] == [("hot", "SCALE", "2 -> 4")]
+    assert [(d["rule"], d["action"], d["detail"]) for d in out["did"]] == [
+        ("hot", "SCALE", "2 -> 4")
+    ]
 
     text = run_sqlifier("rules", "backtest", "--since", "1h", cwd=tmp_path)
     assert text.returncode == 0, text.stderr

@@ -26,7 +26,9 @@ def test_the_seed_story_replays_with_exact_times() -> None:
 
 def test_expect_passes_on_the_recorded_actions_and_fails_on_a_difference(tmp_path: Path) -> None:
     expected = SHOP / "samples" / "seed-story.expected.json"
-    assert run_sqlifier("rules", "test", *STORY, "--expect", str(expected), cwd=SHOP).returncode == 0
+    assert (
+        run_sqlifier("rules", "test", *STORY, "--expect", str(expected), cwd=SHOP).returncode == 0
+    )
     changed = json.loads(expected.read_text())
     changed[0]["t"] = 239
     wrong = tmp_path / "wrong.json"
@@ -43,12 +45,16 @@ def test_expect_reads_csv_and_ignores_an_empty_reason(tmp_path: Path) -> None:
         "240,rules/seed.sql:6,image-processor-svc,SCALE,2 -> 4,\n"
         "330,rules/seed.sql:13,payment-gateway,ROLLBACK,current -> previous_stable,\n"
     )
-    result = run_sqlifier("rules", "test", *STORY, "--until", "400", "--expect", str(expected), cwd=SHOP)
+    result = run_sqlifier(
+        "rules", "test", *STORY, "--until", "400", "--expect", str(expected), cwd=SHOP
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_explain_prints_the_decisions_not_to_act() -> None:
-    result = run_sqlifier("rules", "test", *STORY, "--until", "250", "--explain", "--json", cwd=SHOP)
+    result = run_sqlifier(
+        "rules", "test", *STORY, "--until", "250", "--explain", "--json", cwd=SHOP
+    )
     out = json.loads(result.stdout)
     outcomes = [(d["t"], d["outcome"]) for d in out["decisions"]]
     assert (60, "pending") in outcomes and (240, "fired") in outcomes
@@ -62,9 +68,14 @@ def test_iso_times_come_back_as_iso_times(tmp_path: Path) -> None:
     samples.write_text("\n".join(rows) + "\n")
     rules = tmp_path / "r.sql"
     rules.write_text("RULE hot ON cpu() > 90% FOR 2m DO RESTART service.name;\n")
-    result = run_sqlifier("rules", "test", str(rules), "--samples", str(samples), "--json", cwd=tmp_path)
+    result = run_sqlifier(
+        "rules", "test", str(rules), "--samples", str(samples), "--json", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
-    assert [a["t"] for a in json.loads(result.stdout)] == ["2026-11-26T10:02:00Z", "2026-11-26T10:04:00Z"]
+    assert [a["t"] for a in json.loads(result.stdout)] == [
+        "2026-11-26T10:02:00Z",
+        "2026-11-26T10:04:00Z",
+    ]
     # the clock stops at the last sample (10:04:40)
 
 

@@ -22,7 +22,9 @@ def rules(text: str) -> list:  # type: ignore[type-arg]
     return compile_rules([parsed])
 
 
-def level(service: str, signal: str, value: float, start: int, end: int, every: int = 10) -> list[Sample]:
+def level(
+    service: str, signal: str, value: float, start: int, end: int, every: int = 10
+) -> list[Sample]:
     factor = SIGNAL_COLUMNS[signal][1]
     return [Sample(float(t), service, signal, value * factor) for t in range(start, end, every)]
 
@@ -38,7 +40,9 @@ def run(
     until: float | None = None,
     settings: Settings | None = None,
 ) -> tuple[list[tuple[float, str, str]], Replay]:
-    replay = Replay(rules(text), sorted(samples, key=lambda s: s.t), instances or {}, settings or Settings())
+    replay = Replay(
+        rules(text), sorted(samples, key=lambda s: s.t), instances or {}, settings or Settings()
+    )
     actions = replay.run(start=0.0, until=until)
     return [(a.t, a.action, a.detail) for a in actions], replay
 
@@ -61,7 +65,11 @@ def test_sustained_cpu_scales_when_for_elapses_and_again_after_another_full_for(
 
 
 def test_an_interruption_restarts_the_for_window() -> None:
-    samples = level(IPS, "cpu", 90, 0, 100) + level(IPS, "cpu", 50, 100, 110) + level(IPS, "cpu", 90, 110, 400)
+    samples = (
+        level(IPS, "cpu", 90, 0, 100)
+        + level(IPS, "cpu", 50, 100, 110)
+        + level(IPS, "cpu", 90, 110, 400)
+    )
     actions, _ = run(SEED_SCALE, samples, {IPS: 2}, until=300)
     assert actions == [(290.0, "SCALE", "2 -> 4")]
 
@@ -165,7 +173,9 @@ def test_the_action_budget_stops_runaway_rules_and_notifies_once() -> None:
 def test_budget_frees_up_as_the_window_slides() -> None:
     text = "ON cpu() > 50% DO SCALE service.name TO instances + 1;"
     settings = Settings(action_budget=2, action_window=60)
-    actions, _ = run(text, level("web", "cpu", 90, 0, 100, every=5), {"web": 1}, until=70, settings=settings)
+    actions, _ = run(
+        text, level("web", "cpu", 90, 0, 100, every=5), {"web": 1}, until=70, settings=settings
+    )
     assert [a[0] for a in actions if a[1] == "SCALE"] == [0.0, 1.0, 60.0, 61.0]
 
 
@@ -207,7 +217,9 @@ def test_and_needs_both_or_needs_either() -> None:
     either = "ON cpu() > 80% OR rps() > 100 FOR 20s DO RESTART service.name;"
     samples = level("web", "cpu", 90, 0, 100, every=5) + level("web", "rps", 50, 0, 100, every=5)
     assert run(both, samples, {"web": 1}, until=60)[0] == []
-    assert run(either, samples, {"web": 1}, until=30)[0] == [(20.0, "RESTART", "RESTART service.name")]
+    assert run(either, samples, {"web": 1}, until=30)[0] == [
+        (20.0, "RESTART", "RESTART service.name")
+    ]
 
 
 def test_scale_expression_reads_signal_values() -> None:
