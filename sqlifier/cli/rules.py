@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import click
@@ -26,9 +27,11 @@ from sqlifier.engine.replay import (
 )
 from sqlifier.errors import DiagnosticsError, UserError
 from sqlifier.lang.units import base_value
-from sqlifier.spec.model import DEFAULT_ENV, Stack
 from sqlifier.spec import load_stack
+from sqlifier.spec.model import DEFAULT_ENV, Stack
 from sqlifier.spec.rulefiles import load_rules
+from sqlifier.store.decisions import DecisionLog
+from sqlifier.store.history import History
 
 __all__ = ["group"]
 
@@ -282,9 +285,7 @@ def test(
                 )
             click.echo("")
         for row in rows:
-            click.echo(
-                f"{_t(row['t'], None):>8}  {row['rule']}  {row['service']}  {row['action']} {row['detail']}  ({row['reason']})"
-            )
+            click.echo(f"{_t(row['t'], None):>8}  {_action_line(row)}")
         click.echo(
             f"{len(rows)} action{'s' * (len(rows) != 1)} in {len(samples)} samples", err=True
         )
@@ -336,9 +337,6 @@ def backtest(
 ) -> int:
     """Run RULES (default: the stack's) over the recorded history and show what they would
     have done, beside what the running rules actually did."""
-    from sqlifier.store.decisions import DecisionLog
-    from sqlifier.store.history import History
-
     context = load_context(stack_file, env)
     compiled, _ = _load(rules, str(context.stack_file))
     seconds = _duration(since)
@@ -388,14 +386,10 @@ def backtest(
     click.echo(f"backtest over the last {since} ({len(samples)} recorded values):\n")
     click.echo(f"would have done ({len(would)}):")
     for row in would:
-        click.echo(
-            f"  {row['t']}  {row['rule']}  {row['service']}  {row['action']} {row['detail']}  ({row['reason']})"
-        )
+        click.echo(f"  {row['t']}  {_action_line(row)}")
     click.echo(f"\nactually done ({len(did)}):")
     for row in did:
-        click.echo(
-            f"  {row['t']}  {row['rule']}  {row['service']}  {row['action']} {row['detail']}  ({row['reason']})"
-        )
+        click.echo(f"  {row['t']}  {_action_line(row)}")
     return 0
 
 
@@ -416,9 +410,11 @@ def _needed(key: str, rules: list[CompiledRule]) -> bool:
     return any(t.key == base for rule in rules for t in rule.tests)
 
 
-def _duration(text: str) -> float:
-    import re
+def _action_line(row: Mapping[str, Any]) -> str:
+    return f"{row['rule']}  {row['service']}  {row['action']} {row['detail']}  ({row['reason']})"
 
+
+def _duration(text: str) -> float:
     match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text.strip())
     if match is None or float(match.group(1)) <= 0:
         raise UserError(f"--since {text}: expected a duration like 30m, 24h or 7d")

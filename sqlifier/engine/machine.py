@@ -498,10 +498,11 @@ class Engine:
             planned.skipped = f"{target} already runs {current} instances"
         elif desired < current:
             up = self.scaled_up.get(target)
-            if up is not None and now < up + self.settings.scale_down_delay:
+            delay = self.settings.scale_down_delay
+            if up is not None and now < up + delay:
                 planned.skipped = (
-                    f"a scale-down waits {show_value(self.settings.scale_down_delay, _DURATION)} "
-                    f"after the scale-up at {_clock(up)}: not before {_clock(up + self.settings.scale_down_delay)}"
+                    f"a scale-down waits {show_value(delay, _DURATION)} after the scale-up "
+                    f"at {_clock(up)}: not before {_clock(up + delay)}"
                 )
         return planned
 
@@ -510,9 +511,13 @@ class Engine:
         best: dict[str, tuple[int, str]] = {}
         for firing in firings:
             for p in firing.planned:
-                if p.verb == "SCALE" and p.skipped is None and p.count is not None:
-                    if p.target not in best or p.count > best[p.target][0]:
-                        best[p.target] = (p.count, firing.rule.id)
+                if (
+                    p.verb == "SCALE"
+                    and p.skipped is None
+                    and p.count is not None
+                    and (p.target not in best or p.count > best[p.target][0])
+                ):
+                    best[p.target] = (p.count, firing.rule.id)
         for firing in firings:
             for p in firing.planned:
                 if p.verb == "SCALE" and p.skipped is None and p.count is not None:
@@ -694,7 +699,7 @@ class Engine:
             return
         st.restart = now
         # Level tests true right now start their new window now.
-        st.held = {i: now for i in st.held}
+        st.held = dict.fromkeys(st.held, now)
         st.state = State.INACTIVE
         st.note = "the window restarted"
 
@@ -910,6 +915,8 @@ class Engine:
                 if math.isfinite(st.restart) and st.restart > now - test.window:
                     item["counting_since"] = st.restart
             tests.append(item)
+        budget = self.settings.action_budget
+        window = show_value(self.settings.action_window, _DURATION)
         used = {
             t: len(self.budget.get(t, ()))
             for t in {_target(a, service) for a in rule.rule.actions if _verb(a) in ACTING}
@@ -926,10 +933,7 @@ class Engine:
             "dry_run": rule.dry_run,
             "paused": self.paused_all or rule_id in self.paused,
             "tests": tests,
-            "budget": {
-                t: f"{n} of {self.settings.action_budget} in {show_value(self.settings.action_window, _DURATION)}"
-                for t, n in used.items()
-            },
+            "budget": {t: f"{n} of {budget} in {window}" for t, n in used.items()},
             "locks": {t: h for t in used if (h := self.busy.get(t)) is not None},
             "decisions": [d.to_json() for d in st.history],
             "text": rule.text,

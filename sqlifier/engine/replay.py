@@ -9,6 +9,7 @@ changes the instance count, a ROLLBACK the release (each service starts on relea
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -123,7 +124,8 @@ def read_samples(path: Path, display: str) -> tuple[list[Sample], float | None]:
         or (len(names) == 5 and names[4] != "message")
     ):
         raise UserError(
-            f"{display}:1: the header must be {','.join(HEADER)} (message may be left out), found {','.join(header)}"
+            f"{display}:1: the header must be {','.join(HEADER)} (message may be left out), "
+            f"found {','.join(header)}"
         )
     samples: list[Sample] = []
     epoch: float | None = None
@@ -136,47 +138,47 @@ def read_samples(path: Path, display: str) -> tuple[list[Sample], float | None]:
             raise UserError(
                 f"{where}: expected {len(names)} columns ({','.join(names)}), found {len(row)}"
             )
-        t_text, service, signal, value_text = (cell.strip() for cell in row[:4])
-        message = row[4] if len(row) == 5 else ""
-        t, is_iso = _time(t_text, where)
+        sample, is_iso = _sample(row, number, where)
         if iso is None:
             iso = is_iso
         elif iso != is_iso:
             raise UserError(f"{where}: mixes ISO 8601 times and seconds; use one or the other")
-        if not service:
-            raise UserError(f"{where}: the service is empty")
-        signal = signal.lower()
-        if signal not in SIGNAL_COLUMNS:
-            raise UserError(
-                f"{where}: unknown signal '{signal}'; valid: {', '.join(SIGNAL_COLUMNS)}"
-            )
-        if signal == "log":
-            level = value_text.lower()
-            if level not in LOG_LEVELS:
-                raise UserError(
-                    f"{where}: '{value_text}' is not a log level; valid: {', '.join(LOG_LEVELS)}"
-                )
-            samples.append(Sample(t, service, signal, float(LOG_LEVELS[level]), message, number))
-            continue
-        if signal == "restart":
-            samples.append(Sample(t, service, signal, 1.0, value_text or message, number))
-            continue
-        try:
-            value = float(value_text)
-        except ValueError:
-            raise UserError(f"{where}: the value '{value_text}' is not a number") from None
-        if not math.isfinite(value) or value < 0:
-            raise UserError(
-                f"{where}: the value must be a finite number, 0 or more; found {value_text}"
-            )
-        samples.append(
-            Sample(t, service, signal, value * SIGNAL_COLUMNS[signal][1], message, number)
-        )
+        samples.append(sample)
     if iso:
         epoch = min((s.t for s in samples), default=0.0)
         epoch = math.floor(epoch)
     samples.sort(key=lambda s: s.t)
     return samples, epoch
+
+
+def _sample(row: list[str], number: int, where: str) -> tuple[Sample, bool]:
+    """One row: the sample (in base units) and whether its time was ISO 8601."""
+    t_text, service, signal, value_text = (cell.strip() for cell in row[:4])
+    message = row[4] if len(row) == 5 else ""
+    t, is_iso = _time(t_text, where)
+    if not service:
+        raise UserError(f"{where}: the service is empty")
+    signal = signal.lower()
+    if signal not in SIGNAL_COLUMNS:
+        raise UserError(f"{where}: unknown signal '{signal}'; valid: {', '.join(SIGNAL_COLUMNS)}")
+    if signal == "log":
+        level = value_text.lower()
+        if level not in LOG_LEVELS:
+            valid = ", ".join(LOG_LEVELS)
+            raise UserError(f"{where}: '{value_text}' is not a log level; valid: {valid}")
+        return Sample(t, service, signal, float(LOG_LEVELS[level]), message, number), is_iso
+    if signal == "restart":
+        return Sample(t, service, signal, 1.0, value_text or message, number), is_iso
+    try:
+        value = float(value_text)
+    except ValueError:
+        raise UserError(f"{where}: the value '{value_text}' is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise UserError(
+            f"{where}: the value must be a finite number, 0 or more; found {value_text}"
+        )
+    scaled = value * SIGNAL_COLUMNS[signal][1]
+    return Sample(t, service, signal, scaled, message, number), is_iso
 
 
 def _time(text: str, where: str) -> tuple[float, bool]:
@@ -194,7 +196,8 @@ def _time(text: str, where: str) -> tuple[float, bool]:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise UserError(
-            f"{where}: '{text}' is neither seconds from 0 nor an ISO 8601 time like 2026-11-26T10:00:00Z"
+            f"{where}: '{text}' is neither seconds from 0 nor an ISO 8601 time "
+            "like 2026-11-26T10:00:00Z"
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
@@ -228,9 +231,8 @@ def read_expected(path: Path, display: str) -> list[dict[str, str]]:
     rows = list(csv.DictReader(io.StringIO(text)))
     needed = {"t", "rule", "service", "action", "detail"}
     if rows and not needed <= set(rows[0]):
-        raise UserError(
-            f"{display}:1: the columns must include {', '.join(sorted(needed))} (and optionally reason)"
-        )
+        columns = ", ".join(sorted(needed))
+        raise UserError(f"{display}:1: the columns must include {columns} (and optionally reason)")
     return [{k: (v or "") for k, v in row.items() if k} for row in rows]
 
 
@@ -242,10 +244,8 @@ def compare_actions(
 
     def key(row: Mapping[str, Any], with_reason: bool) -> tuple[str, ...]:
         t = str(row.get("t", ""))
-        try:
+        with contextlib.suppress(ValueError):
             t = f"{float(t):g}"
-        except ValueError:
-            pass
         base = (
             t,
             str(row.get("rule", "")),
@@ -267,9 +267,8 @@ def compare_actions(
         else:
             with_reason = bool(want.get("reason"))
             if key(got, with_reason) != key(want, with_reason):
-                problems.append(
-                    f"action {index + 1}: expected {_row(key(want, with_reason))}, got {_row(key(got, with_reason))}"
-                )
+                wanted, found = _row(key(want, with_reason)), _row(key(got, with_reason))
+                problems.append(f"action {index + 1}: expected {wanted}, got {found}")
     return problems
 
 

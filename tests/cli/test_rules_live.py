@@ -211,9 +211,7 @@ def test_rule_files_reload_and_a_broken_one_is_refused(stack: tuple[Path, Webhoo
     extra.write_text("RULE quiet ON rps() < 1 FOR 1m DO NOTIFY 'quiet';\n")
     wait_for("the new rule", lambda: any(r["rule"] == "quiet" for r in rules_json(root)["rules"]))
     extra.write_text("RULE quiet ON rps() < 1 FOR 1 minute DO NOTIFY 'quiet';\n")
-    listing = wait_for(
-        "the refusal", lambda: (lambda d: d if d.get("error") else None)(rules_json(root))
-    )
+    listing = wait_for("the refusal", lambda: rules_json(root).get("error") and rules_json(root))
     assert listing["error"].startswith("rules/extra.sql:1:29: error: expected a duration")
     assert "the previous rules keep running" in listing["error"]
     assert {r["rule"] for r in listing["rules"]} >= {"hot", "crit", "quiet"}

@@ -108,19 +108,19 @@ def test_count_window_fires_on_the_eleventh_line_within_a_minute() -> None:
 
 
 def test_count_window_slides_so_old_lines_stop_counting() -> None:
-    samples = logs(PG, "critical", list(range(0, 10))) + logs(PG, "critical", [61, 62])
+    samples = logs(PG, "critical", list(range(10))) + logs(PG, "critical", [61, 62])
     actions, _ = run(SEED_ROLLBACK, samples, {PG: 1}, until=120)
     assert actions == []  # at t=61 the lines at t <= 1 have left the window: 10 in 60s
 
 
 def test_only_the_named_level_counts() -> None:
-    samples = logs(PG, "error", list(range(0, 20))) + logs(PG, "critical", list(range(0, 5)))
+    samples = logs(PG, "error", list(range(20))) + logs(PG, "critical", list(range(5)))
     actions, _ = run(SEED_ROLLBACK, samples, {PG: 1}, until=60)
     assert actions == []
 
 
 def test_rollback_happens_once_then_records_why_and_notifies() -> None:
-    samples = logs(PG, "critical", list(range(0, 11))) + logs(PG, "critical", list(range(30, 45)))
+    samples = logs(PG, "critical", list(range(11))) + logs(PG, "critical", list(range(30, 45)))
     actions, replay = run(SEED_ROLLBACK, samples, {PG: 1}, until=100)
     assert actions[0] == (10.0, "ROLLBACK", "current -> previous_stable")
     assert [a[1] for a in actions[1:]] == ["NOTIFY"]
