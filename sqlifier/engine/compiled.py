@@ -128,6 +128,7 @@ class CompiledRule:
     dry_run: bool
     services: frozenset[str] | None  # None: every service of the stack
     has_level: bool
+    simple: Test | None = None  # the one level test of a rule without IF (a fast path)
 
     def candidates(self, all_services: Collection[str]) -> list[str]:
         if self.services is None:
@@ -158,7 +159,17 @@ def compile_rule(rule: ast.Rule, path: str) -> CompiledRule:
         dry_run=rule.dry_run,
         services=frozenset(services) if services is not None else None,
         has_level=any(t.kind is SignalKind.LEVEL for t in tests),
+        simple=_simple(tests, tree, rule.condition),
     )
+
+
+def _simple(tests: list[Test], tree: Tree, condition: ast.Condition | None) -> Test | None:
+    if condition is not None or not isinstance(tree, int):
+        return None
+    test = tests[tree]
+    if test.kind is not SignalKind.LEVEL or test.memory_percent or test.op is None:
+        return None
+    return test
 
 
 def _seconds(q: ast.Quantity) -> float:

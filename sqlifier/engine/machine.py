@@ -217,7 +217,10 @@ class Engine:
         firings: list[_Firing] = []
         for rule in self.rules:
             states = self._by_rule.setdefault(rule.id, {})
-            for service in rule.candidates(all_services):
+            candidates = rule.candidates(all_services)
+            if rule.simple is not None:
+                candidates = self._sweep(rule, rule.simple, states, candidates, now, world)
+            for service in candidates:
                 firing = self._evaluate(rule, states, service, now, world, result)
                 if firing is not None:
                     firings.append(firing)
@@ -226,6 +229,51 @@ class Engine:
             for firing in firings:
                 self._fire(firing, now, world, result)
         return result
+
+    def _sweep(
+        self,
+        rule: CompiledRule,
+        test: Test,
+        states: dict[str, _Rule],
+        candidates: list[str],
+        now: float,
+        world: World,
+    ) -> list[str]:
+        """The common case, fast: a rule of one level test and no IF, whose state stays
+        inactive or pending at this tick. Returns the services that need the full
+        evaluation (anything else: a change of state, a firing, no data, a cooldown)."""
+        rest = []
+        level = world.store.level
+        key, index, compare, threshold, window = (
+            test.key, test.index, test.compare, test.threshold, test.window
+        )  # fmt: skip
+        views = self._views
+        for service in candidates:
+            st = states.get(service)
+            if st is None or st.running is not None or st.cooldown_until is not None:
+                rest.append(service)
+                continue
+            if service not in views:
+                views[service] = world.service(service)
+            if views[service] is None:
+                rest.append(service)
+                continue
+            value = level(test.service or service, key, now)
+            if value is None:
+                rest.append(service)
+                continue
+            st.values[index] = value
+            held = st.held
+            if not compare(value, threshold):
+                if held:
+                    held.pop(index, None)
+                if st.state is not State.INACTIVE:
+                    rest.append(service)
+                continue
+            since = held.get(index)
+            if since is None or st.state is not State.PENDING or now - since >= window:
+                rest.append(service)
+        return rest
 
     def _state(self, key: tuple[str, str]) -> _Rule:
         state = self.states.get(key)

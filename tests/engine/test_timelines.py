@@ -6,7 +6,11 @@ second, samples at t visible to the tick at t, actions complete at once).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sqlifier.engine.machine import Settings
 from sqlifier.engine.replay import SIGNAL_COLUMNS, Replay, Sample, compile_rules
@@ -257,3 +261,33 @@ def test_schedule_fires_once_in_a_matching_minute(minute_offset: int) -> None:
     samples = [Sample(0.0, "web", "rps", 1.0)]
     actions, _ = run(text, samples, {"web": 1}, until=299 + minute_offset)
     assert [a[0] for a in actions] == [0.0, 120.0, 240.0]
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 300), st.sampled_from(["a", "b"]), st.integers(0, 100)),
+        max_size=80,
+    ),
+    st.sampled_from(
+        [
+            "ON cpu() > 50% FOR 20s DO SCALE service.name TO instances + 1 LIMIT 4;",
+            "ON low_cpu(<30%) FOR 10s DO SCALE service.name TO instances - 1 LIMIT 1 COOLDOWN 30s;",
+            "ON cpu() > 60% DO NOTIFY 'hot' DRY RUN;",
+        ]
+    ),
+)
+@settings(max_examples=60, deadline=None)
+def test_the_fast_path_decides_exactly_like_the_full_evaluation(
+    points: list[tuple[int, str, int]], text: str
+) -> None:
+    samples = sorted(
+        (Sample(float(t), service, "cpu", value / 100) for t, service, value in points),
+        key=lambda s: s.t,
+    )
+    fast = Replay(rules(text), samples, {"a": 2, "b": 2})
+    full = Replay([replace(r, simple=None) for r in rules(text)], samples, {"a": 2, "b": 2})
+    assert fast.rules[0].simple is not None
+    fast.run(start=0.0, until=320)
+    full.run(start=0.0, until=320)
+    assert fast.actions == full.actions
+    assert fast.decisions == full.decisions
