@@ -291,3 +291,49 @@ def test_the_fast_path_decides_exactly_like_the_full_evaluation(
     full.run(start=0.0, until=320)
     assert fast.actions == full.actions
     assert fast.decisions == full.decisions
+
+
+def explained(replay: Replay, rule: str, service: str, now: float) -> dict:  # type: ignore[type-arg]
+    found = replay.engine.explain(rule, service, now)
+    assert found is not None
+    return found
+
+
+def test_explain_says_why_in_every_state() -> None:
+    text = (
+        "RULE hot ON cpu() > 80% FOR 30s DO SCALE service.name TO instances + 1 LIMIT 3 COOLDOWN 1m;\n"
+        "RULE dry ON cpu() > 80% FOR 30s DO SCALE service.name TO instances + 1 DRY RUN;\n"
+        "RULE gone ON cpu(service='gone') > 80% DO RESTART 'gone';\n"
+        "RULE loop ON rps() > 1 DO RESTART service.name;\n"
+    )
+    samples = level("web", "cpu", 90, 0, 200, every=5) + level("api", "rps", 5, 0, 200, every=5)
+    replay = Replay(rules(text), sorted(samples, key=lambda s: s.t), {"web": 1, "api": 1})
+
+    replay.run(start=0.0, until=10)
+    pending = explained(replay, "hot", "web", 10)
+    assert pending["state"] == "pending"
+    assert pending["note"] == "cpu() > 80%: 90%; fires at t=30s if it holds"
+    assert pending["tests"][0]["held"] == "10s" and pending["tests"][0]["window"] == "30s"
+    assert explained(replay, "gone", "gone", 10)["note"] == "service gone is not in the stack"
+    budget = explained(replay, "loop", "api", 10)
+    assert budget["state"] == "budget exhausted"
+    assert budget["note"].startswith("action budget of api exhausted: 10 actions in the last 10m")
+
+    replay.run(start=11.0, until=30)
+    cooling = explained(replay, "hot", "web", 30)
+    assert cooling["state"] == "cooldown" and cooling["note"] == "cooling down until t=90s"
+    assert explained(replay, "dry", "web", 30)["state"] == "dry run"
+
+    replay.engine.paused.add("hot")
+    replay.run(start=31.0, until=125)
+    paused = explained(replay, "hot", "web", 125)
+    assert paused["state"] == "paused" and paused["note"] == "the rule is paused"
+    replay.engine.paused.clear()
+
+    quiet = Replay(rules(text), level("web", "cpu", 10, 0, 60, every=5), {"web": 1, "api": 1})
+    quiet.run(start=0.0, until=20)
+    assert explained(quiet, "hot", "web", 20)["state"] == "inactive"
+    assert explained(quiet, "hot", "web", 20)["note"] == "cpu() > 80%: 10%"
+    quiet.run(start=21.0, until=100)  # samples end at t=55: no data from t=86
+    stale = explained(quiet, "hot", "web", 100)
+    assert stale["state"] == "no data" and stale["note"] == "no data for cpu() > 80%"
