@@ -46,7 +46,7 @@ def test_unknown_top_level_table(tmp_path: Path) -> None:
             3,
             2,
             "unknown top-level table 'routr'; valid: stack, environments, services, router, "
-            "engine, notify, prometheus",
+            "engine, notify, prometheus, metrics",
         )
     ]
 
@@ -86,3 +86,22 @@ def test_the_stack_is_found_from_a_subfolder(tmp_path: Path) -> None:
     deep = tmp_path / "a" / "b"
     deep.mkdir(parents=True)
     assert find_stack(deep) == (tmp_path / "sqlifier.toml").resolve()
+
+
+def test_metrics_listen_default_address_and_off(tmp_path: Path) -> None:
+    path = tmp_path / "sqlifier.toml"
+    base = '[stack]\nname = "x"\n[services.web]\nrun = "x"\n'
+    for extra, expected in (
+        ("", ("127.0.0.1", 9464)),
+        ('[metrics]\nlisten = "0.0.0.0:9100"\n', ("0.0.0.0", 9100)),
+        ('[metrics]\nlisten = "off"\n', None),
+    ):
+        path.write_text(base + extra)
+        assert load_stack(path)[0].metrics == expected
+
+
+def test_metrics_listen_must_be_an_address(tmp_path: Path) -> None:
+    text = '[stack]\nname = "x"\n[services.web]\nrun = "x"\n[metrics]\nlisten = "9100"\n'
+    assert errors(tmp_path, text) == [
+        (6, 10, "metrics.listen must be host:port, like \"127.0.0.1:8080\", found '9100'")
+    ]
