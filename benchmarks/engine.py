@@ -118,7 +118,8 @@ def main() -> None:
     print(" ".join(f"{h:>{w}}" for h, w in zip(head, (9, 12, 9, 12, 9, 9), strict=True)))
     for text in args.services.split(","):
         services = int(text)
-        ticks = max(3, args.ticks if services <= 1000 else args.ticks // 4)
+        # at least 20,000 service-ticks, so small stacks are timed over enough work
+        ticks = max(3, args.ticks if services <= 1000 else args.ticks // 4, 20_000 // services)
         result = measure(services, ticks)
         samples, evals = result["samples_per_s"], result["evals_per_s"]
         print(
