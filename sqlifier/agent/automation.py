@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -163,11 +164,13 @@ class Automation:
         """Tick every `interval` seconds, on the second, until cancelled."""
         try:
             while True:
-                now = self.clock()
-                await asyncio.sleep(self.interval - (now % self.interval))
+                # Each tick is stamped with the second it is due at, not the moment the
+                # loop woke up: a window of 30 s is then exactly 30 ticks long.
+                due = (math.floor(self.clock() / self.interval) + 1) * self.interval
+                await asyncio.sleep(max(0.0, due - self.clock()))
                 started = time.perf_counter()
                 try:
-                    self.tick(self.clock())
+                    self.tick(due)
                 except Exception as exc:  # a bug must not end automation silently
                     self.rule_error = f"internal error in the engine: {type(exc).__name__}: {exc}"
                 self.last_tick_seconds = time.perf_counter() - started

@@ -56,6 +56,7 @@ ACTING = frozenset(
     {"SCALE", "RESTART", "ROLLBACK", "ABORT ROLLOUT", "PAUSE ROLLOUT", "RESUME ROLLOUT", "RUN"}
 )
 _LEVEL = SignalKind.LEVEL
+_EPSILON = 1e-6  # clock times are floats: 29.9999999 s of a 30 s window is the window
 _DURATION = Type.DURATION
 _NUMBER = Type.NUMBER
 KEEP_DECISIONS = 20  # per rule and service, in memory, for explanations
@@ -271,7 +272,7 @@ class Engine:
                     rest.append(service)
                 continue
             since = held.get(index)
-            if since is None or st.state is not State.PENDING or now - since >= window:
+            if since is None or st.state is not State.PENDING or now - since >= window - _EPSILON:
                 rest.append(service)
         return rest
 
@@ -390,7 +391,7 @@ class Engine:
             since = st.held.get(test.index)
             if since is None:
                 since = st.held[test.index] = now
-            return now - since >= test.window, True
+            return now - since >= test.window - _EPSILON, True
         if kind is SignalKind.EVENT:
             assert test.cron is not None
             minute = int(now // 60)

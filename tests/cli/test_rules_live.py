@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from sqlifier.store.decisions import DecisionLog
 from tests.conftest import ROOT, run_sqlifier
 from tests.servers import QuietServer, free_port
 
@@ -240,3 +241,46 @@ def test_rule_state_survives_an_agent_killed_with_9(stack: tuple[Path, Webhook, 
     assert after["last_fired"] == before["last_fired"]
     assert after["state"] == "cooldown"  # COOLDOWN 10m carried over: no second firing
     assert len(hook.received) == 1
+
+
+def test_a_prometheus_that_is_down_is_no_data_and_recorded(tmp_path: Path) -> None:
+    down = free_port()  # nothing listens here
+    shutil.copy(SHOP_SERVICE, tmp_path / "shop_service.py")
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "p.sql").write_text(
+        "RULE queue ON prometheus('sum(queue_depth{service=\"$service\"})') > 100 FOR 10s "
+        "DO SCALE service.name TO instances + 1 LIMIT 3;\n"
+        "RULE busy ON rps() >= 0 DO NOTIFY 'still evaluated' COOLDOWN 1h;\n"
+    )
+    (tmp_path / "sqlifier.toml").write_text(
+        f'[stack]\nname = "prom"\nrules = ["rules/*.sql"]\n\n[metrics]\nlisten = "off"\n\n'
+        f'[prometheus]\nurl = "http://127.0.0.1:{down}"\ntimeout = "500ms"\n\n'
+        f'[services.web]\nrun = "{sys.executable} shop_service.py web"\nroutes = ["/"]\n'
+        'probes.readiness = { http = "/health/ready", period = "200ms" }\n\n'
+        f'[router]\nlisten = "127.0.0.1:{free_port()}"\n'
+    )
+    try:
+        assert run_sqlifier("up", "--detach", cwd=tmp_path).returncode == 0
+        item = wait_for(
+            "the source error",
+            lambda: next(
+                (
+                    i
+                    for i in json.loads(
+                        run_sqlifier("rules", "explain", "queue", "--json", cwd=tmp_path).stdout
+                    )
+                    if i.get("sources")
+                ),
+                None,
+            ),
+        )
+        assert item["state"] == "no data"
+        assert "connection refused" in next(iter(item["sources"].values()))
+        log = DecisionLog(tmp_path / ".sqlifier" / "dev" / "decisions.db")
+        errors = wait_for("the recorded error", lambda: log.read(outcomes=["source error"]))
+        assert errors[0]["service"] == "web"
+        assert errors[0]["reason"].startswith("prometheus('sum(queue_depth")
+        # the other rule is evaluated all the same
+        wait_for("busy to fire", lambda: row(tmp_path, "busy")["last_fired"])
+    finally:
+        run_sqlifier("down", cwd=tmp_path)
