@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sqlifier.engine.machine import Settings
+from sqlifier.engine.machine import Settings, TickResult
 from sqlifier.engine.replay import SIGNAL_COLUMNS, Replay, Sample, compile_rules
 from sqlifier.lang import Source, check, parse_source
 from sqlifier.lang.signals import LOG_LEVELS
@@ -337,3 +337,31 @@ def test_explain_says_why_in_every_state() -> None:
     quiet.run(start=21.0, until=100)  # samples end at t=55: no data from t=86
     stale = explained(quiet, "hot", "web", 100)
     assert stale["state"] == "no data" and stale["note"] == "no data for cpu() > 80%"
+
+
+def test_actions_on_one_service_are_serialized() -> None:
+    text = (
+        "RULE up ON cpu() > 50% FOR 5s DO SCALE service.name TO instances + 1;\n"
+        "RULE bounce ON rps() > 10 FOR 7s DO RESTART service.name;\n"
+    )
+    samples = level("web", "cpu", 90, 0, 30, every=1) + level("web", "rps", 50, 0, 30, every=1)
+    replay = Replay(rules(text), sorted(samples, key=lambda s: s.t), {"web": 1})
+    engine = replay.engine
+
+    def tick(t: float) -> TickResult:  # the replay's clock, driven by hand
+        for sample in replay.samples:
+            if t - 1 < sample.t <= t:
+                replay._feed(sample)
+        return engine.tick(t, replay, ["web"])
+
+    scale = [c for t in range(0, 6) for c in tick(float(t)).commands]
+    assert [(c.rule, c.verb, c.detail) for c in scale] == [("up", "SCALE", "1 -> 2")]
+    tick(6.0)
+    # The SCALE is still running at t=7, when the other rule's FOR has elapsed.
+    later = tick(7.0)
+    assert later.commands == []
+    skipped = [d for d in later.decisions if d.rule == "bounce"]
+    assert skipped and skipped[0].reason == "skipped: lock on web held by rule up (SCALE 1 -> 2)"
+    engine.complete(scale[0], 8.0, replay)
+    after = tick(8.0)  # the lock is free: it acts at once
+    assert [(c.rule, c.verb) for c in after.commands] == [("bounce", "RESTART")]
