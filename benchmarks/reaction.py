@@ -66,7 +66,7 @@ from typing import Any, TypeVar
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.prom, when run as benchmarks/reaction.py
 
-from tests.prom import PROMETHEUS, PROMTOOL, Prometheus, wait_for_value  # noqa: E402
+from tests.prom import PROMETHEUS, PROMTOOL, Prometheus, start_prometheus, wait_for_value  # noqa: E402
 from tests.servers import free_port  # noqa: E402
 
 SQLIFIER = [sys.executable, "-m", "sqlifier"]
@@ -258,48 +258,15 @@ def alert_rules(folder: Path, args: argparse.Namespace) -> Path:
 def alerting_prometheus(
     workdir: Path, target: str, rules: Path, args: argparse.Namespace
 ) -> Iterator[Prometheus]:
-    """A Prometheus scraping `target` and evaluating `rules` at the intervals asked for.
-
-    tests/prom.py's start_prometheus takes neither a rule file nor an evaluation interval.
-    """
-    assert PROMETHEUS is not None
-    workdir.mkdir(parents=True)
-    config = workdir / "prometheus.yml"
-    config.write_text(  # JSON is YAML
-        json.dumps(
-            {
-                "global": {
-                    "scrape_interval": f"{args.scrape_interval:g}s",
-                    "evaluation_interval": f"{args.evaluation_interval:g}s",
-                },
-                "rule_files": [str(rules)],
-                "scrape_configs": [
-                    {"job_name": "sqlifier", "static_configs": [{"targets": [target]}]}
-                ],
-            }
-        )
+    """A Prometheus scraping `target` and evaluating `rules` at the intervals asked for."""
+    prometheus = start_prometheus(
+        workdir,
+        [target],
+        scrape_interval=f"{args.scrape_interval:g}s",
+        evaluation_interval=f"{args.evaluation_interval:g}s",
+        rule_files=[rules],
     )
-    port = free_port()
-    log = workdir / "prometheus.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    prometheus = Prometheus(f"http://127.0.0.1:{port}", process, log)
     try:
-        ready = poll_until(lambda: process.poll() is not None or _ready(prometheus.url), 60, 0.2)
-        if ready is None or process.poll() is not None:
-            raise RuntimeError(f"prometheus did not start:\n{log.read_text()}")
         yield prometheus
     finally:
         prometheus.stop()

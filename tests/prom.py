@@ -109,10 +109,15 @@ class Prometheus:
 
 
 def start_prometheus(
-    workdir: Path, targets: Sequence[str], scrape_interval: str = "1s"
+    workdir: Path,
+    targets: Sequence[str],
+    scrape_interval: str = "1s",
+    evaluation_interval: str = "1m",
+    rule_files: Sequence[Path] = (),
 ) -> Prometheus:
     """Start Prometheus on a free port of 127.0.0.1, scraping `targets` ("host:port",
-    /metrics) as job "sqlifier", with its database in `workdir`; return once it is ready."""
+    /metrics) as job "sqlifier" and evaluating `rule_files`, with its database in
+    `workdir`; return once it is ready."""
     if PROMETHEUS is None:
         raise RuntimeError("prometheus is not installed (Debian package `prometheus`)")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +125,11 @@ def start_prometheus(
     config.write_text(  # JSON is YAML
         json.dumps(
             {
-                "global": {"scrape_interval": scrape_interval, "evaluation_interval": "1m"},
+                "global": {
+                    "scrape_interval": scrape_interval,
+                    "evaluation_interval": evaluation_interval,
+                },
+                "rule_files": [str(r) for r in rule_files],
                 "scrape_configs": [
                     {"job_name": "sqlifier", "static_configs": [{"targets": list(targets)}]}
                 ],

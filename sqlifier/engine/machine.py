@@ -590,43 +590,14 @@ class Engine:
         acted_targets: set[str] = set()
         for p in firing.planned:
             if p.skipped is not None:
-                self._record(
-                    st,
-                    result,
-                    Decision(
-                        now,
-                        rule.id,
-                        firing.service,
-                        "skipped",
-                        f"{firing.reason}; {p.skipped}",
-                        p.verb,
-                        p.detail,
-                        firing.values,
-                    ),
+                self._record_action(
+                    firing, p, now, "skipped", f"{firing.reason}; {p.skipped}", result
                 )
                 if p.verb == "ROLLBACK":
-                    self._tell(
-                        rule,
-                        firing.service,
-                        now,
-                        f"ROLLBACK of {p.target} not done: {p.skipped}",
-                        result,
-                    )
+                    text = f"ROLLBACK of {p.target} not done: {p.skipped}"
+                    self._tell(rule, firing.service, now, text, result)
                 continue
-            self._record(
-                st,
-                result,
-                Decision(
-                    now,
-                    rule.id,
-                    firing.service,
-                    outcome,
-                    firing.reason,
-                    p.verb,
-                    p.detail,
-                    firing.values,
-                ),
-            )
+            self._record_action(firing, p, now, outcome, firing.reason, result)
             if rule.dry_run:
                 continue
             env = {
@@ -671,6 +642,21 @@ class Engine:
             len([c for c in result.commands if c.firing == firing_id and c.verb != "NOTIFY"]),
         )
 
+    def _record_action(
+        self,
+        firing: _Firing,
+        planned: _Planned,
+        now: float,
+        outcome: str,
+        reason: str,
+        result: TickResult,
+    ) -> None:
+        decision = Decision(
+            now, firing.rule.id, firing.service, outcome, reason, planned.verb, planned.detail,
+            firing.values,
+        )  # fmt: skip
+        self._record(self._state(firing.key), result, decision)
+
     def _blocked(
         self, firing: _Firing, acting: list[_Planned], now: float, result: TickResult
     ) -> None:
@@ -685,14 +671,7 @@ class Engine:
         st.skip = why
         first = acting[0]
         reason = f"{firing.reason}; {first.skipped}"
-        self._record(
-            st,
-            result,
-            Decision(
-                now, firing.rule.id, firing.service, "skipped", reason, first.verb, first.detail,
-                firing.values,
-            ),
-        )  # fmt: skip
+        self._record_action(firing, first, now, "skipped", reason, result)
         for p in acting:
             if p.verb == "ROLLBACK":
                 text = f"ROLLBACK of {p.target} not done: {p.skipped}"

@@ -354,7 +354,7 @@ def test_actions_on_one_service_are_serialized() -> None:
                 replay._feed(sample)
         return engine.tick(t, replay, ["web"])
 
-    scale = [c for t in range(0, 6) for c in tick(float(t)).commands]
+    scale = [c for t in range(6) for c in tick(float(t)).commands]
     assert [(c.rule, c.verb, c.detail) for c in scale] == [("up", "SCALE", "1 -> 2")]
     tick(6.0)
     # The SCALE is still running at t=7, when the other rule's FOR has elapsed.
