@@ -2,7 +2,9 @@
 
 - **Processes.** Each instance's CPU and resident memory, over its whole process tree: a
   service started through a shell, or one that forks workers, counts every process under
-  it. CPU is a fraction of one core over the time between two samples.
+  it. CPU is a fraction of one core, averaged over the last `CPU_SMOOTHING` samples (5 s):
+  a rule's `FOR` asks whether the load was sustained, and one busy or idle second of a
+  single process should not decide that.
 - **The supervisor.** Running and ready instances per service, and a `restart` event for
   each restart an instance's lifecycle counts.
 - **The router.** Requests per second, error rate and latency quantiles per service over
@@ -18,6 +20,7 @@ as "no data" rather than as zero; a service without traffic has no error rate or
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -41,6 +44,7 @@ __all__ = [
 ]
 
 WINDOW = 10.0  # seconds of router readings behind rps, error_rate and latency
+CPU_SMOOTHING = 5  # an instance's CPU is the mean of its last 5 one-second readings
 # Two CPU samples closer than this would measure the kernel's clock ticks (10 ms), not use.
 MIN_INTERVAL = 0.1
 QUANTILES = (50, 90, 95, 99)
@@ -264,6 +268,7 @@ class Samplers:
         # Service -> level -> log lines since the agent started (a counter for /metrics).
         self.log_totals: dict[str, dict[str, int]] = {}
         self._restarts: dict[str, tuple[Lifecycle, int]] = {}
+        self._cpu_history: dict[str, deque[float]] = {}
         self._reading: Reading | None = None  # the newest router reading already written
 
     def step(self, t: float) -> None:
@@ -284,7 +289,7 @@ class Samplers:
     def _sample_instances(self, instances: list[Instance], t: float) -> None:
         launched = [i for i in instances if i.launched is not None]
         roots = {i.id: i.launched.pid for i in launched if i.launched is not None}
-        samples = self.processes.sample(roots, self.clock())
+        samples = self._smoothed(self.processes.sample(roots, self.clock()))
         self.instances = {i.id: _describe(i, samples.get(i.id)) for i in instances}
         for service in self.supervisor.services:
             # A draining instance is on its way out: its replacement or nothing counts.
@@ -300,6 +305,21 @@ class Samplers:
                 self.store.put(
                     service, "memory", t, sum(s.memory for s in measured) / len(measured)
                 )
+
+    def _smoothed(self, samples: dict[str, InstanceSample]) -> dict[str, InstanceSample]:
+        """Each instance's CPU as the mean of its last CPU_SMOOTHING readings."""
+        history = self._cpu_history
+        for key in [k for k in history if k not in samples]:
+            del history[key]
+        out = {}
+        for key, sample in samples.items():
+            if sample.cpu is None:
+                out[key] = sample
+                continue
+            recent = history.setdefault(key, deque(maxlen=CPU_SMOOTHING))
+            recent.append(sample.cpu)
+            out[key] = InstanceSample(sum(recent) / len(recent), sample.memory)
+        return out
 
     def _count_restarts(self, instances: list[Instance], t: float) -> None:
         seen: dict[str, tuple[Lifecycle, int]] = {}
