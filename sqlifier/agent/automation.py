@@ -104,6 +104,7 @@ class Automation:
         self.history = History(state_dir / "history.db")
         self.notifier = Notifier(stack.notify.webhook, stack.notify.timeout, self._delivered)
         self.rule_error: str | None = None
+        self.redact: Callable[[str], str] = lambda text: text  # masks secret values
         self.sources: dict[str, str] = {}  # prometheus query -> why it has no data
         self.last_tick_seconds = 0.0
         self.actions: dict[tuple[str, str, str, str], int] = {}
@@ -333,7 +334,8 @@ class Automation:
             summary = result.error or (
                 "timed out" if result.timed_out else f"exit {result.exit_code}"
             )
-            output = result.output[-2000:]
+            output = self.redact(result.output[-2000:])
+            summary = self.redact(summary)
             return (result.exit_code == 0 and not result.timed_out), f"{summary}; output: {output}"
         if target not in self.supervisor.services:
             return False, f"{target} is not a service of this stack"
@@ -358,8 +360,8 @@ class Automation:
             "env": self.env,
             "rule": command.rule,
             "service": command.service,
-            "message": command.text,
-            "reason": command.reason,
+            "message": self.redact(command.text or ""),
+            "reason": self.redact(command.reason),
             "time": command.t,
         }
 

@@ -43,6 +43,8 @@ from sqlifier.agent.traffic import RouterFailed, Traffic
 from sqlifier.errors import UserError
 from sqlifier.runtime.process import is_same_process
 from sqlifier.runtime.supervisor import Event, StartFailed, Supervisor
+from sqlifier.secrets.local import LocalStore
+from sqlifier.secrets.resolver import SecretResolver
 from sqlifier.signals.exposition import CONTENT_TYPE, render
 from sqlifier.spec.model import Stack
 from sqlifier.store.audit import AuditLog
@@ -106,6 +108,9 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/rules/pause": {"post": {"summary": "Stop a rule ({rule}) or all rules from acting"}},
         "/v1/rules/resume": {"post": {"summary": "Let a rule ({rule}) or all rules act again"}},
+        "/v1/secrets/rotate": {
+            "post": {"summary": "Deliver a local secret's new version ({name}): restarts"}
+        },
     },
 }
 
@@ -184,18 +189,13 @@ class Agent:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock()
         self.audit = AuditLog(self.files["audit"])
+        self._wire_secrets()
         previous = self._left_running()
         self.supervisor.adoptable = self._adoptable(previous)
         left_router = previous.get("router") if previous else None
         self.token = _write_secret(self.files["token"], secrets.token_urlsafe(32))
         socket_path = self.files["socket"]
-        with contextlib.suppress(FileNotFoundError):
-            socket_path.unlink()
-        old_umask = os.umask(0o177)
-        try:
-            server = await asyncio.start_unix_server(self._serve, path=str(socket_path))
-        finally:
-            os.umask(old_umask)
+        server = await self._open_socket(socket_path)
         self._write_info()
         code = 0
         saver = asyncio.create_task(self._save_periodically())
@@ -237,19 +237,62 @@ class Agent:
             self.stack, self.env, self.state_dir, self.supervisor, self.traffic, self.audit,
             self._say,
         )  # fmt: skip
+        automation.redact = self.secrets.redact
         automation.load()
         self.automation = automation
         metrics = await self._serve_metrics()
-        task = asyncio.create_task(automation.run())
+        tasks = [asyncio.create_task(automation.run()), asyncio.create_task(self._refresh())]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if metrics is not None:
                 metrics.close()
                 await metrics.wait_closed()
+
+    async def _refresh(self) -> None:
+        """References with `refresh`: re-resolved on their period; a changed value is
+        delivered like a rotation (one instance at a time, through the drain path)."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                changed = await self.secrets.changed(time.time())
+            except Exception as exc:  # never end the loop; say why
+                self._say(f"secrets: refresh failed: {type(exc).__name__}: {exc}")
+                continue
+            for service in sorted({service for service, _ in changed}):
+                refs = ", ".join(ref for name, ref in changed if name == service)
+                await self._deliver(service, "agent", f"refresh: {refs} changed")
+
+    async def _deliver(self, service: str, who: str, why: str) -> str:
+        target = f"{self.stack.name}/{self.env}/{service}"
+        try:
+            await self.supervisor.restart(service)
+        except StartFailed as exc:
+            self.audit.record(who, "secret rotate", f"{target} ({why})", f"failed: {exc}")
+            return f"failed: {exc}"
+        self.audit.record(who, "secret rotate", f"{target} ({why})", "ok")
+        return "ok"
+
+    async def _rotate(self, body: Any, who: str) -> tuple[int, Any]:
+        name = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not name:
+            return 400, {"error": "rotate needs the secret's name"}
+        store = LocalStore(self.state_dir, self.env)
+        info = store.info(name)
+        if info is None:
+            return 200, {"ok": False, "error": f"no secret {name} in {self.env}"}
+        services = self.secrets.users(f"secret://local/{name}")
+        results = {}
+        for service in services:
+            results[service] = await self._deliver(service, who, f"{name} version {info.version}")
+        if all(r == "ok" for r in results.values()):
+            store.mark_delivered(name, info.version)
+        return 200, {"ok": True, "version": info.version, "services": results}
 
     async def _serve_metrics(self) -> asyncio.Server | None:
         """/metrics for Prometheus on [metrics] listen; a taken port is reported, not fatal."""
@@ -286,6 +329,25 @@ class Agent:
             pass
         finally:
             writer.close()
+
+    async def _open_socket(self, path: Path) -> asyncio.Server:
+        """The API's unix socket, only the owner can open it (0600)."""
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        old_umask = os.umask(0o177)
+        try:
+            return await asyncio.start_unix_server(self._serve, path=str(path))
+        finally:
+            os.umask(old_umask)
+
+    def _wire_secrets(self) -> None:
+        """Instances get their secrets just before they start; output is masked."""
+        self.secrets = SecretResolver(
+            self.stack, self.env, self.state_dir, self.audit, say=self._say
+        )
+        self.supervisor.secrets = self.secrets.for_instance
+        self.supervisor.after_stop = self.secrets.forget
+        self.supervisor.redactor = self.secrets.redact
 
     async def _start_router(self, left: Any) -> None:
         await self.traffic.start(left if isinstance(left, dict) else None)
@@ -394,6 +456,8 @@ class Agent:
             return await self._split(body, who)
         if path.startswith("/v1/rules"):
             return self._rules(method, path, body, who)
+        if (method, path) == ("POST", "/v1/secrets/rotate"):
+            return await self._rotate(body, who)
         return 404, {"error": f"no such endpoint: {method} {path}"}
 
     async def _operate(self, what: str, body: Any, who: str) -> tuple[int, Any]:

@@ -113,6 +113,8 @@ class LogFile:
     dropped: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     on_lines: Callable[[float, list[tuple[str, str]]], None] | None = None
+    # Masks secret values in a line before it is classified, stored or counted.
+    redact: Callable[[str], str] | None = None
     _size: int | None = None
 
     def write(self, when: float, stream: str, line: str) -> str:
@@ -124,6 +126,8 @@ class LogFile:
         levels = []
         chunks = []
         stamp = round(when, 3)
+        if self.redact is not None:
+            lines = [self.redact(line) for line in lines]
         for line in lines:
             level = classify(line)
             levels.append(level)

@@ -22,8 +22,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from sqlifier.errors import UserError
 from sqlifier.runtime.lifecycle import Command, Lifecycle, State
 from sqlifier.runtime.logs import LogFile, OutputTail
+from sqlifier.runtime.private import private_dir
 from sqlifier.runtime.probes import ProbeTracker, run_probe
 from sqlifier.runtime.process import (
     Launched,
@@ -36,6 +38,7 @@ from sqlifier.runtime.process import (
     stop_group,
     wait,
 )
+from sqlifier.spec.envfile import read_env_file
 from sqlifier.spec.model import Service, Stack
 
 __all__ = ["Event", "Instance", "StartFailed", "Supervisor", "start_order"]
@@ -141,10 +144,19 @@ class Supervisor:
         self.on_event = on_event
         self.clock = clock
         self.base_env = dict(os.environ if base_env is None else base_env)
+        env_file = stack.environment(env).env_file
+        if env_file is not None:  # the stack's own `env` still wins over it
+            self.base_env.update(read_env_file(stack.root / env_file, env_file))
         # Called before an instance is stopped on purpose: the router drains it.
         self.before_stop = before_stop
         # Every line an instance writes, classified: (service, time, [(level, line)]).
         self.on_lines = on_lines
+        # The values of an instance's secrets, resolved just before it starts (env vars).
+        self.secrets: Callable[[Instance], Awaitable[Mapping[str, str]]] | None = None
+        # Called after an instance stopped for good (its secret files are removed).
+        self.after_stop: Callable[[Instance], None] | None = None
+        # Masks secret values in output lines.
+        self.redactor: Callable[[str], str] | None = None
         self.instances: dict[str, list[Instance]] = {name: [] for name in self.services}
         # Replacements starting beside the instance they will replace (restart).
         self.replacements: list[Instance] = []
@@ -290,8 +302,14 @@ class Supervisor:
         if shared is not None:
             log, tail = shared.log, shared.tail
         else:
-            log = LogFile(logs / f"{life.name}.log", on_lines=partial(self._lines, service.name))
-            out = logs / f"{life.name}.out"
+            log = LogFile(
+                logs / f"{life.name}.log",
+                on_lines=partial(self._lines, service.name),
+                redact=self._redact,
+            )
+            # The raw output is written outside .sqlifier/: it is read, masked and
+            # classified into the log, and secret values must never reach a file there.
+            out = private_dir(self.state_dir, "out") / f"{life.name}.out"
             # What is already in the output file was read by whoever ran this instance before.
             tail = OutputTail(out, log, offset=out.stat().st_size if out.exists() else 0)
         instance = Instance(service, index, port, life, log, tail, data_dir, release=self.release)
@@ -323,6 +341,11 @@ class Supervisor:
         try:
             if service.port is not None and not _port_free(instance.port):
                 raise LaunchError(f"{instance.name}: port {instance.port} is already in use")
+            if self.secrets is not None and service.secrets:
+                try:
+                    env.update(await self.secrets(instance))
+                except UserError as exc:  # the message names the reference, never a value
+                    raise LaunchError(str(exc)) from None
             launched = await launch(
                 argv_for(service), service.source, env, instance.name, instance.tail.path
             )
@@ -405,6 +428,8 @@ class Supervisor:
                 await asyncio.wait_for(task, timeout=instance.service.stop_timeout + 1)
         if instance.life.state is not State.STOPPED:
             instance.life.state = State.STOPPED
+        if self.after_stop is not None:
+            self.after_stop(instance)
         self._report(instance)
 
     async def _wait_ready(self, name: str, count: int, timeout: float) -> None:
@@ -487,6 +512,9 @@ class Supervisor:
         task = asyncio.ensure_future(work)
         instance.tasks.add(task)
         task.add_done_callback(instance.tasks.discard)
+
+    def _redact(self, line: str) -> str:
+        return self.redactor(line) if self.redactor is not None else line
 
     def _lines(self, service: str, when: float, lines: list[tuple[str, str]]) -> None:
         if self.on_lines is not None:
