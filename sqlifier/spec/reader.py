@@ -26,15 +26,15 @@ __all__ = ["SECRET_PROVIDERS", "StackReader"]
 
 SECRET_PROVIDERS = (
     "secret://local/NAME",
-    "vault://PATH#KEY",
+    "vault://MOUNT/PATH#KEY",
     "aws-sm://NAME#KEY",
     "ssm:///PATH",
     "env://NAME",
     "file://PATH",
 )
 _SECRET_REF = re.compile(
-    r"^(secret://local/[A-Za-z0-9_.-]+|vault://[^#\s]+#[^#\s]+|aws-sm://[^#\s]+(#[^#\s]+)?"
-    r"|ssm:///[^\s]+|env://[A-Za-z_][A-Za-z0-9_]*|file://[^\s]+)\Z"
+    r"^(secret://local/[A-Za-z0-9_.-]+|vault://[^#\s/]+(/[^#\s/]+)+#[^#\s]+"
+    r"|aws-sm://[^#\s]+(#[^#\s]+)?|ssm:///[^#\s]+|env://[A-Za-z_][A-Za-z0-9_]*|file://[^\s]+)\Z"
 )
 _SECRETISH = re.compile(r"(PASSWORD|PASSWD|TOKEN|SECRET|API_KEY|PRIVATE_KEY|ACCESS_KEY)", re.I)
 _SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}\Z")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_traffic import Load
+from tests.secrets.servers import needs_bao, running_openbao
 from tests.conftest import run_sqlifier
 from tests.servers import free_port
 
@@ -120,16 +121,24 @@ def test_secrets_reach_only_their_instances_and_no_file(stack: tuple[Path, int, 
     logs = run_sqlifier("logs", "app", cwd=root).stdout
     assert "connecting with password ****" in logs and "encoded: ****" in logs
     assert FIRST not in logs
-    shown = run_sqlifier("ps", "--json", cwd=root).stdout + run_sqlifier("config", "app", cwd=root).stdout
+    shown = (
+        run_sqlifier("ps", "--json", cwd=root).stdout
+        + run_sqlifier("config", "app", cwd=root).stdout
+    )
     assert FIRST not in shown and TOKEN not in shown
-    assert "DB_PASSWORD=****   (secret://local/db_password" in run_sqlifier("config", "app", cwd=root).stdout
+    assert (
+        "DB_PASSWORD=****   (secret://local/db_password"
+        in run_sqlifier("config", "app", cwd=root).stdout
+    )
 
     audit = run_sqlifier("rules", "list", cwd=root)  # the agent is up and answering
     assert audit.returncode == 0
     import sqlite3
 
     with sqlite3.connect(root / ".sqlifier" / "dev" / "audit.db") as db:
-        reads = db.execute("SELECT who, target, result FROM audit WHERE what = 'secret read'").fetchall()
+        reads = db.execute(
+            "SELECT who, target, result FROM audit WHERE what = 'secret read'"
+        ).fetchall()
     assert len(reads) == 4  # 2 instances x 2 references
     assert all(r[2] == "ok" for r in reads)
     assert any("app-0 DB_PASSWORD <- secret://local/db_password" in r[1] for r in reads)
@@ -139,7 +148,9 @@ def test_secrets_reach_only_their_instances_and_no_file(stack: tuple[Path, int, 
     assert files_containing(root / ".sqlifier", FIRST, TOKEN) == []
 
 
-def test_rotation_restarts_one_at_a_time_with_no_failed_request(stack: tuple[Path, int, int]) -> None:
+def test_rotation_restarts_one_at_a_time_with_no_failed_request(
+    stack: tuple[Path, int, int],
+) -> None:
     root, port, _ = stack
     assert run_sqlifier("secret", "set", "db_password", cwd=root, stdin=FIRST).returncode == 0
     assert run_sqlifier("up", "--detach", cwd=root).returncode == 0
@@ -170,3 +181,51 @@ def test_environments_are_kept_apart(stack: tuple[Path, int, int]) -> None:
     assert up.returncode == 1  # set in dev: production has no such secret
     assert "no secret db_password in production" in up.stderr
     assert FIRST not in up.stderr
+
+
+VAULT_STACK = """\
+[stack]
+name = "vault"
+
+[services.app]
+run = "{python} app.py"
+port = {port}
+probes.readiness = {{ http = "/", period = "200ms" }}
+
+[services.app.secrets]
+DB_PASSWORD = "vault://secret/shop/db#password"
+"""
+
+
+@needs_bao
+def test_openbao_values_reach_the_instance_and_a_policy_denial_is_clear(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "sqlifier.toml").write_text(VAULT_STACK.format(python=sys.executable, port=port))
+    (tmp_path / "bao").mkdir()
+    with running_openbao(tmp_path / "bao") as bao, bao.client() as root:
+        root.secrets.kv.v2.create_or_update_secret(path="shop/db", secret={"password": FIRST})
+        root.sys.create_or_update_policy(
+            name="billing", policy='path "secret/data/billing/*" { capabilities = ["read"] }'
+        )
+        denied = root.auth.token.create(policies=["billing"], ttl="10m")["auth"]["client_token"]
+        try:
+            for key, value in bao.environ().items():
+                monkeypatch.setenv(key, value)
+            assert run_sqlifier("up", "--detach", cwd=tmp_path).returncode == 0
+            assert get(port)["db_password"] == FIRST
+            assert run_sqlifier("down", cwd=tmp_path).returncode == 0
+            assert files_containing(tmp_path / ".sqlifier", FIRST) == []
+
+            monkeypatch.setenv("VAULT_TOKEN", denied)
+            up = run_sqlifier("up", "--detach", "--timeout", "5", cwd=tmp_path)
+            assert up.returncode == 1
+            assert (
+                "secret DB_PASSWORD: vault://secret/shop/db#password: permission denied (403) "
+                "— the token's policy does not allow reading secret/data/shop/db"
+            ) in up.stderr
+            assert denied not in up.stderr and bao.root_token not in up.stderr
+        finally:
+            run_sqlifier("down", cwd=tmp_path)

@@ -152,7 +152,7 @@ def test_unknown_key_has_its_position_and_a_suggestion(tmp_path: Path) -> None:
         (
             'secrets = { DB = "hunter2" }',
             18,
-            "invalid secret reference 'hunter2'; providers: secret://local/NAME, vault://PATH#KEY, aws-sm://NAME#KEY, ssm:///PATH, env://NAME, file://PATH",
+            "invalid secret reference 'hunter2'; providers: secret://local/NAME, vault://MOUNT/PATH#KEY, aws-sm://NAME#KEY, ssm:///PATH, env://NAME, file://PATH",
         ),
         (
             'probes = { readiness = { period = "2s" } }',
