@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_traffic import Load
-from tests.secrets.servers import needs_bao, running_openbao
 from tests.conftest import run_sqlifier
+from tests.secrets.servers import needs_bao, running_openbao
 from tests.servers import free_port
 
 APP = """\
