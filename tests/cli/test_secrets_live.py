@@ -10,8 +10,10 @@ import base64
 import http.client
 import json
 import os
+import sqlite3
 import stat
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,8 +135,6 @@ def test_secrets_reach_only_their_instances_and_no_file(stack: tuple[Path, int, 
 
     audit = run_sqlifier("rules", "list", cwd=root)  # the agent is up and answering
     assert audit.returncode == 0
-    import sqlite3
-
     with sqlite3.connect(root / ".sqlifier" / "dev" / "audit.db") as db:
         reads = db.execute(
             "SELECT who, target, result FROM audit WHERE what = 'secret read'"
@@ -229,3 +229,70 @@ def test_openbao_values_reach_the_instance_and_a_policy_denial_is_clear(
             assert denied not in up.stderr and bao.root_token not in up.stderr
         finally:
             run_sqlifier("down", cwd=tmp_path)
+
+
+def test_refresh_delivers_a_changed_upstream_value(tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "db_password.txt").write_text(FIRST + "\n")
+    (tmp_path / "sqlifier.toml").write_text(
+        f'[stack]\nname = "refresh"\n\n[services.app]\nrun = "{sys.executable} app.py"\n'
+        f'port = {port}\nprobes.readiness = {{ http = "/", period = "200ms" }}\n'
+        "[services.app.secrets]\n"
+        'DB_PASSWORD = { ref = "file://db_password.txt", refresh = "1s" }\n'
+    )
+    try:
+        assert run_sqlifier("up", "--detach", cwd=tmp_path).returncode == 0
+        assert get(port)["db_password"] == FIRST
+        (tmp_path / "db_password.txt").write_text(SECOND + "\n")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if get(port)["db_password"] == SECOND:
+                    break
+            except OSError:
+                pass  # one instance on a fixed port: it restarts in place
+            time.sleep(0.2)
+        assert get(port)["db_password"] == SECOND
+        rows: list[tuple[str, str]] = []
+        while time.monotonic() < deadline and not rows:  # recorded once the restart ends
+            with sqlite3.connect(tmp_path / ".sqlifier" / "dev" / "audit.db") as db:
+                query = "SELECT target, result FROM audit WHERE what = 'secret rotate'"
+                rows = db.execute(query).fetchall()
+            time.sleep(0.2)
+        assert rows == [("refresh/dev/app (refresh: file://db_password.txt changed)", "ok")]
+    finally:
+        run_sqlifier("down", cwd=tmp_path)
+    assert files_containing(tmp_path / ".sqlifier", FIRST, SECOND) == []
+
+
+def test_config_shows_the_effective_configuration_masked(tmp_path: Path) -> None:
+    (tmp_path / "production.env").write_text("LOG_LEVEL=warning\nAPI_TOKEN=plain-token-123\n")
+    (tmp_path / "sqlifier.toml").write_text(
+        '[stack]\nname = "cfg"\n\n[environments.production]\nenv_file = "production.env"\n\n'
+        '[services.web]\nrun = "python3 app.py"\nenv = { LOG_LEVEL = "info", MODE = "web" }\n'
+        "[services.web.secrets]\n"
+        'DB_PASSWORD = "secret://local/db_password"\n'
+        'TLS_KEY = { ref = "file://tls.key", file = "tls.key", refresh = "5m" }\n\n'
+        "[environments.production.services.web]\ninstances = 3\n"
+    )
+    result = run_sqlifier("config", "web", "--env", "production", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["instances"] == 3
+    assert data["environment"] == {
+        "API_TOKEN": {"value": "****", "from": "env_file production.env"},
+        "LOG_LEVEL": {"value": "info", "from": "stack file"},
+        "MODE": {"value": "web", "from": "stack file"},
+    }
+    assert data["secrets"]["TLS_KEY"] == {
+        "ref": "file://tls.key",
+        "delivered_as": "file tls.key",
+        "refresh": 300.0,
+        "value": "****",
+    }
+    text = run_sqlifier("config", "web", "--env", "production", cwd=tmp_path).stdout
+    assert "plain-token-123" not in text
+    assert "TLS_KEY=****   (file://tls.key, as file tls.key, refreshed every 300s)" in text
+    unknown = run_sqlifier("config", "wbe", cwd=tmp_path)
+    assert unknown.returncode == 1 and "unknown service 'wbe'; services: web" in unknown.stderr
