@@ -47,7 +47,7 @@ def test_env_file(tmp_path: Path) -> None:
 def test_env_file_errors_name_the_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.env"
     path.write_text("OK=1\nnot a line\n")
-    with pytest.raises(UserError, match=r"bad.env:2: expected KEY=value"):
+    with pytest.raises(UserError, match=r"bad\.env:2: expected KEY=value"):
         read_env_file(path, "bad.env")
-    with pytest.raises(UserError, match="missing.env: env_file not found"):
+    with pytest.raises(UserError, match=r"missing\.env: env_file not found"):
         read_env_file(tmp_path / "missing.env", "missing.env")
