@@ -406,7 +406,7 @@ def _aws_client(service: str, context: Context) -> Any:
         retries={"total_max_attempts": 2, "mode": "standard"},
     )
     session = boto3.session.Session(**options)
-    return session.client(  # type: ignore[call-overload]
+    return session.client(
         service, endpoint_url=environ.get("AWS_ENDPOINT_URL") or None, config=config
     )
 
