@@ -14,10 +14,11 @@ from collections.abc import Sequence
 import click
 
 from sqlifier import __version__
-from sqlifier.cli import check, config, deploy, fmt, init, rules
+from sqlifier.cli import audit, check, config, deploy, fmt, init, rules
 from sqlifier.cli.logs import logs
 from sqlifier.cli.output import print_diagnostics
 from sqlifier.cli.ps import ps, restart, scale
+from sqlifier.cli.releases import lock, releases
 from sqlifier.cli.secret import group as secret
 from sqlifier.cli.up import down, up
 from sqlifier.errors import DiagnosticsError, UserError
@@ -37,7 +38,8 @@ cli.add_command(init.command)
 cli.add_command(deploy.command)
 cli.add_command(rules.group)
 cli.add_command(config.command)
-for command in (up, down, ps, scale, restart, logs, secret):
+cli.add_command(audit.group)
+for command in (up, down, ps, scale, restart, logs, secret, releases, lock):
     cli.add_command(command)
 
 

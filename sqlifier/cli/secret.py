@@ -176,7 +176,8 @@ def _read_value(name: str, env: str) -> str:
 
 def _audit(context: Context, who: str, what: str, name: str, result: str) -> None:
     target = f"{context.stack.name}/{context.env}/{name}"
-    AuditLog(context.state_dir / "audit.db").record(who, what, target, result)
+    # a secret is not a service: service="" keeps it out of `audit --service`
+    AuditLog(context.state_dir / "audit.db").record(who, what, target, result, service="")
 
 
 def _table(infos: list[SecretInfo]) -> str:

@@ -1,0 +1,139 @@
+"""`sqlifier audit` and `sqlifier audit verify`: read the audit log and check its chain.
+
+Both read the environment's `audit.db` directly, so they work without a running agent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import re
+import sqlite3
+import time
+from typing import Any
+
+import click
+
+from sqlifier.cli.workspace import Context, display_path, load_context
+from sqlifier.errors import UserError
+from sqlifier.lang.units import base_value
+from sqlifier.store.audit import AuditEntry, AuditLog, VerifyResult
+
+__all__ = ["group"]
+
+_ENV = click.option(
+    "--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev)."
+)
+_FILE = click.option(
+    "-f", "--file", "stack_file", help="The stack file (default: found from here)."
+)
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+_COLUMNS = ("time (utc)", "who", "what", "target", "result", "why")
+
+
+@click.group("audit", invoke_without_command=True)
+@_ENV
+@_FILE
+@_JSON
+@click.option("--since", help="Only entries from the last D, like 30m, 24h or 7d.")
+@click.option("--service", help="Only entries about service S.")
+@click.pass_context
+def group(
+    ctx: click.Context,
+    env: str | None,
+    stack_file: str | None,
+    as_json: bool,
+    since: str | None,
+    service: str | None,
+) -> int:
+    """Who did what, to what, when and why, and how it ended (oldest first).
+
+    `sqlifier audit verify` checks that no entry was changed or removed.
+    """
+    if ctx.invoked_subcommand is not None:
+        if since or service:
+            raise UserError("--since and --service select entries to list; verify checks all")
+        return 0
+    context = load_context(stack_file, env)
+    start = time.time() - _duration(since) if since else None
+    log = _open(context)
+    entries = [] if log is None else log.entries(since=start, service=service)
+    if as_json:
+        click.echo(json.dumps([_as_json(entry) for entry in entries], indent=2))
+    elif log is None:
+        click.echo(f"no audit log yet for {context.stack.name} ({context.env})")
+    elif not entries:
+        click.echo(f"no audit entries{_selection(since, service)}")
+    else:
+        click.echo(_table(entries))
+    return 0
+
+
+@group.command("verify")
+@_ENV
+@_FILE
+@_JSON
+@click.pass_context
+def verify(ctx: click.Context, env: str | None, stack_file: str | None, as_json: bool) -> int:
+    """Check the hash chain; exit 1 naming an entry changed or removed."""
+    above = ctx.parent.params if ctx.parent else {}
+    context = load_context(stack_file or above.get("stack_file"), env or above.get("env"))
+    log = _open(context)
+    result = VerifyResult(True, 0) if log is None else log.verify()
+    if as_json or above.get("as_json"):
+        click.echo(json.dumps(dataclasses.asdict(result), indent=2))
+    elif result.ok:
+        none_yet = " (no audit log yet)" if log is None else ""
+        click.echo(f"{_count(result.entries)}, chain intact{none_yet}")
+    else:
+        path = display_path(context.state_dir / "audit.db")
+        click.echo(f"{path}: {_count(result.entries)}, chain broken: {result.problem}", err=True)
+    return 0 if result.ok else 1
+
+
+def _open(context: Context) -> AuditLog | None:
+    path = context.state_dir / "audit.db"
+    if not path.exists():
+        return None
+    try:
+        return AuditLog(path)
+    except sqlite3.Error as exc:  # not a database, or one the user cannot write
+        raise UserError(f"cannot open the audit log {display_path(path)}: {exc}") from None
+
+
+def _duration(text: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(s|m|h|d)", text.strip())
+    if match is None or float(match.group(1)) <= 0:
+        raise UserError(f"--since {text}: expected a duration like 30m, 24h or 7d")
+    return base_value(float(match.group(1)), match.group(2))
+
+
+def _selection(since: str | None, service: str | None) -> str:
+    about = f" about {service}" if service else ""
+    return about + (f" in the last {since}" if since else "")
+
+
+def _count(entries: int) -> str:
+    return f"{entries} entr{'y' if entries == 1 else 'ies'}"
+
+
+def _time(at: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(at, dt.UTC)
+
+
+def _as_json(entry: AuditEntry) -> dict[str, Any]:
+    fields = dataclasses.asdict(entry)
+    return {"time": _time(entry.at).isoformat().replace("+00:00", "Z"), **fields}
+
+
+def _table(entries: list[AuditEntry]) -> str:
+    cells = [[c.upper() for c in _COLUMNS]]
+    for e in entries:
+        when = _time(e.at).strftime("%Y-%m-%d %H:%M:%S")
+        cells.append([when, e.who, e.what, e.target, e.result, e.why or "-"])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(_COLUMNS) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in cells
+    )
