@@ -4,6 +4,7 @@ groups stopped, and clear errors for commands that cannot start."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -107,8 +108,12 @@ def test_stop_reaches_grandchildren(tmp_path: Path) -> None:
     assert code == -15
     assert len(pids) == 2
     for pid in pids:
+        # The signal is on its way to them when stop_group returns: wait for them to end
+        # (an ended orphan nobody reaps is a zombie, which is ended too).
         with pytest.raises(psutil.NoSuchProcess):
             process = psutil.Process(pid)
+            with contextlib.suppress(psutil.TimeoutExpired):
+                process.wait(timeout=10)
             if process.status() == psutil.STATUS_ZOMBIE:
                 raise psutil.NoSuchProcess(pid)
 

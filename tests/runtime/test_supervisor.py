@@ -192,10 +192,15 @@ def test_a_service_that_never_becomes_ready_is_named_when_the_wait_ends(tmp_path
 
 
 def test_a_failing_liveness_probe_restarts_the_instance(tmp_path: Path) -> None:
-    liveness = 'probes.liveness = { exec = "false", period = "100ms", failure_threshold = 2 }\n'
+    # Live until the file `sick` appears: the instance is ready first, however slow the
+    # machine, and only then does its liveness probe start failing.
+    liveness = (
+        'probes.liveness = { exec = "test ! -f sick", period = "100ms", failure_threshold = 2 }\n'
+    )
 
     async def body(supervisor: Supervisor) -> None:
         (instance,) = supervisor.instances["web"]
+        (tmp_path / "sick").write_text("")
         for _ in range(100):
             await asyncio.sleep(0.05)
             if instance.life.restarts >= 1:
