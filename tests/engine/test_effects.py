@@ -424,9 +424,10 @@ def test_what_a_command_leaves_running_is_stopped_when_it_exits(tmp_path: Path) 
 
 def test_a_cancelled_command_is_killed(tmp_path: Path) -> None:
     async def main() -> int:
+        before = {p.pid for p in psutil.Process().children()}  # other tests' helpers
         task = asyncio.create_task(run_command("sleep 100", {}, tmp_path))
         async with asyncio.timeout(WAIT):
-            while not (children := psutil.Process().children()):
+            while not (children := [p for p in psutil.Process().children() if p.pid not in before]):
                 await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
