@@ -10,11 +10,12 @@ import click
 
 from sqlifier.cli.workspace import load_context
 from sqlifier.delivery.locks import force_release, held_locks
+from sqlifier.delivery.plan import plan_service
 from sqlifier.delivery.releases import Releases, releases_table
 from sqlifier.errors import UserError
 from sqlifier.store.audit import AuditLog, current_user
 
-__all__ = ["lock", "releases"]
+__all__ = ["lock", "plan", "releases"]
 
 _ENV = click.option(
     "--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev)."
@@ -44,6 +45,36 @@ def releases(service: str, env: str | None, stack_file: str | None, as_json: boo
     else:
         click.echo(f"no release of {service} in {context.env} yet")
     return 0
+
+
+@click.command("plan")
+@click.option("--service", "-s", "only", help="One service (default: every service).")
+@click.option("--version", "version", help="The version to plan for (default: built from HEAD).")
+@_ENV
+@_FILE
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plan(
+    only: str | None, version: str | None, env: str | None, stack_file: str | None, as_json: bool
+) -> int:
+    """What a deploy would change — version, config diff, instance counts, migrations,
+    rollout steps, approval — compared with the live release, changing nothing. Exit 1
+    when something would stop the deploy."""
+    context = load_context(stack_file, env)
+    services = context.stack.services_for(context.env)
+    if only is not None and only not in services:
+        raise UserError(f"unknown service {only!r}; services: {', '.join(services)}")
+    names = [only] if only is not None else list(services)
+    store = Releases(context.state_dir, context.env)
+    plans = []
+    for name in names:
+        live = next((r for r in store.list(name) if r.status == "live"), None)
+        target = version or "(to be built from HEAD)"
+        plans.append(plan_service(context.stack, context.env, name, live, target))
+    if as_json:
+        click.echo(json.dumps([p.to_json() for p in plans], indent=2))
+    else:
+        click.echo("\n\n".join("\n".join(p.lines()) for p in plans))
+    return 1 if any(p.problems for p in plans) else 0
 
 
 @click.group("lock")

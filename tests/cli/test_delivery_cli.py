@@ -68,3 +68,30 @@ def test_a_stale_lock_is_listed_and_broken_with_force(tmp_path: Path) -> None:
     ]
     assert entries and entries[-1].result.startswith("ok: broke the stale lock of alice")
     assert run_sqlifier("lock", "list", cwd=tmp_path).stdout.strip() == "no lock is held in dev"
+
+
+def test_plan_compares_with_the_live_release_and_changes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "sqlifier.toml").write_text(
+        STACK + 'env = { LOG_LEVEL = "info" }\nroutes = ["/"]\n'
+        '[environments.production]\napproval = "required"\napprovers = ["alice"]\n'
+        "[environments.production.services.web]\ninstances = 3\n"
+    )
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "app.py").write_text("print('hi')\n")
+    stack, _ = load_stack(tmp_path / "sqlifier.toml")
+    store = Releases(tmp_path / ".sqlifier" / "production", "production")
+    store.make(stack, "web", "v1")
+    store.mark("web", "v1", "live")
+    text = (tmp_path / "sqlifier.toml").read_text().replace('"info"', '"debug"')
+    (tmp_path / "sqlifier.toml").write_text(text)
+    before = sorted(str(p) for p in (tmp_path / ".sqlifier").rglob("*"))
+    result = run_sqlifier("plan", "--env", "production", "--version", "v2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "web in production: v1 -> v2"
+    assert "  ~ env.LOG_LEVEL: info -> debug" in lines
+    assert "  instances: 3 (unchanged)" in lines
+    assert "  approval: required (approvers: alice)" in lines
+    assert sorted(str(p) for p in (tmp_path / ".sqlifier").rglob("*")) == before
+    as_json = json.loads(run_sqlifier("plan", "--env", "production", "--json", cwd=tmp_path).stdout)
+    assert as_json[0]["current"] == "v1" and as_json[0]["problems"] == []
