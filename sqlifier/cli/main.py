@@ -18,7 +18,7 @@ from sqlifier.cli import audit, check, config, deploy, fmt, init, rules
 from sqlifier.cli.logs import logs
 from sqlifier.cli.output import print_diagnostics
 from sqlifier.cli.ps import ps, restart, scale
-from sqlifier.cli.releases import lock, plan, releases
+from sqlifier.cli.releases import dora, lock, plan, releases
 from sqlifier.cli.secret import group as secret
 from sqlifier.cli.up import down, up
 from sqlifier.errors import DiagnosticsError, UserError
@@ -39,7 +39,7 @@ cli.add_command(deploy.command)
 cli.add_command(rules.group)
 cli.add_command(config.command)
 cli.add_command(audit.group)
-for command in (up, down, ps, scale, restart, logs, secret, releases, lock, plan):
+for command in (up, down, ps, scale, restart, logs, secret, releases, lock, plan, dora):
     cli.add_command(command)
 
 

@@ -4,18 +4,22 @@ and the per-service deploy locks."""
 from __future__ import annotations
 
 import json
+import re
+import time
 from dataclasses import asdict
 
 import click
 
 from sqlifier.cli.workspace import load_context
+from sqlifier.delivery.dora import compute
+from sqlifier.delivery.events import read_events
 from sqlifier.delivery.locks import force_release, held_locks
 from sqlifier.delivery.plan import plan_service
 from sqlifier.delivery.releases import Releases, releases_table
 from sqlifier.errors import UserError
 from sqlifier.store.audit import AuditLog, current_user
 
-__all__ = ["lock", "plan", "releases"]
+__all__ = ["dora", "lock", "plan", "releases"]
 
 _ENV = click.option(
     "--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev)."
@@ -75,6 +79,44 @@ def plan(
     else:
         click.echo("\n\n".join("\n".join(p.lines()) for p in plans))
     return 1 if any(p.problems for p in plans) else 0
+
+
+@click.command("dora")
+@click.option("--since", default="30d", show_default=True, help="The window: 7d, 30d, 90d.")
+@click.option("--service", "-s", help="One service (default: all).")
+@_ENV
+@_FILE
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def dora(
+    since: str, service: str | None, env: str | None, stack_file: str | None, as_json: bool
+) -> int:
+    """The four DORA figures from the audit log: deployment frequency, lead time for
+    changes, change failure rate, failed deployment recovery time — each with its tier and
+    how it was computed."""
+    context = load_context(stack_file, env)
+    until = time.time()
+    window = _duration(since)
+    path = context.state_dir / "audit.db"
+    events = read_events(AuditLog(path).entries()) if path.exists() else []
+    result = compute(events, until - window, until, context.env, service)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return 0
+    scope = f"{service} in {context.env}" if service else context.env
+    click.echo(f"DORA for {scope}, the last {since}:")
+    for metric in result.metrics:
+        value = "no data" if metric.value is None else f"{metric.value:.3g} {metric.unit}"
+        tier = f" ({metric.tier})" if metric.tier else ""
+        click.echo(f"  {metric.name}: {value}{tier}")
+        click.echo(f"    {metric.how}")
+    return 0
+
+
+def _duration(text: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(m|h|d)", text.strip())
+    if match is None or float(match.group(1)) <= 0:
+        raise UserError(f"--since {text}: expected a duration like 7d, 30d or 24h")
+    return float(match.group(1)) * {"m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
 
 @click.group("lock")

@@ -7,8 +7,18 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
+
+from sqlifier.delivery.dora import (
+    CHANGE_FAILURE_RATE,
+    DEPLOYMENT_FREQUENCY,
+    LEAD_TIME,
+    RECOVERY_TIME,
+)
+from sqlifier.delivery.events import DEPLOY_START, ROLLOUT_COMPLETE, deploy_event
 from sqlifier.delivery.locks import read_lock
 from sqlifier.delivery.releases import Releases
 from sqlifier.spec import load_stack
@@ -95,3 +105,33 @@ def test_plan_compares_with_the_live_release_and_changes_nothing(tmp_path: Path)
     assert sorted(str(p) for p in (tmp_path / ".sqlifier").rglob("*")) == before
     as_json = json.loads(run_sqlifier("plan", "--env", "production", "--json", cwd=tmp_path).stdout)
     assert as_json[0]["current"] == "v1" and as_json[0]["problems"] == []
+
+
+def test_dora_reads_the_audit_log(tmp_path: Path) -> None:
+    (tmp_path / "sqlifier.toml").write_text(STACK)
+    state = tmp_path / ".sqlifier" / "dev"
+    state.mkdir(parents=True)
+    now = time.time()
+    # Two deploys of web in the last 30 days, committed 2 h and 4 h before their rollouts
+    # completed: 2 / 30 days = 0.467 per week; lead time median(2 h, 4 h) = 3 h; no failure.
+    for version, done, lead in (("v1", now - 3 * 86400, 7200.0), ("v2", now - 86400, 14400.0)):
+        for what, at in ((DEPLOY_START, done - 600), (ROLLOUT_COMPLETE, done)):
+            audit = AuditLog(state / "audit.db", clock=lambda at=at: at)
+            deploy_event(audit, what, who="alice", stack="d", env="dev", service="web",
+                         version=version, commit="c" + version, commit_time=done - lead,
+                         deploy_id=version)  # fmt: skip
+    audit_times = AuditLog(state / "audit.db").entries()
+    assert len(audit_times) == 4
+    result = run_sqlifier("dora", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    metrics = {m["name"]: m for m in json.loads(result.stdout)["metrics"]}
+    assert len(metrics) == 4
+    assert metrics[DEPLOYMENT_FREQUENCY]["value"] == pytest.approx(2 / 30 * 7, abs=0.01)
+    assert metrics[LEAD_TIME]["value"] == pytest.approx(3.0)
+    assert metrics[LEAD_TIME]["tier"] == "high"
+    assert metrics[CHANGE_FAILURE_RATE]["value"] == 0.0
+    assert metrics[RECOVERY_TIME]["value"] is None  # nothing failed: nothing to recover from
+    text = run_sqlifier("dora", cwd=tmp_path).stdout
+    assert text.startswith("DORA for dev, the last 30d:")
+    bad = run_sqlifier("dora", "--since", "forever", cwd=tmp_path)
+    assert bad.returncode == 1 and "expected a duration like 7d" in bad.stderr
