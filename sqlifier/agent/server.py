@@ -31,6 +31,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -41,6 +42,7 @@ import psutil
 from sqlifier.agent.automation import Automation
 from sqlifier.agent.traffic import RouterFailed, Traffic
 from sqlifier.errors import UserError
+from sqlifier.runtime.private import private_dir
 from sqlifier.runtime.process import is_same_process
 from sqlifier.runtime.supervisor import Event, StartFailed, Supervisor
 from sqlifier.secrets.local import LocalStore
@@ -220,6 +222,10 @@ class Agent:
                 self.phase = "stopping"
                 self._write_info()
             await self.supervisor.stop()
+            # Every instance has stopped and its output was read: the raw output files
+            # (kept in memory, outside .sqlifier) go too.
+            with contextlib.suppress(OSError):
+                shutil.rmtree(private_dir(self.state_dir, "out"))
             await self.traffic.stop()
             server.close()
             await server.wait_closed()
