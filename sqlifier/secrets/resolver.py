@@ -68,7 +68,9 @@ class SecretResolver:
         for name, ref in service.secrets.items():
             value = await self._value(service.name, instance.name, name, ref)
             if ref.file is not None:
-                folder = private_dir(self.state_dir, "secrets", instance.name)
+                # By id, not name: a replacement starting beside the instance it replaces
+                # has the same name, and must not lose its files when that one stops.
+                folder = private_dir(self.state_dir, "secrets", instance.id)
                 path = folder / Path(ref.file).name
                 _write_private(path, value)
                 out[name] = str(path)
@@ -104,7 +106,7 @@ class SecretResolver:
         """An instance stopped: its secret files go."""
         folder = private_dir(self.state_dir, "secrets")
         with contextlib.suppress(OSError):
-            shutil.rmtree(folder / instance.name)
+            shutil.rmtree(folder / instance.id)
 
     def redact(self, text: str) -> str:
         return self.redactor.redact(text)

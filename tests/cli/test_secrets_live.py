@@ -162,6 +162,8 @@ def test_rotation_restarts_one_at_a_time_with_no_failed_request(
     assert rotate.returncode == 0, rotate.stderr
     assert load.outcomes["200"] > 10 and load.failed == {}, load.outcomes
     assert {str(get(port)["db_password"]) for _ in range(4)} == {SECOND}
+    # the replacements kept their secret files when the instances they replaced stopped
+    assert {str(get(port)["token"]) for _ in range(4)} == {TOKEN}
     listed = json.loads(run_sqlifier("secret", "list", "--json", cwd=root).stdout)
     assert listed[0]["version"] == 2 and listed[0]["delivered"] == 2
     assert files_containing(root / ".sqlifier", FIRST, SECOND) == []
