@@ -8,16 +8,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import re
 import sqlite3
 import time
 from typing import Any
 
 import click
 
+from sqlifier.cli.output import duration_option
 from sqlifier.cli.workspace import Context, display_path, load_context
 from sqlifier.errors import UserError
-from sqlifier.lang.units import base_value
 from sqlifier.store.audit import AuditEntry, AuditLog, VerifyResult
 
 __all__ = ["group"]
@@ -56,7 +55,7 @@ def group(
             raise UserError("--since and --service select entries to list; verify checks all")
         return 0
     context = load_context(stack_file, env)
-    start = time.time() - _duration(since) if since else None
+    start = time.time() - duration_option(since) if since else None
     log = _open(context)
     entries = [] if log is None else log.entries(since=start, service=service)
     if as_json:
@@ -100,13 +99,6 @@ def _open(context: Context) -> AuditLog | None:
         return AuditLog(path)
     except sqlite3.Error as exc:  # not a database, or one the user cannot write
         raise UserError(f"cannot open the audit log {display_path(path)}: {exc}") from None
-
-
-def _duration(text: str) -> float:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(s|m|h|d)", text.strip())
-    if match is None or float(match.group(1)) <= 0:
-        raise UserError(f"--since {text}: expected a duration like 30m, 24h or 7d")
-    return base_value(float(match.group(1)), match.group(2))
 
 
 def _selection(since: str | None, service: str | None) -> str:

@@ -4,12 +4,12 @@ and the per-service deploy locks."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import asdict
 
 import click
 
+from sqlifier.cli.output import duration_option
 from sqlifier.cli.workspace import load_context
 from sqlifier.delivery.dora import compute
 from sqlifier.delivery.events import read_events
@@ -95,7 +95,7 @@ def dora(
     how it was computed."""
     context = load_context(stack_file, env)
     until = time.time()
-    window = _duration(since)
+    window = duration_option(since, examples="7d, 30d or 24h")
     path = context.state_dir / "audit.db"
     events = read_events(AuditLog(path).entries()) if path.exists() else []
     result = compute(events, until - window, until, context.env, service)
@@ -110,13 +110,6 @@ def dora(
         click.echo(f"  {metric.name}: {value}{tier}")
         click.echo(f"    {metric.how}")
     return 0
-
-
-def _duration(text: str) -> float:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(m|h|d)", text.strip())
-    if match is None or float(match.group(1)) <= 0:
-        raise UserError(f"--since {text}: expected a duration like 7d, 30d or 24h")
-    return float(match.group(1)) * {"m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
 
 @click.group("lock")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import click
 
 from sqlifier.agent.client import AgentClient, agent_alive
+from sqlifier.cli.output import duration_option
 from sqlifier.cli.workspace import display_path, load_context
 from sqlifier.engine.compiled import CompiledRule
 from sqlifier.engine.machine import Settings
@@ -26,7 +26,6 @@ from sqlifier.engine.replay import (
     show_time,
 )
 from sqlifier.errors import DiagnosticsError, UserError
-from sqlifier.lang.units import base_value
 from sqlifier.spec import load_stack
 from sqlifier.spec.model import DEFAULT_ENV, Stack
 from sqlifier.spec.rulefiles import load_rules
@@ -339,7 +338,7 @@ def backtest(
     have done, beside what the running rules actually did."""
     context = load_context(stack_file, env)
     compiled, _ = _load(rules, str(context.stack_file))
-    seconds = _duration(since)
+    seconds = duration_option(since)
     now = time.time()
     path = context.state_dir / "history.db"
     if not path.exists():
@@ -412,13 +411,6 @@ def _needed(key: str, rules: list[CompiledRule]) -> bool:
 
 def _action_line(row: Mapping[str, Any]) -> str:
     return f"{row['rule']}  {row['service']}  {row['action']} {row['detail']}  ({row['reason']})"
-
-
-def _duration(text: str) -> float:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text.strip())
-    if match is None or float(match.group(1)) <= 0:
-        raise UserError(f"--since {text}: expected a duration like 30m, 24h or 7d")
-    return base_value(float(match.group(1)), match.group(2))
 
 
 # --- printing ---------------------------------------------------------------------------
