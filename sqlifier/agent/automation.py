@@ -45,7 +45,7 @@ WATCH_EVERY = 2.0  # seconds between looks at the rule files
 HISTORY_EVERY = 10.0
 FLUSH_EVERY = 60.0
 PRUNE_EVERY = 3600.0
-NOT_AVAILABLE = "not available yet: rollbacks and rollouts come with sqlifier deploy"
+ROLLBACK_TIMEOUT = 600.0  # a rule's rollback: start, warm up, move traffic
 _LEVEL_NAMES = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
@@ -57,6 +57,8 @@ class _LiveWorld:
         self.supervisor = supervisor
         self.env = env
         self.locks: dict[str, str] = {}
+        # service -> the release its live one was rolled back from (the deployer's)
+        self.rolled_back_from: dict[str, str] = {}
 
     def service(self, name: str) -> ServiceView | None:
         spec = self.supervisor.services.get(name)
@@ -69,7 +71,15 @@ class _LiveWorld:
         ]
         ready = sum(i.life.state is State.READY for i in running)
         release = running[0].release if running else self.supervisor.release
-        return ServiceView(name, len(running), ready, self.env, spec.labels, release)
+        return ServiceView(
+            name,
+            len(running),
+            ready,
+            self.env,
+            spec.labels,
+            release,
+            rolled_back_from=self.rolled_back_from.get(name),
+        )
 
 
 class Automation:
@@ -100,6 +110,7 @@ class Automation:
             [], Settings(engine.scale_down_delay, engine.action_budget, engine.action_window)
         )
         self.world = _LiveWorld(self.store, supervisor, env)
+        self.deployer: Any = None  # the agent's Deployer: ROLLBACK and the ROLLOUT verbs
         self.decisions = DecisionLog(state_dir / "decisions.db")
         self.history = History(state_dir / "history.db")
         self.notifier = Notifier(stack.notify.webhook, stack.notify.timeout, self._delivered)
@@ -352,7 +363,36 @@ class Automation:
             except StartFailed as exc:
                 return False, str(exc)
             return True, f"{target} restarted"
-        return False, NOT_AVAILABLE
+        if self.deployer is None:
+            return False, "no deployer in this agent"
+        who = f"rule {command.rule}"
+        if verb == "ROLLBACK":
+            return await self._rollback(command, who)
+        ok, message = self.deployer.control(
+            target, verb.split()[0].lower(), who, self.redact(command.reason)
+        )
+        return ok, message
+
+    async def _rollback(self, command: Command, who: str) -> tuple[bool, str]:
+        """The same path as `sqlifier rollback`; waits until traffic is on the target."""
+        body = {"service": command.target, "to": command.to, "rule": True}
+        body["reason"] = self.redact(command.reason)
+        ok, data = await self.deployer.rollback(body, who)
+        if not ok:
+            return False, str(data.get("error"))
+        deadline = time.monotonic() + ROLLBACK_TIMEOUT
+        while True:
+            run = self.deployer.status(str(data["id"])) or data
+            if run.get("done") or run.get("restored_at"):
+                break
+            if time.monotonic() > deadline:
+                return False, f"{run['kind']} {run['id']} still {run['state']}"
+            await asyncio.sleep(0.1)
+        if run.get("restored_at") is not None and run["kind"] == "deploy":
+            return True, f"the rollout of {run['version']} was aborted: traffic is back on stable"
+        if run.get("succeeded"):
+            return True, f"rolled back to {run['version']} ({run['id']})"
+        return False, f"{run['kind']} {run['id']} {run['state']}: {run.get('error')}"
 
     def _payload(self, command: Command) -> dict[str, Any]:
         return {

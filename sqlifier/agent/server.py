@@ -40,6 +40,7 @@ from typing import Any
 import psutil
 
 from sqlifier.agent.automation import Automation
+from sqlifier.agent.deployer import Deployer
 from sqlifier.agent.traffic import RouterFailed, Traffic
 from sqlifier.errors import UserError
 from sqlifier.runtime.private import private_dir
@@ -110,6 +111,23 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/rules/pause": {"post": {"summary": "Stop a rule ({rule}) or all rules from acting"}},
         "/v1/rules/resume": {"post": {"summary": "Let a rule ({rule}) or all rules act again"}},
+        "/v1/deploy": {
+            "post": {
+                "summary": "Deploy a made release ({service, version, reason?, approve?, "
+                "lock_wait?}): approval, lock, then the canary rollout"
+            }
+        },
+        "/v1/deploy/approve": {"post": {"summary": "Second approval of a deploy ({id})"}},
+        "/v1/deploy/status": {"post": {"summary": "A deploy's or rollback's record ({id})"}},
+        "/v1/rollout": {
+            "post": {"summary": "Abort, pause or resume a rollout ({service, action, reason?})"}
+        },
+        "/v1/rollback": {
+            "post": {
+                "summary": "Roll a service back ({service, to?, force?, approve?, reason?}): "
+                "traffic first"
+            }
+        },
         "/v1/secrets/rotate": {
             "post": {"summary": "Deliver a local secret's new version ({name}): restarts"}
         },
@@ -144,6 +162,7 @@ class Agent:
         self.supervisor = Supervisor(stack, env, state_dir, on_event=self._event)
         self.traffic = Traffic(stack, env, state_dir, self.supervisor, say=self._say)
         self.supervisor.before_stop = self.traffic.drain
+        self.deployer: Deployer  # made once this agent holds the lock (run)
         self.audit: AuditLog  # opened once this agent holds the lock (run)
         self.automation: Automation | None = None  # rules run once the stack is up
         self.metrics_error: str | None = None
@@ -191,6 +210,11 @@ class Agent:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock()
         self.audit = AuditLog(self.files["audit"])
+        self.deployer = Deployer(
+            self.stack, self.env, self.state_dir, self.supervisor, self.traffic, self.audit,
+            self._say,
+        )  # fmt: skip
+        self.deployer.load_live()  # services with a live release run it
         self._wire_secrets()
         previous = self._left_running()
         self.supervisor.adoptable = self._adoptable(previous)
@@ -218,6 +242,7 @@ class Agent:
             self._write_info()
         finally:
             saver.cancel()
+            await self.deployer.stop()
             if self.phase != "failed":
                 self.phase = "stopping"
                 self._write_info()
@@ -244,6 +269,10 @@ class Agent:
             self._say,
         )  # fmt: skip
         automation.redact = self.secrets.redact
+        automation.deployer = self.deployer
+        automation.world.rolled_back_from = self.deployer.rolled_back_from
+        if self.stack.notify.webhook is not None:
+            self.deployer.notify = automation.notifier.notify
         automation.load()
         self.automation = automation
         metrics = await self._serve_metrics()
@@ -464,6 +493,8 @@ class Agent:
             return self._rules(method, path, body, who)
         if (method, path) == ("POST", "/v1/secrets/rotate"):
             return await self._rotate(body, who)
+        if path.startswith(("/v1/deploy", "/v1/rollback", "/v1/rollout")) and method == "POST":
+            return await self._delivery(path, body if isinstance(body, dict) else {}, who)
         return 404, {"error": f"no such endpoint: {method} {path}"}
 
     async def _operate(self, what: str, body: Any, who: str) -> tuple[int, Any]:
@@ -502,6 +533,30 @@ class Agent:
         await self.traffic.set_canary(name, float(share))
         self.audit.record(who, "traffic", target, "ok")
         return 200, {"ok": True, "canary_percent": share}
+
+    async def _delivery(self, path: str, body: dict[str, Any], who: str) -> tuple[int, Any]:
+        """Deploys, approvals, rollout controls and rollbacks (deployer.py)."""
+        if self.phase != "running":
+            return 200, {"ok": False, "error": f"the stack is {self.phase}; deploys need it up"}
+        deployer = self.deployer
+        if path == "/v1/deploy":
+            ok, data = await deployer.deploy(body, who)
+        elif path == "/v1/deploy/approve":
+            ok, data = await deployer.approve(body, who)
+        elif path == "/v1/deploy/status":
+            found = deployer.status(str(body.get("id", "")))
+            ok, data = found is not None, found or {"error": f"no deploy {body.get('id')!r}"}
+        elif path == "/v1/rollback":
+            ok, data = await deployer.rollback(body, who)
+        elif path == "/v1/rollout":
+            action = str(body.get("action", ""))
+            done, message = deployer.control(
+                str(body.get("service")), action, who, str(body.get("reason") or "")
+            )
+            ok, data = done, {"message": message, "error": message}
+        else:
+            return 404, {"error": f"no such endpoint: POST {path}"}
+        return 200, {**data, "ok": ok}
 
     def _rules(self, method: str, path: str, body: Any, who: str) -> tuple[int, Any]:
         automation = self.automation

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,6 +207,7 @@ class Traffic:
                         instance.port,
                         Track(instance.track),
                         state,
+                        weight=max(1, min(256, instance.weight)),
                         probe=instance.probe_passed,
                     )
                 )
@@ -220,10 +221,25 @@ class Traffic:
             if self._live and self.launched is not None:
                 await self.client.sync(self.desired())
 
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """Changes made inside reach the data plane together, in one sync at the end:
+        a promotion swaps tracks and the canary share without a request seeing half."""
+        async with self._sync_lock:
+            yield
+            if self._live and self.launched is not None:
+                await self.client.sync(self.desired())
+
     async def set_canary(self, service: str, percent: float) -> None:
         """The canary track's share of a service; returns once it is in force."""
         self.canary[service] = round(percent * RESOLUTION / 100)
         await self.sync()
+
+    async def track_counters(self, service: str) -> dict[str, Counters]:
+        """The data plane's cumulative counters of a service's tracks, read now."""
+        reply = await self.client.stats()
+        tracks = reply["services"].get(service, {})
+        return {track: Counters.from_json(tracks.get(track, {})) for track in ("stable", "canary")}
 
     async def drain(self, instance: Instance) -> None:
         """No new requests to `instance`; wait (up to its stop timeout) for those it has."""

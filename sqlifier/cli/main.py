@@ -35,11 +35,13 @@ def cli() -> None:
 cli.add_command(check.command)
 cli.add_command(fmt.command)
 cli.add_command(init.command)
-cli.add_command(deploy.command)
+cli.add_command(deploy.group)
 cli.add_command(rules.group)
 cli.add_command(config.command)
 cli.add_command(audit.group)
 for command in (up, down, ps, scale, restart, logs, secret, releases, lock, plan, dora):
+    cli.add_command(command)
+for command in (deploy.approve, deploy.rollback, deploy.rollout):
     cli.add_command(command)
 
 

@@ -21,7 +21,9 @@ _ENV = click.option(
 _FILE = click.option(
     "-f", "--file", "stack_file", help="The stack file (default: found from here)."
 )
-_COLUMNS = ("service", "instance", "state", "pid", "address", "restarts", "reason")
+_COLUMNS = (
+    "service", "instance", "release", "track", "state", "pid", "address", "restarts", "reason"
+)  # fmt: skip
 # With a router: what each instance served over the last seconds.
 _TRAFFIC = ("req/s", "5xx", "p99")
 

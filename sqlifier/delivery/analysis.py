@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from sqlifier.engine.compiled import Test, Tree, compile_rule, show_value, signal_unit
@@ -431,12 +431,52 @@ def analyse(
         f"needed to judge it: {'enough' if enough else 'inconclusive, waiting for more'}.",
     )
     checks = [gate]
+    if not enough:
+        doomed = _certain_failure(canary, stable, parsed, needed, alpha)
+        if doomed is not None:
+            checks.append(doomed)
     if enough:
         tracks = {"canary": canary, "stable": stable}
         checks += [_expression_check(e, tracks, seconds) for e in parsed]
         checks.append(_error_rate_comparison(canary, stable, needed, alpha))
         checks.append(_latency_comparison(canary, stable, needed, alpha))
     return Verdict(_outcome(checks), tuple(checks), canary.requests, stable.requests)
+
+
+def _certain_failure(
+    canary: Counters,
+    stable: Counters,
+    expressions: Sequence[Expression],
+    needed: int,
+    alpha: float,
+) -> Check | None:
+    """Too few requests to pass a step can still be enough to fail it: when the errors
+    seen so far fail an error-rate test even if every request still needed succeeds, the
+    verdict is certain and waiting would only send more users to a broken release."""
+    bad = _bad(canary)
+    if bad == 0:
+        return None
+    padded = Counters.from_json(canary.to_json())
+    padded.status["2xx"] += needed - canary.requests
+    padded.requests = needed
+    prefix = (
+        f"only {canary.requests} of the {needed} requests needed to judge the step have "
+        f"been answered, but {bad} of them failed; counting the {needed - canary.requests} "
+        "still needed as successes: "
+    )
+    tracks = {"canary": padded, "stable": stable}
+    for expression in expressions:
+        if not all(t.signal == "error_rate" and not t.key.partition(".")[2] for t in
+                   expression.tests):  # fmt: skip
+            continue
+        check = _expression_check(expression, tracks, None)
+        if check.passed is False:
+            return replace(check, name=f"{check.name} (certain)", detail=prefix + check.detail)
+    if stable.requests >= needed:
+        check = _error_rate_comparison(padded, stable, needed, alpha)
+        if check.passed is False:
+            return replace(check, name=f"{check.name} (certain)", detail=prefix + check.detail)
+    return None
 
 
 def _outcome(checks: Sequence[Check]) -> Outcome:

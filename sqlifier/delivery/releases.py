@@ -50,7 +50,18 @@ from typing import IO, Any
 
 from sqlifier.engine.effects import OUTPUT_LIMIT
 from sqlifier.errors import UserError
-from sqlifier.spec.model import Route, Service, Stack
+from sqlifier.spec.model import (
+    Probe,
+    ProbeKind,
+    Probes,
+    RestartPolicy,
+    Rollout,
+    Route,
+    SecretRef,
+    Service,
+    Stack,
+    Warmup,
+)
 from sqlifier.store.audit import current_user
 
 __all__ = [
@@ -62,6 +73,7 @@ __all__ = [
     "content_hash",
     "releases_table",
     "service_config",
+    "service_from_config",
 ]
 
 KEEP = 5  # releases kept per service by default
@@ -147,6 +159,41 @@ def service_config(service: Service) -> dict[str, Any]:
     result = _jsonable(service)
     assert isinstance(result, dict)
     return result
+
+
+def service_from_config(config: Mapping[str, Any]) -> Service:
+    """The service `service_config` recorded: a release runs with the config it was made
+    with, so a rollback brings back the old settings with the old code. KeyError,
+    TypeError or ValueError for a record that is not one."""
+
+    def probe(data: Mapping[str, Any] | None) -> Probe | None:
+        if data is None:
+            return None
+        return Probe(**{**data, "kind": ProbeKind(data["kind"])})
+
+    def route(text: str) -> Route:
+        if text.startswith("/"):
+            return Route(None, text)
+        host, _, path = text.partition("/")
+        return Route(host, "/" + path)
+
+    values = dict(config)
+    values["source"] = Path(values["source"])
+    values["routes"] = tuple(route(str(r)) for r in values.get("routes", ()))
+    values["secrets"] = {k: SecretRef(**v) for k, v in values.get("secrets", {}).items()}
+    values["depends_on"] = tuple(values.get("depends_on", ()))
+    values["compatible_schemas"] = tuple(values.get("compatible_schemas", ()))
+    values["restart"] = RestartPolicy(values.get("restart", RestartPolicy.ALWAYS.value))
+    probes = values.get("probes") or {}
+    values["probes"] = Probes(*(probe(probes.get(k)) for k in ("startup", "readiness", "liveness")))
+    values["warmup"] = Warmup(**values.get("warmup", {}))
+    rollout = dict(values.get("rollout", {}))
+    for key in ("steps", "analysis"):
+        if key in rollout:
+            rollout[key] = tuple(rollout[key])
+    values["rollout"] = Rollout(**rollout)
+    known = {f.name for f in fields(Service)}
+    return Service(**{k: v for k, v in values.items() if k in known})
 
 
 def _jsonable(value: object) -> object:

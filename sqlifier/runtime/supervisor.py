@@ -17,7 +17,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,7 @@ class Instance:
     release: str = "current"
     track: str = "stable"
     draining: bool = False  # taking no new requests: it is about to stop
+    weight: int = 100  # its share within its track, relative to the others (1-256)
     probe_passed: int = 0  # when its readiness probe last passed (ms since the epoch)
     probes: dict[str, ProbeTracker] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -101,6 +102,7 @@ class Instance:
             "release": self.release,
             "track": self.track,
             "draining": self.draining,
+            "weight": self.weight,
         }
 
 
@@ -158,6 +160,13 @@ class Supervisor:
         # Masks secret values in output lines.
         self.redactor: Callable[[str], str] | None = None
         self.instances: dict[str, list[Instance]] = {name: [] for name in self.services}
+        # The release each service's stable instances run: (version, folder); a service
+        # not listed runs from its `source` as release `release` ("current").
+        self.releases: dict[str, tuple[str, Path]] = {}
+        # A rollout's new-release instances, beside the stable ones until promotion.
+        self.canaries: dict[str, list[Instance]] = {name: [] for name in self.services}
+        # Instances leaving after a promotion: draining, then stopped.
+        self.retiring: list[Instance] = []
         # Replacements starting beside the instance they will replace (restart).
         self.replacements: list[Instance] = []
         self._loop_task: asyncio.Task[None] | None = None
@@ -201,13 +210,17 @@ class Supervisor:
 
     def all_instances(self) -> list[Instance]:
         """Every instance with a process, replacements being started included."""
-        return [i for name in self.instances for i in self.instances[name]] + self.replacements
+        stable = [i for name in self.instances for i in self.instances[name]]
+        canaries = [i for name in self.canaries for i in self.canaries[name]]
+        return stable + canaries + self.retiring + self.replacements
 
     def snapshot(self) -> list[dict[str, object]]:
         records = [i.snapshot() for name in self.instances for i in self.instances[name]]
-        # A replacement is recorded too, so that an agent that dies meanwhile leaves
-        # nothing running unrecorded; the next agent stops it.
-        return records + [{**i.snapshot(), "replacement": True} for i in self.replacements]
+        # Replacements, canaries and retiring instances are recorded too, so that an agent
+        # that dies meanwhile leaves nothing running unrecorded; the next agent stops them.
+        passing = self.replacements + self.retiring
+        passing += [i for name in self.canaries for i in self.canaries[name]]
+        return records + [{**i.snapshot(), "replacement": True} for i in passing]
 
     # --- one service ------------------------------------------------------------------
 
@@ -228,6 +241,10 @@ class Supervisor:
         while len(current) < count:
             name_n = f"{name}-{len(current)}"
             record = self.adoptable.pop(name_n, None)
+            expected = self.releases.get(name, (self.release, service.source))[0]
+            if record is not None and record.get("release", self.release) != expected:
+                self.adoptable[f"{name_n}#other-release"] = record  # stopped, not adopted
+                record = None
             port = int(record["port"]) if record else None
             instance = self._new_instance(service, len(current), port=port)
             current.append(instance)
@@ -245,13 +262,17 @@ class Supervisor:
         async with self._locks[name]:
             await self._restart(name, ready_timeout)
 
-    async def _restart(self, name: str, ready_timeout: float) -> None:
+    async def _restart(
+        self, name: str, ready_timeout: float, only_release: str | None = None
+    ) -> None:
         service = self.services[name]
         # A replacement can run beside the instance it replaces when nothing pins it to
         # one port or one data folder: then it starts first and the old one stops once
         # the new one is ready, and a single instance restarts without a gap.
         surge = service.port is None and not service.stateful
         for index, instance in enumerate(list(self.instances[name])):
+            if only_release is not None and instance.release != only_release:
+                continue
             if not surge:
                 await self._stop_instance(instance)
                 fresh = self._new_instance(service, index, port=instance.port)
@@ -275,6 +296,104 @@ class Supervisor:
             self.replacements.remove(fresh)
             self._report(fresh)
 
+    # --- releases: canaries, promotion, replacement ----------------------------------
+
+    async def start_canaries(
+        self,
+        service: Service,
+        count: int,
+        release: tuple[str, Path],
+        ready_timeout: float = 60.0,
+    ) -> list[Instance]:
+        """Grow the canary track of `service` to `count` instances of `release` (run with
+        the config `service` it was made with), beside the stable ones; the new instances,
+        once ready. StartFailed (the new ones stopped again) when one does not become
+        ready: a crash loop, a failing probe."""
+        name = service.name
+        async with self._locks[name]:
+            canaries = self.canaries[name]
+            fresh = []
+            while len(canaries) < count:
+                index = len(canaries)
+                stable = self.instances[name]
+                shared = stable[index] if index < len(stable) else None
+                instance = self._new_instance(
+                    service, index, shared=shared, release=release, track="canary"
+                )
+                instance.weight = 1 if service.warmup.slow_start else 100
+                canaries.append(instance)
+                fresh.append(instance)
+                self._apply(instance, instance.life.start(self.clock()))
+            try:
+                await self._wait_all_ready(fresh, ready_timeout)
+            except StartFailed:
+                for instance in reversed(fresh):
+                    await self._stop_instance(instance)
+                    canaries.remove(instance)
+                raise
+            return fresh
+
+    async def stop_canaries(self, name: str) -> None:
+        """Drain and stop every canary of `name`."""
+        async with self._locks[name]:
+            canaries = self.canaries[name]
+            while canaries:
+                await self._stop_instance(canaries[-1])
+                canaries.pop()
+
+    def locked(self, name: str) -> asyncio.Lock:
+        """The lock that serializes operations on one service (scale, restart, promote)."""
+        return self._locks[name]
+
+    def promote(self, service: Service, release: tuple[str, Path]) -> list[Instance]:
+        """The canaries become the stable instances, `release` the service's stable release
+        and `service` its config. The old instances are marked draining and returned, for
+        `retire` once the router has the new state (the caller sends it). Call it holding
+        `locked(name)`, so no scale runs meanwhile."""
+        name = service.name
+        old, fresh = self.instances[name], self.canaries[name]
+        for instance in fresh:
+            instance.track = "stable"
+        for instance in old:
+            instance.draining = True
+        self.instances[name], self.canaries[name] = fresh, []
+        self.retiring.extend(old)
+        self.releases[name] = release
+        self.services[name] = service
+        for instance in fresh + old:
+            self._report(instance)
+        return old
+
+    async def retire(self, instances: list[Instance]) -> None:
+        """Stop instances `promote` returned (each drained first)."""
+        for instance in instances:
+            await self._stop_instance(instance)
+            with contextlib.suppress(ValueError):
+                self.retiring.remove(instance)
+
+    async def replace_release(
+        self, service: Service, release: tuple[str, Path], ready_timeout: float = 60.0
+    ) -> None:
+        """Run `release` (with its config `service`) on every instance, replacing them one
+        at a time (a service without routes or pinned to ports or data has no canary). On
+        StartFailed every instance is brought back to the release it ran before, then it
+        is raised."""
+        name = service.name
+        async with self._locks[name]:
+            previous, previous_spec = self.releases.get(name), self.services[name]
+            self.releases[name], self.services[name] = release, service
+            try:
+                await self._restart(name, ready_timeout)
+            except StartFailed:
+                self.services[name] = previous_spec
+                if previous is None:
+                    self.releases.pop(name, None)
+                else:
+                    self.releases[name] = previous
+                with contextlib.suppress(StartFailed):
+                    await self._restart(name, ready_timeout, only_release=release[0])
+                raise
+
     # --- instances --------------------------------------------------------------------
 
     def _new_instance(
@@ -283,9 +402,17 @@ class Supervisor:
         index: int,
         port: int | None = None,
         shared: Instance | None = None,
+        release: tuple[str, Path] | None = None,
+        track: str = "stable",
     ) -> Instance:
         """A new instance; with `shared`, a replacement running beside that one on a port
-        of its own and writing to the same log."""
+        of its own and writing to the same log. It runs `release` (version, folder), by
+        default the service's stable release."""
+        release = release or self.releases.get(service.name)
+        version = self.release
+        if release is not None:
+            version = release[0]
+            service = replace(service, source=release[1])
         if port is None:
             port = service.port + index if service.port is not None else _free_port()
         logs = self.state_dir / "logs"
@@ -312,7 +439,9 @@ class Supervisor:
             out = private_dir(self.state_dir, "out") / f"{life.name}.out"
             # What is already in the output file was read by whoever ran this instance before.
             tail = OutputTail(out, log, offset=out.stat().st_size if out.exists() else 0)
-        instance = Instance(service, index, port, life, log, tail, data_dir, release=self.release)
+        instance = Instance(
+            service, index, port, life, log, tail, data_dir, release=version, track=track
+        )
         for kind in ("startup", "readiness", "liveness"):
             probe = getattr(service.probes, kind)
             if probe is not None:
@@ -334,7 +463,7 @@ class Supervisor:
             instance.index,
             instance.port,
             self.env,
-            self.release,
+            instance.release,
             instance.data_dir,
             self.base_env,
         )

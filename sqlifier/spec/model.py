@@ -87,6 +87,7 @@ class Warmup:
     path: str = "/"
     max_p95: float | None = None
     slow_start: float = 0.0
+    timeout: float = 120.0  # not warm by then: the deploy stops
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,7 @@ class Rollout:
     analysis: tuple[str, ...] = ()
     min_requests: int = 50
     bake: float = 30.0
+    interval: float = 10.0  # the analysis judges the step this often; a failure aborts
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,9 @@ class Service:
     build: str | None = None
     migrate: str | None = None
     schema_version: str | None = None
+    # Schema revisions this release's migrations lead to that older releases still run
+    # against (additive changes): a rollback across them is allowed.
+    compatible_schemas: tuple[str, ...] = ()
     probes: Probes = field(default_factory=Probes)
     warmup: Warmup = field(default_factory=Warmup)
     rollout: Rollout = field(default_factory=Rollout)

@@ -369,6 +369,7 @@ class StackReader:
             "build": self.command,
             "migrate": self.command,
             "schema_version": self.command,
+            "compatible_schemas": self.text_list,
             "probes": self.subtable(
                 {"startup": self.probe, "readiness": self.probe, "liveness": self.probe},
                 "probes",
@@ -379,6 +380,7 @@ class StackReader:
                     "path": self.text,
                     "max_p95": self.duration,
                     "slow_start": self.duration,
+                    "timeout": self.duration,
                 },
                 "warmup",
             ),
@@ -389,6 +391,7 @@ class StackReader:
                     "analysis": self.analysis,
                     "min_requests": self.integer(1, 1_000_000),
                     "bake": self.duration,
+                    "interval": self.duration,
                 },
                 "rollout",
             ),
