@@ -346,9 +346,11 @@ class Deployer:
         forced = ""
         try:
             refusal = await self._schema_refusal(goal, live)
-        except _Stop as exc:
-            lock.release()
-            return self._refuse(who, "rollback", target, str(exc))
+        except _Stop as exc:  # the revision cannot be read: unsafe unless forced
+            refusal = str(exc)
+            if not body.get("force"):
+                lock.release()
+                return self._refuse(who, "rollback", target, f"{exc}; --force skips the check")
         if refusal is not None and not body.get("force"):
             lock.release()
             return self._refuse(who, "rollback", target, refusal)
@@ -456,6 +458,7 @@ class Deployer:
             if problem is not None:
                 await self._abort(run, spec, release, problem, None)
                 raise _Stop(problem)
+        await self._admit(fresh)
         return fresh
 
     async def _warm_up(self, run: DeployRun, spec: Service, instance: Instance) -> str | None:
@@ -493,6 +496,12 @@ class Deployer:
                     f"{instance.name} of {run.version} was not warm after "
                     f"{warmup.timeout:g}s: {shown}{bound}; it took no traffic"
                 )
+
+    async def _admit(self, instances: list[Instance]) -> None:
+        """Warm: the instances may take traffic (their track's share, their weight)."""
+        for instance in instances:
+            instance.held = False
+        await self.traffic.sync()
 
     def _ramp(self, run: DeployRun, instances: list[Instance], seconds: float) -> None:
         async def ramp() -> None:
@@ -735,6 +744,7 @@ class Deployer:
                 await self.supervisor.stop_canaries(name)
                 self._finish(run, "failed", f"{problem}; {live.version} still takes the traffic")
                 return
+        await self._admit(fresh)
         async with self.supervisor.locked(name), self.traffic.batch():
             self.traffic.canary[name] = 0
             old = self.supervisor.promote(spec, (goal.version, goal.path))

@@ -191,7 +191,7 @@ class Traffic:
         for name in self.routes:
             backends = []
             for instance in self.supervisor.all_instances():
-                if instance.service.name != name or instance.launched is None:
+                if instance.service.name != name or instance.launched is None or instance.held:
                     continue
                 if instance.draining:
                     state = BackendState.DRAIN

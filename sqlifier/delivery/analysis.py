@@ -13,9 +13,11 @@ Each step is judged from the router's counters of the two tracks over the step's
   latency histograms with a one-sided Mann-Whitney U test. Statistical significance alone is
   not enough at large volumes, where a difference no one would notice is still significant,
   so the canary fails only when it is also *materially* worse: an error rate at least half a
-  percentage point higher (`MIN_ERROR_RATE_INCREASE`), a p95 at least 10% higher
-  (`MIN_P95_INCREASE`). When the stable track has fewer than `min_requests` (it has none at
-  the last step, 100%), the comparisons are shown as inconclusive but do not count: the
+  percentage point higher (`MIN_ERROR_RATE_INCREASE`), a p95 at least 10% and at least
+  20 ms higher (`MIN_P95_INCREASE`, `MIN_P95_INCREASE_MS`: a fresh process answering in
+  18 ms where the warm ones take 10 ms is 80% slower, on a busy machine, and no user can
+  tell). When the stable track has fewer than `min_requests` (it has none at the last
+  step, 100%), the comparisons are shown as inconclusive but do not count: the
   expressions decide the step alone; a rollout without expressions then passes such a step on
   its request count, so one that wants an absolute bound writes it (`error_rate() < 1%`).
 
@@ -46,6 +48,7 @@ from sqlifier.router.metrics import Counters, percentile
 __all__ = [
     "MIN_ERROR_RATE_INCREASE",
     "MIN_P95_INCREASE",
+    "MIN_P95_INCREASE_MS",
     "SUPPORTED_SIGNALS",
     "AnalysisError",
     "Check",
@@ -61,6 +64,7 @@ __all__ = [
 SUPPORTED_SIGNALS = ("error_rate", "latency", "rps")
 MIN_ERROR_RATE_INCREASE = 0.005  # absolute: half a percentage point
 MIN_P95_INCREASE = 0.10  # relative: the canary's p95 at least 10% above the stable one's
+MIN_P95_INCREASE_MS = 20.0  # and absolute: at least 20 ms above it
 
 Outcome = Literal["pass", "fail", "inconclusive"]
 
@@ -337,7 +341,10 @@ def _latency_comparison(
     canary: Counters, stable: Counters, min_requests: int, alpha: float
 ) -> Check:
     name = "latency vs stable"
-    threshold = f"p >= {alpha:g} or p95 less than {MIN_P95_INCREASE:.0%} higher"
+    threshold = (
+        f"p >= {alpha:g} or p95 less than {MIN_P95_INCREASE:.0%} "
+        f"or {MIN_P95_INCREASE_MS:g}ms higher"
+    )
     samples_c, samples_s = sum(canary.latency), sum(stable.latency)
     p95_c = percentile(canary.latency, 95)
     value_c = _ms(p95_c)
@@ -357,13 +364,14 @@ def _latency_comparison(
     pairs = samples_c * samples_s
     increase = p95_c / p95_s - 1
     significant = p < alpha
-    worse = significant and increase >= MIN_P95_INCREASE - 1e-12
+    material = increase >= MIN_P95_INCREASE - 1e-12 and p95_c - p95_s >= MIN_P95_INCREASE_MS - 1e-9
+    worse = significant and material
     if worse:
         verdict = "significantly and materially slower: failed"
     elif significant:
         verdict = (
-            f"significant, but the p95 is less than {MIN_P95_INCREASE:.0%} higher, "
-            "too small to matter: passed"
+            f"significant, but the p95 is less than {MIN_P95_INCREASE:.0%} or "
+            f"{MIN_P95_INCREASE_MS:g}ms higher, too small to matter: passed"
         )
     else:
         verdict = f"not significantly slower at alpha {alpha:g}: passed"

@@ -38,7 +38,8 @@ def rollback_refusal(
 ) -> str | None:
     """Why rolling back to `target` is unsafe with the database at revision `current`,
     or None when it is safe: the revisions are the same, or `current` was declared
-    backward compatible by a release made after `target`. `releases` are the service's
+    backward compatible by a release made after `target` that ran here (it recorded a
+    revision). `releases` are the service's
     releases (any order); `live` the one running now."""
     service, version = target.service, target.version
     recorded = target.details.get("schema")
@@ -51,7 +52,10 @@ def rollback_refusal(
         )
     if recorded == current:
         return None
-    newer = [r for r in releases if r.created > target.created]
+    # Only releases that ran here (their migrations, if any, were applied) can vouch.
+    newer = [
+        r for r in releases if r.created > target.created and r.details.get("schema") is not None
+    ]
     if live is not None and live.version not in {r.version for r in newer}:
         newer.append(live)
     for release in newer:

@@ -464,7 +464,9 @@ class HAProxyPlane:
         for key, (backend_name, spec) in wanted.items():
             server = self._servers.get(key)
             if server is None:
-                revived = key in self._deleting  # back before it was deleted
+                # Back before it was deleted, in the same backend. One that moved to the
+                # other track (a promotion) is added there; the old one is deleted.
+                revived = self._deleting.get(key) == backend_name
                 if revived:
                     del self._deleting[key]
                 else:

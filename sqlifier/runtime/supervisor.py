@@ -74,6 +74,7 @@ class Instance:
     track: str = "stable"
     draining: bool = False  # taking no new requests: it is about to stop
     weight: int = 100  # its share within its track, relative to the others (1-256)
+    held: bool = False  # ready but kept from traffic (a canary until it is warm)
     probe_passed: int = 0  # when its readiness probe last passed (ms since the epoch)
     probes: dict[str, ProbeTracker] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -103,6 +104,7 @@ class Instance:
             "track": self.track,
             "draining": self.draining,
             "weight": self.weight,
+            "held": self.held,
         }
 
 
@@ -321,6 +323,7 @@ class Supervisor:
                     service, index, shared=shared, release=release, track="canary"
                 )
                 instance.weight = 1 if service.warmup.slow_start else 100
+                instance.held = True  # until the deployer has warmed it up
                 canaries.append(instance)
                 fresh.append(instance)
                 self._apply(instance, instance.life.start(self.clock()))

@@ -51,14 +51,19 @@ def test_init_never_overwrites(tmp_path: Path) -> None:
     assert not (tmp_path / "rules").exists()
 
 
-def test_deploy_cli_takes_the_seed_command_verbatim_and_refuses_plainly() -> None:
+def test_deploy_cli_takes_the_seed_command_verbatim_and_says_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    # The whole deploy runs in tests/cli/test_deploy.py; here, outside any stack, the seed's
+    # command is parsed as given and refused with what would be needed.
     result = run_sqlifier(
-        "--service", "auth-service", "--env", "production", "--approve", command="deploy-cli"
-    )
+        "--service", "auth-service", "--env", "production", "--approve", command="deploy-cli",
+        cwd=tmp_path,
+    )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr == (
-        "deploy-cli: error: deploy of 'auth-service' refused: push deploys are not available "
-        "in this version of sqlifier yet; nothing was changed\n"
+        f"deploy-cli: error: no sqlifier.toml in {tmp_path} or its parents; create a stack "
+        "with sqlifier init, or name one with -f FILE\n"
     )
 
 

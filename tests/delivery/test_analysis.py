@@ -303,7 +303,7 @@ def test_a_slow_canary_fails() -> None:
 
 
 def test_fewer_than_min_requests_is_inconclusive() -> None:
-    verdict = analyse(track(49, errors=49), track(1000), ["error_rate() < 1%"])
+    verdict = analyse(track(49), track(1000), ["error_rate() < 1%"])
     assert verdict.outcome == "inconclusive"
     assert verdict.checks == (
         Check(
@@ -315,6 +315,26 @@ def test_fewer_than_min_requests_is_inconclusive() -> None:
             "inconclusive, waiting for more.",
         ),
     )
+
+
+def test_errors_that_fail_the_step_whatever_comes_next_fail_it_before_the_minimum() -> None:
+    # 3 errors in 10 requests: even if the 40 still needed all succeed, 3 in 50 is 6%.
+    verdict = analyse(track(10, errors=3), track(1000), ["error_rate() < 1%"])
+    assert verdict.outcome == "fail"
+    check = by_name(verdict.checks)["error_rate() < 1% (certain)"]
+    assert check.passed is False
+    assert check.detail.startswith(
+        "only 10 of the 50 requests needed to judge the step have been answered, but 3 of "
+        "them failed; counting the 40 still needed as successes: error_rate() < 1%: the "
+        "canary track measured 6%"
+    )
+    # Without an expression, the comparison with the stable track decides the same way.
+    compared = analyse(track(10, errors=3), track(1000), [])
+    assert compared.outcome == "fail"
+    assert "error_rate vs stable (certain)" in by_name(compared.checks)
+    # 1 error in 10 could still end below 5% (1 in 50 is 2%, as on stable): wait for data.
+    hopeful = analyse(track(10, errors=1), track(1000, errors=20), ["error_rate() < 5%"])
+    assert hopeful.outcome == "inconclusive"
 
 
 def test_no_requests_is_never_a_pass_even_without_a_minimum() -> None:
@@ -381,7 +401,21 @@ def test_a_significant_but_small_latency_shift_passes() -> None:
     assert mann_whitney_u(canary.latency, stable.latency)[1] < 1e-10
     check = by_name(analyse(canary, stable, []).checks)["latency vs stable"]
     assert check.passed is True
-    assert "significant, but the p95 is less than 10% higher" in check.detail
+    assert "significant, but the p95 is less than 10% or 20ms higher" in check.detail
+
+
+def test_a_slower_p95_by_a_millisecond_or_two_is_too_small_to_matter() -> None:
+    # Everything a bucket slower (1-2 ms instead of 0.5-1 ms): twice as slow, significant,
+    # yet a millisecond no user notices: a fresh process is often that much slower.
+    fast = dict.fromkeys(range(26), 0.0)
+    fast[1] = 1.0
+    slow = dict.fromkeys(range(26), 0.0)
+    slow[2] = 1.0
+    canary, stable = track(500, shape=slow), track(5000, shape=fast)
+    check = by_name(analyse(canary, stable, []).checks)["latency vs stable"]
+    assert check.value == "p95 1.95ms vs 0.975ms"  # interpolated within the buckets
+    assert check.passed is True
+    assert "too small to matter: passed" in check.detail
 
 
 def test_without_enough_stable_traffic_the_expressions_decide() -> None:

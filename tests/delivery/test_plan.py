@@ -413,5 +413,7 @@ def test_the_plan_survives_a_json_round_trip(tmp_path: Path) -> None:
         "after": "debug",
     }
     assert data["instances"] == [2, 4]
-    assert data["warmup"] == {"requests": 50, "path": "/", "max_p95": 0.2, "slow_start": 30.0}
+    assert data["warmup"] == {
+        "requests": 50, "path": "/", "max_p95": 0.2, "slow_start": 30.0, "timeout": 120.0
+    }  # fmt: skip
     assert ServicePlan.from_json(data) == plan

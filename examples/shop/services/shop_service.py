@@ -8,6 +8,8 @@ something real to react to:
 
     SLOW_MS=200         every request takes 200 ms longer
     WARMUP_S=30         for its first 30 s, requests are slow (2 s) and ready says no
+    COLD_S=20           for its first 20 s, requests take 300 ms more, yet ready says yes:
+                        "ready" is not "warm" (what the deploy's warm-up gate is for)
     CPU_BURN=0.9        burn 90% of a core all the time
     ERROR_RATE=0.2      answer 20% of requests with 500 (and log an ERROR line each)
     CRITICAL_EVERY=5    log a CRITICAL line every 5 seconds
@@ -34,6 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ROLE = sys.argv[1] if len(sys.argv) > 1 else "storefront"
 INSTANCE = os.environ.get("INSTANCE", ROLE)
+RELEASE = os.environ.get("RELEASE", "-")
 STARTED = time.monotonic()
 
 
@@ -117,13 +120,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def work(self) -> None:
         delay = setting("SLOW_MS") / 1000 + (0 if warm() else 2.0)
+        if time.monotonic() - STARTED < setting("COLD_S"):
+            delay += 0.3
         if delay:
             time.sleep(delay)
         if random.random() < setting("ERROR_RATE"):
             log("ERROR", f"{self.command} {self.path} failed")
-            self.reply(500, {"error": "internal error", "instance": INSTANCE})
+            self.reply(500, {"error": "internal error", "instance": INSTANCE, "release": RELEASE})
             return
-        self.reply(200, {"service": ROLE, "instance": INSTANCE, "path": self.path})
+        answer = {"service": ROLE, "instance": INSTANCE, "release": RELEASE, "path": self.path}
+        self.reply(200, answer)
 
     def reply(self, status: int, payload: dict[str, object]) -> None:
         body = json.dumps(payload).encode() + b"\n"
