@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from sqlifier.delivery.locks import held_locks
 from sqlifier.engine.compiled import CompiledRule, ServiceView
 from sqlifier.engine.effects import Delivery, Notifier, run_command
 from sqlifier.engine.machine import Command, Decision, Engine, Settings
@@ -139,6 +140,18 @@ class Automation:
             data = json.loads(path.read_text())
             self.engine.load(data["engine"], self.clock(), saved_at=float(data["saved_at"]))
 
+    def _read_locks(self) -> None:
+        """Locks another process holds (a deploy tool, an operator by hand): rule actions
+        on those services wait. This agent's own deploys are not among them: during a
+        rollout SCALE acts on the stable instances and ROLLBACK or ABORT ROLLOUT must act."""
+        me = os.getpid()
+        with contextlib.suppress(OSError):
+            self.world.locks = {
+                info.service: info.describe()
+                for info in held_locks(self.state_dir, self.env)
+                if info.pid != me and not info.stale
+            }
+
     def _signature(self) -> dict[Path, tuple[int, int]]:
         found = {}
         for path in self.stack.rule_files():
@@ -193,6 +206,7 @@ class Automation:
         if now - self._last_watch >= WATCH_EVERY:
             self._last_watch = now
             self._reload()
+            self._read_locks()
         self.samplers.step(now)
         self._query_prometheus()
         result = self.engine.tick(now, self.world, self.supervisor.services)
@@ -389,6 +403,10 @@ class Automation:
                 return False, f"{run['kind']} {run['id']} still {run['state']}"
             await asyncio.sleep(0.1)
         if run.get("restored_at") is not None and run["kind"] == "deploy":
+            # What was rolled back from is the canary's release, not the stable one the
+            # engine saw: the stable one may still be rolled back from later.
+            self.engine.rolled_back.discard((command.target, command.release or ""))
+            self.engine.rolled_back.add((command.target, str(run["version"])))
             return True, f"the rollout of {run['version']} was aborted: traffic is back on stable"
         if run.get("succeeded"):
             return True, f"rolled back to {run['version']} ({run['id']})"

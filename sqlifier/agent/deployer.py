@@ -74,6 +74,7 @@ __all__ = ["TERMINAL", "DeployRun", "Deployer", "read_run"]
 
 READY_TIMEOUT = 120.0
 COMMAND_TIMEOUT = 600.0  # migrate and schema_version
+RULE_LOCK_WAIT = 60.0  # a rule's rollback waits this long for a deploy finishing
 APPROVAL_TIMEOUT = 3600.0  # a deploy awaiting a second approver expires after this
 RAMP_EVERY = 0.5  # seconds between slow-start weight changes
 MAX_LINES = 200  # progress lines kept in a run's record
@@ -107,6 +108,8 @@ class DeployRun:
     restored_at: float | None = None
     lines: list[tuple[float, str]] = field(default_factory=list)
     abort_reason: str | None = None  # asked for, not yet carried out
+    outcome_recorded: bool = True  # False between DEPLOY_START and its complete or abort
+    release: Release | None = None  # the release being deployed, once started
     promoted: bool = False  # past the point where an abort can move traffic back
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -174,7 +177,7 @@ class Deployer:
         self.audit = audit
         self.say = say
         self.clock = clock
-        self.releases = Releases(state_dir, env)
+        self.releases = Releases(state_dir, env, stack.keep_releases)
         self.runs: dict[str, DeployRun] = {}
         self.active: dict[str, DeployRun] = {}  # service -> its deploy or rollback
         self.notify: Callable[[dict[str, Any]], None] = lambda _: None
@@ -187,6 +190,7 @@ class Deployer:
     def load_live(self) -> None:
         """A service with a live release runs it — its code and the config it was made
         with — from the start; the others run from their `source`."""
+        self._close_interrupted()
         for name in list(self.supervisor.services):
             try:
                 live = self._live(name)
@@ -204,6 +208,35 @@ class Deployer:
             self.supervisor.services[name] = spec
             if (origin := live.details.get("rolled_back_from")) is not None:
                 self.rolled_back_from[name] = str(origin)
+
+    def _close_interrupted(self) -> None:
+        """Deploys a previous agent was running when it ended: they end here, failed (its
+        canaries are not adopted: the new agent stops them)."""
+        for path in sorted((self.state_dir / "deploys").glob("*.json")):
+            record = read_run(self.state_dir, path.stem)
+            if record is None or record.get("done"):
+                continue
+            why = f"interrupted: the agent stopped during this {record.get('kind', 'deploy')}"
+            was = record.get("state")
+            record.update(state="failed", done=True, error=why, finished=self.clock())
+            record.setdefault("lines", []).append([self.clock(), f"failed: {why}"])
+            with contextlib.suppress(OSError):
+                path.write_text(json.dumps(record, indent=2))
+            if record.get("kind") != "deploy" or was == "awaiting approval":
+                continue
+            with contextlib.suppress(ReleaseError, KeyError, TypeError):
+                release = self.releases.get(str(record["service"]), str(record["version"]))
+                if release.status is ReleaseStatus.BUILT:
+                    self.releases.mark(
+                        release.service, release.version, ReleaseStatus.FAILED,
+                        failed_at=self.clock(), failed_reason=why,
+                    )  # fmt: skip
+                    events.deploy_event(
+                        self.audit, events.ROLLOUT_ABORT, who="agent", stack=self.stack.name,
+                        env=self.env, service=release.service, version=release.version,
+                        why=why, commit=release.commit, commit_time=release.commit_time,
+                        deploy_id=str(record["id"]),
+                    )  # fmt: skip
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -305,21 +338,9 @@ class Deployer:
             known = ", ".join(self.supervisor.services)
             return False, {"error": f"unknown service {name!r}; services: {known}"}
         reason = str(body.get("reason") or "")
-        active = self.active.get(name)
-        if active is not None and active.kind == "deploy" and not active.promoted:
-            if active.state == "awaiting approval":
-                return False, {"error": f"the deploy {active.id} of {name} has not started"}
-            # A rollback pre-empts a rollout: the stable release still runs, at full size.
-            active.abort_reason = f"rollback asked for by {who}" + (f": {reason}" if reason else "")
-            active.wake.set()
-            deadline = time.monotonic() + 30
-            while active.state not in TERMINAL and active.restored_at is None:
-                if time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.01)
-            return True, active.to_json()
-        if active is not None:
-            return False, {"error": f"{active.kind} {active.id} of {name} is in progress"}
+        busy = await self._preempt(name, body, who, reason)
+        if busy is not None:
+            return busy
         live = self._live(name)
         target = f"{self.stack.name}/{self.env}/{name}"
         if live is None:
@@ -364,6 +385,35 @@ class Deployer:
         self._spawn(run, lock, self._rollback(run, goal, live))
         return True, run.to_json()
 
+    async def _preempt(
+        self, name: str, body: dict[str, Any], who: str, reason: str
+    ) -> tuple[bool, dict[str, Any]] | None:
+        """A deploy or rollback of `name` in progress: a rollout is aborted (the rollback
+        asks for it, traffic first), a finishing one waited for; None when none is left."""
+        active = self.active.get(name)
+        if active is not None and active.promoted:
+            # Promoted, its old instances draining: a moment, and then it is done.
+            wait = RULE_LOCK_WAIT if body.get("rule") else float(body.get("lock_wait") or 0.0)
+            deadline = time.monotonic() + wait
+            while self.active.get(name) is active and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            active = self.active.get(name)
+        if active is not None and active.kind == "deploy" and not active.promoted:
+            if active.state == "awaiting approval":
+                return False, {"error": f"the deploy {active.id} of {name} has not started"}
+            # A rollback pre-empts a rollout: the stable release still runs, at full size.
+            active.abort_reason = f"rollback asked for by {who}" + (f": {reason}" if reason else "")
+            active.wake.set()
+            deadline = time.monotonic() + 30
+            while active.state not in TERMINAL and active.restored_at is None:
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.01)
+            return True, active.to_json()
+        if active is not None:
+            return False, {"error": f"{active.kind} {active.id} of {name} is in progress"}
+        return None
+
     def status(self, deploy_id: str) -> dict[str, Any] | None:
         run = self.runs.get(deploy_id)
         return run.to_json() if run is not None else read_run(self.state_dir, deploy_id)
@@ -381,9 +431,14 @@ class Deployer:
                     self.audit.record("agent", "deploy", target, "expired", why=run.reason)
                     return
                 await self._wait(run, left)
+                if run.abort_reason is not None:  # nothing started: nothing to move back
+                    self._finish(run, "aborted", f"{run.abort_reason} before it started")
+                    return
         spec = service_from_config(release.config)
+        run.release = release
         run.steps = spec.rollout.steps
         self._event(events.DEPLOY_START, run, release)
+        run.outcome_recorded = False
         self._line(run, f"deploy of {run.version} started by {run.who}")
         self._notify(run, "start", f"deploy of {run.service} {run.version} started")
         schema = await self._migrate(run, spec, release)
@@ -396,7 +451,9 @@ class Deployer:
 
     async def _migrate(self, run: DeployRun, spec: Service, release: Release) -> str | None:
         """`migrate`, then `schema_version`: the revision the release runs against."""
-        if spec.migrate:
+        if spec.migrate and release.details.get("migrated_at") is not None:
+            self._line(run, "migrate: already ran for this release")
+        elif spec.migrate:
             run.state = "migrating"
             self._line(run, f"migrate: {spec.migrate}")
             ok, output = await self._command(spec, spec.migrate, release)
@@ -408,6 +465,7 @@ class Deployer:
                 self._fail(run, release, why)
                 raise _Stop(why)
             self._line(run, "migrate: done")
+            self.releases.mark(run.service, run.version, release.status, migrated_at=self.clock())
         if not spec.schema_version:
             return None
         ok, output = await self._command(spec, spec.schema_version, release)
@@ -867,6 +925,12 @@ class Deployer:
             run.service, release.version, ReleaseStatus.FAILED, failed_at=self.clock(),
             failed_reason=why, **details,
         )  # fmt: skip
+        if not run.outcome_recorded:  # it started: DORA counts it as a failed deployment
+            now = self.clock()
+            self._event(
+                events.ROLLOUT_ABORT, run, release, why=why,
+                detected_at=run.detected_at or now, restored_at=run.restored_at or now,
+            )  # fmt: skip
         self._finish(run, state, why, quiet)
 
     def _refuse(self, who: str, what: str, target: str, why: str) -> tuple[bool, dict[str, Any]]:
@@ -896,10 +960,10 @@ class Deployer:
             except _Stop:
                 pass
             except asyncio.CancelledError:
-                self._finish(run, "failed", "the agent stopped during the " + run.kind)
+                self._end_badly(run, "the agent stopped during the " + run.kind)
                 raise
             except Exception as exc:  # recorded, never lost
-                self._finish(run, "failed", f"internal error: {type(exc).__name__}: {exc}")
+                self._end_badly(run, f"internal error: {type(exc).__name__}: {exc}")
             finally:
                 lock.release()
                 if self.active.get(run.service) is run:
@@ -912,6 +976,12 @@ class Deployer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         self._save(run)
+
+    def _end_badly(self, run: DeployRun, why: str) -> None:
+        if run.release is not None and not run.promoted and run.state not in TERMINAL:
+            with contextlib.suppress(ReleaseError, OSError):
+                self._fail(run, run.release, why)
+        self._finish(run, "failed", why)
 
     async def _wait(self, run: DeployRun, seconds: float) -> None:
         run.wake.clear()
@@ -951,6 +1021,8 @@ class Deployer:
         self, what: str, run: DeployRun, release: Release, result: str = "ok", why: str = "",
         **details: Any,
     ) -> None:  # fmt: skip
+        if what in (events.ROLLOUT_COMPLETE, events.ROLLOUT_ABORT):
+            run.outcome_recorded = True
         events.deploy_event(
             self.audit, what, who=run.who, stack=self.stack.name, env=self.env,
             service=run.service, version=release.version, result=result,

@@ -19,6 +19,7 @@ import click
 from sqlifier.agent.client import AgentClient, agent_alive
 from sqlifier.agent.deployer import read_run
 from sqlifier.cli.output import duration_option
+from sqlifier.cli.releases import audit_plans
 from sqlifier.cli.workspace import Context, load_context
 from sqlifier.delivery.plan import plan_service
 from sqlifier.delivery.releases import Releases, ReleaseStatus
@@ -79,13 +80,16 @@ def group(
         raise UserError(f"unknown service {service!r}; services: {', '.join(services)}")
     client = _client(context)
     who = current_user()
-    say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
+    # With --detach or --json, stdout carries only the id or the record (for scripts).
+    say = (lambda text: click.echo(text, err=True)) if as_json or detach else click.echo
     say(f"making the release of {service} from {services[service].source} ...")
-    store = Releases(context.state_dir, context.env)
+    store = Releases(context.state_dir, context.env, context.stack.keep_releases)
     release = store.make(context.stack, service, version=version, who=who, reason=reason)
+    say(f"release {release.version} ({release.content_hash}) is ready")
     live = next((r for r in store.list(service) if r.status is ReleaseStatus.LIVE), None)
     plan = plan_service(context.stack, context.env, service, live, release.version, release.commit)
     say("\n".join(plan.lines()))
+    audit_plans(context.state_dir, context.stack.name, [plan])
     if plan.problems:
         raise UserError(f"the deploy of {service} {release.version} cannot go ahead (see above)")
     if not (yes or approve):
@@ -196,8 +200,14 @@ def rollback(
     answer = client.request("POST", "/v1/rollback", body)
     if not answer.get("ok"):
         raise UserError(f"rollback of {service} refused: {answer.get('error')}")
-    if answer["kind"] == "deploy":
-        click.echo(f"the rollout of {answer['version']} ({answer['id']}) was in progress: aborted")
+    if answer["kind"] == "deploy":  # a rollout was in progress: the rollback is its abort
+        if answer.get("restored_at") is None:
+            raise UserError(f"the rollout {answer['id']} did not stop: {_headline(answer)}")
+        click.echo(
+            f"the rollout of {answer['version']} ({answer['id']}) was in progress: aborted, "
+            f"all traffic is back on {answer['from_version']}"
+        )
+        return 0
     if detach:
         click.echo(answer["id"])
         return 0

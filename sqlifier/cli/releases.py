@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import click
 
@@ -14,7 +15,7 @@ from sqlifier.cli.workspace import load_context
 from sqlifier.delivery.dora import compute
 from sqlifier.delivery.events import read_events
 from sqlifier.delivery.locks import force_release, held_locks
-from sqlifier.delivery.plan import plan_service
+from sqlifier.delivery.plan import ServicePlan, plan_service
 from sqlifier.delivery.releases import Releases, releases_table
 from sqlifier.errors import UserError
 from sqlifier.store.audit import AuditLog, current_user
@@ -51,6 +52,16 @@ def releases(service: str, env: str | None, stack_file: str | None, as_json: boo
     return 0
 
 
+def audit_plans(state_dir: Path, stack: str, plans: list[ServicePlan]) -> None:
+    """Every plan shown is recorded: who looked at what change, and what would stop it."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    audit = AuditLog(state_dir / "audit.db")
+    for shown in plans:
+        result = "ok" if not shown.problems else "refused: " + "; ".join(shown.problems)
+        target = f"{stack}/{shown.env}/{shown.service} {shown.target}"
+        audit.record(current_user(), "plan", target, result, service=shown.service)
+
+
 @click.command("plan")
 @click.option("--service", "-s", "only", help="One service (default: every service).")
 @click.option("--version", "version", help="The version to plan for (default: built from HEAD).")
@@ -78,6 +89,7 @@ def plan(
         click.echo(json.dumps([p.to_json() for p in plans], indent=2))
     else:
         click.echo("\n\n".join("\n".join(p.lines()) for p in plans))
+    audit_plans(context.state_dir, context.stack.name, plans)
     return 1 if any(p.problems for p in plans) else 0
 
 

@@ -35,6 +35,7 @@ from sqlifier.spec.model import Approval, Environment, Service, Stack
 
 __all__ = [
     "NO_ROUTES",
+    "PINNED",
     "Change",
     "ServicePlan",
     "approval_text",
@@ -43,6 +44,10 @@ __all__ = [
 ]
 
 NO_ROUTES = "no routes: the release replaces instances one at a time without a canary"
+PINNED = (
+    "stateful or on a fixed port: the release replaces instances one at a time without a "
+    "canary (a second copy would share the data folder or the port)"
+)
 # Config keys (the last part of a path) whose numbers are seconds, shown like "30s".
 _DURATIONS = frozenset(
     {"pause", "bake", "max_p95", "slow_start", "stop_timeout", "period", "timeout", "refresh"}
@@ -106,8 +111,9 @@ class ServicePlan:
 
     @property
     def canary(self) -> bool:
-        """Will traffic be split between the releases? Only a routed service has any."""
-        return bool(self.routes)
+        """Will traffic be split between the releases? Only a routed service has any,
+        and only one free to run a second copy beside the first."""
+        return bool(self.routes) and PINNED not in self.notes
 
     def lines(self) -> list[str]:
         """The plan as a compact screen, like `terraform plan`: a header, then two-space
@@ -238,9 +244,17 @@ def plan_service(
         warmup=dict(config["warmup"]),
         approval=approval_text(stack.environment(env)),
         problems=_problems(spec, env),
-        notes=() if spec.routes else (NO_ROUTES,),
+        notes=_notes(spec),
         routes=tuple(str(route) for route in spec.routes),
     )
+
+
+def _notes(spec: Service) -> tuple[str, ...]:
+    if not spec.routes:
+        return (NO_ROUTES,)
+    if spec.stateful or spec.port is not None:
+        return (PINNED,)
+    return ()
 
 
 def approval_text(environment: Environment) -> str:

@@ -212,6 +212,12 @@ def _jsonable(value: object) -> object:
     return value
 
 
+def _config_hash(config: Mapping[str, Any]) -> str:
+    """The first 8 hex digits of sha256 over the config's canonical JSON."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def content_hash(root: Path) -> str:
     """sha256 over the sorted relative paths, each with its kind (file, executable,
     symlink) and its bytes or link target: the first 12 hex digits."""
@@ -295,9 +301,17 @@ class Releases:
             work.chmod(0o755)
             origin = _materialize(spec, version, ref, work, self.root)
             content = content_hash(work)
+            config = service_config(spec)
+            named = version is not None
             version = version or origin.version or content
             _check_version(service, version)
-            if (existing := self._existing(service, version, content)) is not None:
+            existing = self._existing(service, version, content, config, named)
+            if existing is None and not named and self._read(service, version) is not None:
+                # The same files with another config (the stack file changed): a release
+                # of its own, labelled with its config's hash.
+                version = f"{version}+{_config_hash(config)}"
+                existing = self._existing(service, version, content, config, named)
+            if existing is not None:
                 return existing
             output = _run_build(spec, self.env, version, work, build_timeout)
             _make_read_only(work)
@@ -310,7 +324,7 @@ class Releases:
                 commit_time=origin.commit_time,
                 ref=origin.ref,
                 content_hash=content,
-                config=service_config(spec),
+                config=config,
                 created=self._clock(),
                 created_by=who or current_user(),
                 reason=reason,
@@ -395,7 +409,9 @@ class Releases:
         """Move the built folder into place and record it; the release made meanwhile by
         someone else, if any."""
         with self._locked(release.service):
-            existing = self._existing(release.service, release.version, release.content_hash)
+            existing = self._existing(
+                release.service, release.version, release.content_hash, release.config
+            )
             if existing is not None:
                 return existing
             if release.path.exists():  # a folder whose record was never written
@@ -419,12 +435,28 @@ class Releases:
                 removed.append(release.version)
         return removed
 
-    def _existing(self, service: str, version: str, content: str) -> Release | None:
+    def _existing(
+        self,
+        service: str,
+        version: str,
+        content: str,
+        config: dict[str, Any] | None = None,
+        named: bool = True,
+    ) -> Release | None:
+        """The release `version` when it has this content (and config); None when there
+        is none, or (for a version not named by the caller) when its config differs;
+        ReleaseError when a named version exists with other content or config."""
         release = self._read(service, version)
-        if release is None or release.content_hash == content:
+        if release is None:
+            return None
+        same_config = config is None or release.config == config
+        if release.content_hash == content and same_config:
             return release
+        if release.content_hash == content and not named:
+            return None
+        what = "content" if release.content_hash != content else "config (the stack file changed)"
         raise ReleaseError(
-            f"release {version} of {service} already exists with other content; "
+            f"release {version} of {service} already exists with other {what}; "
             "releases are immutable — choose another --version",
             service=service,
             version=version,

@@ -204,7 +204,13 @@ class Supervisor:
         """Stop everything, dependents first; no process is left behind."""
         await self._stop_unadopted()
         for name in reversed(start_order(self.services)):
+            await self.stop_canaries(name)
             await self.scale(name, 0)
+        # Instances a promotion or a restart left on their way out.
+        for instance in list(self.retiring) + list(self.replacements):
+            await self._stop_instance(instance)
+        self.retiring.clear()
+        self.replacements.clear()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

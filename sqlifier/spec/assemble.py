@@ -47,7 +47,12 @@ def assemble(reader: StackReader) -> m.Stack:
                 'add:  [stack]  name = "shop"',
             )
         )
-    stack = _top(reader, "stack", {"name": reader.text, "rules": reader.patterns}, "[stack]")
+    stack = _top(
+        reader,
+        "stack",
+        {"name": reader.text, "rules": reader.patterns, "keep_releases": reader.integer(1, 100)},
+        "[stack]",
+    )
     router = _router(reader)
     engine = _top(
         reader,
@@ -128,6 +133,7 @@ def assemble(reader: StackReader) -> m.Stack:
         path=reader.path,
         name=stack.get("name", reader.path.parent.name),
         rules=stack.get("rules", DEFAULT_RULES),
+        keep_releases=stack.get("keep_releases", 5),
         services=services,
         environments=environments,
         resolved=resolved,

@@ -200,6 +200,7 @@ class Stack:
     notify: Notify = field(default_factory=Notify)
     prometheus: Prometheus = field(default_factory=Prometheus)
     metrics: tuple[str, int] | None = DEFAULT_METRICS
+    keep_releases: int = 5  # releases kept on disk per service, for rollback
 
     @property
     def root(self) -> Path:

@@ -328,9 +328,18 @@ class StackReader:
         items = self.text_list(value, path)
         if items is _INVALID:
             return _INVALID
+        # Imported here: the canary analysis builds on the engine, which builds on this.
+        from sqlifier.delivery.analysis import AnalysisError, parse_expression  # noqa: PLC0415
+
         for index, text in enumerate(items):
-            for message in check_trigger(text):
+            problems = check_trigger(text)
+            for message in problems:
                 self.error((*path, index), f"invalid analysis {quote(text)}: {message}")
+            if not problems:
+                try:
+                    parse_expression(text)
+                except AnalysisError as exc:  # a signal a canary track has no value of
+                    self.error((*path, index), str(exc))
         return items
 
     def steps(self, value: object, path: KeyPath) -> Any:

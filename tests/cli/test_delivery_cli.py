@@ -94,7 +94,11 @@ def test_plan_compares_with_the_live_release_and_changes_nothing(tmp_path: Path)
     store.mark("web", "v1", "live")
     text = (tmp_path / "sqlifier.toml").read_text().replace('"info"', '"debug"')
     (tmp_path / "sqlifier.toml").write_text(text)
-    before = sorted(str(p) for p in (tmp_path / ".sqlifier").rglob("*"))
+
+    def state() -> list[str]:  # everything but the audit log, where the plan is recorded
+        return sorted(str(p) for p in (tmp_path / ".sqlifier").rglob("*") if "audit" not in p.name)
+
+    before = state()
     result = run_sqlifier("plan", "--env", "production", "--version", "v2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -102,7 +106,11 @@ def test_plan_compares_with_the_live_release_and_changes_nothing(tmp_path: Path)
     assert "  ~ env.LOG_LEVEL: info -> debug" in lines
     assert "  instances: 3 (unchanged)" in lines
     assert "  approval: required (approvers: alice)" in lines
-    assert sorted(str(p) for p in (tmp_path / ".sqlifier").rglob("*")) == before
+    assert state() == before
+    audit = json.loads(run_sqlifier("audit", "--env", "production", "--json", cwd=tmp_path).stdout)
+    assert [(e["what"], e["target"], e["result"]) for e in audit if e["what"] == "plan"] == [
+        ("plan", "d/production/web v2", "ok")
+    ]
     as_json = json.loads(run_sqlifier("plan", "--env", "production", "--json", cwd=tmp_path).stdout)
     assert as_json[0]["current"] == "v1" and as_json[0]["problems"] == []
 

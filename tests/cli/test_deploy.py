@@ -97,12 +97,14 @@ class Shop:
 def make_shop(tmp_path: Path) -> Iterator[Any]:
     made: list[tuple[Shop, str]] = []
 
-    def make(kind: str = "auto", environments: str = "") -> Shop:
+    def make(kind: str = "auto", environments: str = "", rules: str = "") -> Shop:
         (tmp_path / "services").mkdir(exist_ok=True)
         shutil.copy(SHOP, tmp_path / "services" / "shop_service.py")
         port = free_port()
+        (tmp_path / "rules").mkdir(exist_ok=True)
+        (tmp_path / "rules" / "seed.sql").write_text(rules)
         header = (
-            f'[stack]\nname = "shop"\n\n[router]\nkind = "{kind}"\n'
+            f'[stack]\nname = "shop"\nrules = ["rules/*.sql"]\n\n[router]\nkind = "{kind}"\n'
             f'listen = "127.0.0.1:{port}"\n\n[metrics]\nlisten = "off"\n\n{environments}'
         )
         shop = Shop(tmp_path, port, header)
@@ -332,7 +334,7 @@ def test_approvals_two_person_rule_and_locks_per_service(make_shop: Any) -> None
             "deploy", "-s", "images", "-e", "production", "--approve", "--detach", user="bob"
         )
         assert other.returncode == 0, other.stderr
-        other_id = other.stdout.strip().splitlines()[0]
+        other_id = other.stdout.strip()
         assert shop.run("approve", other_id, "-e", "production", user="alice").returncode == 0
 
         own = shop.run("approve", deploy_id, "-e", "production", user="alice")
@@ -382,3 +384,66 @@ def test_a_lock_left_by_a_dead_process_is_stale_and_broken_on_purpose(make_shop:
     assert broken.returncode == 0, broken.stderr
     done = shop.run("deploy", "-s", "storefront", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+SEED_ROLLBACK = """\
+ON log_error(level='critical') > 3 FOR 10s IF release.version = 'v2'
+DO ROLLBACK service 'storefront' TO previous_stable;
+"""
+
+
+def test_the_seed_rollback_rule_takes_the_same_path_once_per_release(make_shop: Any) -> None:
+    shop = make_shop(rules=SEED_ROLLBACK)
+    shop.set("storefront")
+    assert shop.run("up", "--detach").returncode == 0
+    with Load(shop.port, "/storefront") as load:
+        assert shop.run("deploy", "-s", "storefront", "--version", "v1", "--yes").returncode == 0
+        # v2 answers well (its canary steps pass) but logs a CRITICAL line twice a second.
+        shop.set("storefront", env='CRITICAL_EVERY = "0.5"')
+        v2 = shop.run("deploy", "-s", "storefront", "--version", "v2", "--yes")
+        assert v2.returncode == 0, v2.stdout + v2.stderr
+        # Live, the rule sees v2's criticals and rolls it back: traffic on v1 again.
+        all_from(load, "v1", timeout=60)
+    releases = shop.releases("storefront")
+    assert releases["v2"]["status"] == "rolled back"
+    assert releases["v1"]["status"] == "live"
+    assert releases["v1"]["details"]["rolled_back_from"] == "v2"
+    entries = json.loads(shop.run("audit", "--json").stdout)
+    mine = [e for e in entries if e["who"].startswith("rule ")]
+    assert ("rollback", "ok") in {(e["what"], e["result"]) for e in mine}
+    assert "rollback complete" in {e["what"] for e in mine}
+    assert not [a for a in load.answers if a[1] == 0]  # no request failed on the way
+
+
+def test_a_rollback_during_a_rollout_moves_all_traffic_back_at_once(make_shop: Any) -> None:
+    shop = make_shop()
+    shop.set("storefront")
+    assert shop.run("up", "--detach").returncode == 0
+    with Load(shop.port, "/storefront") as load:
+        assert shop.run("deploy", "-s", "storefront", "--version", "v1", "--yes").returncode == 0
+        shop.services["storefront"] = service("storefront").replace('pause = "1s"', 'pause = "5m"')
+        shop.write()
+        started = shop.run("deploy", "-s", "storefront", "--version", "v2", "--yes", "--detach")
+        assert started.returncode == 0, started.stderr
+        deploy_id = started.stdout.strip()
+
+        def at_first_step() -> bool:
+            status = shop.run("deploy", "status", deploy_id, "--json")
+            return bool(json.loads(status.stdout)["state"] == "step")
+
+        wait_for(at_first_step, "the first step")
+        wait_for(lambda: any(r == "v2" for _, _, r in load.answers), "v2 to take its share")
+        back = shop.run("rollback", "--service", "storefront", "--reason", "looks wrong")
+        returned = time.time()
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert f"the rollout of v2 ({deploy_id}) was in progress: aborted" in back.stdout
+        all_from(load, "v1")
+        after = load.since(returned + 0.1)
+        assert after and all(s == 200 and r == "v1" for _, s, r in after)
+    assert not [a for a in load.answers if a[1] != 200]  # zero failed requests throughout
+    record = json.loads(shop.run("deploy", "status", deploy_id, "--json").stdout)
+    assert record["state"] == "aborted"
+    assert record["error"] == "rollback asked for by root: looks wrong" or record[
+        "error"
+    ].startswith("rollback asked for by ")
+    assert shop.releases("storefront")["v2"]["status"] == "failed"

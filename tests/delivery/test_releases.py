@@ -685,3 +685,29 @@ def test_an_option_is_no_git_ref(tmp_path: Path, repo: Path, releases: Releases)
     with pytest.raises(ReleaseError) as caught:
         releases.make(write_stack(tmp_path), "web", ref="--all")
     assert str(caught.value).startswith("no git ref '--all' in ")
+
+
+def test_the_same_files_with_another_config_are_another_release(
+    tmp_path: Path, plain: Path, releases: Releases
+) -> None:
+    stack = write_stack(tmp_path)
+    first = releases.make(stack, "plain")
+    assert first.version == first.content_hash
+    # Only the stack file changed: a release of its own, labelled with its config's hash.
+    changed = write_stack(
+        tmp_path, SERVICES.replace('source = "plain"', 'source = "plain"\nenv = { MODE = "fast" }')
+    )
+    second = releases.make(stack=changed, service="plain")
+    assert second.version.startswith(f"{first.content_hash}+")
+    assert len(second.version) == len(first.version) + 9
+    assert second.config["env"] == {"MODE": "fast"}
+    assert releases.make(changed, "plain") == second  # made again: the same release
+    assert releases.make(stack, "plain") == first
+    # A version named by the caller is immutable, config included.
+    releases.make(stack, "plain", version="2.0")
+    with pytest.raises(ReleaseError) as caught:
+        releases.make(changed, "plain", version="2.0")
+    assert str(caught.value) == (
+        "release 2.0 of plain already exists with other config (the stack file changed); "
+        "releases are immutable — choose another --version"
+    )

@@ -169,6 +169,11 @@ def test_unknown_key_has_its_position_and_a_suggestion(tmp_path: Path) -> None:
             25,
             "invalid analysis 'error_rate() < 1': error_rate() is a percentage; compare it with a percentage like 80%, not '1'",
         ),
+        (
+            'rollout = { analysis = ["cpu() > 50%"] }',
+            25,
+            "invalid analysis 'cpu() > 50%': cpu() is not measured on a canary; analysis can use error_rate(), latency(p50|p90|p95|p99) and rps()",
+        ),
     ],
 )
 def test_wrong_values_are_reported_at_the_value(

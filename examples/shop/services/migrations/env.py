@@ -1,8 +1,7 @@
 """Alembic's environment for the payment gateway's ledger: SQLite at $DATA_DIR/payments.db.
 
-sqlifier sets DATA_DIR (the service's data folder, kept across releases) for `migrate`,
-`schema_version` and the instances; run by hand without it, the database is
-./payments.db.
+sqlifier sets DATA_DIR (.sqlifier/<env>/data/payment-gateway, kept across releases) for
+`migrate` and `schema_version`; run by hand without it, the database is ./payments.db.
 """
 
 from __future__ import annotations
