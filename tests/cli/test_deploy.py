@@ -10,6 +10,7 @@ takes seconds, not minutes; the judging is the same as with the defaults.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -114,7 +115,8 @@ def make_shop(tmp_path: Path) -> Iterator[Any]:
     yield make
     for shop, _ in made:
         for env in ("dev", "production"):
-            shop.run("down", "--env", env)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                shop.run("down", "--env", env)
 
 
 class Load:
@@ -307,45 +309,18 @@ def test_approvals_two_person_rule_and_locks_per_service(make_shop: Any) -> None
     # The seed's command, verbatim: alice approves her own deploy, so it waits for bob.
     env = {**os.environ, "SQLIFIER_USER": "alice", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     argv = [str(BIN / "deploy-cli"), "--service", "auth-service", "--env", "production"]
-    with subprocess.Popen(
-        [*argv, "--approve"], cwd=shop.root, env=env, stdout=subprocess.PIPE, text=True
-    ) as seed:
-        state = shop.root / ".sqlifier" / "production"
-        wait_for(lambda: read_lock(state, "production", "auth-service") is not None, "the lock")
-        lock = read_lock(state, "production", "auth-service")
-        assert lock is not None and lock.user == "alice"
-        deploys = list((state / "deploys").glob("*.json"))
-        assert len(deploys) == 1
-        deploy_id = deploys[0].stem
-        status = shop.run("deploy", "status", deploy_id, "-e", "production", "--json")
-        assert json.loads(status.stdout)["state"] == "awaiting approval"
-
-        # The lock is per service: a second deploy of it is refused, another service goes.
-        second = shop.run(
-            "deploy", "-s", "auth-service", "-e", "production", "--approve", "--version", "x2",
-            "--reason", "hotfix", user="bob",
-        )  # fmt: skip
-        assert second.returncode == 1
-        assert "locked by alice since " in second.stderr
-        assert "(deploy " in second.stderr
-        # images is a different service: not held up by auth-service's lock. Two-person
-        # applies to it too, so bob starts it and alice approves.
-        other = shop.run(
-            "deploy", "-s", "images", "-e", "production", "--approve", "--detach", user="bob"
-        )
-        assert other.returncode == 0, other.stderr
-        other_id = other.stdout.strip()
-        assert shop.run("approve", other_id, "-e", "production", user="alice").returncode == 0
-
-        own = shop.run("approve", deploy_id, "-e", "production", user="alice")
-        assert own.returncode == 1
-        assert "someone other than" in own.stderr or "another approver" in own.stderr
-        approved = shop.run("approve", deploy_id, "-e", "production", user="bob")
-        assert approved.returncode == 0, approved.stderr
-        out, _ = seed.communicate(timeout=120)
-        assert seed.returncode == 0, out
-        assert "approved by bob" in out
-        assert "— complete" in out
+    with (
+        Load(shop.port, "/auth-service", clients=2),
+        Load(shop.port, "/images", clients=2),
+        subprocess.Popen(
+            [*argv, "--approve"], cwd=shop.root, env=env, stdout=subprocess.PIPE, text=True
+        ) as seed,
+    ):
+        try:
+            other_id = check_approvals(shop, seed)
+        finally:
+            if seed.poll() is None:
+                seed.kill()
     wait_for(
         lambda: (
             json.loads(shop.run("deploy", "status", other_id, "-e", "production", "--json").stdout)[
@@ -357,6 +332,51 @@ def test_approvals_two_person_rule_and_locks_per_service(make_shop: Any) -> None
         timeout=60,
     )
     assert read_lock(shop.root / ".sqlifier" / "production", "production", "auth-service") is None
+
+
+def check_approvals(shop: Shop, seed: subprocess.Popen[str]) -> str:
+    """The deploy `seed` started waits for a second approver, holding its lock; the id of
+    a deploy of another service started meanwhile."""
+    state = shop.root / ".sqlifier" / "production"
+    wait_for(lambda: read_lock(state, "production", "auth-service") is not None, "the lock")
+    lock = read_lock(state, "production", "auth-service")
+    assert lock is not None and lock.user == "alice"
+    deploys = list((state / "deploys").glob("*.json"))
+    assert len(deploys) == 1
+    deploy_id = deploys[0].stem
+    status = shop.run("deploy", "status", deploy_id, "-e", "production", "--json")
+    assert json.loads(status.stdout)["state"] == "awaiting approval"
+
+    # The lock is per service: a second deploy of it is refused, another service goes.
+    second = shop.run(
+        "deploy", "-s", "auth-service", "-e", "production", "--approve", "--version", "x2",
+        "--reason", "hotfix", user="bob",
+    )  # fmt: skip
+    assert second.returncode == 1
+    assert "locked by alice since " in second.stderr
+    assert "(deploy " in second.stderr
+    # images is a different service: not held up by auth-service's lock. Two-person
+    # applies to it too, so bob starts it and alice approves.
+    other = shop.run(
+        "deploy", "-s", "images", "-e", "production", "--approve", "--detach", user="bob"
+    )
+    assert other.returncode == 0, other.stderr
+    other_id = other.stdout.strip()
+    assert shop.run("approve", other_id, "-e", "production", user="alice").returncode == 0
+
+    own = shop.run("approve", deploy_id, "-e", "production", user="alice")
+    assert own.returncode == 1
+    assert (
+        "production needs two people: alice started this deploy and cannot also approve it"
+        in own.stderr
+    )
+    approved = shop.run("approve", deploy_id, "-e", "production", user="bob")
+    assert approved.returncode == 0, approved.stderr
+    out, _ = seed.communicate(timeout=120)
+    assert seed.returncode == 0, out
+    assert "approved by bob" in out
+    assert "— complete" in out
+    return other_id
 
 
 def test_a_lock_left_by_a_dead_process_is_stale_and_broken_on_purpose(make_shop: Any) -> None:
@@ -382,7 +402,8 @@ def test_a_lock_left_by_a_dead_process_is_stale_and_broken_on_purpose(make_shop:
     assert "sqlifier lock release storefront --env dev --force" in refused.stderr
     broken = shop.run("lock", "release", "storefront", "--force")
     assert broken.returncode == 0, broken.stderr
-    done = shop.run("deploy", "-s", "storefront", "--yes")
+    with Load(shop.port, "/storefront", clients=2):  # traffic for the canary's analysis
+        done = shop.run("deploy", "-s", "storefront", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -447,3 +468,34 @@ def test_a_rollback_during_a_rollout_moves_all_traffic_back_at_once(make_shop: A
         "error"
     ].startswith("rollback asked for by ")
     assert shop.releases("storefront")["v2"]["status"] == "failed"
+
+
+def test_no_traffic_is_no_pass_the_rollout_pauses_once_and_can_be_aborted(
+    make_shop: Any,
+) -> None:
+    shop = make_shop()
+    shop.set("storefront")
+    assert shop.run("up", "--detach").returncode == 0
+    started = shop.run("deploy", "-s", "storefront", "--version", "v1", "--yes", "--detach")
+    assert started.returncode == 0, started.stderr
+    deploy_id = started.stdout.strip()
+
+    def record() -> dict[str, Any]:
+        result = shop.run("deploy", "status", deploy_id, "--json")
+        return dict(json.loads(result.stdout))
+
+    # No request reaches the canary: after pause x 3 (3 s) the rollout pauses, once.
+    wait_for(lambda: record()["state"] == "paused", "the rollout to pause")
+    paused = record()
+    assert paused["step"] == 1 and paused["weight"] == 10
+    assert paused["paused_by"] == "analysis: too few requests after 3s (0 of 10)"
+    assert paused["verdict"]["outcome"] == "inconclusive"
+    aborted = shop.run("rollout", "abort", "storefront", "--reason", "no traffic today")
+    assert aborted.returncode == 0, aborted.stderr
+    wait_for(lambda: record()["state"] == "aborted", "the abort")
+    final = record()
+    assert final["error"] == "aborted by root: no traffic today"
+    assert final["weight"] == 0
+    audit = json.loads(shop.run("audit", "--json").stdout)
+    assert [e["what"] for e in audit].count("rollout pause") == 1
+    assert shop.releases("storefront")["v1"]["status"] == "failed"
