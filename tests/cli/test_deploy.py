@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from sqlifier.delivery.locks import read_lock
+from tests.cli.test_rules_live import Webhook
 from tests.conftest import BIN, ROOT
 from tests.servers import KINDS, free_port
 
@@ -98,7 +99,7 @@ class Shop:
 def make_shop(tmp_path: Path) -> Iterator[Any]:
     made: list[tuple[Shop, str]] = []
 
-    def make(kind: str = "auto", environments: str = "", rules: str = "") -> Shop:
+    def make(kind: str = "auto", environments: str = "", rules: str = "", notify: str = "") -> Shop:
         (tmp_path / "services").mkdir(exist_ok=True)
         shutil.copy(SHOP, tmp_path / "services" / "shop_service.py")
         port = free_port()
@@ -108,6 +109,9 @@ def make_shop(tmp_path: Path) -> Iterator[Any]:
             f'[stack]\nname = "shop"\nrules = ["rules/*.sql"]\n\n[router]\nkind = "{kind}"\n'
             f'listen = "127.0.0.1:{port}"\n\n[metrics]\nlisten = "off"\n\n{environments}'
         )
+        if notify:
+            header += f'\n[notify]\nwebhook = "{notify}"\n'
+
         shop = Shop(tmp_path, port, header)
         made.append((shop, "dev"))
         return shop
@@ -414,7 +418,20 @@ DO ROLLBACK service 'storefront' TO previous_stable;
 
 
 def test_the_seed_rollback_rule_takes_the_same_path_once_per_release(make_shop: Any) -> None:
-    shop = make_shop(rules=SEED_ROLLBACK)
+    hook = Webhook()
+    try:
+        seed_rollback(make_shop(rules=SEED_ROLLBACK, notify=hook.url))
+    finally:
+        hook.close()
+    # Every deploy step reached the webhook: start, steps, promotion, the rule's rollback.
+    seen = [(m["event"], m["version"]) for m in hook.received if "event" in m]
+    for event in [("start", "v1"), ("promote", "v1"), ("start", "v2"), ("step", "v2")]:
+        assert event in seen
+    assert ("promote", "v2") in seen and ("rollback", "v1") in seen
+    assert all(m["service"] == "storefront" and m["deploy"] for m in hook.received if "event" in m)
+
+
+def seed_rollback(shop: Shop) -> None:
     shop.set("storefront")
     assert shop.run("up", "--detach").returncode == 0
     with Load(shop.port, "/storefront") as load:
