@@ -384,6 +384,9 @@ class HAProxyPlane:
             except TimeoutError:
                 self._process.kill()
                 await self._process.wait()
+        # HAProxy has ended: its sockets' folder goes with it (one per stack ever run).
+        with contextlib.suppress(OSError):
+            shutil.rmtree(self.files.sockets)
 
     # --- latencies from the request log ---------------------------------------------
 

@@ -292,9 +292,13 @@ def test_an_undeclared_environment_needs_no_approval(tmp_path: Path) -> None:
 
 
 def test_an_analysis_a_canary_cannot_measure_is_a_problem(tmp_path: Path) -> None:
-    # The stack file accepts any signal test; only a canary's signals can judge a step.
-    text = BASE.replace('"latency(p99) < 300ms"', '"cpu() < 80%"')
-    plan = plan_service(stack(tmp_path, text), "production", "web", None, "1.5.0")
+    # `check` refuses it in a stack file too; a service built by hand still meets the plan.
+    loaded = stack(tmp_path, BASE)
+    web = dataclasses.replace(
+        loaded.services_for("production")["web"], rollout=Rollout(analysis=("cpu() < 80%",))
+    )
+    broken = dataclasses.replace(loaded, resolved={"production": {"web": web}})
+    plan = plan_service(broken, "production", "web", None, "1.5.0")
     problem = (
         "invalid analysis 'cpu() < 80%': cpu() is not measured on a canary; analysis can use "
         "error_rate(), latency(p50|p90|p95|p99) and rps()"
