@@ -95,6 +95,13 @@ class _RuleChecker:
     source: Source
     services: Collection[str] | None
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # The services again, as a set: `services` may be a list, and is asked once per rule.
+    known_services: frozenset[str] | None = field(init=False)
+    # Schedules repeat across rules ('0 9 * * mon-fri'): each text's verdict, once.
+    cron_errors: dict[str, CronError | None] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.known_services = None if self.services is None else frozenset(self.services)
 
     def error(self, span: Span, message: str, hint: str | None = None) -> None:
         self.diagnostics.append(Diagnostic.at(self.source, span, message, hint=hint))
@@ -107,13 +114,13 @@ class _RuleChecker:
     # --- the rule -----------------------------------------------------------------------
 
     def rule(self, rule: ast.Rule) -> None:
-        tests = list(_signal_tests(rule.trigger))
+        trigger = rule.trigger
+        tests = [trigger] if isinstance(trigger, ast.SignalTest) else list(_signal_tests(trigger))
         for test in tests:
             self.signal_test(test)
         if rule.for_ is not None:
             self.positive(rule.for_, "FOR")
-            specs = [SIGNALS.get(t.signal) for t in tests]
-            if specs and all(s is not None and s.kind is SignalKind.EVENT for s in specs):
+            if _only_events(tests):
                 self.error(
                     rule.for_.span,
                     "FOR has no meaning for schedule(), which is true at single moments",
@@ -148,10 +155,9 @@ class _RuleChecker:
                         "add LIMIT n to bound the number of instances",
                     )
             return
-        span = rule.clause_span("limit")
         if not scales:
             self.error(
-                span,
+                rule.clause_span("limit"),
                 "LIMIT bounds a SCALE action, and this rule has no SCALE",
                 "remove LIMIT, or use COOLDOWN to space out repeated actions",
             )
@@ -190,11 +196,11 @@ class _RuleChecker:
         self.threshold(test, spec, comparison)
 
     def direction(self, test: ast.SignalTest, spec: SignalSpec) -> None:
-        base = test.signal.split("_", 1)[1]
-        example = f"{test.signal}({spec.direction[0]}{'80' if base == 'cpu' else '20'}%)"
         if test.inner is None:
             if any(a.name is None for a in test.args):
                 return  # reported with the argument: high_cpu(80%) needs its '>'
+            base = test.signal.split("_", 1)[1]
+            example = f"{test.signal}({spec.direction[0]}{'80' if base == 'cpu' else '20'}%)"
             self.error(
                 test.outer.span if test.outer else test.span,
                 f"{test.signal} takes its threshold inside the parentheses, like {example}",
@@ -255,6 +261,10 @@ class _RuleChecker:
             what = "signal" if in_trigger else "function or signal"
             self.error(span, f"unknown {what} {quote(name)}", hint)
             return None
+        if not args:
+            if spec.positional is not None:
+                self.error(span, _positional_missing(spec))
+            return spec
         positional = [a for a in args if a.name is None]
         if spec.positional is not None:
             if not positional:
@@ -263,7 +273,7 @@ class _RuleChecker:
                 self.argument(spec, None, spec.positional, positional[0])
             positional = positional[1:]
         for extra in positional:
-            if spec.direction and isinstance(extra.value, ast.Number | ast.Quantity):
+            if spec.direction and isinstance(extra.value, (ast.Number, ast.Quantity)):
                 self.error(
                     extra.span,
                     f"{name} needs a comparison before its threshold, "
@@ -296,18 +306,22 @@ class _RuleChecker:
 
     def argument(self, spec: SignalSpec, name: str | None, expected: ArgSpec, arg: ast.Arg) -> None:
         value = arg.value
-        label = f"{name}=" if name else f"the argument of {spec.name}()"
-        if isinstance(value, ast.Name) and not expected.word:
+        if isinstance(value, ast.String):
+            text = value.value
+        elif isinstance(value, ast.Name):
+            if not expected.word:
+                self.error(
+                    value.span,
+                    f"{_label(spec, name)} takes text in quotes",
+                    f"write {name + '=' if name else ''}'{value.dotted}'",
+                )
+                return
+            text = value.dotted
+        else:
             self.error(
                 value.span,
-                f"{label} takes text in quotes",
-                f"write {name + '=' if name else ''}'{value.dotted}'",
+                f"{_label(spec, name)} takes {describe(expected.type)}, not {_shown(value)}",
             )
-            return
-        if isinstance(value, ast.Name | ast.String):
-            text = value.dotted if isinstance(value, ast.Name) else value.value
-        else:
-            self.error(value.span, f"{label} takes {describe(expected.type)}, not {_shown(value)}")
             return
         if expected.choices and text.lower() not in expected.choices:
             hint = did_you_mean(text, expected.choices)
@@ -323,22 +337,34 @@ class _RuleChecker:
             try:
                 re.compile(text)
             except re.error as exc:
-                self.error(value.span, f"invalid regular expression in {label}: {exc}")
+                self.error(value.span, f"invalid regular expression in {_label(spec, name)}: {exc}")
             except (OverflowError, RecursionError, ValueError):
-                self.error(value.span, f"the regular expression in {label} is too large")
+                self.error(
+                    value.span, f"the regular expression in {_label(spec, name)} is too large"
+                )
         elif expected.check == "cron":
-            try:
-                parse_cron(text)
-            except CronError as exc:
-                self.error(value.span, f"invalid schedule: {exc}", "like '0 9 * * mon-fri'")
+            error = self.cron_error(text)
+            if error is not None:
+                self.error(value.span, f"invalid schedule: {error}", "like '0 9 * * mon-fri'")
         elif name == "service":
             self.service(text, value.span)
         elif spec.positional is expected and not text.strip():
             self.error(value.span, f"{spec.name}() needs a query, not an empty string")
 
+    def cron_error(self, text: str) -> CronError | None:
+        """What is wrong with a schedule, or None."""
+        if text not in self.cron_errors:
+            try:
+                parse_cron(text)
+                self.cron_errors[text] = None
+            except CronError as exc:
+                self.cron_errors[text] = exc
+        return self.cron_errors[text]
+
     def service(self, name: str, span: Span) -> None:
-        if self.services is None or name in self.services:
+        if self.known_services is None or name in self.known_services:
             return
+        assert self.services is not None
         known = ", ".join(sorted(self.services)) or "none"
         self.error(
             span,
@@ -408,7 +434,7 @@ class _RuleChecker:
         field_node, value, op = node.left, node.right, node.op
         if isinstance(value, ast.Name) and not isinstance(field_node, ast.Name):
             field_node, value, op = value, field_node, _FLIPPED.get(op, op)
-        if isinstance(field_node, ast.Name) and isinstance(value, ast.Number | ast.Quantity):
+        if isinstance(field_node, ast.Name) and isinstance(value, (ast.Number, ast.Quantity)):
             self.field_range(node.span, field_node.dotted, op, _base(value))
 
     def field_range(self, span: Span, dotted: str, op: str, value: float | None) -> None:
@@ -447,22 +473,23 @@ class _RuleChecker:
         value_kind = _literal_type(value) if not isinstance(value, ast.Name) else Type.ANY
         if Type.ANY in (kind, value_kind):
             return
-        name = format_expr(field_node)
         if value_kind is not kind:
             self.error(
                 value.span,
-                f"{name} is {kind.value}; compare it with {describe(kind)}, not {_shown(value)}",
+                f"{format_expr(field_node)} is {kind.value}; compare it with {describe(kind)}, "
+                f"not {_shown(value)}",
             )
             return
         if not isinstance(field_node, ast.Name) or not isinstance(value, ast.String):
             return
-        if field_node.dotted == "time.weekday" and value.value.lower() not in WEEKDAYS:
+        dotted = field_node.dotted
+        if dotted == "time.weekday" and value.value.lower() not in WEEKDAYS:
             self.error(
                 value.span,
                 f"{quote(value.value)} is not a weekday; use {', '.join(WEEKDAYS)}",
                 did_you_mean(value.value[:3], WEEKDAYS),
             )
-        elif field_node.dotted == "service.name":
+        elif dotted == "service.name":
             self.service(value.value, value.span)
 
     def contradictions(self, node: ast.Condition) -> None:
@@ -539,7 +566,7 @@ class _RuleChecker:
 
     def expr(self, node: ast.Expr) -> Type:
         """The type of an arithmetic expression; reports what is wrong inside it."""
-        if isinstance(node, ast.Number | ast.Quantity | ast.String):
+        if isinstance(node, (ast.Number, ast.Quantity, ast.String)):
             return _literal_type(node)
         if isinstance(node, ast.Name):
             kind = EXPRESSION_NAMES.get(node.dotted)
@@ -633,17 +660,16 @@ class _RuleChecker:
             text = match.group()
             if text in ("{{", "}}"):
                 continue
-            span = _inner_span(message, match.start(), match.end())
             name = match.group(1)
             if name is None:
                 self.error(
-                    span,
+                    _inner_span(message, match.start(), match.end()),
                     f"unmatched {quote(text)} in the NOTIFY message",
                     "write {{ or }} for a literal brace",
                 )
             elif name.strip() not in PLACEHOLDERS and field_type(name.strip()) is None:
                 self.error(
-                    span,
+                    _inner_span(message, match.start(), match.end()),
                     f"unknown placeholder {{{name}}} in the NOTIFY message",
                     did_you_mean(name.strip(), PLACEHOLDERS)
                     or "placeholders: " + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS),
@@ -660,6 +686,15 @@ class _RuleChecker:
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+
+def _only_events(tests: list[ast.SignalTest]) -> bool:
+    """Are these all event signals (schedule()), and at least one?"""
+    for test in tests:
+        spec = SIGNALS.get(test.signal)
+        if spec is None or spec.kind is not SignalKind.EVENT:
+            return False
+    return bool(tests)
 
 
 def _signal_tests(node: ast.Trigger) -> Iterable[ast.SignalTest]:
@@ -736,13 +771,18 @@ def _is_relative(node: ast.Expr) -> bool:
         return False
     if isinstance(node, ast.Call) and node.name == "min":
         return all(_is_relative(arg.value) for arg in node.args)
-    if isinstance(node, ast.Name | ast.Call):
+    if isinstance(node, (ast.Name, ast.Call)):
         return True
     if isinstance(node, ast.Unary):
         return _is_relative(node.operand)
     if isinstance(node, ast.Binary):
         return _is_relative(node.left) or _is_relative(node.right)
     return False
+
+
+def _label(spec: SignalSpec, name: str | None) -> str:
+    """How a message names an argument: `service=`, or `the argument of latency()`."""
+    return f"{name}=" if name else f"the argument of {spec.name}()"
 
 
 def _example(spec: SignalSpec) -> str:

@@ -16,20 +16,23 @@ Grammar (docs/language.md has the user's version):
 A syntax error abandons the statement it is in: it becomes a diagnostic and parsing
 resumes after the next `;` (or at a line that starts with RULE or ON), so one run reports
 the errors of every statement.
+
+Tokens are plain tuples read by position (`tok[KIND] is _OP and tok[TEXT] == "("`, see
+tokens.RawToken), and messages for errors are built only when there is an error: the
+parser runs for every token of every rule file.
 """
 
 from __future__ import annotations
 
-import gc
 import re
 from collections.abc import Callable
 from typing import TypeVar, cast
 
-from sqlifier.lang import ast
+from sqlifier.lang import ast, collector
 from sqlifier.lang.errors import Diagnostic, ParseError, did_you_mean, quote
 from sqlifier.lang.signals import SIGNALS
 from sqlifier.lang.source import Source, Span
-from sqlifier.lang.tokens import Kind, Token, tokenize
+from sqlifier.lang.tokens import COL, KIND, LINE, OFFSET, TEXT, VALUE, Kind, RawToken, scan
 from sqlifier.lang.units import UNIT_WORDS, UNITS, Type
 
 _new = tuple.__new__
@@ -51,27 +54,25 @@ _WORD = re.compile(r"[A-Za-z0-9_]+")
 MAX_NUMBER = 1e15
 
 _CMP = frozenset(("=", "!=", "<>", "<", "<=", ">", ">="))
+# After a signal's parentheses and in conditions, '==' is read too, to explain it.
+_CMP_OR_DOUBLE = _CMP | {"=="}
 _ACTIONS = ("SCALE", "ROLLBACK", "RESTART", "ABORT", "PAUSE", "RESUME", "NOTIFY", "RUN")
 _ACTION_LIST = (
     "SCALE, ROLLBACK, RESTART, ABORT ROLLOUT, PAUSE ROLLOUT, RESUME ROLLOUT, NOTIFY or RUN"
 )
 _TAIL = ("LIMIT", "COOLDOWN", "DRY")
 _RESERVED = frozenset(("RULE", "ON", "FOR", "IF", "DO", "LIMIT", "COOLDOWN", "AND", "OR", "NOT"))
+_DURATION_UNITS = frozenset(unit for unit, (kind, _) in UNITS.items() if kind is Type.DURATION)
+# A number token is digits and at most one '.'; a quantity's unit starts with neither.
+_NUMBER_CHARS = "0123456789."
 
 T = TypeVar("T")
 
 
 def parse(source: Source) -> tuple[ast.RuleFile, list[Diagnostic]]:
     """Parse a whole file; return the rules that parsed and a diagnostic per bad statement."""
-    # Parsing allocates many small objects and frees none of them: the cycle collector
-    # would scan them over and over for nothing (about a fifth of the time on large files).
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector.paused():
         return _Parser(source).parse_file()
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def parse_trigger(source: Source) -> tuple[ast.Trigger | None, list[Diagnostic]]:
@@ -80,17 +81,47 @@ def parse_trigger(source: Source) -> tuple[ast.Trigger | None, list[Diagnostic]]
     parser = _Parser(source)
     try:
         trigger = parser.trigger()
-        if parser.tok.kind is not _EOF:
+        if parser.tok[KIND] is not _EOF:
             raise parser.error("AND, OR or the end of the expression", choices=("AND", "OR"))
     except ParseError as exc:
         return None, [Diagnostic.at(source, exc.span, exc.message, hint=exc.hint)]
     return trigger, []
 
 
+def _span(first: RawToken, last: RawToken) -> Span:
+    """From the start of token `first` to the end of token `last` (tokens are one line)."""
+    return _new(Span, (first[LINE], first[COL], last[LINE], last[COL] + len(last[TEXT])))
+
+
+def _token_span(tok: RawToken) -> Span:
+    line, col = tok[LINE], tok[COL]
+    return _new(Span, (line, col, line, col + len(tok[TEXT])))
+
+
+def _span_to(first: RawToken, last: Span) -> Span:
+    """From the start of token `first` to the end of `last`."""
+    return _new(Span, (first[LINE], first[COL], last[2], last[3]))
+
+
+def _end(tok: RawToken) -> int:
+    """The offset just after the token."""
+    return tok[OFFSET] + len(tok[TEXT])
+
+
+def _end_col(tok: RawToken) -> int:
+    return tok[COL] + len(tok[TEXT])
+
+
+def _is_op(tok: RawToken, op: str) -> bool:
+    return tok[TEXT] == op and tok[KIND] is _OP
+
+
 class _Parser:
+    __slots__ = ("comments", "depth", "diagnostics", "pos", "source", "tok", "tokens")
+
     def __init__(self, source: Source) -> None:
         self.source = source
-        self.tokens, self.comments = tokenize(source.text)
+        self.tokens, self.comments = scan(source.text)
         self.pos = 0
         self.tok = self.tokens[0]
         self.depth = 0
@@ -98,34 +129,46 @@ class _Parser:
 
     # --- token helpers ------------------------------------------------------------------
 
-    def advance(self) -> Token:
+    def advance(self) -> RawToken:
         tok = self.tok
-        if tok.kind is not _EOF:
+        if tok[KIND] is not _EOF:
             self.pos += 1
             self.tok = self.tokens[self.pos]
         return tok
 
-    def peek(self, ahead: int = 1) -> Token:
+    def peek(self, ahead: int = 1) -> RawToken:
         return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
 
+    def next_token(self) -> RawToken:
+        """The token after the current one, which must not be EOF (EOF is the last)."""
+        return self.tokens[self.pos + 1]
+
     def at_word(self, word: str) -> bool:
-        return self.tok.value == word and self.tok.kind is _IDENT
+        tok = self.tok
+        return tok[VALUE] == word and tok[KIND] is _IDENT
+
+    def at_op(self, op: str) -> bool:
+        tok = self.tok
+        return tok[TEXT] == op and tok[KIND] is _OP
 
     def prev_span(self) -> Span:
-        return self.tokens[self.pos - 1].span
+        return _token_span(self.tokens[self.pos - 1])
 
-    def span_from(self, first: Token) -> Span:
+    def span_from(self, first: RawToken) -> Span:
         """From the start of token `first` to the end of the token just consumed."""
-        prev = self.tokens[self.pos - 1]
-        return _new(Span, (first[4], first[5], prev[4], prev[5] + len(prev[1])))
+        # _span(first, last), written out: this runs for most nodes.
+        last = self.tokens[self.pos - 1]
+        return _new(Span, (first[LINE], first[COL], last[LINE], last[COL] + len(last[TEXT])))
 
-    def expect_op(self, op: str, expected: str) -> Token:
-        if self.tok.text == op and self.tok.kind is _OP:
+    def expect_op(self, op: str, expected: str) -> RawToken:
+        tok = self.tok
+        if tok[TEXT] == op and tok[KIND] is _OP:
             return self.advance()
         raise self.error(expected)
 
-    def expect_word(self, word: str, expected: str) -> Token:
-        if self.at_word(word):
+    def expect_word(self, word: str, expected: str) -> RawToken:
+        tok = self.tok
+        if tok[VALUE] == word and tok[KIND] is _IDENT:
             return self.advance()
         raise self.error(expected, choices=(word,))
 
@@ -134,44 +177,47 @@ class _Parser:
     ) -> ParseError:
         """A 'expected X, found Y' error at the current token (or its own error)."""
         tok = self.tok
-        if tok.kind is _ERROR:
-            message, own_hint = cast("tuple[str, str | None]", tok.value)
-            return ParseError(tok.span, message, own_hint)
-        span = tok.span
-        if tok.kind is _EOF and self.pos > 0:
+        if tok[KIND] is _ERROR:
+            message, own_hint = cast("tuple[str, str | None]", tok[VALUE])
+            return ParseError(_token_span(tok), message, own_hint)
+        span = _token_span(tok)
+        if tok[KIND] is _EOF and self.pos > 0:
             prev = self.tokens[self.pos - 1]
-            span = Span(prev.line, prev.end_col, prev.line, prev.end_col + 1)
+            span = Span(prev[LINE], _end_col(prev), prev[LINE], _end_col(prev) + 1)
         found = _describe(tok)
         unit = self.unit_word_after(tok)
         if unit is not None:
-            found = quote(f"{tok.text} {self.peek().text}")
-            span = span.to(self.peek().span)
-            hint = hint or f"write the number and the unit together: {tok.text}{unit}"
-        if hint is None and tok.kind is _IDENT and choices and tok.value not in choices:
-            hint = did_you_mean(tok.text, choices)
+            found = quote(f"{tok[TEXT]} {self.peek()[TEXT]}")
+            span = span.to(_token_span(self.peek()))
+            hint = hint or f"write the number and the unit together: {tok[TEXT]}{unit}"
+        if hint is None and tok[KIND] is _IDENT and choices and tok[VALUE] not in choices:
+            hint = did_you_mean(tok[TEXT], choices)
         return ParseError(span, f"expected {expected}, found {found}", hint)
 
-    def unit_word_after(self, tok: Token) -> str | None:
+    def unit_word_after(self, tok: RawToken) -> str | None:
         """The unit meant by `3 minutes` (a number, a space, a unit word), or None."""
-        if tok.kind is not _NUMBER or tok is not self.tok:
+        if tok[KIND] is not _NUMBER or tok is not self.tok:
             return None
-        word = self.peek()
-        if word.kind is not _IDENT or word.line != tok.line:
+        word = self.next_token()
+        if word[KIND] is not _IDENT or word[LINE] != tok[LINE]:
             return None
-        text = word.text
+        text = word[TEXT]
         return UNIT_WORDS.get(text.lower()) or (text if text in UNITS else None)
 
-    def enter(self, span: Span) -> None:
+    def enter(self, tok: RawToken) -> None:
+        """One level deeper into an expression, at `tok`."""
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise ParseError(span, f"expressions nest too deeply (more than {MAX_DEPTH} levels)")
+            raise ParseError(
+                _token_span(tok), f"expressions nest too deeply (more than {MAX_DEPTH} levels)"
+            )
 
     # --- file and recovery --------------------------------------------------------------
 
     def parse_file(self) -> tuple[ast.RuleFile, list[Diagnostic]]:
         rules: list[ast.Rule] = []
-        while self.tok.kind is not _EOF:
-            if self.tok.text == ";" and self.tok.kind is _OP:
+        while self.tok[KIND] is not _EOF:
+            if self.at_op(";"):
                 self.advance()
                 continue
             start = self.pos
@@ -191,15 +237,15 @@ class _Parser:
         if self.pos == start:
             self.advance()
         tokens = self.tokens
-        while self.tok.kind is not _EOF:
+        while self.tok[KIND] is not _EOF:
             tok = self.tok
-            if tok.kind is _OP and tok.text == ";":
+            if tok[KIND] is _OP and tok[TEXT] == ";":
                 self.advance()
                 return
             if (
-                tok.kind is _IDENT
-                and tok.value in ("RULE", "ON")
-                and tokens[self.pos - 1].end_line < tok.line
+                tok[KIND] is _IDENT
+                and tok[VALUE] in ("RULE", "ON")
+                and tokens[self.pos - 1][LINE] < tok[LINE]
             ):
                 return
             self.advance()
@@ -222,87 +268,100 @@ class _Parser:
             condition = self.condition()
             clauses.append(("if", self.span_from(if_tok)))
         if not self.at_word("DO"):
-            expected = "IF or DO" if for_ else "FOR, IF or DO"
-            if condition is not None:
-                expected = "AND, OR or DO"
-            hint = None
-            if self.tok.kind is _IDENT and self.tok.value in _ACTIONS:
-                hint = f"write DO before {self.tok.text}"
-            elif self.at_word("FOR"):
-                hint = "FOR comes right after the trigger: ON ... FOR 3m IF ... DO ..."
-            raise self.error(
-                f"{expected} after the {'condition' if condition else 'trigger'}",
-                hint,
-                choices=("FOR", "IF", "DO", "AND", "OR"),
-            )
+            raise self.no_do(for_ is not None, condition is not None)
         do = self.advance()
         actions = [self.action()]
         clauses.append(("do0", self.span_from(do)))
-        while self.tok.text == "," and self.tok.kind is _OP:
+        while self.at_op(","):
             self.advance()
-            start = self.tok.span
+            start = self.tok
             actions.append(self.action())
-            clauses.append((f"do{len(actions) - 1}", start.to(self.prev_span())))
+            clauses.append((f"do{len(actions) - 1}", self.span_from(start)))
         limit, cooldown, dry_run = self.tail(clauses)
         self.end_of_rule()
+        span = self.span_from(first)
+        # Positional: keyword arguments make this call, once per rule, a third slower.
         return ast.Rule(
-            trigger=trigger,
-            actions=tuple(actions),
-            name=name,
-            for_=for_,
-            condition=condition,
-            limit=limit,
-            cooldown=cooldown,
-            dry_run=dry_run,
-            span=self.span_from(first),
-            clauses=tuple(clauses),
+            trigger,
+            tuple(actions),
+            name,
+            for_,
+            condition,
+            limit,
+            cooldown,
+            dry_run,
+            span,
+            tuple(clauses),
         )
 
-    def rule_head(self, clauses: list[tuple[str, Span]]) -> tuple[str | None, Token]:
+    def no_do(self, has_for: bool, has_condition: bool) -> ParseError:
+        """The error for a rule whose trigger or condition is not followed by DO."""
+        expected = "IF or DO" if has_for else "FOR, IF or DO"
+        if has_condition:
+            expected = "AND, OR or DO"
+        hint = None
+        if self.tok[KIND] is _IDENT and self.tok[VALUE] in _ACTIONS:
+            hint = f"write DO before {self.tok[TEXT]}"
+        elif self.at_word("FOR"):
+            hint = "FOR comes right after the trigger: ON ... FOR 3m IF ... DO ..."
+        return self.error(
+            f"{expected} after the {'condition' if has_condition else 'trigger'}",
+            hint,
+            choices=("FOR", "IF", "DO", "AND", "OR"),
+        )
+
+    def rule_head(self, clauses: list[tuple[str, Span]]) -> tuple[str | None, RawToken]:
         """`[RULE name] ON`: the name, and the ON token."""
         first = self.tok
         if self.at_word("ON"):
             return None, self.advance()
         if not self.at_word("RULE"):
             hint = None
-            if first.kind is _IDENT and first.text.lower() in SIGNALS:
-                hint = f"start the rule with ON: ON {first.text.lower()}(...)"
+            if first[KIND] is _IDENT and first[TEXT].lower() in SIGNALS:
+                hint = f"start the rule with ON: ON {first[TEXT].lower()}(...)"
             raise self.error("ON or RULE to start a rule", hint, choices=("ON", "RULE"))
         self.advance()
         name = self.rule_name()
         clauses.append(("rule", self.span_from(first)))
-        if self.tok.text == "-" and self.tok.kind is _OP:
+        if self.at_word("ON"):
+            return name, self.advance()
+        if self.at_op("-"):
             raise self.error(
                 "ON after the rule name",
                 "a rule name is letters, digits, _ and - (each part after a - starts with "
                 "a letter or digit, and holds no % or .)",
             )
-        if not self.at_word("ON") and self.tok.kind is _IDENT:
+        if self.tok[KIND] is _IDENT:
             raise self.error(
                 "ON after the rule name",
-                f"a rule name has no spaces: write {name}-{self.tok.text}",
+                f"a rule name has no spaces: write {name}-{self.tok[TEXT]}",
                 choices=("ON",),
             )
         return name, self.expect_word("ON", "ON after the rule name")
 
     def rule_name(self) -> str:
         tok = self.tok
-        hyphenated = self.peek().text == "-" and self.peek().offset == tok.end
-        if tok.kind is not _IDENT or (tok.value in _RESERVED and not hyphenated):
+        after = self.peek()
+        hyphenated = after[TEXT] == "-" and after[OFFSET] == _end(tok)
+        if tok[KIND] is not _IDENT or (tok[VALUE] in _RESERVED and not hyphenated):
             raise self.error("a rule name after RULE (letters, digits, _ and -)")
         self.advance()
-        name = tok.text
+        name = tok[TEXT]
         # Hyphenated names (`scale-up`, `scale-2x`) arrive as several tokens written
         # without spaces.
-        while (
-            self.tok.text == "-"
-            and self.tok.offset == self.tokens[self.pos - 1].end
-            and self.peek().kind in (_IDENT, _NUMBER, _QUANTITY)
-            and self.peek().offset == self.tok.end
-            and _WORD.fullmatch(self.peek().text)
-        ):
+        while hyphenated:
+            dash = self.tok
+            part = self.next_token()
+            if (
+                part[KIND] not in (_IDENT, _NUMBER, _QUANTITY)
+                or part[OFFSET] != _end(dash)
+                or not _WORD.fullmatch(part[TEXT])
+            ):
+                break
             self.advance()
-            name += "-" + self.advance().text
+            name += "-" + self.advance()[TEXT]
+            after = self.tok
+            hyphenated = after[TEXT] == "-" and after[OFFSET] == _end(part)
         return name
 
     def tail(
@@ -312,11 +371,13 @@ class _Parser:
         cooldown: ast.Quantity | None = None
         dry_run = False
         seen: set[str] = set()
-        while self.tok.kind is _IDENT and self.tok.value in _TAIL:
+        while self.tok[KIND] is _IDENT and self.tok[VALUE] in _TAIL:
             word = self.advance()
-            key = str(word.value)
+            key = str(word[VALUE])
             if key in seen:
-                raise ParseError(word.span, f"{'DRY RUN' if key == 'DRY' else key} is given twice")
+                raise ParseError(
+                    _token_span(word), f"{'DRY RUN' if key == 'DRY' else key} is given twice"
+                )
             seen.add(key)
             if key == "LIMIT":
                 limit = self.limit()
@@ -332,15 +393,15 @@ class _Parser:
 
     def end_of_rule(self) -> None:
         tok = self.tok
-        if tok.kind is _EOF or (tok.kind is _OP and tok.text == ";"):
+        if tok[KIND] is _EOF or (tok[KIND] is _OP and tok[TEXT] == ";"):
             self.advance()
             return
-        if tok.kind is _IDENT and tok.value in ("ON", "RULE"):
+        if tok[KIND] is _IDENT and tok[VALUE] in ("ON", "RULE"):
             raise self.error("';' to end the rule before the next one")
         previous = self.tokens[self.pos - 1]
-        if tok.text == "," and tok.kind is _OP:
+        if tok[TEXT] == "," and tok[KIND] is _OP:
             raise self.error(
-                f"';' after {previous.text}",
+                f"';' after {previous[TEXT]}",
                 "list every action before LIMIT, COOLDOWN and DRY RUN",
             )
         raise self.error(
@@ -350,249 +411,300 @@ class _Parser:
 
     def limit(self) -> ast.Number:
         tok = self.tok
-        if tok.kind is not _NUMBER:
+        if tok[KIND] is not _NUMBER:
             raise self.error("a whole number of instances after LIMIT, like 20")
         self.advance()
-        return ast.Number(_checked_number(tok), tok.span)
+        return ast.Number(_checked_number(tok), _token_span(tok))
 
     def duration(self, keyword: str) -> ast.Quantity:
         start = self.tok
-        negative = start.text == "-" and start.kind is _OP
+        negative = start[TEXT] == "-" and start[KIND] is _OP
         if negative:
             self.advance()
         tok = self.tok
-        if tok.kind is _QUANTITY:
-            unit = tok.text[len(_number_text(tok)) :]
-            if UNITS.get(unit, (None,))[0] is Type.DURATION:
+        if tok[KIND] is _QUANTITY:
+            unit = tok[TEXT].lstrip(_NUMBER_CHARS)
+            if unit in _DURATION_UNITS:
                 self.advance()
                 amount = _checked_number(tok)
-                return ast.Quantity(-amount if negative else amount, unit, start.span.to(tok.span))
+                return ast.Quantity(-amount if negative else amount, unit, _span(start, tok))
             if unit not in UNITS:
                 raise _unknown_unit(tok)
         hint = None
-        if tok.kind is _NUMBER and self.unit_word_after(tok) is None:
-            hint = f"add a unit: {tok.text}s, {tok.text}m or {tok.text}h"
+        if tok[KIND] is _NUMBER and self.unit_word_after(tok) is None:
+            hint = f"add a unit: {tok[TEXT]}s, {tok[TEXT]}m or {tok[TEXT]}h"
         raise self.error(f"a duration after {keyword} (like 3m or 30s)", hint)
 
     # --- trigger ------------------------------------------------------------------------
 
     def trigger(self) -> ast.Trigger:
-        return self.chain("OR", lambda: self.chain("AND", self.trigger_atom))
+        return self.chain("OR", self.trigger_and)
+
+    def trigger_and(self) -> ast.Trigger:
+        return self.chain("AND", self.trigger_atom)
 
     def chain(self, word: str, operand: Callable[[], T]) -> T:
-        first = self.tok.span
-        items = [operand()]
+        first = self.tok
+        item = operand()
+        if not self.at_word(word):
+            return item
+        items = [item]
         while self.at_word(word):
             self.advance()
             items.append(operand())
-        if len(items) == 1:
-            return items[0]
         flat: list[object] = []
         for item in items:
             if isinstance(item, ast.BoolOp) and item.op == word:
                 flat.extend(item.operands)
             else:
                 flat.append(item)
-        return ast.BoolOp(word, tuple(flat), first.to(self.prev_span()))  # type: ignore[arg-type,return-value]
+        return ast.BoolOp(word, tuple(flat), self.span_from(first))  # type: ignore[arg-type,return-value]
 
     def trigger_atom(self) -> ast.Trigger:
         tok = self.tok
-        if tok.text == "(" and tok.kind is _OP:
-            self.enter(tok.span)
+        if tok[KIND] is _IDENT and tok[VALUE] not in _RESERVED:
+            return self.signal_test()
+        if tok[TEXT] == "(" and tok[KIND] is _OP:
+            self.enter(tok)
             self.advance()
             inner = self.trigger()
             self.expect_op(")", "')' to close the '(' of the trigger")
             self.depth -= 1
             return inner
-        if tok.kind is _IDENT and tok.value not in _RESERVED:
-            return self.signal_test()
         raise self.error("a signal test like cpu() > 80% or high_cpu(>80%)")
 
     def signal_test(self) -> ast.SignalTest:
         name_tok = self.advance()
-        name = name_tok.text.lower()
-        if not (self.tok.text == "(" and self.tok.kind is _OP):
+        name = name_tok[TEXT].lower()
+        if not self.at_op("("):
             raise self.error(
                 f"'(' after {name}",
                 "signals are written with parentheses, like cpu() > 80% or high_cpu(>80%)",
             )
         self.advance()
         inner = None
-        if self.tok.text in _CMP and self.tok.kind is _OP:
+        tok = self.tok
+        if tok[KIND] is _OP and tok[TEXT] in _CMP:
             inner = self.comparison()
-            if self.tok.text == "," and self.tok.kind is _OP:
+            if self.at_op(","):
                 self.advance()
         args = self.args(name, word_values=True)
         outer = None
-        if self.tok.kind is _OP and self.tok.text in _CMP | {"=="}:
+        tok = self.tok
+        if tok[KIND] is _OP and tok[TEXT] in _CMP_OR_DOUBLE:
             outer = self.comparison()
-        return ast.SignalTest(name, args, inner, outer, self.span_from(name_tok), name_tok.span)
+        span = self.span_from(name_tok)
+        return ast.SignalTest(name, args, inner, outer, span, _token_span(name_tok))
 
     def comparison(self) -> ast.Comparison:
         op_tok = self.advance()
-        if op_tok.text == "==":
-            raise ParseError(op_tok.span, "'==' is not a comparison here", "use = to compare")
-        op = "!=" if op_tok.text == "<>" else op_tok.text
-        value = self.literal(f"a value to compare with after '{op_tok.text}'")
+        if op_tok[TEXT] == "==":
+            raise ParseError(
+                _token_span(op_tok), "'==' is not a comparison here", "use = to compare"
+            )
+        op = "!=" if op_tok[TEXT] == "<>" else op_tok[TEXT]
+        value = self.literal()
+        if value is None:
+            raise self.error(f"a value to compare with after '{op_tok[TEXT]}'")
         return ast.Comparison(op, value, self.span_from(op_tok))
 
     def args(self, owner: str, word_values: bool) -> tuple[ast.Arg, ...]:
         """Arguments up to and including ')': `name=value` or positional."""
-        args: list[ast.Arg] = []
-        if self.tok.text == ")" and self.tok.kind is _OP:
+        if self.at_op(")"):
             self.advance()
             return ()
+        args: list[ast.Arg] = []
         while True:
             start = self.tok
-            if start.kind is _IDENT and self.peek().text == "=" and self.peek().kind is _OP:
+            if start[KIND] is _IDENT and _is_op(self.next_token(), "="):
                 self.advance()
                 self.advance()
-                value = self.literal(f"a value for {start.text.lower()}=", words=True)
-                args.append(ast.Arg(start.text.lower(), value, self.span_from(start)))
+                name = start[TEXT].lower()
+                value = self.literal(words=True)
+                if value is None:
+                    raise self.error(f"a value for {name}=")
+                args.append(ast.Arg(name, value, self.span_from(start)))
             else:
-                value = self.literal("an argument", words=True) if word_values else self.expr()
+                if word_values:
+                    value = self.literal(words=True)
+                    if value is None:
+                        raise self.error("an argument")
+                else:
+                    value = self.expr()
                 args.append(ast.Arg(None, value, self.span_from(start)))
-            if self.tok.kind is _OP and self.tok.text == ",":
-                self.advance()
-                continue
-            if self.tok.kind is _OP and self.tok.text == ")":
-                self.advance()
-                return tuple(args)
+            tok = self.tok
+            if tok[KIND] is _OP:
+                if tok[TEXT] == ",":
+                    self.advance()
+                    continue
+                if tok[TEXT] == ")":
+                    self.advance()
+                    return tuple(args)
             raise self.error(f"',' or ')' in the arguments of {owner}()")
 
     # --- values and expressions ---------------------------------------------------------
 
-    def literal(self, expected: str, words: bool = False) -> ast.Expr:
-        """A number, quantity or string, optionally negative; with `words`, a bare word."""
+    def literal(self, words: bool = False) -> ast.Expr | None:
+        """A number, quantity or string, optionally negative; with `words`, a bare word.
+
+        None when the current token starts none of them; the caller says what it expected.
+        """
         tok = self.tok
-        if tok.kind is _OP and tok.text == "-":
+        kind = tok[KIND]
+        if kind is _STRING:
+            self.advance()
+            return ast.String(str(tok[VALUE]), _token_span(tok))
+        if kind is _NUMBER or kind is _QUANTITY:
+            return self.number(tok)
+        if kind is _IDENT:
+            if words and tok[VALUE] not in _RESERVED:
+                self.advance()
+                return ast.Name((tok[TEXT].lower(),), _token_span(tok))
+            return None
+        if kind is _OP and tok[TEXT] == "-":
             self.advance()
             value = self.tok
-            if value.kind in (_NUMBER, _QUANTITY):
+            if value[KIND] is _NUMBER or value[KIND] is _QUANTITY:
                 node = self.number(value)
-                span = tok.span.to(node.span)
+                span = _span_to(tok, node.span)
                 if isinstance(node, ast.Number):
                     return ast.Number(-node.value, span)
                 return ast.Quantity(-node.amount, node.unit, span)
             raise self.error("a number after '-'")
-        if tok.kind in (_NUMBER, _QUANTITY):
-            return self.number(tok)
-        if tok.kind is _STRING:
-            self.advance()
-            return ast.String(str(tok.value), tok.span)
-        if words and tok.kind is _IDENT and tok.value not in _RESERVED:
-            self.advance()
-            return ast.Name((tok.text.lower(),), tok.span)
-        raise self.error(expected)
+        return None
 
-    def number(self, tok: Token) -> ast.Number | ast.Quantity:
-        unit_word = self.unit_word_after(tok)
-        if unit_word is not None:
-            written = quote(f"{tok.text} {self.peek().text}")
-            raise ParseError(
-                tok.span.to(self.peek().span),
-                f"a space between a number and its unit: {written}",
-                f"write the number and the unit together: {tok.text}{unit_word}",
-            )
+    def number(self, tok: RawToken) -> ast.Number | ast.Quantity:
+        if tok[KIND] is _NUMBER:
+            unit_word = self.unit_word_after(tok)
+            if unit_word is not None:
+                written = quote(f"{tok[TEXT]} {self.peek()[TEXT]}")
+                raise ParseError(
+                    _token_span(tok).to(_token_span(self.peek())),
+                    f"a space between a number and its unit: {written}",
+                    f"write the number and the unit together: {tok[TEXT]}{unit_word}",
+                )
+            self.advance()
+            return ast.Number(_checked_number(tok), _token_span(tok))
         self.advance()
         amount = _checked_number(tok)
-        if tok.kind is _NUMBER:
-            return ast.Number(amount, tok.span)
-        unit = tok.text[len(_number_text(tok)) :]
+        unit = tok[TEXT].lstrip(_NUMBER_CHARS)
         if unit not in UNITS:
             raise _unknown_unit(tok)
-        return ast.Quantity(amount, unit, tok.span)
+        return ast.Quantity(amount, unit, _token_span(tok))
 
     def expr(self) -> ast.Expr:
         depth = self.depth
         left = self.term()
-        while self.tok.kind is _OP and self.tok.text in ("+", "-"):
+        tok = self.tok
+        while tok[KIND] is _OP and tok[TEXT] in ("+", "-"):
             # Each operator nests the tree one level deeper (a + b + c is (a + b) + c).
-            self.enter(self.tok.span)
-            op = self.advance().text
+            self.enter(tok)
+            self.advance()
             right = self.term()
-            left = ast.Binary(op, left, right, left.span.to(right.span))
+            left = ast.Binary(tok[TEXT], left, right, left.span.to(right.span))
+            tok = self.tok
         self.depth = depth
         return left
 
     def term(self) -> ast.Expr:
         depth = self.depth
         left = self.unary()
-        while self.tok.kind is _OP and self.tok.text in ("*", "/"):
-            self.enter(self.tok.span)
-            op = self.advance().text
+        tok = self.tok
+        while tok[KIND] is _OP and tok[TEXT] in ("*", "/"):
+            self.enter(tok)
+            self.advance()
             right = self.unary()
-            left = ast.Binary(op, left, right, left.span.to(right.span))
+            left = ast.Binary(tok[TEXT], left, right, left.span.to(right.span))
+            tok = self.tok
         self.depth = depth
         return left
 
     def unary(self) -> ast.Expr:
         tok = self.tok
-        if tok.kind is _OP and tok.text == "-":
-            self.enter(tok.span)
+        if tok[KIND] is _OP and tok[TEXT] == "-":
+            self.enter(tok)
             self.advance()
             operand = self.unary()
             self.depth -= 1
+            span = _span_to(tok, operand.span)
             if isinstance(operand, ast.Number):
-                return ast.Number(-operand.value, tok.span.to(operand.span))
-            return ast.Unary("-", operand, tok.span.to(operand.span))
+                return ast.Number(-operand.value, span)
+            return ast.Unary("-", operand, span)
         return self.primary()
 
     def primary(self) -> ast.Expr:
         tok = self.tok
-        if tok.kind is _OP and tok.text == "(":
-            self.enter(tok.span)
+        kind = tok[KIND]
+        if kind is _IDENT and tok[VALUE] not in _RESERVED:
+            if _is_op(self.next_token(), "("):
+                self.advance()
+                self.advance()
+                name = tok[TEXT].lower()
+                args = self.args(name, word_values=name in SIGNALS)
+                return ast.Call(name, args, self.span_from(tok))
+            return self.name()
+        if kind is _NUMBER or kind is _QUANTITY or kind is _STRING:
+            value = self.literal()
+            assert value is not None  # a number, a quantity or a string is a literal
+            return value
+        if tok[TEXT] == "(" and kind is _OP:
+            self.enter(tok)
             self.advance()
             inner = self.expr()
             self.expect_op(")", "')' to close the '('")
             self.depth -= 1
             return inner
-        if tok.kind is _IDENT and tok.value not in _RESERVED:
-            if self.peek().text == "(" and self.peek().kind is _OP:
-                self.advance()
-                self.advance()
-                name = tok.text.lower()
-                args = self.args(name, word_values=name in SIGNALS)
-                return ast.Call(name, args, self.span_from(tok))
-            return self.name()
-        if tok.kind in (_NUMBER, _QUANTITY, _STRING):
-            return self.literal("a value")
         raise self.error("a number, instances, a signal like cpu() or '('")
 
     def name(self) -> ast.Name:
         first = self.advance()
-        parts = [first.text.lower()]
-        while self.tok.kind is _OP and self.tok.text == ".":
+        if not self.at_op("."):
+            return ast.Name((first[TEXT].lower(),), _token_span(first))
+        parts = [first[TEXT].lower()]
+        while self.at_op("."):
             self.advance()
             part = self.tok
-            if part.kind is not _IDENT:
+            if part[KIND] is not _IDENT:
                 raise self.error(f"a field name after '{'.'.join(parts)}.'")
             self.advance()
             # Label keys keep their case: service.labels.Tier is the label "Tier".
-            parts.append(part.text if parts[-1] == "labels" else part.text.lower())
+            parts.append(part[TEXT] if parts[-1] == "labels" else part[TEXT].lower())
         return ast.Name(tuple(parts), self.span_from(first))
 
     # --- condition ----------------------------------------------------------------------
 
     def condition(self) -> ast.Condition:
-        return self.chain("OR", lambda: self.chain("AND", self.condition_atom))
+        return self.chain("OR", self.condition_and)
+
+    def condition_and(self) -> ast.Condition:
+        return self.chain("AND", self.condition_atom)
 
     def condition_atom(self) -> ast.Condition:
         tok = self.tok
-        if tok.kind is _IDENT and tok.value == "NOT":
-            self.enter(tok.span)
+        if tok[KIND] is _IDENT and tok[VALUE] == "NOT":
+            self.enter(tok)
             self.advance()
             operand = self.condition_atom()
             self.depth -= 1
-            return ast.Not(operand, tok.span.to(operand.span))
-        if tok.kind is _OP and tok.text == "(":
-            self.enter(tok.span)
+            return ast.Not(operand, _span_to(tok, operand.span))
+        if tok[KIND] is _OP and tok[TEXT] == "(":
+            self.enter(tok)
             self.advance()
             inner = self.condition()
             self.expect_op(")", "')' to close the '(' of the condition")
             self.depth -= 1
             return inner
         left = self.operand()
+        op_tok = self.tok
+        if op_tok[KIND] is _OP and op_tok[TEXT] in _CMP_OR_DOUBLE:
+            if op_tok[TEXT] == "==":
+                raise ParseError(
+                    _token_span(op_tok), "'==' is not a comparison here", "use = to compare"
+                )
+            self.advance()
+            right = self.operand()
+            op = "!=" if op_tok[TEXT] == "<>" else op_tok[TEXT]
+            return ast.Compare(op, left, right, left.span.to(right.span))
         negated = False
         if self.at_word("NOT"):
             self.advance()
@@ -606,50 +718,51 @@ class _Parser:
         if self.at_word("LIKE"):
             self.advance()
             pattern = self.tok
-            if pattern.kind is not _STRING:
+            if pattern[KIND] is not _STRING:
                 raise self.error("a pattern in quotes after LIKE, like 'img-%'")
             self.advance()
-            node = ast.String(str(pattern.value), pattern.span)
-            return ast.Like(left, node, negated, left.span.to(pattern.span))
-        op_tok = self.tok
-        if op_tok.kind is _OP and op_tok.text in _CMP | {"=="}:
-            if op_tok.text == "==":
-                raise ParseError(op_tok.span, "'==' is not a comparison here", "use = to compare")
-            self.advance()
-            right = self.operand()
-            op = "!=" if op_tok.text == "<>" else op_tok.text
-            return ast.Compare(op, left, right, left.span.to(right.span))
+            node = ast.String(str(pattern[VALUE]), _token_span(pattern))
+            return ast.Like(left, node, negated, left.span.to(_token_span(pattern)))
         raise self.error(
             "a comparison (=, !=, <, <=, >, >=, IN or LIKE)", choices=("IN", "LIKE", "NOT")
         )
 
     def operand(self) -> ast.Expr:
         tok = self.tok
-        if tok.kind is _IDENT and tok.value not in _RESERVED:
-            if self.peek().text == "(" and self.peek().kind is _OP:
+        if tok[KIND] is _IDENT and tok[VALUE] not in _RESERVED:
+            if _is_op(self.next_token(), "("):
                 raise ParseError(
-                    tok.span,
+                    _token_span(tok),
                     f"signals are tested in ON, not in IF: "
-                    f"move {tok.text.lower()}() to the trigger",
+                    f"move {tok[TEXT].lower()}() to the trigger",
                     "IF tests fields such as service.name or time.hour",
                 )
             return self.name()
-        return self.literal("a field like service.name or a value")
+        value = self.literal()
+        if value is None:
+            raise self.error("a field like service.name or a value")
+        return value
 
     def value_list(self) -> tuple[ast.Expr, ...]:
         self.expect_op("(", "'(' to start the list after IN, like IN ('a', 'b')")
-        values = [self.literal("a value in the IN list")]
-        while self.tok.kind is _OP and self.tok.text == ",":
+        values = [self.list_value()]
+        while self.at_op(","):
             self.advance()
-            values.append(self.literal("a value in the IN list"))
+            values.append(self.list_value())
         self.expect_op(")", "',' or ')' in the IN list")
         return tuple(values)
+
+    def list_value(self) -> ast.Expr:
+        value = self.literal()
+        if value is None:
+            raise self.error("a value in the IN list")
+        return value
 
     # --- actions ------------------------------------------------------------------------
 
     def action(self) -> ast.Action:
         tok = self.tok
-        verb = tok.value if tok.kind is _IDENT else None
+        verb = tok[VALUE] if tok[KIND] is _IDENT else None
         if verb not in _ACTIONS:
             raise self.error(f"an action ({_ACTION_LIST})", choices=_ACTIONS)
         self.advance()
@@ -663,30 +776,32 @@ class _Parser:
         if verb == "RESTART":
             return ast.Restart(self.target(), self.span_from(tok))
         if verb in ("ABORT", "PAUSE", "RESUME"):
-            self.expect_word("ROLLOUT", f"ROLLOUT after {verb} ({verb} ROLLOUT service.name)")
+            if not self.at_word("ROLLOUT"):  # the message is only built for the error
+                self.expect_word("ROLLOUT", f"ROLLOUT after {verb} ({verb} ROLLOUT service.name)")
+            self.advance()
             return ast.Rollout(str(verb), self.target(), self.span_from(tok))
         text = self.tok
         what = "message" if verb == "NOTIFY" else "command"
-        if text.kind is not _STRING:
+        if text[KIND] is not _STRING:
             raise self.error(f"a {what} in quotes after {verb}, like {verb} '...'")
         self.advance()
-        string = ast.String(str(text.value), text.span)
+        string = ast.String(str(text[VALUE]), _token_span(text))
         if verb == "NOTIFY":
-            return ast.Notify(string, tok.span.to(text.span))
-        return ast.Run(string, tok.span.to(text.span))
+            return ast.Notify(string, _span(tok, text))
+        return ast.Run(string, _span(tok, text))
 
-    def rollback(self, verb: Token) -> ast.Rollback:
+    def rollback(self, verb: RawToken) -> ast.Rollback:
         target = self.target()
         self.expect_word("TO", "TO after the service in ROLLBACK, like TO previous_stable")
         tok = self.tok
-        if tok.kind is _STRING:
+        if tok[KIND] is _STRING:
             self.advance()
-            version = ast.String(str(tok.value), tok.span)
-            return ast.Rollback(target, ast.RollbackTo.VERSION, version, verb.span.to(tok.span))
-        if tok.kind is _IDENT and tok.text.lower() in ("previous_stable", "previous"):
+            version = ast.String(str(tok[VALUE]), _token_span(tok))
+            return ast.Rollback(target, ast.RollbackTo.VERSION, version, _span(verb, tok))
+        if tok[KIND] is _IDENT and tok[TEXT].lower() in ("previous_stable", "previous"):
             self.advance()
-            to = ast.RollbackTo(tok.text.lower())
-            return ast.Rollback(target, to, None, verb.span.to(tok.span))
+            to = ast.RollbackTo(tok[TEXT].lower())
+            return ast.Rollback(target, to, None, _span(verb, tok))
         raise self.error(
             "previous_stable, previous or a version in quotes after TO",
             choices=("previous_stable", "previous"),
@@ -696,62 +811,59 @@ class _Parser:
         tok = self.tok
         service_word = False
         if (
-            tok.kind is _IDENT
-            and tok.value == "SERVICE"
+            tok[VALUE] == "SERVICE"
+            and tok[KIND] is _IDENT
             and (
-                self.peek().kind is _STRING
-                or (self.peek().value == "SERVICE" and self.peek(2).text == ".")
+                self.next_token()[KIND] is _STRING
+                or (self.next_token()[VALUE] == "SERVICE" and self.peek(2)[TEXT] == ".")
             )
         ):
             self.advance()
-            service_word = self.tok.kind is _STRING
+            service_word = self.tok[KIND] is _STRING
         value = self.tok
-        if value.kind is _STRING:
+        if value[KIND] is _STRING:
             self.advance()
-            return ast.Target(str(value.value), service_word, tok.span.to(value.span))
+            return ast.Target(str(value[VALUE]), service_word, _span(tok, value))
         if (
-            value.kind is _IDENT
-            and value.value == "SERVICE"
-            and self.peek().text == "."
-            and self.peek(2).value == "NAME"
+            value[VALUE] == "SERVICE"
+            and value[KIND] is _IDENT
+            and self.next_token()[TEXT] == "."
+            and self.peek(2)[VALUE] == "NAME"
         ):
             self.advance()
             self.advance()
             end = self.advance()
-            return ast.Target(None, False, value.span.to(end.span))
+            return ast.Target(None, False, _span(value, end))
         hint = None
-        if value.kind is _IDENT and value.value not in ("SERVICE", "TO"):
-            hint = f"write the service name in quotes: '{value.text}'"
+        if value[KIND] is _IDENT and value[VALUE] not in ("SERVICE", "TO"):
+            hint = f"write the service name in quotes: '{value[TEXT]}'"
         raise self.error("service.name or a service name in quotes, like 'checkout'", hint)
 
 
-def _describe(tok: Token) -> str:
-    if tok.kind is _EOF:
+def _describe(tok: RawToken) -> str:
+    if tok[KIND] is _EOF:
         return "the end of the file"
-    if tok.kind is _STRING:
-        return "the string " + quote(str(tok.value))
-    return quote(tok.text)
+    if tok[KIND] is _STRING:
+        return "the string " + quote(str(tok[VALUE]))
+    return quote(tok[TEXT])
 
 
-def _number_text(tok: Token) -> str:
-    end = 0
-    text = tok.text
-    while end < len(text) and (text[end].isdigit() or text[end] == "."):
-        end += 1
-    return text[:end]
+def _number_text(tok: RawToken) -> str:
+    text = tok[TEXT]
+    return text[: len(text) - len(text.lstrip(_NUMBER_CHARS))]
 
 
-def _checked_number(tok: Token) -> int | float:
-    value = tok.value
-    assert isinstance(value, int | float)
+def _checked_number(tok: RawToken) -> int | float:
+    value = tok[VALUE]
+    assert isinstance(value, (int, float))
     if value > MAX_NUMBER:
-        raise ParseError(tok.span, f"the number {quote(_number_text(tok))} is too large")
+        raise ParseError(_token_span(tok), f"the number {quote(_number_text(tok))} is too large")
     return value
 
 
-def _unknown_unit(tok: Token) -> ParseError:
+def _unknown_unit(tok: RawToken) -> ParseError:
     number = _number_text(tok)
-    unit = tok.text[len(number) :]
+    unit = tok[TEXT][len(number) :]
     known = ", ".join(UNITS)
     word = UNIT_WORDS.get(unit.lower())
     if word:
@@ -760,4 +872,4 @@ def _unknown_unit(tok: Token) -> ParseError:
         hint = did_you_mean(unit, UNITS) or f"valid units: {known}"
         if hint.startswith("did you mean"):
             hint = f"did you mean {number}{hint[len('did you mean ') + 1 : -2]}?"
-    return ParseError(tok.span, f"unknown unit {quote(unit)} in {quote(tok.text)}", hint)
+    return ParseError(_token_span(tok), f"unknown unit {quote(unit)} in {quote(tok[TEXT])}", hint)

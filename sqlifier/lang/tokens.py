@@ -12,11 +12,25 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
+from sqlifier.lang import collector
 from sqlifier.lang.source import Span
 
-__all__ = ["Comment", "Kind", "Token", "tokenize"]
+__all__ = [
+    "COL",
+    "KIND",
+    "LINE",
+    "OFFSET",
+    "TEXT",
+    "VALUE",
+    "Comment",
+    "Kind",
+    "RawToken",
+    "Token",
+    "scan",
+    "tokenize",
+]
 
 
 class Kind(enum.Enum):
@@ -31,11 +45,7 @@ class Kind(enum.Enum):
 
 class Token(NamedTuple):
     """One token on one line; `value`: the word in upper case (IDENT), the string unescaped,
-    the number, or (message, hint) for an ERROR.
-
-    A named tuple, made with `_new(Token, (...))`: tokens are the most numerous objects the
-    language makes, and this is the cheapest immutable record Python has.
-    """
+    the number, or (message, hint) for an ERROR."""
 
     kind: Kind
     text: str
@@ -64,6 +74,17 @@ class Token(NamedTuple):
 
 _new = tuple.__new__
 
+# The parser reads tokens as plain tuples with the fields of Token, by position: tokens
+# are the most numerous objects the language makes, and a plain tuple costs a third of a
+# named one to make and to read.
+RawToken = tuple[Kind, str, object, int, int, int]
+KIND: Final = 0
+TEXT: Final = 1
+VALUE: Final = 2
+OFFSET: Final = 3
+LINE: Final = 4
+COL: Final = 5
+
 
 @dataclass(frozen=True, slots=True)
 class Comment:
@@ -77,27 +98,35 @@ class Comment:
     ends_line: bool = False
 
 
-# Blanks are skipped as the prefix of every match; the groups are numbered for dispatch on
-# `lastindex` (the number group's unit is group 3, so a quantity ends on 3, a number on 2).
-# A block comment is matched by its opening only and its end found with str.find, so an
-# unterminated one costs one scan, not one per `/*`.
+# Every match is the blanks before a token, then the token; `findall` hands them over as
+# pairs without making a match object for each, and as the matches follow each other
+# without gaps (only trailing blanks are left over), offsets are running sums of lengths.
+# The token's first character tells its kind. A block comment runs to the first `*/` or,
+# unterminated, to the end of the text, so that either way it is one scan. Possessive
+# repeats (`*+`) never give back what they matched: the same matches, less bookkeeping.
+# Except in a closed string, which must give back: `'a''` is the string 'a', then a `'`.
 _TOKEN = re.compile(
-    r"""[ \t\r\f\v]*(?:
-     ([A-Za-z_][A-Za-z0-9_]*)
-    |([0-9]+(?:\.[0-9]+)?)([A-Za-z_%][A-Za-z0-9_%]*)?
-    |('(?:[^'\n]|'')*')
-    |(--[^\n]*)
-    |(/\*)
-    |(<=|>=|!=|<>|==|[-+*/(),;.=<>])
-    |(\n)
-    |('(?:[^'\n]|'')*)
-    |("[^"\n]*"?)
-    |([^ \t\r\f\v])
+    r"""([ \t\r\f\v]*+)(
+     [A-Za-z_][A-Za-z0-9_]*+
+    |<=|>=|!=|<>|==|[(),;.=+*<>]|-(?!-)|/(?!\*)
+    |\n
+    |[0-9]++(?:\.[0-9]++)?+(?:[A-Za-z_%][A-Za-z0-9_%]*+)?+
+    |'(?:[^'\n]|'')*'
+    |'(?:[^'\n]|'')*+
+    |--[^\n]*+
+    |/\*(?:[^*]|\*(?!/))*+(?:\*/)?+
+    |"[^"\n]*+"?+
+    |[^ \t\r\f\v]
     )""",
     re.VERBOSE | re.ASCII,
 )
-_IDENT, _NUMBER, _QUANTITY, _STRING, _LCOMMENT, _BCOMMENT, _OP, _NL = range(1, 9)
-_GROUP_NAMES = {9: "badstring", 10: "dstring", 11: "bad"}
+_WORD_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_OPERATORS = frozenset(
+    ("<=", ">=", "!=", "<>", "==", "(", ")", ",", ";", ".", "=", "+", "-", "*", "/", "<", ">")
+)
+_DIGITS = frozenset("0123456789")
+# A number is digits with at most one '.', and its unit (if any) starts with neither.
+_NUMBER_CHARS = "0123456789."
 # Longer numbers are "too large" for the parser; reading them as float never fails.
 _MAX_DIGITS = 20
 
@@ -126,100 +155,123 @@ class _CommentRun:
         )
 
 
-def tokenize(text: str) -> tuple[list[Token], list[Comment]]:  # noqa: PLR0915 (one hot loop)
+class _Comments:
+    """Gathers comments into runs, and knows where the last token and comment were."""
+
+    __slots__ = ("last_line", "runs", "token_line", "tokens_since")
+
+    def __init__(self) -> None:
+        self.runs: list[_CommentRun] = []
+        # The line of the last token or comment, for "own line" and "blank before".
+        self.last_line = 0
+        self.token_line = 0
+        self.tokens_since = False
+
+    def token(self, line: int) -> None:
+        self.token_line = self.last_line = line
+        self.tokens_since = True
+
+    def add(self, part: str, line: int, col: int) -> bool:
+        """Record comment `part` (starting at `line`, `col`); whether it ends on a later line."""
+        runs = self.runs
+        end_line = line + part.count("\n")
+        end_col = col + len(part) if end_line == line else len(part) - part.rfind("\n")
+        comment_text = part.rstrip() if part.startswith("--") else part
+        span = Span(line, col, end_line, end_col)
+        if runs and runs[-1].end.end_line == line and not self.tokens_since:
+            runs[-1].parts.append(comment_text)
+            runs[-1].end = span
+        else:
+            blank = self.last_line != 0 and line - self.last_line > 1
+            runs.append(_CommentRun(comment_text, span, span, self.token_line != line, blank))
+        self.tokens_since = False
+        self.last_line = end_line
+        return end_line != line
+
+    def comments(self) -> list[Comment]:
+        return [run.comment() for run in self.runs]
+
+
+def tokenize(text: str) -> tuple[list[Token], list[Comment]]:
     """Split `text` into tokens (ending with EOF) and comments."""
-    tokens: list[Token] = []
-    runs: list[_CommentRun] = []
+    with collector.paused():
+        tokens, comments = scan(text)
+        return [_new(Token, token) for token in tokens], comments
+
+
+def scan(text: str) -> tuple[list[RawToken], list[Comment]]:
+    """`tokenize`, with the tokens as plain tuples."""
+    tokens: list[RawToken] = []
+    comments = _Comments()
     append = tokens.append
-    match = _TOKEN.match
     ident, op = Kind.IDENT, Kind.OP
     line = 1
     line_start = 0
-    # The line of the last token or comment, for "own line" and "blank before".
-    last_line = 0
-    token_line = 0
-    tokens_since = False
-    pos = 0
-    while (m := match(text, pos)) is not None:
-        pos = m.end()
-        group: int = m.lastindex  # type: ignore[assignment]  # every match has a group
-        start = m.start(group)
-        if group == _IDENT:
-            part = m.group(group)
-            append(_new(Token, (ident, part, part.upper(), start, line, start - line_start + 1)))
-        elif group == _OP:
-            append(_new(Token, (op, m.group(group), None, start, line, start - line_start + 1)))
-        elif group == _NL:
+    end = 0
+    # The tokens of one line are made before it is known whether a comment follows them,
+    # so the comment bookkeeping learns about them once per line, not once per token.
+    line_has_tokens = False
+    for blanks, part in _TOKEN.findall(text):
+        start = end + len(blanks)
+        end = start + len(part)
+        first = part[0]
+        if first in _WORD_START:
+            append((ident, part, part.upper(), start, line, start - line_start + 1))
+        elif part in _OPERATORS:
+            append((op, part, None, start, line, start - line_start + 1))
+        elif first == "\n":
+            if line_has_tokens:
+                comments.token(line)
+                line_has_tokens = False
             line += 1
-            line_start = start + 1
+            line_start = end
             continue
-        elif group in (_NUMBER, _QUANTITY):
-            start = m.start(_NUMBER)
-            number = m.group(_NUMBER)
-            if "." in number or len(number) > _MAX_DIGITS:
-                amount: int | float = float(number)
-            else:
-                amount = int(number)
-            kind = Kind.QUANTITY if group == _QUANTITY else Kind.NUMBER
-            append(
-                _new(
-                    Token,
-                    (kind, text[start:pos], amount, start, line, start - line_start + 1),
-                )
-            )
-        elif group in (_LCOMMENT, _BCOMMENT):
-            if group == _BCOMMENT:
-                close = text.find("*/", start + 2)
-                if close == -1:
-                    # Everything after an unterminated /* is comment: one error, then stop.
-                    append(_error("bopen", "/*", start, line, start - line_start + 1))
-                    break
-                pos = close + 2
-            part = text[start:pos]
-            col = start - line_start + 1
-            end_line = line + part.count("\n")
-            end_col = col + len(part) if end_line == line else len(part) - part.rfind("\n")
-            comment_text = part.rstrip() if group == _LCOMMENT else part
-            span = Span(line, col, end_line, end_col)
-            if runs and runs[-1].end.end_line == line and not tokens_since:
-                runs[-1].parts.append(comment_text)
-                runs[-1].end = span
-            else:
-                blank = last_line != 0 and line - last_line > 1
-                runs.append(_CommentRun(comment_text, span, span, token_line != line, blank))
-            tokens_since = False
-            if end_line != line:
-                line = end_line
+        elif first in _DIGITS:
+            append(_number(part, start, line, start - line_start + 1))
+        elif first == "'":
+            append(_string(part, start, line, start - line_start + 1))
+        elif part.startswith(("--", "/*")):
+            if part.startswith("/*") and (len(part) < 4 or not part.endswith("*/")):
+                # Everything after an unterminated /* is comment: one error, then stop.
+                append(_error("bopen", "/*", start, line, start - line_start + 1))
+                break
+            if line_has_tokens:
+                comments.token(line)
+                line_has_tokens = False
+            if comments.add(part, line, start - line_start + 1):
+                line += part.count("\n")
                 line_start = start + part.rfind("\n") + 1
-            last_line = line
             continue
-        elif group == _STRING:
-            append(_string(m.group(group), start, line, start - line_start + 1))
         else:
-            part = m.group(group)
-            append(_error(_GROUP_NAMES[group], part, start, line, start - line_start + 1))
-        token_line = last_line = line
-        tokens_since = True
+            name = "dstring" if first == '"' else "bad"
+            append(_error(name, part, start, line, start - line_start + 1))
+        line_has_tokens = True
     eof_col = len(text) - line_start + 1
-    tokens.append(_new(Token, (Kind.EOF, "", None, len(text), line, eof_col)))
-    return tokens, [run.comment() for run in runs]
+    tokens.append((Kind.EOF, "", None, len(text), line, eof_col))
+    return tokens, comments.comments()
 
 
-def _string(part: str, start: int, line: int, col: int) -> Token:
-    control = _CONTROL.search(part)
+def _number(part: str, start: int, line: int, col: int) -> RawToken:
+    unit = part.lstrip(_NUMBER_CHARS)
+    number = part[: len(part) - len(unit)]
+    amount = float(number) if "." in number or len(number) > _MAX_DIGITS else int(number)
+    kind = Kind.QUANTITY if unit else Kind.NUMBER
+    return (kind, part, amount, start, line, col)
+
+
+def _string(part: str, start: int, line: int, col: int) -> RawToken:
+    # Without its closing quote on the same line, the pattern took the rest of the line.
+    if len(part) == 1 or part[-1] != "'":
+        return _error("badstring", part, start, line, col)
+    # Printable text (nearly every string) holds no control character: skip the search.
+    control = None if part.isprintable() else _CONTROL.search(part)
     if control:
         char = control.group()
         at = control.start()
-        return Token(
-            Kind.ERROR,
-            part[at],
-            (f"control character U+{ord(char):04X} inside a string", None),
-            start + at,
-            line,
-            col + at,
-        )
+        message = (f"control character U+{ord(char):04X} inside a string", None)
+        return (Kind.ERROR, part[at], message, start + at, line, col + at)
     value = part[1:-1].replace("''", "'") if "''" in part else part[1:-1]
-    return _new(Token, (Kind.STRING, part, value, start, line, col))
+    return (Kind.STRING, part, value, start, line, col)
 
 
 _ERRORS: dict[str, tuple[str, str | None]] = {
@@ -232,7 +284,7 @@ _ERRORS: dict[str, tuple[str, str | None]] = {
 }
 
 
-def _error(group: str, part: str, start: int, line: int, col: int) -> Token:
+def _error(group: str, part: str, start: int, line: int, col: int) -> RawToken:
     message: tuple[str, str | None]
     if group == "dstring":
         inner = part[1:-1] if len(part) > 1 and part.endswith('"') else part[1:]
@@ -256,4 +308,4 @@ def _error(group: str, part: str, start: int, line: int, col: int) -> Token:
         message = (f"unexpected character {shown}", hint)
         width = 1
     # The token's text is what the caret underlines.
-    return Token(Kind.ERROR, part[: max(1, width)], message, start, line, col)
+    return (Kind.ERROR, part[: max(1, width)], message, start, line, col)
