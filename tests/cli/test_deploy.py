@@ -11,13 +11,11 @@ takes seconds, not minutes; the judging is the same as with the defaults.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ import pytest
 from sqlifier.delivery.locks import read_lock
 from tests.cli.test_rules_live import Webhook
 from tests.conftest import BIN, ROOT
+from tests.load import Load
 from tests.servers import KINDS, free_port
 
 SHOP = ROOT / "examples" / "shop" / "services" / "shop_service.py"
@@ -121,57 +120,6 @@ def make_shop(tmp_path: Path) -> Iterator[Any]:
         for env in ("dev", "production"):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 shop.run("down", "--env", env)
-
-
-class Load:
-    """Clients sending GETs through the router until stopped; every answer is kept with
-    its time, status and the release that gave it."""
-
-    def __init__(self, port: int, path: str, clients: int = 3) -> None:
-        self.port, self.path = port, path
-        self.answers: list[tuple[float, int, str]] = []
-        self.instances: dict[tuple[str, str], float] = {}  # (release, instance) -> first seen
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(20)
-
-    def _run(self) -> None:
-        connection: http.client.HTTPConnection | None = None
-        while not self._stop.is_set():
-            try:
-                if connection is None:
-                    connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                connection.request("GET", self.path)
-                response = connection.getresponse()
-                body = response.read()
-                try:
-                    payload = json.loads(body)
-                except ValueError:
-                    payload = {}
-                release = str(payload.get("release", "?"))
-                now = time.time()
-                self.answers.append((now, response.status, release))
-                self.instances.setdefault((release, str(payload.get("instance"))), now)
-            except (OSError, http.client.HTTPException):
-                self.answers.append((time.time(), 0, "?"))
-                if connection is not None:
-                    connection.close()
-                connection = None
-            time.sleep(0.005)
-        if connection is not None:
-            connection.close()
-
-    def since(self, t: float) -> list[tuple[float, int, str]]:
-        return [a for a in list(self.answers) if a[0] >= t]
 
 
 def wait_for(predicate: Any, what: str, timeout: float = 30.0) -> None:

@@ -15,16 +15,13 @@ payments table, 0001), v2 (+ the additive 0002, declared in `compatible_schemas`
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
-import threading
 import time
 import tomllib
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +29,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import BIN, ROOT
+from tests.load import Load
 from tests.servers import free_port
 
 EXAMPLE = ROOT / "examples" / "shop"
@@ -43,46 +41,6 @@ TAGS = {
     "v3": ("0003_drop_created.py", 'compatible_schemas = ["0002"]\n'),
 }
 SERVICE = "payment-gateway"
-
-
-class Load:
-    """Two clients sending GETs through the router until stopped (enough for the analysis,
-    light enough not to slow the instances down); every answer that is not a 200 and every
-    failed request is counted."""
-
-    def __init__(self, port: int, path: str) -> None:
-        self.port, self.path = port, path
-        self.outcomes: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(2)]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(20)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.01):
-            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            try:
-                connection.request("GET", self.path)
-                response = connection.getresponse()
-                body = response.read()
-                status = str(response.status)
-                self.outcomes[status if status == "200" else f"{status} {body[:60]!r}"] += 1
-            except (OSError, http.client.HTTPException) as exc:
-                self.outcomes[type(exc).__name__] += 1
-            finally:
-                connection.close()
-
-    @property
-    def failed(self) -> dict[str, int]:
-        return {k: v for k, v in self.outcomes.items() if k != "200"}
 
 
 def example_commands() -> tuple[str, str]:
@@ -227,7 +185,7 @@ def refusal(target: str, recorded: str) -> str:
 def test_rollbacks_cross_additive_migrations_and_refuse_destructive_ones_unless_forced(
     ledger: Ledger,
 ) -> None:
-    with Load(ledger.port, "/api/pay") as load:
+    with Load(ledger.port, "/api/pay", clients=2) as load:
         ledger.deploy("v1")
         assert ledger.database() == ("0001", ["id", "amount_cents", "created"])
         ledger.deploy("v2")
@@ -281,4 +239,5 @@ def test_rollbacks_cross_additive_migrations_and_refuse_destructive_ones_unless_
     assert len(force) == 1, force
     assert (force[0]["target"], force[0]["result"]) == (f"ledger/dev/{SERVICE} v2", "ok")
     assert force[0]["why"] == f"forced across the schema check: {refusal('v2', '0002')}"
-    assert load.outcomes["200"] > 50 and load.failed == {}, load.outcomes
+    served = sum(1 for _, status, _ in load.answers if status == 200)
+    assert served > 50 and load.failed == {}, load.failed
