@@ -1,6 +1,6 @@
 """The data planes' speed on tiny responses, beside plain HAProxy, with real processes.
 
-    .venv/bin/python benchmarks/traffic.py [--seconds 8] [--rounds 2] [--connections 50]
+    .venv/bin/python benchmarks/traffic.py [--seconds 24] [--rounds 6] [--connections 50]
                                            [--repeat 20]
 
 The proxy under test runs pinned to CPU 0 (the whole process tree: the router process is
@@ -22,9 +22,11 @@ keep-alive), so no Python sits behind the proxies. Cases:
 
 Each case: wrk -c 50 (after a short warm-up) for S seconds in all, split into R rounds
 that take turns between the cases, so the machine's speed drifting during the run touches
-every case alike. Reported: requests/s (mean of the rounds, and their spread), p50 and p99
-latency from `wrk --latency`, the p99 the proxy adds (its p99 minus direct's), how busy
-each CPU was, and how much of a core the data plane's own Python process used.
+every case alike. Reported: requests/s (mean of the rounds, and their spread), the ratio
+to haproxy-static (the median of the rounds' ratios, each within one round: the speed of a
+shared machine moves by 20% between rounds, much less within one), p50 and p99 latency
+from `wrk --latency`, the p99 the proxy adds (its p99 minus direct's), how busy each CPU
+was, and how much of a core the data plane's own Python process used.
 
 5. Split switch time, for each data plane: a stable and a canary backend that answer
    "stable" and "canary"; canary at 1000 (all requests); then the time from sending the
@@ -427,6 +429,13 @@ class Result:
         return statistics.fmean(shares) if shares else None
 
 
+def paired(result: Result, base: Result) -> float:
+    """The median over the rounds of result's requests/s over base's in the same round:
+    the rounds take turns, so a change of the machine's speed between rounds (other
+    work, the host) touches both sides of each ratio alike."""
+    return statistics.median(r.rps / b.rps for r, b in zip(result.rounds, base.rounds, strict=True))
+
+
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
@@ -742,7 +751,7 @@ def load_table(results: dict[str, Result], skipped: dict[str, str]) -> None:
         if case not in results:
             continue
         r = results[case]
-        ratio = f"{r.rps / static.rps:.2f}x" if static else "-"
+        ratio = f"{paired(r, static):.2f}x" if static else "-"
         added = f"{r.p99_ms - direct.p99_ms:.2f}" if direct and case != "direct" else "-"
         cpu0, cpu1 = (f"{r.cpu[0]:.0%}", f"{r.cpu[1]:.0%}") if r.cpu else ("-", "-")
         python = f"{r.python:.0%}" if r.python is not None else "-"
@@ -752,8 +761,9 @@ def load_table(results: dict[str, Result], skipped: dict[str, str]) -> None:
         )
     if results:
         print(
-            "spread: highest minus lowest requests/s of the rounds, over their mean; p50: the"
-            " rounds' median;\np99: the worst round's; p99 added: minus direct's; python: the"
+            "spread: highest minus lowest requests/s of the rounds, over their mean; vs static: the"
+            " median\nof the rounds' ratios to haproxy-static's requests/s in the same round; p50:"
+            " the rounds' median;\np99: the worst round's; p99 added: minus direct's; python: the"
             " data plane's Python process\n(a share of a core, without the HAProxy it runs)"
         )
     if direct and direct.cpu and direct.cpu[0] > 0.15:
@@ -793,7 +803,7 @@ def targets(results: dict[str, Result], switches: list[Switch]) -> None:
 
     direct, static = results.get("direct"), results.get("haproxy-static")
     embedded, driven = results.get("embedded"), results.get("haproxy-driven")
-    ratio = embedded.rps / static.rps if embedded and static else None
+    ratio = paired(embedded, static) if embedded and static else None
     line(
         "embedded / haproxy-static requests/s",
         ratio,
@@ -801,7 +811,7 @@ def targets(results: dict[str, Result], switches: list[Switch]) -> None:
         f">= {EMBEDDED_RATIO:.2f}x",
         ratio is not None and ratio >= EMBEDDED_RATIO,
     )
-    ratio = driven.rps / static.rps if driven and static else None
+    ratio = paired(driven, static) if driven and static else None
     line(
         "haproxy-driven / haproxy-static requests/s",
         ratio,
@@ -831,8 +841,8 @@ def targets(results: dict[str, Result], switches: list[Switch]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8, help="measured seconds per case")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per case")
+    parser.add_argument("--seconds", type=float, default=24, help="measured seconds per case")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds per case")
     parser.add_argument("--warmup", type=float, default=1, help="seconds of load before each")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")

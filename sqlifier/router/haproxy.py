@@ -15,9 +15,15 @@ server-state file and the map file is rewritten, so an HAProxy that restarts com
 it was.
 
 The canary split is the same exact interleave as the embedded data plane's: a per-service
-request counter in a stick table (`sc-inc-gpc0`) numbers the requests, and request i goes
+request counter in a stick table (`sc_inc_gpc0`) numbers the requests, and request i goes
 to the canary when floor((i+1)·w/1000) > floor(i·w/1000). Counts come from `show stat`;
 latencies from HAProxy's request log, kept in an in-memory ring this process streams.
+
+Every rule a request passes costs HAProxy time, so the configuration keeps the path of a
+request without a canary share short (benchmarks/traffic.py compares it with a static
+configuration): one variable (the service), a map lookup, and checks that find nothing
+tracked. The log sample's size lives in a second map, resized by this process, rather
+than computed per request.
 """
 
 from __future__ import annotations
@@ -47,8 +53,9 @@ from sqlifier.router.state import Backend, BackendState, DesiredState
 __all__ = ["HAProxyError", "HAProxyPlane", "find_haproxy", "render_config"]
 
 RING_SIZE = 4 * 1024 * 1024  # request log lines HAProxy keeps until they are read
-# (requests/s through the router, log one stable request in N above it)
-SAMPLING = ((1000, 4), (8000, 32))
+LOGGED = 250  # stable requests logged a second, about, when more arrive
+SAMPLE_RANGE = 65536  # a request's random number for the log sample is below this
+CANARY_TURN = f"{{ var(txn.c) -m int ge {RESOLUTION} }}"  # this request goes to the canary
 
 
 class HAProxyError(Exception):
@@ -93,6 +100,10 @@ class Files:
     @property
     def canary_map(self) -> Path:
         return self.root / "canary.map"
+
+    @property
+    def sample_map(self) -> Path:
+        return self.root / "sample.map"
 
 
 def _backend_name(service: str, track: Track) -> str:
@@ -156,7 +167,9 @@ def render_config(
     ]
     unset = "!{ var(txn.svc) -m found }"
     for index, (route, service) in enumerate(RouteTable(state.routes).ordered()):
-        conditions = [unset] if control else []
+        # Routes are tried longest first and the first match names the service; the
+        # first route cannot find one named already.
+        conditions = [unset] if control and index else []
         if route.host is not None:
             lines.append(f"    acl h{index} req.hdr(host),field(1,:),lower -m str {route.host}")
             conditions.append(f"h{index}")
@@ -168,20 +181,21 @@ def render_config(
             lines.append(f"    acl b{index} path -m beg {prefix}/")
             alternatives = [[*conditions, f"p{index}"], [*conditions, f"b{index}"]]
         test = " || ".join(" ".join(a) for a in alternatives)
+        when = f" if {test}" if test else ""
         if not control:
-            stable = _backend_name(service, Track.STABLE)
-            lines.append(f"    use_backend {stable}" + (f" if {test}" if test else ""))
+            lines.append(f"    use_backend {_backend_name(service, Track.STABLE)}{when}")
             continue
-        lines.append(f"    http-request set-var(txn.svc) str({service}) if {test}")
+        lines.append(f"    http-request set-var(txn.svc) str({service}){when}")
     if control:
         lines += _canary_rules(state, files)
         # Busy, a sample of the stable track's requests is enough for its latency
-        # percentiles (at least some 250 a second); every canary request is logged.
-        for above, every in SAMPLING:
-            lines.append(
-                f"    http-request set-log-level silent if {{ fe_req_rate gt {above} }}"
-                f" {{ rand({every}) gt 0 }} !{{ var(txn.c) -m int gt 0 }}"
-            )
+        # percentiles: the sample map keeps a request when its random number falls in
+        # the map's one range, which the data plane sizes to the request rate (see
+        # `_sample`). Canary requests are always logged (their backend says so).
+        lines.append(
+            f"    http-request set-log-level silent if {{ rand({SAMPLE_RANGE}),"
+            f"map_int_int({files.sample_map},1) -m int gt 0 }}"
+        )
     lines += ["    default_backend no-route", ""]
     if control:
         lines += ["backend turns", "    stick-table type string len 64 size 1k store gpc0", ""]
@@ -193,6 +207,8 @@ def render_config(
         traffic = state.services.get(service)
         for track in Track:
             lines += ["", f"backend {_backend_name(service, track)}", "    balance roundrobin"]
+            if control and track is Track.CANARY:
+                lines.append("    http-request set-log-level info")
             for backend in traffic.backends if traffic else ():
                 if backend.track is track:
                     disabled = " disabled" if backend.state is BackendState.DRAIN else ""
@@ -206,25 +222,20 @@ def render_config(
 def _canary_rules(state: DesiredState, files: Files) -> list[str]:
     """Request i of a service goes to its canary when floor((i+1)w/R) > floor(iw/R), w
     its share (from the map, changed at runtime), i counted in a stick table per service.
-    The counting runs only while the service has a share."""
-    some = "{ var(txn.w) -m int gt 0 }"
+    That difference is 1 exactly when (iw mod R) + w >= R, one expression. Only requests
+    of a service with a share are counted; for the others the rules after the first
+    find nothing tracked and do nothing (no variable is stored)."""
+    share = f"var(txn.svc),map_str_int({files.canary_map},0)"
     lines = [
-        f"    http-request set-var(txn.w) var(txn.svc),map_str_int({files.canary_map},0)"
-        " if { var(txn.svc) -m found }",
-        f"    http-request track-sc0 var(txn.svc) table turns if {some}",
-        f"    http-request sc-inc-gpc0(0) if {some}",
-        f"    http-request set-var(txn.i) sc0_get_gpc0,sub(1),mod({RESOLUTION}) if {some}",
-        f"    http-request set-var(txn.a) var(txn.i),add(1),mul(txn.w),div({RESOLUTION}) if {some}",
-        f"    http-request set-var(txn.b) var(txn.i),mul(txn.w),div({RESOLUTION}) if {some}",
-        f"    http-request set-var(txn.c) var(txn.a),sub(txn.b) if {some}",
+        f"    http-request track-sc0 var(txn.svc) table turns if {{ {share} -m int gt 0 }}",
+        f"    http-request set-var(txn.w) {share} if {{ sc0_tracked }}",
+        f"    http-request set-var(txn.c) sc_inc_gpc0(0),sub(1),mod({RESOLUTION}),mul(txn.w),"
+        f"mod({RESOLUTION}),add(txn.w)",
     ]
     for service in state.routes:
         canary, stable = _backend_name(service, Track.CANARY), _backend_name(service, Track.STABLE)
         mine = f"{{ var(txn.svc) -m str {service} }}"
-        lines.append(
-            f"    use_backend {canary} if {mine} {{ var(txn.c) -m int gt 0 }}"
-            f" {{ nbsrv({canary}) gt 0 }}"
-        )
+        lines.append(f"    use_backend {canary} if {CANARY_TURN} {mine} {{ nbsrv({canary}) gt 0 }}")
         lines.append(f"    use_backend {stable} if {mine}")
     return lines
 
@@ -284,6 +295,7 @@ class HAProxyPlane:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _closing: bool = False
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _kept: int = SAMPLE_RANGE  # the log sample's size now, of SAMPLE_RANGE
 
     def __post_init__(self) -> None:
         self.files = Files(self.root, socket_dir(self.root))
@@ -306,6 +318,7 @@ class HAProxyPlane:
     def _write_config(self) -> None:
         state = self._state
         _write(self.files.canary_map, _map_text(state))
+        _write(self.files.sample_map, f"0:{self._kept - 1} 0\n")
         _write(self.files.config, render_config(state, self.host, self.port, self.files))
         check_config(self.binary, self.files.config)
         if not self.files.state.exists():
@@ -399,28 +412,33 @@ class HAProxyPlane:
     async def _read_log(self) -> None:
         """Stream new lines of the `requests` ring (`show events -w -n`) and count them
         into the histograms. Lines are counted whole first (`%b %s %Ta` repeats a lot),
-        so the work per request is a split and a dictionary increment."""
+        so the work per request is a split and a dictionary increment.
+
+        The socket is read once a second, not when data arrives: meanwhile the lines
+        wait in the socket and then in the ring (4 MiB, some 150,000 lines), and
+        neither this process nor HAProxy wakes up for each one."""
+        loop = asyncio.get_running_loop()
         while True:
+            sock = socket.socket(socket.AF_UNIX)
+            sock.setblocking(False)
             try:
-                reader, writer = await asyncio.open_unix_connection(str(self.files.admin))
-            except OSError:
-                await asyncio.sleep(0.2)
-                continue
-            try:
-                writer.write(b"show events requests -w -n\n")
+                await loop.sock_connect(sock, str(self.files.admin))
+                await loop.sock_sendall(sock, b"show events requests -w -n\n")
                 rest = b""
-                while chunk := await reader.read(1024 * 1024):
-                    lines = (rest + chunk).split(b"\n")
-                    rest = lines.pop()
-                    for line, count in Counter(lines).items():
-                        self._count_line(line, count)
-                    # Read in batches: the ring holds what arrives meanwhile (4 MiB, some
-                    # 150,000 lines), and one wake-up a second costs next to nothing.
+                while True:
+                    data, open_ = _drain(sock)
+                    if data:
+                        lines = (rest + data).split(b"\n")
+                        rest = lines.pop()
+                        for line, count in Counter(lines).items():
+                            self._count_line(line, count)
+                    if not open_:
+                        break
                     await asyncio.sleep(1.0)
             except OSError:
                 pass
             finally:
-                writer.close()
+                sock.close()
             await asyncio.sleep(0.2)  # the worker went away (reload, restart)
 
     def _count_line(self, line: bytes, count: int) -> None:
@@ -531,7 +549,8 @@ class HAProxyPlane:
 
     async def _housekeeping(self) -> None:
         """Four times a second: eject servers that refused connections (HAProxy already
-        retried the request elsewhere) and delete servers removed while still busy."""
+        retried the request elsewhere), delete servers removed while still busy, and size
+        the request log's sample to the request rate."""
         while True:
             await asyncio.sleep(0.25)
             async with self._lock:
@@ -540,7 +559,8 @@ class HAProxyPlane:
                     await self._delete_drained()
 
     async def _eject_refusing(self) -> None:
-        rows = parse_stat(await admin(self.files.admin, "show stat -1 4 -1"))
+        rows = parse_stat(await admin(self.files.admin, "show stat -1 5 -1"))  # servers, frontend
+        await self._sample(rows)
         for row in rows:
             server = self._servers.get(row["svname"])
             if server is None or server.backend != row["pxname"]:
@@ -555,6 +575,21 @@ class HAProxyPlane:
                 server.ejected_at = server.spec.probe
                 await self._run([f"set server {server.backend}/{row['svname']} state maint"])
             server.seen_econ = econ
+
+    async def _sample(self, rows: list[dict[str, str]]) -> None:
+        """Keep about LOGGED stable requests a second in the request log: resize the
+        sample map's range when the frontend's rate moved it by more than a quarter."""
+        rate = next((int(r["req_rate"] or 0) for r in rows if r["svname"] == "FRONTEND"), None)
+        if rate is None:
+            return
+        kept = sample_size(rate)
+        if kept == self._kept or (
+            SAMPLE_RANGE not in (kept, self._kept) and abs(kept - self._kept) * 4 <= self._kept
+        ):
+            return
+        path = self.files.sample_map
+        await self._run([f"clear map {path}; add map {path} 0:{kept - 1} 0"])
+        self._kept = kept
 
     async def stats(self) -> dict[str, Any]:
         async with self._lock:
@@ -595,6 +630,29 @@ class HAProxyPlane:
             "backends": backends,
             "services": services,
         }
+
+
+def _drain(sock: socket.socket, most: int = 16) -> tuple[bytes, bool]:
+    """What a non-blocking socket holds now (up to `most` MiB), and whether it is still
+    open."""
+    chunks: list[bytes] = []
+    for _ in range(most):
+        try:
+            chunk = sock.recv(1024 * 1024)
+        except BlockingIOError:
+            break
+        if not chunk:
+            return b"".join(chunks), False
+        chunks.append(chunk)
+    return b"".join(chunks), True
+
+
+def sample_size(rate: int) -> int:
+    """Of SAMPLE_RANGE random numbers, how many keep a stable request in the log at
+    `rate` requests/s: all up to LOGGED a second, then about LOGGED a second."""
+    if rate <= LOGGED:
+        return SAMPLE_RANGE
+    return max(1, SAMPLE_RANGE * LOGGED // rate)
 
 
 def _unrouted(rows: list[dict[str, str]]) -> int:

@@ -392,3 +392,45 @@ def test_haproxy_comes_back_as_it_was_after_it_dies(tmp_path: Path) -> None:
     finally:
         plane.stop()
         servers.close()
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_haproxy_samples_busy_stable_latencies_and_logs_every_canary_request(
+    tmp_path: Path,
+) -> None:
+    """Above LOGGED requests/s HAProxy logs a sample of the stable track's requests (its
+    latencies are percentiles either way), but every canary request: canary analysis
+    never works from a sample."""
+    servers = Backends()
+    plane = Plane("haproxy", tmp_path / "state")
+    plane.start()
+    try:
+        stable = backend("web-0", servers.start("web-0"))
+        canary = backend("web-c", servers.start("web-c"), track="canary")
+        plane.sync({"web": ROUTES["web"]}, {"web": {"canary": 100, "backends": [stable, canary]}})
+
+        def tracks() -> tuple[dict[str, Any], dict[str, Any]]:
+            services = plane.call({"op": "stats"})["services"]["web"]
+            return services["stable"], services["canary"]
+
+        deadline = time.monotonic() + 60
+        while True:  # busy until the stable track's log is a sample
+            threads = [threading.Thread(target=instances, args=(plane.port, 400)) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            mine, _ = tracks()
+            if sum(mine["latency"]) < mine["requests"]:
+                break
+            assert time.monotonic() < deadline, "never above 250 requests/s; nothing sampled"
+        while True:  # the canary's log lines arrive a moment after the answers
+            _, theirs = tracks()
+            if sum(theirs["latency"]) == theirs["requests"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert theirs["requests"] > 0
+        assert sum(theirs["latency"]) == theirs["requests"]
+    finally:
+        plane.stop()
+        servers.close()
