@@ -1,6 +1,6 @@
 """The data planes' speed on tiny responses, beside plain HAProxy, with real processes.
 
-    .venv/bin/python benchmarks/traffic.py [--seconds 24] [--rounds 6] [--connections 50]
+    .venv/bin/python benchmarks/traffic.py [--seconds 40] [--rounds 10] [--connections 50]
                                            [--repeat 20]
 
 The proxy under test runs pinned to CPU 0 (the whole process tree: the router process is
@@ -841,8 +841,8 @@ def targets(results: dict[str, Result], switches: list[Switch]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=24, help="measured seconds per case")
-    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds per case")
+    parser.add_argument("--seconds", type=float, default=40, help="measured seconds per case")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per case")
     parser.add_argument("--warmup", type=float, default=1, help="seconds of load before each")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")

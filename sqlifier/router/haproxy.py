@@ -165,6 +165,9 @@ def render_config(
         f'    http-request set-header Via "1.1 {name}"',
         f'    http-response add-header Via "1.1 {name}" if !{{ res.hdr(via) -m found }}',
     ]
+    # The service is named by its number (`service_numbers`): an integer variable, map
+    # key and table key cost HAProxy less than a string's (no copy per request).
+    numbers = service_numbers(state)
     unset = "!{ var(txn.svc) -m found }"
     for index, (route, service) in enumerate(RouteTable(state.routes).ordered()):
         # Routes are tried longest first and the first match names the service; the
@@ -185,9 +188,9 @@ def render_config(
         if not control:
             lines.append(f"    use_backend {_backend_name(service, Track.STABLE)}{when}")
             continue
-        lines.append(f"    http-request set-var(txn.svc) str({service}){when}")
+        lines.append(f"    http-request set-var(txn.svc) int({numbers[service]}){when}")
     if control:
-        lines += _canary_rules(state, files)
+        lines += _canary_rules(state, files, numbers)
         # Busy, a sample of the stable track's requests is enough for its latency
         # percentiles: the sample map keeps a request when its random number falls in
         # the map's one range, which the data plane sizes to the request rate (see
@@ -198,7 +201,7 @@ def render_config(
         )
     lines += ["    default_backend no-route", ""]
     if control:
-        lines += ["backend turns", "    stick-table type string len 64 size 1k store gpc0", ""]
+        lines += ["backend turns", "    stick-table type integer size 1k store gpc0", ""]
     lines += [
         "backend no-route",
         '    http-request return status 404 content-type text/plain string "no route"',
@@ -219,13 +222,13 @@ def render_config(
     return "\n".join(lines) + "\n"
 
 
-def _canary_rules(state: DesiredState, files: Files) -> list[str]:
+def _canary_rules(state: DesiredState, files: Files, numbers: dict[str, int]) -> list[str]:
     """Request i of a service goes to its canary when floor((i+1)w/R) > floor(iw/R), w
     its share (from the map, changed at runtime), i counted in a stick table per service.
     That difference is 1 exactly when (iw mod R) + w >= R, one expression. Only requests
     of a service with a share are counted; for the others the rules after the first
     find nothing tracked and do nothing (no variable is stored)."""
-    share = f"var(txn.svc),map_str_int({files.canary_map},0)"
+    share = f"var(txn.svc),map_int_int({files.canary_map},0)"
     lines = [
         f"    http-request track-sc0 var(txn.svc) table turns if {{ {share} -m int gt 0 }}",
         f"    http-request set-var(txn.w) {share} if {{ sc0_tracked }}",
@@ -234,7 +237,7 @@ def _canary_rules(state: DesiredState, files: Files) -> list[str]:
     ]
     for service in state.routes:
         canary, stable = _backend_name(service, Track.CANARY), _backend_name(service, Track.STABLE)
-        mine = f"{{ var(txn.svc) -m str {service} }}"
+        mine = f"{{ var(txn.svc) -m int {numbers[service]} }}"
         lines.append(f"    use_backend {canary} if {CANARY_TURN} {mine} {{ nbsrv({canary}) gt 0 }}")
         lines.append(f"    use_backend {stable} if {mine}")
     return lines
@@ -518,10 +521,12 @@ class HAProxyPlane:
                 command = f"set server {backend_name}/{key} state {spec.state.value}"
                 (ups if spec.state is BackendState.READY else downs).append(command)
             server.spec = spec
+        numbers = service_numbers(state)
         for name, traffic in state.services.items():
             before = previous.services.get(name)
             if name in state.routes and (before is None or before.canary != traffic.canary):
-                ups.append(f"set map {self.files.canary_map} {name} {traffic.canary}")
+                number = numbers[name]
+                ups.append(f"set map {self.files.canary_map} {number} {traffic.canary}")
         commands = ups + downs
         if commands:
             await self._run(commands)
@@ -662,12 +667,19 @@ def _unrouted(rows: list[dict[str, str]]) -> int:
     return 0
 
 
+def service_numbers(state: DesiredState) -> dict[str, int]:
+    """Each routed service's number in the configuration, from 1 in name order: the
+    routes decide it, and a change of routes writes a new configuration and maps."""
+    return {name: number for number, name in enumerate(sorted(state.routes), start=1)}
+
+
 def _map_text(state: DesiredState) -> str:
-    """The canary map file: one `service thousandths` line per routed service."""
-    shares = {
-        name: state.services[name].canary if name in state.services else 0 for name in state.routes
-    }
-    return "".join(f"{name} {share}\n" for name, share in shares.items())
+    """The canary map file: one `number thousandths` line per routed service."""
+    lines = []
+    for name, number in service_numbers(state).items():
+        traffic = state.services.get(name)
+        lines.append(f"# {name}\n{number} {traffic.canary if traffic else 0}\n")
+    return "".join(lines)
 
 
 def _structure(state: DesiredState) -> tuple[Any, ...]:
