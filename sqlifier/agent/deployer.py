@@ -354,11 +354,19 @@ class Deployer:
             return self._refuse(who, "rollback", target, str(exc))
         target = f"{target} {goal.version}"
         if not body.get("rule"):
-            decision = first_approval(
-                self.stack.environment(self.env), who, bool(body.get("approve"))
-            )
-            if not decision.allowed and not decision.waiting:
-                return self._refuse(who, "rollback", target, decision.reason)
+            approve = bool(body.get("approve"))
+            decision = first_approval(self.stack.environment(self.env), who, approve)
+            # An approver rolls back alone even where deploys need two people; a request
+            # from someone else (waiting, without --approve) is not enough.
+            if not decision.allowed and not (decision.waiting and approve):
+                reason = decision.reason
+                if decision.waiting:
+                    environment = self.stack.environment(self.env)
+                    reason = (
+                        f"{self.env} requires approval: a rollback needs --approve from one of "
+                        f"its approvers ({', '.join(environment.approvers)})"
+                    )
+                return self._refuse(who, "rollback", target, reason)
         lock = ServiceLock(self.state_dir, self.env, name, "rollback", who, goal.version, reason)
         try:
             await lock.acquire_async(float(body.get("lock_wait") or 0.0))

@@ -5,7 +5,9 @@
 - `approval = "required"`: the deploy needs `--approve` from someone in `approvers`.
 - `two_person = true` as well: the approver must be someone other than the deployer. An
   approver who deploys with `--approve` still needs a second approver: the deploy waits as
-  `awaiting approval` until another approver runs `sqlifier approve DEPLOY_ID`.
+  `awaiting approval` until another approver runs `sqlifier approve DEPLOY_ID`. Someone
+  who is not an approver may request a deploy (without `--approve`): it waits the same
+  way, for any approver.
 
 The caller is `SQLIFIER_USER`, else the operating-system user (`store.audit.current_user`).
 """
@@ -44,6 +46,13 @@ def first_approval(environment: Environment, caller: str, approve: bool) -> Deci
             False,
             f"{env} requires approval but lists no approvers; add "
             f'approvers = ["..."] to [environments.{env}]',
+        )
+    if not approve and environment.two_person and caller not in environment.approvers:
+        # A request: the deployer and the approver are two people already.
+        return Decision(
+            False,
+            True,
+            f"{env} needs an approver: awaiting approval by one of {_names(environment)}",
         )
     if not approve:
         return Decision(

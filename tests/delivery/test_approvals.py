@@ -47,6 +47,23 @@ def test_two_people_wait_for_someone_else() -> None:
     )
 
 
+def test_someone_else_requests_and_any_approver_approves() -> None:
+    requested = first_approval(TWO, "carol", approve=False)
+    assert requested == Decision(
+        False, True, "production needs an approver: awaiting approval by one of alice, bob"
+    )
+    assert second_approval(TWO, "carol", "alice") == Decision(
+        True, False, "approved by alice (deployed by carol)"
+    )
+    assert second_approval(TWO, "carol", "dave").allowed is False
+    # --approve from someone who cannot approve is still refused, not taken as a request.
+    assert first_approval(TWO, "carol", approve=True).reason == (
+        "carol is not an approver of production; approvers: alice, bob"
+    )
+    # Where one approver suffices, a request is not a thing: the approver deploys.
+    assert not first_approval(GUARDED, "carol", approve=False).waiting
+
+
 def test_a_lone_approver_cannot_satisfy_two_people() -> None:
     lone = Environment("production", Approval.REQUIRED, ("alice",), two_person=True)
     decision = first_approval(lone, "alice", approve=True)
