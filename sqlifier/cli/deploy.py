@@ -147,7 +147,7 @@ def status(deploy_id: str, env: str | None, stack_file: str | None, as_json: boo
 @_ENV
 @_FILE
 def approve(deploy_id: str, env: str | None, stack_file: str | None) -> int:
-    """Approve a deploy awaiting a second approver (two_person environments)."""
+    """Approve a deploy awaiting approval (two_person environments)."""
     context = load_context(stack_file, env)
     answer = _client(context).request("POST", "/v1/deploy/approve", {"id": deploy_id})
     if not answer.get("ok"):
