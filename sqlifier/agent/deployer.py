@@ -63,6 +63,7 @@ from sqlifier.delivery.releases import (
 )
 from sqlifier.delivery.schema import read_revision, rollback_refusal
 from sqlifier.engine.effects import run_command
+from sqlifier.errors import UserError
 from sqlifier.router.metrics import Counters
 from sqlifier.runtime.lifecycle import State
 from sqlifier.runtime.probes import run_probe
@@ -151,6 +152,15 @@ def read_run(state_dir: Path, deploy_id: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class _Command:
+    """A deploy's one-off command of a service, as secrets are delivered to it."""
+
+    service: Service
+    name: str
+    id: str
 
 
 class _Stop(Exception):
@@ -464,7 +474,7 @@ class Deployer:
         elif spec.migrate:
             run.state = "migrating"
             self._line(run, f"migrate: {spec.migrate}")
-            ok, output = await self._command(spec, spec.migrate, release)
+            ok, output = await self._command(spec, "migrate", spec.migrate, release)
             if not ok:
                 why = (
                     f"the migration failed: {output}; no instance of {run.version} took "
@@ -476,7 +486,7 @@ class Deployer:
             self.releases.mark(run.service, run.version, release.status, migrated_at=self.clock())
         if not spec.schema_version:
             return None
-        ok, output = await self._command(spec, spec.schema_version, release)
+        ok, output = await self._command(spec, "schema_version", spec.schema_version, release)
         if not ok:
             why = f"schema_version failed: {output}"
             self._fail(run, release, why)
@@ -867,7 +877,7 @@ class Deployer:
         command = spec.schema_version or service_from_config(goal.config).schema_version
         if not command:
             return None
-        ok, output = await self._command(spec, command, live)
+        ok, output = await self._command(spec, "schema_version", command, live)
         if not ok:
             raise _Stop(f"cannot read the schema revision ({command}): {output}")
         current = read_revision(output)
@@ -878,9 +888,12 @@ class Deployer:
     def _canary_possible(self, spec: Service) -> bool:
         return bool(spec.routes) and spec.port is None and not spec.stateful
 
-    async def _command(self, spec: Service, command: str, release: Release) -> tuple[bool, str]:
+    async def _command(
+        self, spec: Service, what: str, command: str, release: Release
+    ) -> tuple[bool, str]:
         """Run migrate or schema_version in the release's folder with the service's
-        environment; (ok, its output or what went wrong)."""
+        environment and secrets (delivered as to an instance, its files removed after);
+        (ok, its output or what went wrong), secret values masked."""
         env = {
             **self.supervisor.base_env,
             **spec.env,
@@ -890,11 +903,23 @@ class Deployer:
             "DATA_DIR": str((self.state_dir / "data" / spec.name).absolute()),
         }
         (self.state_dir / "data" / spec.name).mkdir(parents=True, exist_ok=True)
-        text = f"/bin/sh -c {shlex.quote(command)}" if spec.shell else command
-        result = await run_command(text, env, release.path, COMMAND_TIMEOUT)
-        output = result.output.strip()
+        holder = _Command(spec, f"{spec.name}/{what}", f"{spec.name}-{what}-{secrets.token_hex(4)}")
+        deliver, forget = self.supervisor.secrets, self.supervisor.after_stop
+        try:
+            if deliver is not None and spec.secrets:
+                try:
+                    env.update(await deliver(holder))
+                except UserError as exc:  # names the reference, never a value
+                    return False, str(exc)
+            text = f"/bin/sh -c {shlex.quote(command)}" if spec.shell else command
+            result = await run_command(text, env, release.path, COMMAND_TIMEOUT)
+        finally:
+            if forget is not None:
+                forget(holder)
+        mask = self.supervisor.redactor or (lambda line: line)
+        output = mask(result.output.strip())
         if result.error:
-            return False, result.error
+            return False, mask(result.error)
         if result.timed_out:
             return False, f"timed out after {COMMAND_TIMEOUT:g}s: {output[-500:]}"
         if result.exit_code != 0:

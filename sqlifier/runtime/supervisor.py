@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlifier.errors import UserError
 from sqlifier.runtime.lifecycle import Command, Lifecycle, State
@@ -58,6 +58,20 @@ class Event:
 
 class StartFailed(Exception):
     """A service did not become ready; the message names it and says why."""
+
+
+class SecretHolder(Protocol):
+    """What secrets are delivered to: an instance, or a one-off command of a service (a
+    deploy's `migrate`); `id` names its private folder of secret files."""
+
+    @property
+    def service(self) -> Service: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def id(self) -> str: ...
 
 
 @dataclass
@@ -156,9 +170,9 @@ class Supervisor:
         # Every line an instance writes, classified: (service, time, [(level, line)]).
         self.on_lines = on_lines
         # The values of an instance's secrets, resolved just before it starts (env vars).
-        self.secrets: Callable[[Instance], Awaitable[Mapping[str, str]]] | None = None
+        self.secrets: Callable[[SecretHolder], Awaitable[Mapping[str, str]]] | None = None
         # Called after an instance stopped for good (its secret files are removed).
-        self.after_stop: Callable[[Instance], None] | None = None
+        self.after_stop: Callable[[SecretHolder], None] | None = None
         # Masks secret values in output lines.
         self.redactor: Callable[[str], str] | None = None
         self.instances: dict[str, list[Instance]] = {name: [] for name in self.services}

@@ -68,7 +68,9 @@ class Shop:
         self.services[name] = service(name, env, extra)
         self.write()
 
-    def run(self, *args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, user: str | None = None, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
         if user is not None:
             env["SQLIFIER_USER"] = user
@@ -78,6 +80,7 @@ class Shop:
             capture_output=True,
             text=True,
             env=env,
+            input=input,
             timeout=120,
             check=False,
         )
@@ -235,6 +238,33 @@ def test_a_slow_to_warm_release_takes_no_traffic_before_it_is_warm(make_shop: An
         assert "it took no traffic" in never.stdout
     assert not [a for a in load.answers if a[2] == "v3"]
     assert shop.releases("storefront")["v2"]["status"] == "live"
+
+
+def test_migrate_gets_the_services_secrets_and_its_output_is_masked(make_shop: Any) -> None:
+    shop = make_shop()
+    token = "tok-3f9a1c77e2b54d08"
+    script = (
+        'import os, pathlib; t = os.environ["TOKEN"]; '
+        'pathlib.Path(os.environ["DATA_DIR"], "token").write_text(t); '
+        'print("migrating with", t); raise SystemExit(3)'
+    )
+    migrate = json.dumps(f"{sys.executable} -c '{script}'")  # a TOML basic string
+    secrets = '[services.storefront.secrets]\nTOKEN = "secret://local/token"'
+    shop.set("storefront", extra=f"migrate = {migrate}\n{secrets}")
+    stored = shop.run("secret", "set", "token", input=token)
+    assert stored.returncode == 0, stored.stderr
+    assert shop.run("up", "--detach").returncode == 0
+
+    failed = shop.run("deploy", "--service", "storefront", "--version", "v2", "--yes")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    state = shop.root / ".sqlifier" / "dev"
+    assert (state / "data" / "storefront" / "token").read_text() == token  # delivered
+    said = failed.stdout + failed.stderr
+    assert "exit 3: migrating with " in said
+    assert token not in said  # masked in what the deploy says and records
+    for record in (state / "deploys").glob("*.json"):
+        assert token not in record.read_text()
+    assert shop.releases("storefront")["v2"]["status"] == "failed"
 
 
 PRODUCTION = """\
