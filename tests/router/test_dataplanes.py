@@ -26,6 +26,7 @@ from typing import Any
 import psutil
 import pytest
 
+from sqlifier.router.haproxy import LOGGED, SAMPLE_RANGE, sample_size
 from tests.servers import KINDS, QuietServer, free_port
 
 
@@ -434,3 +435,10 @@ def test_haproxy_samples_busy_stable_latencies_and_logs_every_canary_request(
     finally:
         plane.stop()
         servers.close()
+
+
+def test_the_log_sample_keeps_about_250_stable_requests_a_second() -> None:
+    assert sample_size(0) == sample_size(LOGGED) == SAMPLE_RANGE  # quiet: every request
+    for rate in (500, 4_000, 40_000, 400_000):
+        assert abs(rate * sample_size(rate) / SAMPLE_RANGE - LOGGED) < LOGGED * 0.03
+    assert sample_size(10**9) == 1  # never nothing
