@@ -1,5 +1,5 @@
-"""Load through a stack's router for deploy tests: clients on kept-alive connections,
-every answer kept with its time, status and the release that gave it."""
+"""Load through a stack's router: clients on kept-alive connections, every answer kept
+with its time, status and the release that gave it, and counted by outcome."""
 
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ import http.client
 import json
 import threading
 import time
+from collections import Counter
 
 
 class Load:
     """Clients sending GETs through the router until stopped; every answer is kept with
     its time, status and the release that gave it."""
 
-    def __init__(self, port: int, path: str, clients: int = 3) -> None:
-        self.port, self.path = port, path
+    def __init__(self, port: int, path: str = "/", clients: int = 3, pause: float = 0.005) -> None:
+        self.port, self.path, self.pause = port, path, pause
         self.answers: list[tuple[float, int, str]] = []
+        # "200", "503 b'no instance ready'" (status and the body's start), or the error.
+        self.outcomes: Counter[str] = Counter()
         self.instances: dict[tuple[str, str], float] = {}  # (release, instance) -> first seen
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
@@ -47,23 +50,26 @@ class Load:
                 now = time.time()
                 self.answers.append((now, response.status, release))
                 self.instances.setdefault((release, str(payload.get("instance"))), now)
-            except (OSError, http.client.HTTPException):
+                status = str(response.status)
+                self.outcomes[status if status == "200" else f"{status} {body[:40]!r}"] += 1
+                if response.will_close:
+                    connection.close()
+                    connection = None
+            except (OSError, http.client.HTTPException) as exc:
                 self.answers.append((time.time(), 0, "?"))
+                self.outcomes[type(exc).__name__] += 1
                 if connection is not None:
                     connection.close()
                 connection = None
-            time.sleep(0.005)
+            if self.pause:
+                time.sleep(self.pause)
         if connection is not None:
             connection.close()
 
     @property
     def failed(self) -> dict[str, int]:
-        """Answers that were not a 200 (0: no answer at all), by status."""
-        counts: dict[str, int] = {}
-        for _, status, _ in list(self.answers):
-            if status != 200:
-                counts[str(status)] = counts.get(str(status), 0) + 1
-        return counts
+        """Outcomes other than a 200, counted."""
+        return {k: v for k, v in list(self.outcomes.items()) if k != "200"}
 
     def since(self, t: float) -> list[tuple[float, int, str]]:
         return [a for a in list(self.answers) if a[0] >= t]

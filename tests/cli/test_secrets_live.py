@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_traffic import Load
 from tests.conftest import run_sqlifier
+from tests.load import Load
 from tests.secrets.servers import needs_bao, running_openbao
 from tests.servers import free_port
 
@@ -157,7 +157,7 @@ def test_rotation_restarts_one_at_a_time_with_no_failed_request(
     assert get(port)["db_password"] == FIRST
     assert run_sqlifier("secret", "set", "db_password", cwd=root, stdin=SECOND).returncode == 0
     assert get(port)["db_password"] == FIRST  # set only stores
-    with Load(port) as load:
+    with Load(port, clients=4, pause=0) as load:
         rotate = run_sqlifier("secret", "rotate", "db_password", cwd=root)
     assert rotate.returncode == 0, rotate.stderr
     assert load.outcomes["200"] > 10 and load.failed == {}, load.outcomes

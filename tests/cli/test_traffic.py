@@ -15,9 +15,7 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,54 +26,8 @@ from sqlifier.agent.client import AgentClient
 from sqlifier.errors import UserError
 from tests.apps import APP
 from tests.conftest import run_sqlifier
+from tests.load import Load
 from tests.servers import KINDS, free_port
-
-
-class Load:
-    """Four clients sending GETs on kept-alive connections until stopped; every answer
-    that is not a 200 and every failed request is counted."""
-
-    def __init__(self, port: int, path: str = "/") -> None:
-        self.port, self.path = port, path
-        self.outcomes: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(4)]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(20)
-
-    def _run(self) -> None:
-        connection: http.client.HTTPConnection | None = None
-        while not self._stop.is_set():
-            try:
-                if connection is None:
-                    connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                connection.request("GET", self.path)
-                response = connection.getresponse()
-                body = response.read()
-                status = str(response.status)
-                self.outcomes[status if status == "200" else f"{status} {body[:40]!r}"] += 1
-                if response.will_close:
-                    connection.close()
-                    connection = None
-            except (OSError, http.client.HTTPException) as exc:
-                self.outcomes[type(exc).__name__] += 1
-                if connection is not None:
-                    connection.close()
-                connection = None
-        if connection is not None:
-            connection.close()
-
-    @property
-    def failed(self) -> dict[str, int]:
-        return {k: v for k, v in self.outcomes.items() if k != "200"}
 
 
 @pytest.fixture(params=KINDS)
@@ -131,21 +83,23 @@ def test_requests_reach_ready_instances_and_replacements_fail_none(
     assert {answer(port)[1] for _ in range(4)} == {"web-0", "web-1"}
     assert answer(port, "/api/pay/x") == (200, "pay-0")
 
-    with Load(port) as load:
+    with Load(port, clients=4, pause=0) as load:
         time.sleep(0.5)
         restart = run_sqlifier("restart", "web", cwd=root)
         time.sleep(0.5)
     assert restart.returncode == 0, restart.stderr
     assert load.outcomes["200"] > 20 and load.failed == {}, load.outcomes
 
-    with Load(port, "/api/pay") as load:  # one instance: its replacement starts first
+    with Load(
+        port, "/api/pay", clients=4, pause=0
+    ) as load:  # one instance: its replacement starts first
         time.sleep(0.5)
         restart = run_sqlifier("restart", "pay", cwd=root)
         time.sleep(0.5)
     assert restart.returncode == 0, restart.stderr
     assert load.outcomes["200"] > 20 and load.failed == {}, load.outcomes
 
-    with Load(port) as load:
+    with Load(port, clients=4, pause=0) as load:
         time.sleep(0.5)
         scale = run_sqlifier("scale", "web", "1", cwd=root)
         time.sleep(0.5)
@@ -174,7 +128,7 @@ def test_killing_the_agent_drops_no_request(routed: tuple[Path, int]) -> None:
     root, port = routed
     assert run_sqlifier("up", "--detach", cwd=root).returncode == 0
     router = router_pid(root)
-    with Load(port) as load:
+    with Load(port, clients=4, pause=0) as load:
         time.sleep(0.5)
         os.kill(agent_pid(root), signal.SIGKILL)
         time.sleep(1.0)
