@@ -282,9 +282,12 @@ class Samplers:
     def on_lines(self, service: str, t: float, lines: list[tuple[str, str]]) -> None:
         """Classified log lines, `(level, text)`, as `log` events with their level's rank."""
         totals = self.log_totals.setdefault(service, {})
-        for level, text in lines:
-            self.store.add(service, LOG, t, LOG_LEVELS.get(level, LOG_LEVELS["info"]), text)
+        ranks, info = LOG_LEVELS, LOG_LEVELS["info"]
+        for level, _ in lines:
             totals[level] = totals.get(level, 0) + 1
+        self.store.add_many(
+            service, LOG, t, [(ranks.get(level, info), text) for level, text in lines]
+        )
 
     def _sample_instances(self, instances: list[Instance], t: float) -> None:
         launched = [i for i in instances if i.launched is not None]

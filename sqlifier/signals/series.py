@@ -24,6 +24,7 @@ import re
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 __all__ = ["LOG", "RESTART", "Event", "SeriesStore"]
 
@@ -36,8 +37,10 @@ KEEP_EVENTS = 3600.0  # seconds of events kept (the longest count window a rule 
 MAX_EVENTS = 200_000  # per series: a flood of log lines cannot take the memory
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
+    """One event. A named tuple: a chatty instance makes thousands a second, and a tuple is
+    the cheapest immutable value to make."""
+
     t: float
     rank: int = 0  # a log level's rank (sqlifier.lang.signals.LOG_LEVELS); 0 otherwise
     text: str = ""
@@ -54,23 +57,29 @@ class _Events:
         self.recent: deque[Event] = deque(maxlen=MAX_EVENTS)
         self.unordered = False  # an event arrived older than the one before it
 
-    def add(self, event: Event) -> bool:
-        """Add one; False when the oldest had to make room."""
-        times = self.by_rank.get(event.rank)
-        if times is None:
-            times = self.by_rank[event.rank] = []
-        if self.recent and event.t < self.recent[-1].t:
+    def add_many(self, t: float, events: list[tuple[int, str]]) -> int:
+        """Add events at time `t`, each `(rank, text)`; how many found the series full
+        (the oldest made room)."""
+        by_rank, recent = self.by_rank, self.recent
+        if recent and t < recent[-1].t:
             self.unordered = True
-        if times and event.t < times[-1]:
-            bisect.insort(times, event.t)
-        else:
-            times.append(event.t)
-        full = len(self.recent) == MAX_EVENTS
-        self.recent.append(event)
-        if len(times) > MAX_EVENTS:
-            del times[: MAX_EVENTS // 2]
-            full = True
-        return not full
+        append = recent.append
+        full = 0
+        for rank, text in events:
+            times = by_rank.get(rank)
+            if times is None:
+                times = by_rank[rank] = []
+            if times and t < times[-1]:
+                bisect.insort(times, t)
+            else:
+                times.append(t)
+            was_full = len(recent) == MAX_EVENTS
+            append(Event(t, rank, text))
+            if len(times) > MAX_EVENTS:
+                del times[: MAX_EVENTS // 2]
+                was_full = True
+            full += was_full
+        return full
 
     def trim(self, horizon: float) -> bool:
         """Forget events at or before `horizon`; True when nothing is left."""
@@ -124,11 +133,14 @@ class SeriesStore:
 
     def add(self, service: str, key: str, t: float, rank: int = 0, text: str = "") -> None:
         """One event (a log line, a restart)."""
+        self.add_many(service, key, t, [(rank, text)])
+
+    def add_many(self, service: str, key: str, t: float, events: list[tuple[int, str]]) -> None:
+        """Several events at one time `t`, each `(rank, text)`: a batch of log lines."""
         series = self._events.get((service, key))
         if series is None:
             series = self._events[(service, key)] = _Events()
-        if not series.add(Event(t, rank, text)):
-            self.dropped += 1
+        self.dropped += series.add_many(t, events)
 
     def trim(self, now: float) -> None:
         """Drop events older than the longest window and series that went quiet."""

@@ -57,6 +57,30 @@ def test_log_file_writes_json_lines_with_levels(tmp_path: Path) -> None:
     assert log.counts == {"info": 1, "critical": 1}
 
 
+def test_records_are_written_as_json_dumps_writes_them(tmp_path: Path) -> None:
+    lines = [
+        'quote " backslash \\ tab \t',
+        "control \x01\x1f and DEL \x7f",
+        "unicode: café ✓ 日本 \U0001f680",
+        "\u2028 line separator \u2029",
+        '{"level": "error", "msg": "nested \\"quotes\\""}',
+        "",
+    ]
+    log = LogFile(tmp_path / "web-0.log")
+    log.write_many(1700000000.1234567, "out", lines)
+    log.write_many(7, "err", ["an int time"])
+    written = (tmp_path / "web-0.log").read_text(encoding="utf-8")
+    expected = [
+        json.dumps(
+            {"t": round(when, 3), "stream": stream, "level": classify(line), "line": line},
+            ensure_ascii=False,
+        )
+        for when, stream, line in [(1700000000.1234567, "out", x) for x in lines]
+        + [(7, "err", "an int time")]
+    ]
+    assert written.split("\n") == [*expected, ""]
+
+
 def test_log_file_rotates_by_size_and_keeps_a_few(tmp_path: Path) -> None:
     log = LogFile(tmp_path / "web-0.log", max_bytes=200, keep=2)
     for i in range(40):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sqlifier.lang.signals import LOG_LEVELS
+from sqlifier.signals import series
 from sqlifier.signals.series import LOG, SeriesStore
 
 ERROR, CRITICAL, INFO = LOG_LEVELS["error"], LOG_LEVELS["critical"], LOG_LEVELS["info"]
@@ -93,3 +95,47 @@ def test_counting_by_bisection_agrees_with_counting_by_hand(
         assert store.count("web", LOG, since, until, min_rank=min_rank) == expected
         with_match = store.count("web", LOG, since, until, min_rank=min_rank, match=re.compile("t"))
         assert with_match == expected
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 20), st.lists(st.sampled_from([INFO, ERROR]), max_size=5)),
+        max_size=15,
+    ),
+    st.integers(1, 8),
+)
+def test_a_batch_counts_and_drops_as_the_same_events_one_by_one(
+    batches: list[tuple[int, list[int]]], limit: int
+) -> None:
+    """A batch of log lines at one time is the same as adding them one at a time, up to
+    a full series (here `limit` events) and what it counts as dropped."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(series, "MAX_EVENTS", limit)
+        one, many = SeriesStore(), SeriesStore()
+        for t, ranks in batches:
+            for rank in ranks:
+                one.add("web", LOG, float(t), rank, f"line {rank}")
+            many.add_many("web", LOG, float(t), [(rank, f"line {rank}") for rank in ranks])
+    assert many.dropped == one.dropped
+    # By hand: an event finds the series full when `limit` recent events are kept already,
+    # or when its level's count passes `limit` (the older half of that level goes).
+    kept, by_rank, dropped = 0, dict[int, int](), 0
+    for _, ranks in batches:
+        for rank in ranks:
+            full = kept == limit
+            kept = min(kept + 1, limit)
+            by_rank[rank] = by_rank.get(rank, 0) + 1
+            if by_rank[rank] > limit:
+                by_rank[rank] -= limit // 2
+                full = True
+            dropped += full
+    assert many.dropped == dropped
+    assert many.count("web", LOG, -1, 21) == sum(by_rank.values())
+    # Matching by text reads the most recent events: the last `limit` of them are kept.
+    total = sum(len(ranks) for _, ranks in batches)
+    assert many.count("web", LOG, -1, 21, match=re.compile("line")) == min(total, limit)
+    for min_rank in (0, ERROR):
+        for match in (None, re.compile("line")):
+            assert many.count("web", LOG, -1, 21, min_rank=min_rank, match=match) == one.count(
+                "web", LOG, -1, 21, min_rank=min_rank, match=match
+            )
