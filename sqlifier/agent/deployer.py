@@ -53,7 +53,7 @@ from sqlifier.agent.traffic import Traffic
 from sqlifier.delivery import events
 from sqlifier.delivery.analysis import AnalysisError, Verdict, analyse
 from sqlifier.delivery.approvals import first_approval, second_approval
-from sqlifier.delivery.locks import Locked, ServiceLock
+from sqlifier.delivery.locks import Locked, ServiceLock, force_release
 from sqlifier.delivery.releases import (
     Release,
     ReleaseError,
@@ -112,6 +112,7 @@ class DeployRun:
     outcome_recorded: bool = True  # False between DEPLOY_START and its complete or abort
     release: Release | None = None  # the release being deployed, once started
     promoted: bool = False  # past the point where an abort can move traffic back
+    approval_expires: float | None = None  # a deploy awaiting approval expires then
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def to_json(self) -> dict[str, Any]:
@@ -140,7 +141,28 @@ class DeployRun:
             "detected_at": self.detected_at,
             "restored_at": self.restored_at,
             "lines": [[t, text] for t, text in self.lines],
+            "approval_expires": self.approval_expires,
         }
+
+    @classmethod
+    def awaiting(cls, record: dict[str, Any]) -> DeployRun:
+        """A deploy awaiting approval again, from the record a previous agent left."""
+        run = cls(
+            id=str(record["id"]),
+            kind="deploy",
+            service=str(record["service"]),
+            env=str(record["env"]),
+            version=str(record["version"]),
+            from_version=record.get("from_version"),
+            who=str(record["who"]),
+            reason=str(record.get("reason") or ""),
+            created=float(record["created"]),
+            state="awaiting approval",
+            approved_by=[str(who) for who in record.get("approved_by") or []],
+            approval_expires=float(record.get("approval_expires") or 0.0),
+        )
+        run.lines = [(float(t), str(text)) for t, text in record.get("lines") or []]
+        return run
 
 
 def read_run(state_dir: Path, deploy_id: str) -> dict[str, Any] | None:
@@ -194,6 +216,8 @@ class Deployer:
         # service -> the release its live one was rolled back from (ROLLBACK once per release)
         self.rolled_back_from: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Deploys a previous agent left awaiting approval, for `resume_requests`.
+        self._requests: list[dict[str, Any]] = []
 
     # --- at start ---------------------------------------------------------------------
 
@@ -221,18 +245,21 @@ class Deployer:
 
     def _close_interrupted(self) -> None:
         """Deploys a previous agent was running when it ended: they end here, failed (its
-        canaries are not adopted: the new agent stops them)."""
+        canaries are not adopted: the new agent stops them). A deploy still awaiting
+        approval had started nothing: it is kept for `resume_requests`."""
         for path in sorted((self.state_dir / "deploys").glob("*.json")):
             record = read_run(self.state_dir, path.stem)
             if record is None or record.get("done"):
                 continue
+            if record.get("kind") == "deploy" and record.get("state") == "awaiting approval":
+                self._requests.append(record)  # nothing started: it can wait on
+                continue
             why = f"interrupted: the agent stopped during this {record.get('kind', 'deploy')}"
-            was = record.get("state")
             record.update(state="failed", done=True, error=why, finished=self.clock())
             record.setdefault("lines", []).append([self.clock(), f"failed: {why}"])
             with contextlib.suppress(OSError):
                 path.write_text(json.dumps(record, indent=2))
-            if record.get("kind") != "deploy" or was == "awaiting approval":
+            if record.get("kind") != "deploy":
                 continue
             with contextlib.suppress(ReleaseError, KeyError, TypeError):
                 release = self.releases.get(str(record["service"]), str(record["version"]))
@@ -247,6 +274,55 @@ class Deployer:
                         why=why, commit=release.commit, commit_time=release.commit_time,
                         deploy_id=str(record["id"]),
                     )  # fmt: skip
+
+    async def resume_requests(self) -> None:
+        """Deploys a previous agent left awaiting approval wait on, with their lock taken
+        again, until they are approved or expire as they would have."""
+        requests, self._requests = self._requests, []
+        for record in requests:
+            try:
+                run = DeployRun.awaiting(record)
+            except (KeyError, TypeError, ValueError) as exc:
+                self.say(f"deploy {record.get('id')}: its record is unreadable ({exc})")
+                continue
+            self.runs[run.id] = run
+            target = f"{self.stack.name}/{self.env}/{run.service} {run.version}"
+            if run.approval_expires is None or run.approval_expires <= self.clock():
+                self._finish(run, "expired", "no approver approved it in time")
+                self.audit.record("agent", "deploy", target, "expired", why=run.reason)
+                continue
+            lock = ServiceLock(
+                self.state_dir, self.env, run.service, "deploy", run.who, run.version, run.reason
+            )
+            try:
+                release = self.releases.get(run.service, run.version)
+                if run.service not in self.supervisor.services:
+                    why = f"{run.service} is no longer in the stack file"
+                elif release.status is ReleaseStatus.LIVE:
+                    why = f"{run.version} is already live for {run.service}"
+                else:
+                    why = ""
+                    self._take_back(lock, run)
+            except UserError as exc:  # a release or a lock
+                why = str(exc)
+            if why:
+                self._finish(run, "failed", f"it cannot wait on after the agent restarted: {why}")
+                continue
+            self.active[run.service] = run
+            self._line(run, "the agent restarted: still awaiting approval")
+            self._spawn(run, lock, self._deploy(run, release))
+
+    def _take_back(self, lock: ServiceLock, run: DeployRun) -> None:
+        """Take `run`'s lock again. A previous agent that was killed left it held by its
+        dead process: that stale lock, for this same deploy, is broken (audited) first."""
+        try:
+            lock.acquire()
+        except Locked as exc:
+            info = exc.info
+            if not (info.stale and info.user == run.who and info.version == run.version):
+                raise
+            force_release(self.state_dir, self.env, run.service, "agent", self.audit)
+            lock.acquire()
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -288,12 +364,13 @@ class Deployer:
         run.from_version = self._stable_version(name)
         if decision.waiting:
             run.state = "awaiting approval"
+            timeout = float(body.get("approval_timeout") or APPROVAL_TIMEOUT)
+            run.approval_expires = self.clock() + timeout
             self._line(run, decision.reason)
             self.audit.record(who, "deploy", target, "awaiting approval", why=reason)
         elif body.get("approve"):
             run.approved_by.append(who)
-        timeout = float(body.get("approval_timeout") or APPROVAL_TIMEOUT)
-        self._spawn(run, lock, self._deploy(run, release, timeout))
+        self._spawn(run, lock, self._deploy(run, release))
         return True, run.to_json()
 
     async def approve(self, body: dict[str, Any], who: str) -> tuple[bool, dict[str, Any]]:
@@ -438,9 +515,9 @@ class Deployer:
 
     # --- a deploy ---------------------------------------------------------------------
 
-    async def _deploy(self, run: DeployRun, release: Release, approval_timeout: float) -> None:
+    async def _deploy(self, run: DeployRun, release: Release) -> None:
         if run.state == "awaiting approval":
-            deadline = self.clock() + approval_timeout
+            deadline = run.approval_expires or self.clock()
             while run.state == "awaiting approval":
                 left = deadline - self.clock()
                 if left <= 0:
@@ -993,7 +1070,11 @@ class Deployer:
             except _Stop:
                 pass
             except asyncio.CancelledError:
-                self._end_badly(run, "the agent stopped during the " + run.kind)
+                if run.state == "awaiting approval":
+                    # Nothing started: the next agent takes the request up again.
+                    self._line(run, "the agent stopped: the next one keeps awaiting approval")
+                else:
+                    self._end_badly(run, "the agent stopped during the " + run.kind)
                 raise
             except Exception as exc:  # recorded, never lost
                 self._end_badly(run, f"internal error: {type(exc).__name__}: {exc}")
@@ -1001,7 +1082,7 @@ class Deployer:
                 lock.release()
                 if self.active.get(run.service) is run:
                     del self.active[run.service]
-                if run.state not in TERMINAL:
+                if run.state not in TERMINAL and run.state != "awaiting approval":
                     self._finish(run, "failed", run.error or "ended without an outcome")
                 self._save(run)
 

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -357,6 +358,59 @@ def check_approvals(shop: Shop, seed: subprocess.Popen[str]) -> str:
     assert "approved by bob" in out
     assert "— complete" in out
     return other_id
+
+
+def test_a_deploy_awaiting_approval_waits_on_across_agent_restarts(make_shop: Any) -> None:
+    shop = make_shop(environments=PRODUCTION)
+    shop.set("images")
+    shop.set("auth-service")
+    state_dir = shop.root / ".sqlifier" / "production"
+    assert shop.run("up", "--env", "production", "--detach").returncode == 0
+    # Eve, who is no approver, asks for two deploys; no one approves them before the agent
+    # stops.
+    ids = []
+    for name in ("images", "auth-service"):
+        asked = shop.run("deploy", "-s", name, "-e", "production", "--yes", "--detach", user="eve")
+        assert asked.returncode == 0, asked.stderr
+        ids.append(asked.stdout.strip())
+    deploy_id, other_id = ids
+
+    def record(deploy_id: str = deploy_id) -> dict[str, Any]:
+        status = shop.run("deploy", "status", deploy_id, "-e", "production", "--json")
+        assert status.returncode == 0, status.stderr
+        return dict(json.loads(status.stdout))
+
+    # A clean stop: the requests stay, their locks are released with the agent.
+    assert shop.run("down", "--env", "production").returncode == 0
+    assert record()["state"] == record(other_id)["state"] == "awaiting approval"
+    assert read_lock(state_dir, "production", "images") is None
+    # One of them expires while no agent runs: the next agent ends it as expired.
+    path = state_dir / "deploys" / f"{other_id}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "approval_expires": 1.0}))
+    assert shop.run("up", "--env", "production", "--detach").returncode == 0
+    assert record()["state"] == "awaiting approval"
+    assert record(other_id)["state"] == "expired"
+    assert read_lock(state_dir, "production", "auth-service") is None
+    lock = read_lock(state_dir, "production", "images")
+    assert lock is not None and lock.user == "eve" and not lock.stale
+
+    # A killed agent leaves the lock held by its dead process: the next one takes it back.
+    agent = json.loads((state_dir / "agent.json").read_text())["pid"]
+    os.kill(agent, signal.SIGKILL)
+    wait_for(lambda: shop.run("ps", "-e", "production").stdout.find("orphaned") >= 0, "the end")
+    stale = read_lock(state_dir, "production", "images")
+    assert stale is not None and stale.stale
+    assert shop.run("up", "--env", "production", "--detach").returncode == 0
+    assert record()["state"] == "awaiting approval"
+
+    with Load(shop.port, "/images", clients=2):  # traffic for the canary's analysis
+        approved = shop.run("approve", deploy_id, "-e", "production", user="alice")
+        assert approved.returncode == 0, approved.stderr
+        wait_for(lambda: record()["state"] == "complete", "the deploy", timeout=60)
+    lines = [text for _, text in record()["lines"]]
+    assert lines.count("the agent restarted: still awaiting approval") == 2
+    assert "approved by alice" in lines
+    assert shop.releases("images", "production")[record()["version"]]["status"] == "live"
 
 
 def test_a_lock_left_by_a_dead_process_is_stale_and_broken_on_purpose(make_shop: Any) -> None:
