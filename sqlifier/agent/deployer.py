@@ -159,7 +159,10 @@ class DeployRun:
             created=float(record["created"]),
             state="awaiting approval",
             approved_by=[str(who) for who in record.get("approved_by") or []],
-            approval_expires=float(record.get("approval_expires") or 0.0),
+            # Records from before expiry times were kept: an hour from the request.
+            approval_expires=float(
+                record.get("approval_expires") or float(record["created"]) + APPROVAL_TIMEOUT
+            ),
         )
         run.lines = [(float(t), str(text)) for t, text in record.get("lines") or []]
         return run
