@@ -77,6 +77,7 @@ READY_TIMEOUT = 120.0
 COMMAND_TIMEOUT = 600.0  # migrate and schema_version
 RULE_LOCK_WAIT = 60.0  # a rule's rollback waits this long for a deploy finishing
 APPROVAL_TIMEOUT = 3600.0  # a deploy awaiting approval expires after this
+STOPPING = "the agent is stopping (sqlifier down): nothing new starts; start the stack again"
 RAMP_EVERY = 0.5  # seconds between slow-start weight changes
 MAX_LINES = 200  # progress lines kept in a run's record
 TERMINAL = frozenset({"complete", "aborted", "failed", "refused", "expired", "rolled back"})
@@ -221,6 +222,7 @@ class Deployer:
         self._tasks: set[asyncio.Task[None]] = set()
         # Deploys a previous agent left awaiting approval, for `resume_requests`.
         self._requests: list[dict[str, Any]] = []
+        self.stopping = False
 
     # --- at start ---------------------------------------------------------------------
 
@@ -328,6 +330,7 @@ class Deployer:
             lock.acquire()
 
     async def stop(self) -> None:
+        self.stopping = True  # a request still waiting for a lock starts nothing now
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -363,6 +366,9 @@ class Deployer:
             await lock.acquire_async(float(body.get("lock_wait") or 0.0))
         except Locked as exc:
             return self._refuse(who, "deploy", target, str(exc))
+        if self.stopping:
+            lock.release()
+            return self._refuse(who, "deploy", target, STOPPING)
         run = self._new_run("deploy", name, version, who, reason)
         run.from_version = self._stable_version(name)
         if decision.waiting:
@@ -462,6 +468,9 @@ class Deployer:
             await lock.acquire_async(float(body.get("lock_wait") or 0.0))
         except Locked as exc:
             return self._refuse(who, "rollback", target, str(exc))
+        if self.stopping:
+            lock.release()
+            return self._refuse(who, "rollback", target, STOPPING)
         forced = ""
         try:
             refusal = await self._schema_refusal(goal, live)

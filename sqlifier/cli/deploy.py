@@ -80,6 +80,7 @@ def group(
         raise UserError(f"unknown service {service!r}; services: {', '.join(services)}")
     client = _client(context)
     who = current_user()
+    wait = _wait(lock_wait)  # a bad --lock-wait is refused before a release is made
     # With --detach or --json, stdout carries only the id or the record (for scripts).
     say = (lambda text: click.echo(text, err=True)) if as_json or detach else click.echo
     say(f"making the release of {service} from {services[service].source} ...")
@@ -104,7 +105,7 @@ def group(
         "version": release.version,
         "reason": reason,
         "approve": approve,
-        "lock_wait": _wait(lock_wait),
+        "lock_wait": wait,
     }
     answer = client.request("POST", "/v1/deploy", body)
     if not answer.get("ok"):

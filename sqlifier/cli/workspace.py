@@ -10,6 +10,7 @@ from sqlifier.errors import DiagnosticsError, UserError
 from sqlifier.lang.errors import Diagnostic, Severity
 from sqlifier.spec import STACK_FILE, Stack, find_stack, load_stack
 from sqlifier.spec.model import DEFAULT_ENV
+from sqlifier.spec.reader import _ENV_NAME
 
 __all__ = ["Context", "Workspace", "display_path", "load_context", "resolve"]
 
@@ -52,7 +53,10 @@ def resolve(files: tuple[str, ...], stack_file: str | None) -> Workspace:
     if rule_args:
         seen: set[Path] = set()
         for name in rule_args:
-            key = Path(name).resolve()
+            try:
+                key = Path(name).resolve()
+            except (OSError, RuntimeError):  # a symbolic link loop: reading it says so
+                key = Path(name).absolute()
             if key not in seen:
                 seen.add(key)
                 workspace.rule_paths.append((Path(name), name))
@@ -99,4 +103,9 @@ def load_context(stack_file: str | None, env: str | None) -> Context:
         )
     stack, warnings = load_stack(path, display_path(path))
     env = env or os.environ.get("SQLIFIER_ENV") or DEFAULT_ENV
+    if not _ENV_NAME.match(env):  # it names a folder under .sqlifier: nothing else
+        raise UserError(
+            f"invalid environment {env!r} (from --env or SQLIFIER_ENV): an environment is "
+            "lower-case letters, digits, '_' and '-', starting with a letter, like production"
+        )
     return Context(stack, env, stack.root / ".sqlifier" / env, path.resolve(), tuple(warnings))

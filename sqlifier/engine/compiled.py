@@ -435,6 +435,8 @@ def evaluate(
         args = [a.value for a in node.args]
         if node.name in ("ceil", "floor"):
             value = evaluate(args[0], world, view, rule, now)
+            if not math.isfinite(value):  # infinite or NaN: the action says so and skips
+                return value
             return float(math.ceil(value) if node.name == "ceil" else math.floor(value))
         if node.name in ("min", "max"):
             values = [evaluate(a, world, view, rule, now) for a in args]
@@ -490,6 +492,8 @@ def show_value(value: float, unit: Type) -> str:
 
 
 def _trim(value: float) -> str:
+    if not math.isfinite(value):
+        return str(value)
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
     return f"{value:.3g}" if abs(value) < 100 else f"{value:.1f}"

@@ -15,7 +15,7 @@ import datetime as dt
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,24 @@ def compile_rules(files: Iterable[ast.RuleFile]) -> list[CompiledRule]:
 # --- reading samples ---------------------------------------------------------------------
 
 
+def _rows(reader: Any, display: str) -> Iterator[list[str]]:
+    """The rows of a CSV reader; what it cannot read is an error naming the line."""
+    while True:
+        try:
+            row: list[str] = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            limit = csv.field_size_limit()
+            if "field limit" in str(exc):
+                raise UserError(
+                    f"{display}:{reader.line_num}: a field is longer than {limit} characters, "
+                    "the most a samples file holds"
+                ) from None
+            raise UserError(f"{display}:{reader.line_num}: not valid CSV: {exc}") from None
+        yield row
+
+
 def read_samples(path: Path, display: str) -> tuple[list[Sample], float | None]:
     """The samples of a CSV file in time order, and the epoch when times were ISO 8601
     (None when they are seconds from 0). Every error names the file and line."""
@@ -110,7 +128,7 @@ def read_samples(path: Path, display: str) -> tuple[list[Sample], float | None]:
         raise UserError(f"{display}: cannot read the samples: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise UserError(f"{display}: the samples are not UTF-8 text") from exc
-    reader = csv.reader(io.StringIO(text))
+    reader = _rows(csv.reader(io.StringIO(text)), display)
     try:
         header = next(reader)
     except StopIteration:

@@ -88,6 +88,14 @@ def assemble(reader: StackReader) -> m.Stack:
             for key in typed:
                 origin.paths[(name, key)] = ("services", name, key)
             _plaintext_secrets(reader, ("services", name), typed)
+            port, count = typed.get("port"), typed.get("instances", 1)
+            if isinstance(port, int) and isinstance(count, int) and port + count - 1 > 65535:
+                # Instance i listens on port + i.
+                reader.error(
+                    ("services", name, "port"),
+                    f"services.{name}.port {port} with {count} instances needs ports up to "
+                    f"{port + count - 1}, past 65535: each instance listens on port + its number",
+                )
 
     environments: dict[str, m.Environment] = {}
     overlays: dict[str, dict[str, dict[str, Any]]] = {}

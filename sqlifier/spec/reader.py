@@ -42,6 +42,7 @@ _ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)\Z")
 _PERCENT = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%\Z")
 _HOST = re.compile(r"^[A-Za-z0-9*]([A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
+_ROUTE_PATH = re.compile(r"[A-Za-z0-9._~%/:@!*+,;=&-]*\Z")
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _LONGEST = 365 * 86400
 _INVALID: Any = object()
@@ -90,6 +91,9 @@ class StackReader:
 
     def text(self, value: object, path: KeyPath) -> Any:
         if isinstance(value, str):
+            if "\0" in value:  # no path, command or name can hold one
+                self.error(path, f"{_dotted(path)} holds a NUL character (\\u0000)")
+                return _INVALID
             return value
         self.error(path, f"{_dotted(path)} must be text in quotes, found {_shown(value)}")
         return _INVALID
@@ -199,7 +203,25 @@ class StackReader:
                     f"{_dotted((*path, key))} must be text or a number, found {_shown(item)}",
                 )
                 continue
+            if "\0" in key or "\0" in str(item):
+                self.error((*path, key), f"{_dotted((*path, key))} holds a NUL character (\\u0000)")
+                continue
             out[key] = str(item)
+        return out
+
+    def env_map(self, value: object, path: KeyPath) -> Any:
+        """Environment variables: a name is not empty and holds no '='."""
+        out = self.text_map(value, path)
+        if out is _INVALID:
+            return _INVALID
+        for key in list(out):
+            if not key or "=" in key:
+                self.error(
+                    (*path, key),
+                    f"invalid environment variable name {quote(key)} in {_dotted(path)}: "
+                    "a name is not empty and holds no '=', like DATABASE_URL",
+                )
+                del out[key]
         return out
 
     # --- tables -------------------------------------------------------------------------
@@ -246,6 +268,15 @@ class StackReader:
                 path,
                 f"invalid route {quote(text)}: write host/path or /path, "
                 'like "shop.localhost/checkout" or "/api/checkout"',
+            )
+            return _INVALID
+        if not _ROUTE_PATH.match(rest):
+            # The path reaches the router's configuration: nothing that could end a line,
+            # quote, comment or query there.
+            self.error(
+                path,
+                f"invalid route {text!r}: a route's path holds letters, digits and "
+                "- . _ ~ % / : @ ! * + , ; = & only (percent-encode anything else)",
             )
             return _INVALID
         return m.Route(host.lower() or None, "/" + rest)
@@ -369,7 +400,7 @@ class StackReader:
             "stateful": self.boolean,
             "port": self.integer(1, 65535),
             "routes": self.routes,
-            "env": self.text_map,
+            "env": self.env_map,
             "secrets": self.secrets,
             "labels": self.text_map,
             "depends_on": self.text_list,

@@ -42,9 +42,12 @@ def load_stack(path: Path, display: str | None = None) -> tuple[Stack, list[Diag
         raise DiagnosticsError([_plain(shown, exc.message, exc.line, exc.col)]) from None
     try:
         data = tomllib.loads(source.text)
+        stack, diagnostics = read_stack(source, data, path)
     except tomllib.TOMLDecodeError as exc:
         raise DiagnosticsError([_toml_error(source, exc)]) from None
-    stack, diagnostics = read_stack(source, data, path)
+    except RecursionError:
+        message = "tables or lists nest too deeply (some hundreds of levels) to be a stack file"
+        raise DiagnosticsError([_plain(shown, message)]) from None
     if stack is None:
         raise DiagnosticsError(diagnostics)
     return stack, diagnostics

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from sqlifier.delivery.locks import read_lock
@@ -515,6 +516,51 @@ def test_a_rollback_during_a_rollout_moves_all_traffic_back_at_once(make_shop: A
         "error"
     ].startswith("rollback asked for by ")
     assert shop.releases("storefront")["v2"]["status"] == "failed"
+
+
+def test_a_deploy_waiting_for_the_lock_starts_nothing_once_the_agent_stops(
+    make_shop: Any,
+) -> None:
+    shop = make_shop()
+    shop.set("storefront")
+    assert shop.run("up", "--detach").returncode == 0
+    first = shop.run("deploy", "-s", "storefront", "--version", "v1", "--yes", "--detach")
+    assert first.returncode == 0, first.stderr
+    status = ("deploy", "status", first.stdout.strip(), "--json")
+    # With no traffic the rollout pauses, holding the service's lock.
+    wait_for(lambda: json.loads(shop.run(*status).stdout)["state"] == "paused", "the pause")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    argv = ["deploy", "-s", "storefront", "--version", "v2", "--yes", "--lock-wait", "10m"]
+    with subprocess.Popen(
+        [str(BIN / "sqlifier"), *argv],
+        cwd=shop.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as second:
+        assert second.stdout is not None
+        shown = ""
+        while "release v2 (" not in shown:  # made; its request goes out after the plan
+            line = second.stdout.readline()
+            assert line, shown
+            shown += line
+        assert shop.run("down").returncode == 0
+        out = shown + second.communicate(timeout=60)[0]
+    assert second.returncode == 1, out
+    audit = json.loads(shop.run("audit", "--json").stdout)
+    started = [e["target"] for e in audit if e["what"] == "deploy start"]
+    assert started == ["shop/dev/storefront v1"], started
+    releases = shop.root / ".sqlifier" / "dev" / "releases" / "storefront"
+    left = [p.pid for p in psutil.process_iter() if _cwd(p).startswith(str(releases))]
+    assert left == [], left
+
+
+def _cwd(process: psutil.Process) -> str:
+    try:
+        return process.cwd()
+    except psutil.Error:
+        return ""
 
 
 def test_no_traffic_is_no_pass_the_rollout_pauses_once_and_can_be_aborted(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
-from tests.conftest import run_sqlifier
+from tests.conftest import BIN, run_sqlifier
 
 RULE = "ON cpu() > 80% DO RESTART 'web';\n"
 
@@ -94,3 +95,57 @@ def test_names_with_a_trailing_newline_are_invalid(stack_dir: Path) -> None:
     result = run_sqlifier("check", cwd=stack_dir)
     assert result.returncode == 1
     assert "invalid service name" in result.stderr
+
+
+def test_a_rule_file_that_is_a_symbolic_link_loop_is_an_error(stack_dir: Path) -> None:
+    (stack_dir / "rules" / "loop.sql").symlink_to("loop.sql")
+    for command in ("check", "fmt"):
+        result = run_sqlifier(command, "rules/loop.sql", cwd=stack_dir)
+        assert result.returncode == 1, result.stderr
+        assert "rules/loop.sql:1:1: error: cannot read the file: Too many levels of symbolic" in (
+            result.stdout + result.stderr
+        )
+
+
+def test_an_environment_is_a_name_not_a_path(stack_dir: Path) -> None:
+    for args, env in (
+        (("ps", "--env", "../outside"), None),
+        (("plan",), "a/b"),
+        (("secret", "set", "x", "--env", "/tmp/elsewhere"), None),
+    ):
+        result = subprocess.run(
+            [str(BIN / "sqlifier"), *args],
+            cwd=stack_dir,
+            input="value",
+            capture_output=True,
+            text=True,
+            env={**os.environ, **({"SQLIFIER_ENV": env} if env else {})},
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 1, result.stderr
+        assert "(from --env or SQLIFIER_ENV): an environment is lower-case letters" in (
+            result.stderr
+        )
+    assert not (stack_dir.parent / "outside").exists()
+    assert not (stack_dir / ".sqlifier").exists()
+
+
+def test_a_stack_file_nested_hundreds_deep_is_an_error(stack_dir: Path) -> None:
+    deep = "[" * 500 + "]" * 500
+    (stack_dir / "sqlifier.toml").write_text(
+        f'[stack]\nname = "x"\n[services.web]\nrun = "a"\nlabels = {{ a = {deep} }}\n'
+    )
+    result = run_sqlifier("check", cwd=stack_dir)
+    assert result.returncode == 1, result.stderr
+    assert "sqlifier.toml:1:1: error: tables or lists nest too deeply" in result.stderr
+
+
+def test_a_samples_field_too_long_to_read_names_its_line(stack_dir: Path) -> None:
+    (stack_dir / "rules" / "r.sql").write_text(RULE)
+    (stack_dir / "s.csv").write_text(
+        "t,service,signal,value,message\n0,web,cpu,0.5,\n1,web,log,critical," + "x" * 200_000
+    )
+    result = run_sqlifier("rules", "test", "rules/r.sql", "--samples", "s.csv", cwd=stack_dir)
+    assert result.returncode == 1, result.stderr
+    assert "s.csv:3: a field is longer than 131072 characters" in result.stderr

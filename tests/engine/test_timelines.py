@@ -105,6 +105,15 @@ def test_limit_on_a_formula_that_overshoots_is_clamped_not_refused() -> None:
     assert actions == [(10.0, "SCALE", "2 -> 7")]
 
 
+def test_an_infinite_count_inside_ceil_is_skipped_and_said() -> None:
+    text = "ON cpu() > 1% DO SCALE 'web' TO ceil(cpu() / 0.001%) LIMIT 10;"
+    samples = [Sample(0.0, "web", "cpu", 1e308)]
+    actions, replay = run(text, samples, {"web": 2}, until=1)
+    assert actions == []
+    skipped = [d for d in replay.decisions if d.outcome == "skipped" and d.action == "SCALE"]
+    assert skipped and "the new count is not a number (inf)" in skipped[0].reason
+
+
 def test_count_window_fires_on_the_eleventh_line_within_a_minute() -> None:
     samples = logs(PG, "critical", list(range(100, 111)))
     actions, _ = run(SEED_ROLLBACK, samples, {PG: 1}, until=200)

@@ -150,6 +150,27 @@ def test_unknown_key_has_its_position_and_a_suggestion(tmp_path: Path) -> None:
             'invalid route \'shop localhost\': write host/path or /path, like "shop.localhost/checkout" or "/api/checkout"',
         ),
         (
+            'routes = ["/a\\n\\thttp-request\\treturn"]',
+            11,
+            "invalid route '/a\\n\\thttp-request\\treturn': a route's path holds "
+            "letters, digits and - . _ ~ % / : @ ! * + , ; = & only (percent-encode anything "
+            "else)",
+        ),
+        (
+            'env = { "A=B" = "x" }',
+            17,
+            "invalid environment variable name 'A=B' in services.web.env: a name is not empty "
+            "and holds no '=', like DATABASE_URL",
+        ),
+        ('env = { A = "a\\u0000b" }', 13, "services.web.env.A holds a NUL character (\\u0000)"),
+        ('source = "a\\u0000b"', 10, "services.web.source holds a NUL character (\\u0000)"),
+        (
+            "port = 65534\ninstances = 3",
+            8,
+            "services.web.port 65534 with 3 instances needs ports up to 65536, past 65535: "
+            "each instance listens on port + its number",
+        ),
+        (
             'secrets = { DB = "hunter2" }',
             18,
             "invalid secret reference 'hunter2'; providers: secret://local/NAME, vault://MOUNT/PATH#KEY, aws-sm://NAME#KEY, ssm:///PATH, env://NAME, file://PATH",
