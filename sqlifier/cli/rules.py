@@ -42,6 +42,9 @@ _FILE = click.option(
 )
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
+# The longest virtual time `rules test` replays: some two minutes of ticks, one a second.
+MAX_REPLAY = 31 * 86400
+
 
 @click.group("rules")
 def group() -> None:
@@ -264,8 +267,17 @@ def test(
         end += epoch
     instances = {n: s.instances for n, s in stack.services_for(env).items()} if stack else {}
     labels = {n: s.labels for n, s in stack.services_for(env).items()} if stack else {}
+    start = epoch if epoch is not None else 0.0
+    stop = end if end is not None else (samples[-1].t if samples else start)
+    if stop - start > MAX_REPLAY:
+        raise UserError(
+            f"{samples_file}: the replay would run {(stop - start) / 86400:,.0f} days of virtual "
+            f"time, from {'the first sample' if epoch is not None else 'second 0'} to "
+            f"{'--until' if end is not None else 'the last sample'}; rules test replays at most "
+            f"{MAX_REPLAY // 86400} days (a tick a second): trim the samples or set --until"
+        )
     replay = Replay(compiled, samples, instances, _settings(stack), env, labels)
-    actions = replay.run(start=epoch if epoch is not None else 0.0, until=end)
+    actions = replay.run(start=start, until=end)
     rows = [a.to_json(epoch) for a in actions]
     if as_json:
         out: Any = rows

@@ -88,6 +88,8 @@ def test_bad_samples_name_the_line_and_what_is_valid(tmp_path: Path) -> None:
         "t,service,signal,value\nsoon,web,cpu,1\n": "s.csv:2: 'soon' is neither seconds from 0 nor an ISO 8601 time",
         "time,svc,sig,val\n": "s.csv:1: the header must be t,service,signal,value,message",
         "t,service,signal,value\n0,web,log,loud\n": "s.csv:2: 'loud' is not a log level; valid: debug, info",
+        "t,service,signal,value\n5,web,cpu,1\n100000000,web,cpu,1\n": "s.csv: the replay would run 1,157 days of virtual time, from second 0 to the last sample; rules test replays at most 31 days",
+        "t,service,signal,value\n1970-01-01T00:00:00Z,web,cpu,1\n2100-01-01T00:00:00Z,web,cpu,1\n": "s.csv: the replay would run 47,482 days of virtual time, from the first sample",
     }
     for text, message in cases.items():
         (tmp_path / "s.csv").write_text(text)
