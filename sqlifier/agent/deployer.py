@@ -792,6 +792,8 @@ class Deployer:
         summary = ", ".join(
             f"{c.name} {c.value}" for c in verdict.checks if c.counts and c.passed is not None
         )
+        # No measured check: say how many requests there were to judge.
+        summary = summary or f"{verdict.canary_requests} canary requests"
         self._line(run, f"step {run.step} at {run.weight:g}%: {verdict.outcome} ({summary})")
         return verdict
 

@@ -70,7 +70,9 @@ def resolve(files: tuple[str, ...], stack_file: str | None) -> Workspace:
                     1,
                     1,
                     Severity.WARNING,
-                    f"the rule patterns {', '.join(stack.rules)} match no file",
+                    f"the rule patterns {', '.join(stack.rules)} match no file"
+                    if stack.rules
+                    else "the stack file names no rule files (stack.rules is empty)",
                 )
             )
     elif path is None and not named_stacks:

@@ -246,11 +246,19 @@ def read_expected(path: Path, display: str) -> list[dict[str, str]]:
                 f"{display}: expected a list of actions like the output of rules test --json"
             )
         return [{k: str(v) for k, v in x.items()} for x in data]
-    rows = list(csv.DictReader(io.StringIO(text)))
+    reader = csv.DictReader(io.StringIO(text))
     needed = {"t", "rule", "service", "action", "detail"}
-    if rows and not needed <= set(rows[0]):
+    # A header is needed even for no actions (or the JSON `[]`): anything else is a mistake.
+    if not needed <= set(reader.fieldnames or ()):
         columns = ", ".join(sorted(needed))
-        raise UserError(f"{display}:1: the columns must include {columns} (and optionally reason)")
+        raise UserError(
+            f"{display}:1: expected the JSON of rules test --json, or CSV whose columns include "
+            f"{columns} (and optionally reason)"
+        )
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        raise UserError(f"{display}:{reader.line_num}: not valid CSV: {exc}") from None
     return [{k: (v or "") for k, v in row.items() if k} for row in rows]
 
 

@@ -51,6 +51,17 @@ def test_expect_reads_csv_and_ignores_an_empty_reason(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_expect_refuses_a_file_that_is_neither_actions_json_nor_their_csv(
+    tmp_path: Path,
+) -> None:
+    expected = tmp_path / "expected.txt"
+    for text in ("garbage\n", "", "{}\n", "null\n"):
+        expected.write_text(text)
+        result = run_sqlifier("rules", "test", *STORY, "--expect", str(expected), cwd=SHOP)
+        assert result.returncode == 1, (text, result.stderr)
+        assert "expected.txt:1: expected the JSON of rules test --json, or CSV" in result.stderr
+
+
 def test_explain_prints_the_decisions_not_to_act() -> None:
     result = run_sqlifier(
         "rules", "test", *STORY, "--until", "250", "--explain", "--json", cwd=SHOP
