@@ -576,6 +576,10 @@ class Agent:
             service = body.get("service")
             if rule is None or (service is not None and not isinstance(service, str)):
                 return 400, {"error": "explain needs a rule, and optionally a service"}
+            if service is not None and service not in self.supervisor.services:
+                known = ", ".join(self.supervisor.services)
+                unknown = f"unknown service {service!r}; services: {known}"
+                return 200, {"ok": False, "error": unknown}
             ok, found = automation.explain(rule, service)
             return 200, {"ok": True, "explain": found} if ok else {"ok": False, "error": found}
         if (method, path) in (("POST", "/v1/rules/pause"), ("POST", "/v1/rules/resume")):

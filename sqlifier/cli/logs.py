@@ -50,10 +50,14 @@ def logs(
     minimum = _level(level)
     start = time.time() - _since(since) if since else 0.0
     folder = context.state_dir / "logs"
-    mine = re.compile(
-        rf"{re.escape(instance)}\.log" if instance else rf"{re.escape(service)}-\d+\.log"
-    )
+    mine = re.compile(rf"{re.escape(instance)}\.log") if instance else _instances_of(service)
     current = _files(folder, mine)
+    if instance is not None and not current and not follow:
+        kept = [p.name.removesuffix(".log") for p in _files(folder, _instances_of(service))]
+        raise UserError(
+            f"no log of instance {instance!r} in {context.env}; "
+            + (f"{service}'s instances with logs: {', '.join(kept)}" if kept else "none yet")
+        )
     lines: list[tuple[float, str]] = []
     offsets: dict[Path, int] = {}
     for path in [*_rotated(current), *current]:
@@ -152,3 +156,8 @@ def _follow(folder: Path, mine: re.Pattern[str], minimum: int, offsets: dict[Pat
                     click.echo(line)
     except KeyboardInterrupt:
         return
+
+
+def _instances_of(service: str) -> re.Pattern[str]:
+    """The current log files of `service`'s instances: `web-0.log`, not `web-api-0.log`."""
+    return re.compile(rf"{re.escape(service)}-\d+\.log")

@@ -39,4 +39,12 @@ def duration_option(text: str, option: str = "--since", examples: str = "30m, 24
     match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text.strip())
     if match is None or float(match.group(1)) <= 0:
         raise UserError(f"{option} {text}: expected a duration like {examples}")
-    return base_value(float(match.group(1)), match.group(2))
+    seconds = base_value(float(match.group(1)), match.group(2))
+    if seconds > LONGEST_OPTION:
+        raise UserError(f"{option} {text}: at most 3650d (ten years), like {examples}")
+    return seconds
+
+
+# The longest duration an option takes: sqlifier keeps no older history, and no wait is
+# meant to outlast it.
+LONGEST_OPTION = 3650 * 86400.0

@@ -149,3 +149,9 @@ def test_a_samples_field_too_long_to_read_names_its_line(stack_dir: Path) -> Non
     result = run_sqlifier("rules", "test", "rules/r.sql", "--samples", "s.csv", cwd=stack_dir)
     assert result.returncode == 1, result.stderr
     assert "s.csv:3: a field is longer than 131072 characters" in result.stderr
+
+
+def test_a_duration_option_past_ten_years_is_refused(stack_dir: Path) -> None:
+    result = run_sqlifier("audit", "--since", "36500d", cwd=stack_dir)
+    assert result.returncode == 1, result.stderr
+    assert "--since 36500d: at most 3650d (ten years), like 30m, 24h or 7d" in result.stderr

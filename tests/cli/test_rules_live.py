@@ -164,6 +164,9 @@ def test_rules_act_on_real_signals_and_explain_themselves(stack: tuple[Path, Web
     )
     text = run_sqlifier("rules", "explain", "hot", cwd=root).stdout
     assert text.startswith("hot for burner: ") and "cpu() > 25%" in text
+    nope = run_sqlifier("rules", "explain", "hot", "--service", "nope", cwd=root)
+    assert nope.returncode == 1
+    assert "unknown service 'nope'; services: " in nope.stderr
     (root / "mode-burner").unlink()
     audit = (root / ".sqlifier" / "dev" / "audit.db").exists()
     assert audit and ps

@@ -260,6 +260,10 @@ def test_logs_of_a_service_do_not_include_a_service_with_a_longer_name(tmp_path:
     (logs / "web-api-0.log").write_text(line % "api line")
     shown = run_sqlifier("logs", "web", cwd=tmp_path).stdout
     assert "web line" in shown and "api line" not in shown
+    assert "web line" in run_sqlifier("logs", "web", "-i", "web-0", cwd=tmp_path).stdout
+    missing = run_sqlifier("logs", "web", "-i", "web-9", cwd=tmp_path)
+    assert missing.returncode == 1
+    assert "no log of instance 'web-9' in dev; web's instances with logs: web-0" in (missing.stderr)
 
 
 def test_ps_shows_what_a_dead_agent_left(stack: Path) -> None:
