@@ -74,6 +74,7 @@ def group(
         return 0
     if service is None:
         raise UserError("deploy needs --service SERVICE (or: sqlifier deploy status ID)")
+    _plain(reason)
     context = load_context(stack_file, env)
     services = context.stack.services_for(context.env)
     if service not in services:
@@ -188,6 +189,7 @@ def rollback(
 ) -> int:
     """Put a service back on an earlier release, traffic first, refusing to cross a schema
     migration the earlier release cannot run on."""
+    _plain(reason)
     context = load_context(stack_file, env)
     client = _client(context)
     body = {
@@ -223,6 +225,7 @@ def rollback(
 @click.option("--reason", default="", help="Why: recorded in the audit log.")
 def rollout(action: str, service: str, env: str | None, stack_file: str | None, reason: str) -> int:
     """Abort, pause or resume the rollout of SERVICE in progress."""
+    _plain(reason)
     context = load_context(stack_file, env)
     body = {"service": service, "action": action, "reason": reason}
     answer = _client(context).request("POST", "/v1/rollout", body)
@@ -307,3 +310,12 @@ def _headline(record: dict[str, Any]) -> str:
 
 def _clock(when: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(when))
+
+
+def _plain(reason: str) -> None:
+    """A reason is one line of plain text: it is printed in records, logs and terminals."""
+    if not reason.isprintable():
+        raise UserError(
+            "--reason holds a control character (a line break, a tab or an escape "
+            "sequence): write it as one line of plain text"
+        )

@@ -346,10 +346,14 @@ class StackReader:
             return _INVALID
         kind = m.ProbeKind(kinds[0])
         target = "" if kind is m.ProbeKind.TCP else typed[kinds[0]]
-        if kind is m.ProbeKind.HTTP and not target.startswith("/"):
+        if kind is m.ProbeKind.HTTP and (
+            not target.startswith("/") or not target.isprintable() or " " in target
+        ):
+            # It is sent as the request line's path: no space or line break can be in it.
             self.error(
                 (*path, "http"),
-                f'{_dotted((*path, "http"))} must be a path starting with /, like "/health/ready"',
+                f'{_dotted((*path, "http"))} must be a path starting with /, like "/health/ready"'
+                ", without spaces or control characters",
             )
             return _INVALID
         fields = {k: v for k, v in typed.items() if k not in ("http", "tcp", "exec")}

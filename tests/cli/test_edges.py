@@ -155,3 +155,14 @@ def test_a_duration_option_past_ten_years_is_refused(stack_dir: Path) -> None:
     result = run_sqlifier("audit", "--since", "36500d", cwd=stack_dir)
     assert result.returncode == 1, result.stderr
     assert "--since 36500d: at most 3650d (ten years), like 30m, 24h or 7d" in result.stderr
+
+
+def test_a_reason_is_one_line_of_plain_text(stack_dir: Path) -> None:
+    for command in (
+        ("deploy", "-s", "web"),
+        ("rollback", "-s", "web"),
+        ("rollout", "abort", "web"),
+    ):
+        result = run_sqlifier(*command, "--reason", "ok\n\x1b[31mforged", cwd=stack_dir)
+        assert result.returncode == 1, result.stderr
+        assert "--reason holds a control character" in result.stderr

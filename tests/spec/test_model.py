@@ -165,6 +165,12 @@ def test_unknown_key_has_its_position_and_a_suggestion(tmp_path: Path) -> None:
         ('env = { A = "a\\u0000b" }', 13, "services.web.env.A holds a NUL character (\\u0000)"),
         ('source = "a\\u0000b"', 10, "services.web.source holds a NUL character (\\u0000)"),
         (
+            'probes = { readiness = { http = "/a\\r\\nHost: x" } }',
+            33,
+            'services.web.probes.readiness.http must be a path starting with /, like "/health/'
+            'ready", without spaces or control characters',
+        ),
+        (
             "port = 65534\ninstances = 3",
             8,
             "services.web.port 65534 with 3 instances needs ports up to 65536, past 65535: "
