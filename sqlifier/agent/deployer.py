@@ -280,7 +280,7 @@ class Deployer:
                         deploy_id=str(record["id"]),
                     )  # fmt: skip
 
-    async def resume_requests(self) -> None:
+    def resume_requests(self) -> None:
         """Deploys a previous agent left awaiting approval wait on, with their lock taken
         again, until they are approved or expire as they would have."""
         requests, self._requests = self._requests, []
@@ -291,10 +291,8 @@ class Deployer:
                 self.say(f"deploy {record.get('id')}: its record is unreadable ({exc})")
                 continue
             self.runs[run.id] = run
-            target = f"{self.stack.name}/{self.env}/{run.service} {run.version}"
-            if run.approval_expires is None or run.approval_expires <= self.clock():
-                self._finish(run, "expired", "no approver approved it in time")
-                self.audit.record("agent", "deploy", target, "expired", why=run.reason)
+            if (run.approval_expires or 0.0) <= self.clock():
+                self._expire(run)
                 continue
             lock = ServiceLock(
                 self.state_dir, self.env, run.service, "deploy", run.who, run.version, run.reason
@@ -316,6 +314,12 @@ class Deployer:
             self.active[run.service] = run
             self._line(run, "the agent restarted: still awaiting approval")
             self._spawn(run, lock, self._deploy(run, release))
+
+    def _expire(self, run: DeployRun) -> None:
+        """A deploy awaiting approval that no approver approved in time ends, audited."""
+        self._finish(run, "expired", "no approver approved it in time")
+        target = f"{self.stack.name}/{self.env}/{run.service} {run.version}"
+        self.audit.record("agent", "deploy", target, "expired", why=run.reason)
 
     def _take_back(self, lock: ServiceLock, run: DeployRun) -> None:
         """Take `run`'s lock again. A previous agent that was killed left it held by its
@@ -533,9 +537,7 @@ class Deployer:
             while run.state == "awaiting approval":
                 left = deadline - self.clock()
                 if left <= 0:
-                    self._finish(run, "expired", "no second approver approved it in time")
-                    target = f"{self.stack.name}/{self.env}/{run.service} {run.version}"
-                    self.audit.record("agent", "deploy", target, "expired", why=run.reason)
+                    self._expire(run)
                     return
                 await self._wait(run, left)
                 if run.abort_reason is not None:  # nothing started: nothing to move back

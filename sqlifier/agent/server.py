@@ -229,7 +229,7 @@ class Agent:
             await self._start_router(left_router)
             if await self._start_unless_stopped(ready_timeout):
                 self.traffic.go_live()
-                await self.deployer.resume_requests()
+                self.deployer.resume_requests()
                 with contextlib.suppress(Exception):
                     await self.traffic.sync()  # routing in force before `up` returns
                 async with self._automation():  # rules answer once `up` returns

@@ -101,11 +101,12 @@ def compile_rules(files: Iterable[ast.RuleFile]) -> list[CompiledRule]:
 # --- reading samples ---------------------------------------------------------------------
 
 
-def _rows(reader: Any, display: str) -> Iterator[list[str]]:
-    """The rows of a CSV reader; what it cannot read is an error naming the line."""
+def _rows(reader: Any, display: str) -> Iterator[Any]:
+    """The rows of a CSV reader (plain or dict); what it cannot read is an error naming the
+    line."""
     while True:
         try:
-            row: list[str] = next(reader)
+            row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
@@ -255,11 +256,7 @@ def read_expected(path: Path, display: str) -> list[dict[str, str]]:
             f"{display}:1: expected the JSON of rules test --json, or CSV whose columns include "
             f"{columns} (and optionally reason)"
         )
-    try:
-        rows = list(reader)
-    except csv.Error as exc:
-        raise UserError(f"{display}:{reader.line_num}: not valid CSV: {exc}") from None
-    return [{k: (v or "") for k, v in row.items() if k} for row in rows]
+    return [{k: (v or "") for k, v in row.items() if k} for row in _rows(reader, display)]
 
 
 def compare_actions(

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -521,14 +521,7 @@ def test_a_rollback_during_a_rollout_moves_all_traffic_back_at_once(make_shop: A
 def test_a_deploy_waiting_for_the_lock_starts_nothing_once_the_agent_stops(
     make_shop: Any,
 ) -> None:
-    shop = make_shop()
-    shop.set("storefront")
-    assert shop.run("up", "--detach").returncode == 0
-    first = shop.run("deploy", "-s", "storefront", "--version", "v1", "--yes", "--detach")
-    assert first.returncode == 0, first.stderr
-    status = ("deploy", "status", first.stdout.strip(), "--json")
-    # With no traffic the rollout pauses, holding the service's lock.
-    wait_for(lambda: json.loads(shop.run(*status).stdout)["state"] == "paused", "the pause")
+    shop, _ = paused_rollout(make_shop)  # it holds the service's lock
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     argv = ["deploy", "-s", "storefront", "--version", "v2", "--yes", "--lock-wait", "10m"]
     with subprocess.Popen(
@@ -552,20 +545,17 @@ def test_a_deploy_waiting_for_the_lock_starts_nothing_once_the_agent_stops(
     started = [e["target"] for e in audit if e["what"] == "deploy start"]
     assert started == ["shop/dev/storefront v1"], started
     releases = shop.root / ".sqlifier" / "dev" / "releases" / "storefront"
-    left = [p.pid for p in psutil.process_iter() if _cwd(p).startswith(str(releases))]
+    left = [
+        p.pid
+        for p in psutil.process_iter(["cwd"])
+        if (p.info["cwd"] or "").startswith(str(releases))
+    ]
     assert left == [], left
 
 
-def _cwd(process: psutil.Process) -> str:
-    try:
-        return process.cwd()
-    except psutil.Error:
-        return ""
-
-
-def test_no_traffic_is_no_pass_the_rollout_pauses_once_and_can_be_aborted(
-    make_shop: Any,
-) -> None:
+def paused_rollout(make_shop: Any) -> tuple[Shop, Callable[[], dict[str, Any]]]:
+    """A storefront stack whose rollout of v1 paused for want of traffic (pause x 3, 3 s),
+    and that deploy's record as it is now."""
     shop = make_shop()
     shop.set("storefront")
     assert shop.run("up", "--detach").returncode == 0
@@ -577,8 +567,15 @@ def test_no_traffic_is_no_pass_the_rollout_pauses_once_and_can_be_aborted(
         result = shop.run("deploy", "status", deploy_id, "--json")
         return dict(json.loads(result.stdout))
 
-    # No request reaches the canary: after pause x 3 (3 s) the rollout pauses, once.
     wait_for(lambda: record()["state"] == "paused", "the rollout to pause")
+    return shop, record
+
+
+def test_no_traffic_is_no_pass_the_rollout_pauses_once_and_can_be_aborted(
+    make_shop: Any,
+) -> None:
+    # No request reaches the canary: after pause x 3 (3 s) the rollout pauses, once.
+    shop, record = paused_rollout(make_shop)
     paused = record()
     assert paused["step"] == 1 and paused["weight"] == 10
     assert paused["paused_by"] == "analysis: too few requests after 3s (0 of 10)"
