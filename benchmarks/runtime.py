@@ -149,7 +149,7 @@ def restart_delay() -> float:
     """From SIGKILL to the replacement launched, timed inside a supervisor (the kernel's
     process start times are only as precise as the boot time it reports, about 1 s)."""
     from sqlifier.runtime.supervisor import Event, Supervisor
-    from sqlifier.spec import load_stack
+    from sqlifier.stack import load_stack
 
     with tempfile.TemporaryDirectory() as folder:
         root = stack(Path(folder), 1, probes=False)

@@ -31,8 +31,8 @@ from sqlifier.runtime.supervisor import StartFailed, Supervisor
 from sqlifier.signals import prometheus
 from sqlifier.signals.samplers import Samplers
 from sqlifier.signals.series import LOG, RESTART, SeriesStore
-from sqlifier.spec.model import Stack
-from sqlifier.spec.rulefiles import load_rules
+from sqlifier.stack.model import Stack
+from sqlifier.stack.rulefiles import load_rules
 from sqlifier.store.audit import AuditLog
 from sqlifier.store.decisions import DecisionLog
 from sqlifier.store.history import History

@@ -68,7 +68,7 @@ from sqlifier.router.metrics import Counters
 from sqlifier.runtime.lifecycle import State
 from sqlifier.runtime.probes import run_probe
 from sqlifier.runtime.supervisor import Instance, StartFailed, Supervisor
-from sqlifier.spec.model import Probe, ProbeKind, Service, Stack
+from sqlifier.stack.model import Probe, ProbeKind, Service, Stack
 from sqlifier.store.audit import AuditLog
 
 __all__ = ["TERMINAL", "DeployRun", "Deployer", "read_run"]

@@ -49,7 +49,7 @@ from sqlifier.runtime.supervisor import Event, StartFailed, Supervisor
 from sqlifier.secrets.local import LocalStore
 from sqlifier.secrets.resolver import SecretResolver
 from sqlifier.signals.exposition import CONTENT_TYPE, render
-from sqlifier.spec.model import Stack
+from sqlifier.stack.model import Stack
 from sqlifier.store.audit import AuditLog
 
 __all__ = ["OPENAPI", "Agent", "agent_files"]

@@ -30,7 +30,7 @@ from sqlifier.runtime.lifecycle import State
 from sqlifier.runtime.probes import ProbeResult, run_probe
 from sqlifier.runtime.process import Launched, is_same_process, launch, stop_group
 from sqlifier.runtime.supervisor import Instance, Supervisor
-from sqlifier.spec.model import Probe, ProbeKind, RouterKind, Stack
+from sqlifier.stack.model import Probe, ProbeKind, RouterKind, Stack
 
 __all__ = ["RouterFailed", "Traffic", "choose_kind"]
 

@@ -8,7 +8,7 @@ from sqlifier.cli.output import diagnostics_json, print_diagnostics, summary
 from sqlifier.cli.workspace import resolve
 from sqlifier.errors import UserError
 from sqlifier.lang.errors import Diagnostic, Severity
-from sqlifier.spec.rulefiles import load_rules
+from sqlifier.stack.rulefiles import load_rules
 
 __all__ = ["command"]
 

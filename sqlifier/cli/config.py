@@ -12,7 +12,7 @@ import click
 from sqlifier.cli.workspace import load_context
 from sqlifier.errors import UserError
 from sqlifier.secrets.redact import MASK
-from sqlifier.spec.envfile import read_env_file
+from sqlifier.stack.envfile import read_env_file
 
 __all__ = ["command"]
 

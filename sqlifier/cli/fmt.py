@@ -15,7 +15,7 @@ from sqlifier.lang.ast import RuleFile
 from sqlifier.lang.parser import parse
 from sqlifier.lang.printer import format_file
 from sqlifier.lang.source import Source
-from sqlifier.spec.rulefiles import load_rule_file
+from sqlifier.stack.rulefiles import load_rule_file
 
 __all__ = ["command"]
 

@@ -26,9 +26,9 @@ from sqlifier.engine.replay import (
     show_time,
 )
 from sqlifier.errors import DiagnosticsError, UserError
-from sqlifier.spec import load_stack
-from sqlifier.spec.model import DEFAULT_ENV, Stack
-from sqlifier.spec.rulefiles import load_rules
+from sqlifier.stack import load_stack
+from sqlifier.stack.model import DEFAULT_ENV, Stack
+from sqlifier.stack.rulefiles import load_rules
 from sqlifier.store.decisions import DecisionLog
 from sqlifier.store.history import History
 

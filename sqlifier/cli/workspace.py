@@ -8,9 +8,9 @@ from pathlib import Path
 
 from sqlifier.errors import DiagnosticsError, UserError
 from sqlifier.lang.errors import Diagnostic, Severity
-from sqlifier.spec import STACK_FILE, Stack, find_stack, load_stack
-from sqlifier.spec.model import DEFAULT_ENV
-from sqlifier.spec.reader import _ENV_NAME
+from sqlifier.stack import STACK_FILE, Stack, find_stack, load_stack
+from sqlifier.stack.model import DEFAULT_ENV
+from sqlifier.stack.reader import _ENV_NAME
 
 __all__ = ["Context", "Workspace", "display_path", "load_context", "resolve"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlifier.spec.model import Approval, Environment
+from sqlifier.stack.model import Approval, Environment
 
 __all__ = ["Decision", "first_approval", "second_approval"]
 

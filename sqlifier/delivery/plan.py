@@ -31,7 +31,7 @@ from sqlifier.delivery.releases import Release, ReleaseError, service_config
 from sqlifier.engine.compiled import show_value
 from sqlifier.lang.errors import did_you_mean
 from sqlifier.lang.units import Type
-from sqlifier.spec.model import Approval, Environment, Service, Stack
+from sqlifier.stack.model import Approval, Environment, Service, Stack
 
 __all__ = [
     "NO_ROUTES",

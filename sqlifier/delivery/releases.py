@@ -50,7 +50,7 @@ from typing import IO, Any
 
 from sqlifier.engine.effects import OUTPUT_LIMIT
 from sqlifier.errors import UserError
-from sqlifier.spec.model import (
+from sqlifier.stack.model import (
     Probe,
     ProbeKind,
     Probes,

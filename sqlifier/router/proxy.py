@@ -71,7 +71,7 @@ from sqlifier.router import h1
 from sqlifier.router.metrics import Counters
 from sqlifier.router.routes import RouteTable, Split, Track
 from sqlifier.router.state import Backend, BackendState, DesiredState
-from sqlifier.spec.model import Route
+from sqlifier.stack.model import Route
 
 __all__ = ["Limits", "Proxy"]
 

@@ -18,7 +18,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from sqlifier.spec.model import Route
+from sqlifier.stack.model import Route
 
 __all__ = ["RESOLUTION", "RouteTable", "Split", "Track"]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlifier.router.routes import RESOLUTION, Track
-from sqlifier.spec.model import Route
+from sqlifier.stack.model import Route
 
 __all__ = ["Backend", "BackendState", "DesiredState", "ServiceTraffic"]
 

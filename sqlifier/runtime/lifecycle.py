@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from sqlifier.spec.model import RestartPolicy
+from sqlifier.stack.model import RestartPolicy
 
 __all__ = [
     "BACKOFF_MAX",

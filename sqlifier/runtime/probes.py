@@ -14,7 +14,7 @@ import os
 import shlex
 from dataclasses import dataclass
 
-from sqlifier.spec.model import Probe, ProbeKind
+from sqlifier.stack.model import Probe, ProbeKind
 
 __all__ = ["ProbeResult", "ProbeTracker", "run_probe"]
 

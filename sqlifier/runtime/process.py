@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 
 from sqlifier.errors import UserError
-from sqlifier.spec.model import Service
+from sqlifier.stack.model import Service
 
 __all__ = [
     "LaunchError",

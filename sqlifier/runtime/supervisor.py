@@ -38,8 +38,8 @@ from sqlifier.runtime.process import (
     stop_group,
     wait,
 )
-from sqlifier.spec.envfile import read_env_file
-from sqlifier.spec.model import Service, Stack
+from sqlifier.stack.envfile import read_env_file
+from sqlifier.stack.model import Service, Stack
 
 __all__ = ["Event", "Instance", "StartFailed", "Supervisor", "start_order"]
 

@@ -27,7 +27,7 @@ from sqlifier.runtime.private import private_dir
 from sqlifier.secrets.errors import SecretError
 from sqlifier.secrets.providers import Context, resolve_async
 from sqlifier.secrets.redact import MIN_LENGTH, Redactor
-from sqlifier.spec.model import SecretRef, Service, Stack
+from sqlifier.stack.model import SecretRef, Service, Stack
 from sqlifier.store.audit import AuditLog
 
 __all__ = ["SecretResolver"]

@@ -21,7 +21,7 @@ from sqlifier.delivery.dora import (
 from sqlifier.delivery.events import DEPLOY_START, ROLLOUT_COMPLETE, deploy_event
 from sqlifier.delivery.locks import read_lock
 from sqlifier.delivery.releases import Releases
-from sqlifier.spec import load_stack
+from sqlifier.stack import load_stack
 from sqlifier.store.audit import AuditLog
 from tests.conftest import run_sqlifier
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlifier.delivery.approvals import Decision, first_approval, second_approval
-from sqlifier.spec.model import Approval, Environment
+from sqlifier.stack.model import Approval, Environment
 
 OPEN = Environment("dev")
 GUARDED = Environment("production", Approval.REQUIRED, ("alice", "bob"))

@@ -16,8 +16,8 @@ from sqlifier.delivery.plan import (
     plan_service,
 )
 from sqlifier.delivery.releases import Release, ReleaseError, ReleaseStatus, service_config
-from sqlifier.spec import load_stack
-from sqlifier.spec.model import Rollout, Stack
+from sqlifier.stack import load_stack
+from sqlifier.stack.model import Rollout, Stack
 
 SHA = "3f2a9c1b7e4d5a6b7c8d9e0f1a2b3c4d5e6f7a8b"
 

@@ -21,8 +21,8 @@ from sqlifier.delivery.releases import (
     releases_table,
 )
 from sqlifier.secrets.local import KEY_VARIABLE, LocalStore
-from sqlifier.spec import load_stack
-from sqlifier.spec.model import Stack
+from sqlifier.stack import load_stack
+from sqlifier.stack.model import Stack
 
 T1 = 1_700_000_000  # commit times of the fixture repository
 T2 = 1_700_003_600

@@ -16,7 +16,7 @@ import pytest
 from sqlifier.router.proxy import Proxy
 from sqlifier.router.routes import Track
 from sqlifier.router.state import Backend, DesiredState, ServiceTraffic
-from sqlifier.spec.model import Route
+from sqlifier.stack.model import Route
 from tests.servers import QuietServer
 
 

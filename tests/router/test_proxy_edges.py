@@ -20,7 +20,7 @@ import uvloop
 
 from sqlifier.router.proxy import Limits, Proxy
 from sqlifier.router.state import Backend, DesiredState, ServiceTraffic
-from sqlifier.spec.model import Route
+from sqlifier.stack.model import Route
 from tests.servers import QuietServer
 
 P = ParamSpec("P")

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from sqlifier.router.routes import RouteTable, Split, Track
-from sqlifier.spec.model import Route
+from sqlifier.stack.model import Route
 
 TABLE = RouteTable(
     {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlifier.runtime.lifecycle import Command, Lifecycle, State
-from sqlifier.spec.model import RestartPolicy
+from sqlifier.stack.model import RestartPolicy
 
 
 def started(now: float = 0.0, policy: RestartPolicy = RestartPolicy.ALWAYS) -> Lifecycle:

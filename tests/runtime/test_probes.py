@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from sqlifier.runtime.probes import ProbeResult, ProbeTracker, run_probe
-from sqlifier.spec.model import Probe, ProbeKind
+from sqlifier.stack.model import Probe, ProbeKind
 from tests.servers import free_port
 
 OK = ProbeResult(True, "HTTP 200")

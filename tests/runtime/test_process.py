@@ -23,7 +23,7 @@ from sqlifier.runtime.process import (
     stop_group,
     wait,
 )
-from sqlifier.spec.model import Service
+from sqlifier.stack.model import Service
 
 PY = sys.executable
 

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from sqlifier.runtime.supervisor import Event, StartFailed, Supervisor, start_order
-from sqlifier.spec import load_stack
+from sqlifier.stack import load_stack
 from tests.apps import APP
 from tests.servers import free_port
 
@@ -164,7 +164,7 @@ def test_restart_of_a_fixed_port_service_stops_each_instance_first(tmp_path: Pat
 
 
 def test_start_order_follows_dependencies() -> None:
-    from sqlifier.spec.model import Service
+    from sqlifier.stack.model import Service
 
     services = {
         "web": Service("web", "x", Path("."), depends_on=("api", "cache")),

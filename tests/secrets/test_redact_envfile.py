@@ -9,7 +9,7 @@ import pytest
 
 from sqlifier.errors import UserError
 from sqlifier.secrets.redact import MASK, Redactor
-from sqlifier.spec.envfile import read_env_file
+from sqlifier.stack.envfile import read_env_file
 
 
 def test_values_and_their_base64_forms_are_masked() -> None:

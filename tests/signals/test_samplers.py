@@ -24,7 +24,7 @@ from sqlifier.router.metrics import Counters
 from sqlifier.runtime.supervisor import Supervisor
 from sqlifier.signals.samplers import InstanceSample, ProcessSampler, Samplers, traffic_levels
 from sqlifier.signals.series import LOG, RESTART, SeriesStore
-from sqlifier.spec import load_stack
+from sqlifier.stack import load_stack
 from tests.runtime.test_supervisor import service, write_stack
 
 PY = sys.executable

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlifier.lang.errors import Diagnostic, did_you_mean, quote
 from sqlifier.lang.source import Source, Span
-from sqlifier.spec import model as m
-from sqlifier.spec.reader import _ENV_NAME, _SECRETISH, _SERVICE_NAME, StackReader, _Origin
-from sqlifier.spec.tomlpos import Path as KeyPath
+from sqlifier.stack import model as m
+from sqlifier.stack.reader import _ENV_NAME, _SECRETISH, _SERVICE_NAME, StackReader, _Origin
+from sqlifier.stack.tomlpos import Path as KeyPath
 
 __all__ = ["TOP_LEVEL", "assemble", "read_stack"]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from sqlifier.errors import DiagnosticsError
 from sqlifier.lang.errors import Diagnostic, Severity
 from sqlifier.lang.source import Source, Span, UndecodableError, decode
-from sqlifier.spec.assemble import read_stack
-from sqlifier.spec.model import Stack
+from sqlifier.stack.assemble import read_stack
+from sqlifier.stack.model import Stack
 
 __all__ = ["STACK_FILE", "find_stack", "load_stack"]
 

@@ -18,9 +18,9 @@ from typing import Any
 from sqlifier.lang.checker import check_trigger
 from sqlifier.lang.errors import Diagnostic, Severity, did_you_mean, quote
 from sqlifier.lang.source import Source, Span
-from sqlifier.spec import model as m
-from sqlifier.spec.tomlpos import Path as KeyPath
-from sqlifier.spec.tomlpos import Positions, locate
+from sqlifier.stack import model as m
+from sqlifier.stack.tomlpos import Path as KeyPath
+from sqlifier.stack.tomlpos import Positions, locate
 
 __all__ = ["SECRET_PROVIDERS", "StackReader"]
 

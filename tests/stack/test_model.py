@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from sqlifier.errors import DiagnosticsError
-from sqlifier.spec import load_stack
-from sqlifier.spec import model as m
+from sqlifier.stack import load_stack
+from sqlifier.stack import model as m
 
 DESIGN_EXAMPLE = """\
 [stack]

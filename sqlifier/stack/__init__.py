@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlifier.spec.model import Service, Stack
-from sqlifier.spec.stackfile import STACK_FILE, find_stack, load_stack
+from sqlifier.stack.model import Service, Stack
+from sqlifier.stack.stackfile import STACK_FILE, find_stack, load_stack
 
 __all__ = ["STACK_FILE", "Service", "Stack", "find_stack", "load_stack"]

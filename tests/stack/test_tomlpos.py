@@ -7,7 +7,7 @@ import tomllib
 import pytest
 
 from sqlifier.lang.source import Source
-from sqlifier.spec.tomlpos import Path, locate
+from sqlifier.stack.tomlpos import Path, locate
 
 DOCUMENTS = {
     "tables and pairs": """\

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sqlifier.errors import DiagnosticsError
-from sqlifier.spec import find_stack, load_stack
+from sqlifier.stack import find_stack, load_stack
 
 
 def errors(tmp_path: Path, text: str) -> list[tuple[int, int, str]]:

@@ -1,6 +1,6 @@
 """The stack as sqlifier understands it: typed, validated, one model per environment.
 
-Everything here is made once, at the edge, by `sqlifier.spec.reader`; the rest of sqlifier
+Everything here is made once, at the edge, by `sqlifier.stack.reader`; the rest of sqlifier
 trusts it. Durations are seconds, percentages are 0-100.
 """
 
