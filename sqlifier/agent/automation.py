@@ -21,11 +21,12 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from sqlifier.agent.webhooks import Delivery, Notifier
 from sqlifier.delivery.locks import held_locks
 from sqlifier.engine.compiled import CompiledRule, ServiceView
-from sqlifier.engine.effects import Delivery, Notifier, run_command
 from sqlifier.engine.machine import Command, Decision, Engine, Settings
 from sqlifier.engine.replay import compile_rules
+from sqlifier.runtime.commands import run_command
 from sqlifier.runtime.lifecycle import State
 from sqlifier.runtime.supervisor import StartFailed, Supervisor
 from sqlifier.signals import prometheus

@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from sqlifier.agent.server import agent_files
+from sqlifier.agent.files import agent_files, read_info
 from sqlifier.errors import UserError
 from sqlifier.runtime.process import is_same_process
 from sqlifier.store.audit import current_user
@@ -30,15 +30,6 @@ class _UnixConnection(http.client.HTTPConnection):
         sock.settimeout(self.timeout)
         sock.connect(str(self.socket_path))
         self.sock = sock
-
-
-def read_info(state_dir: Path) -> dict[str, Any] | None:
-    """The agent's last written state (`agent.json`), or None."""
-    try:
-        data = json.loads(agent_files(state_dir)["info"].read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def agent_alive(state_dir: Path) -> bool:

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlifier.agent.traffic import Traffic
+from sqlifier.agent.files import read_run
 from sqlifier.delivery import events
 from sqlifier.delivery.analysis import AnalysisError, Verdict, analyse
 from sqlifier.delivery.approvals import first_approval, second_approval
@@ -62,16 +62,17 @@ from sqlifier.delivery.releases import (
     service_from_config,
 )
 from sqlifier.delivery.schema import read_revision, rollback_refusal
-from sqlifier.engine.effects import run_command
 from sqlifier.errors import UserError
+from sqlifier.platform.traffic import Traffic
 from sqlifier.router.metrics import Counters
+from sqlifier.runtime.commands import run_command
 from sqlifier.runtime.lifecycle import State
 from sqlifier.runtime.probes import run_probe
 from sqlifier.runtime.supervisor import Instance, StartFailed, Supervisor
 from sqlifier.stack.model import Probe, ProbeKind, Service, Stack
 from sqlifier.store.audit import AuditLog
 
-__all__ = ["TERMINAL", "DeployRun", "Deployer", "read_run"]
+__all__ = ["TERMINAL", "DeployRun", "Deployer"]
 
 READY_TIMEOUT = 120.0
 COMMAND_TIMEOUT = 600.0  # migrate and schema_version
@@ -167,17 +168,6 @@ class DeployRun:
         )
         run.lines = [(float(t), str(text)) for t, text in record.get("lines") or []]
         return run
-
-
-def read_run(state_dir: Path, deploy_id: str) -> dict[str, Any] | None:
-    """A deploy's last written record, or None."""
-    if not deploy_id.replace("-", "").isalnum():
-        return None
-    try:
-        data = json.loads((state_dir / "deploys" / f"{deploy_id}.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 @dataclass(frozen=True)

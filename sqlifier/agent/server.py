@@ -41,8 +41,9 @@ import psutil
 
 from sqlifier.agent.automation import Automation
 from sqlifier.agent.deployer import Deployer
-from sqlifier.agent.traffic import RouterFailed, Traffic
+from sqlifier.agent.files import agent_files, read_json
 from sqlifier.errors import UserError
+from sqlifier.platform.traffic import RouterFailed, Traffic
 from sqlifier.runtime.private import private_dir
 from sqlifier.runtime.process import is_same_process
 from sqlifier.runtime.supervisor import Event, StartFailed, Supervisor
@@ -52,7 +53,7 @@ from sqlifier.signals.exposition import CONTENT_TYPE, render
 from sqlifier.stack.model import Stack
 from sqlifier.store.audit import AuditLog
 
-__all__ = ["OPENAPI", "Agent", "agent_files"]
+__all__ = ["OPENAPI", "Agent"]
 
 MAX_REQUEST = 64 * 1024
 
@@ -135,15 +136,6 @@ OPENAPI: dict[str, Any] = {
 }
 
 
-def agent_files(state_dir: Path) -> dict[str, Path]:
-    return {
-        "socket": state_dir / "agent.sock",
-        "token": state_dir / "token",
-        "info": state_dir / "agent.json",
-        "audit": state_dir / "audit.db",
-    }
-
-
 class Agent:
     def __init__(
         self,
@@ -187,7 +179,7 @@ class Agent:
 
     def _left_running(self) -> dict[str, Any] | None:
         """The record of an earlier agent of this stack that died while running."""
-        previous = read_previous(self.files["info"])
+        previous = read_json(self.files["info"])
         if previous is None or previous.get("phase") not in ("starting", "running", "stopping"):
             return None
         if _alive(previous.get("pid"), previous.get("started")):
@@ -614,14 +606,6 @@ def _write_secret(path: Path, value: str) -> str:
         handle.write(value)
     os.chmod(path, 0o600)
     return value
-
-
-def read_previous(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _alive(pid: object, started: object) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from sqlifier.agent.client import AgentClient, agent_alive
-from sqlifier.agent.deployer import read_run
+from sqlifier.agent.files import read_run
 from sqlifier.cli.output import duration_option
 from sqlifier.cli.releases import audit_plans
 from sqlifier.cli.workspace import Context, load_context

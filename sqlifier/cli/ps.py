@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from sqlifier.agent.client import AgentClient, agent_alive, read_info
+from sqlifier.agent.client import AgentClient, agent_alive
+from sqlifier.agent.files import read_info
 from sqlifier.cli.workspace import load_context
 from sqlifier.errors import UserError
 from sqlifier.runtime.process import is_same_process

@@ -13,8 +13,9 @@ import time
 import click
 import psutil
 
-from sqlifier.agent.client import AgentClient, AgentNotRunning, agent_alive, read_info
-from sqlifier.agent.server import Agent, agent_files
+from sqlifier.agent.client import AgentClient, AgentNotRunning, agent_alive
+from sqlifier.agent.files import agent_files, read_info
+from sqlifier.agent.server import Agent
 from sqlifier.cli.output import print_diagnostics
 from sqlifier.cli.ps import table
 from sqlifier.cli.workspace import Context, load_context

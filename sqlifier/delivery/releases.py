@@ -48,8 +48,8 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from sqlifier.engine.effects import OUTPUT_LIMIT
 from sqlifier.errors import UserError
+from sqlifier.runtime.commands import OUTPUT_LIMIT
 from sqlifier.stack.model import (
     Probe,
     ProbeKind,

@@ -190,7 +190,7 @@ class Reading(Protocol):
 
 
 class RouterHistory(Protocol):
-    """What the samplers read of `sqlifier.agent.traffic.Traffic`."""
+    """What the samplers read of `sqlifier.platform.traffic.Traffic`."""
 
     @property
     def history(self) -> Sequence[Reading]: ...

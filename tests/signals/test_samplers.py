@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sqlifier.agent.traffic import Traffic, _Reading
+from sqlifier.platform.traffic import Traffic, _Reading
 from sqlifier.router.metrics import Counters
 from sqlifier.runtime.supervisor import Supervisor
 from sqlifier.signals.samplers import InstanceSample, ProcessSampler, Samplers, traffic_levels
