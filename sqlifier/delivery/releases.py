@@ -23,6 +23,8 @@ Versions are immutable: making one again with the same content returns it unchan
 with other content is refused. After each release the oldest are pruned down to `keep`
 per service; the live releases and the one live before them (the rollback target) always
 stay.
+
+The record is records.py's, the files sources.py's, the build build.py's.
 """
 
 from __future__ import annotations
@@ -30,38 +32,31 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime as dt
-import enum
 import fcntl
-import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
-import signal
-import subprocess
-import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from sqlifier.errors import UserError
-from sqlifier.runtime.commands import OUTPUT_LIMIT
-from sqlifier.stack.model import (
-    Probe,
-    ProbeKind,
-    Probes,
-    RestartPolicy,
-    Rollout,
-    Route,
-    SecretRef,
-    Service,
-    Stack,
-    Warmup,
+from sqlifier.delivery.build import run_build
+from sqlifier.delivery.records import (
+    VERSION,
+    Release,
+    ReleaseError,
+    ReleaseStatus,
+    config_hash,
+    few,
+    service_config,
+    service_from_config,
 )
+from sqlifier.delivery.sources import content_hash, make_read_only, materialize
+from sqlifier.stack.model import Service, Stack
 from sqlifier.store.audit import current_user
 
 __all__ = [
@@ -78,181 +73,6 @@ __all__ = [
 
 KEEP = 5  # releases kept per service by default
 _SERVICE = re.compile(r"^[a-z][a-z0-9-]{0,62}\Z")
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}\Z")
-_SKIPPED = {".git", ".sqlifier", ".venv", "__pycache__"}
-_MESSAGE_LINES = 20  # of a failed build's output, in the error message
-_KILL_AFTER = 2.0  # seconds between SIGTERM and SIGKILL for a build that timed out
-# Variables that would point git at another repository than the source's.
-_GIT_LOCATION = frozenset(
-    {
-        "GIT_DIR",
-        "GIT_WORK_TREE",
-        "GIT_INDEX_FILE",
-        "GIT_OBJECT_DIRECTORY",
-        "GIT_COMMON_DIR",
-        "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-        "GIT_NAMESPACE",
-    }
-)
-
-
-class ReleaseStatus(enum.StrEnum):
-    BUILT = "built"
-    LIVE = "live"
-    FAILED = "failed"
-    ROLLED_BACK = "rolled back"
-    SUPERSEDED = "superseded"
-
-
-class ReleaseError(UserError):
-    """A release that cannot be made or found; the message says what would be valid."""
-
-    def __init__(
-        self, message: str, *, service: str, version: str | None = None, output: str = ""
-    ) -> None:
-        super().__init__(message)
-        self.service = service
-        self.version = version
-        self.output = output  # a failed build's output: the last OUTPUT_LIMIT bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Release:
-    """One release of one service in one environment, as recorded."""
-
-    service: str
-    env: str
-    version: str
-    path: Path  # .sqlifier/<env>/releases/<service>/<version>/
-    commit: str | None  # git sources: the full sha, its committer time, the ref named
-    commit_time: float | None
-    ref: str | None
-    content_hash: str  # of the files before the build: see content_hash()
-    config: dict[str, Any]  # the service as resolved for `env`: secrets by reference only
-    created: float
-    created_by: str
-    reason: str
-    status: ReleaseStatus
-    built: bool  # a build command ran (and succeeded: a failed build makes no release)
-    build_output: str  # the last OUTPUT_LIMIT bytes of it
-    live_at: float | None = None  # when it last became live
-    details: dict[str, Any] = field(default_factory=dict)  # mark()'s extra fields
-
-    def to_json(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
-        data["path"] = str(self.path)
-        data["status"] = str(self.status)
-        return data
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Release:
-        """The release `to_json` gave; KeyError, TypeError or ValueError for other data."""
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["path"] = Path(values["path"])
-        values["status"] = ReleaseStatus(values["status"])
-        return cls(**values)
-
-
-def service_config(service: Service) -> dict[str, Any]:
-    """The service as JSON-able data; secrets stay references (the model holds no values)."""
-    result = _jsonable(service)
-    assert isinstance(result, dict)
-    return result
-
-
-def service_from_config(config: Mapping[str, Any]) -> Service:
-    """The service `service_config` recorded: a release runs with the config it was made
-    with, so a rollback brings back the old settings with the old code. KeyError,
-    TypeError or ValueError for a record that is not one."""
-
-    def probe(data: Mapping[str, Any] | None) -> Probe | None:
-        if data is None:
-            return None
-        return Probe(**{**data, "kind": ProbeKind(data["kind"])})
-
-    def route(text: str) -> Route:
-        if text.startswith("/"):
-            return Route(None, text)
-        host, _, path = text.partition("/")
-        return Route(host, "/" + path)
-
-    values = dict(config)
-    values["source"] = Path(values["source"])
-    values["routes"] = tuple(route(str(r)) for r in values.get("routes", ()))
-    values["secrets"] = {k: SecretRef(**v) for k, v in values.get("secrets", {}).items()}
-    values["depends_on"] = tuple(values.get("depends_on", ()))
-    values["compatible_schemas"] = tuple(values.get("compatible_schemas", ()))
-    values["restart"] = RestartPolicy(values.get("restart", RestartPolicy.ALWAYS.value))
-    probes = values.get("probes") or {}
-    values["probes"] = Probes(*(probe(probes.get(k)) for k in ("startup", "readiness", "liveness")))
-    values["warmup"] = Warmup(**values.get("warmup", {}))
-    rollout = dict(values.get("rollout", {}))
-    for key in ("steps", "analysis"):
-        if key in rollout:
-            rollout[key] = tuple(rollout[key])
-    values["rollout"] = Rollout(**rollout)
-    known = {f.name for f in fields(Service)}
-    return Service(**{k: v for k, v in values.items() if k in known})
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, Route):
-        return str(value)
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple | list):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    return value
-
-
-def _config_hash(config: Mapping[str, Any]) -> str:
-    """The first 8 hex digits of sha256 over the config's canonical JSON."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
-def content_hash(root: Path) -> str:
-    """sha256 over the sorted relative paths, each with its kind (file, executable,
-    symlink) and its bytes or link target: the first 12 hex digits."""
-    digest = hashlib.sha256()
-    for path, relative in sorted(_files(root), key=lambda item: item[1]):
-        digest.update(relative.encode() + b"\0")
-        if path.is_symlink():
-            digest.update(b"l" + os.readlink(path).encode() + b"\0")
-            continue
-        digest.update(b"x" if os.access(path, os.X_OK) else b"f")
-        digest.update(path.stat().st_size.to_bytes(8, "big"))
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()[:12]
-
-
-def _files(root: Path) -> Iterator[tuple[Path, str]]:
-    """Every file and symlink under `root`, with its relative POSIX path."""
-    for folder, dirs, names in os.walk(root):
-        here = Path(folder)
-        linked = [d for d in dirs if (here / d).is_symlink()]  # os.walk lists them as dirs
-        for name in [*names, *linked]:
-            path = here / name
-            yield path, path.relative_to(root).as_posix()
-
-
-@dataclass(frozen=True, slots=True)
-class _Origin:
-    """Where the materialized files came from."""
-
-    version: str | None  # the label it implies; None: the content hash
-    commit: str | None = None
-    commit_time: float | None = None
-    ref: str | None = None
 
 
 class Releases:
@@ -299,7 +119,7 @@ class Releases:
         work = Path(tempfile.mkdtemp(prefix=".making-", suffix=".tmp", dir=folder))
         try:
             work.chmod(0o755)
-            origin = _materialize(spec, version, ref, work, self.root)
+            origin = materialize(spec, version, ref, work, self.root)
             content = content_hash(work)
             config = service_config(spec)
             named = version is not None
@@ -309,12 +129,12 @@ class Releases:
             if existing is None and not named and self._read(service, version) is not None:
                 # The same files with another config (the stack file changed): a release
                 # of its own, labelled with its config's hash.
-                version = f"{version}+{_config_hash(config)}"
+                version = f"{version}+{config_hash(config)}"
                 existing = self._existing(service, version, content, config, named)
             if existing is not None:
                 return existing
-            output = _run_build(spec, self.env, version, work, build_timeout)
-            _make_read_only(work)
+            output = run_build(spec, self.env, version, work, build_timeout)
+            make_read_only(work)
             release = Release(
                 service=service,
                 env=self.env,
@@ -344,7 +164,7 @@ class Releases:
             return []
         found = []
         for record in folder.glob("*.json"):
-            if not _VERSION.match(record.stem):
+            if not VERSION.match(record.stem):
                 continue
             release = self._read(service, record.stem)
             if release is not None:
@@ -353,10 +173,10 @@ class Releases:
 
     def get(self, service: str, version: str) -> Release:
         """The release `version` of `service`; ReleaseError naming the known versions."""
-        release = self._read(service, version) if _VERSION.match(version) else None
+        release = self._read(service, version) if VERSION.match(version) else None
         if release is None:
             known = [r.version for r in self.list(service)]
-            where = f"releases: {_few(known)}" if known else f"{service} has no releases yet"
+            where = f"releases: {few(known)}" if known else f"{service} has no releases yet"
             raise ReleaseError(
                 f"no release {version} of {service} in {self.env}; {where}",
                 service=service,
@@ -508,250 +328,13 @@ def _service(stack: Stack, env: str, name: str) -> Service:
 
 
 def _check_version(service: str, version: str) -> None:
-    if not _VERSION.match(version):
+    if not VERSION.match(version):
         raise ReleaseError(
             f"release version {version!r} of {service} is not valid: use letters, digits, "
             "'.', '_', '+' and '-', starting with a letter or digit (at most 128 characters)",
             service=service,
             version=version,
         )
-
-
-def _few(names: list[str], limit: int = 10) -> str:
-    if not names:
-        return "none"
-    more = f", … ({len(names) - limit} more)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
-# --- materializing ----------------------------------------------------------------------
-
-
-def _materialize(
-    spec: Service, version: str | None, ref: str | None, dest: Path, skip: Path
-) -> _Origin:
-    """Put the release's files in `dest`; where they came from."""
-    source = spec.source
-    if not source.is_dir():
-        what = "is not a directory" if source.exists() else "does not exist"
-        raise ReleaseError(
-            f"the source of {spec.name}, {source}, {what}: set `source` to the service's "
-            "folder or git repository",
-            service=spec.name,
-            version=version,
-        )
-    work_tree = _work_tree(spec.name, source)
-    if work_tree is None:
-        if ref is not None:
-            raise ReleaseError(
-                f"cannot release {spec.name} from git ref {ref!r}: its source {source} is "
-                "not in a git repository; leave out the ref to snapshot the folder",
-                service=spec.name,
-                version=version,
-            )
-        _copy_tree(source, dest, skip.resolve())
-        return _Origin(version)
-    top, prefix = work_tree
-    return _from_git(spec.name, top, prefix, version, ref, dest)
-
-
-def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION}
-    env["LC_ALL"] = "C"  # messages in English: "not a git repository" is read below
-    return subprocess.run(
-        ["git", *args],
-        cwd=repo,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        encoding="utf-8",
-        errors="surrogateescape",
-        check=False,
-    )
-
-
-def _work_tree(service: str, source: Path) -> tuple[Path, str] | None:
-    """The work tree holding `source` and the source's folder inside it ("" at its top),
-    or None outside any (or without git)."""
-    try:
-        found = _git(source, "rev-parse", "--show-toplevel", "--show-prefix")
-    except FileNotFoundError:  # no git here: every source is a plain folder
-        return None
-    if found.returncode != 0:
-        if "not a git repository" in found.stderr:
-            return None
-        raise ReleaseError(
-            f"cannot read the git repository of {service}'s source {source}: "
-            f"{found.stderr.strip()}",
-            service=service,
-        )
-    lines = found.stdout.splitlines()
-    return Path(lines[0]), (lines[1] if len(lines) > 1 else "").rstrip("/")
-
-
-def _from_git(
-    service: str, top: Path, prefix: str, version: str | None, ref: str | None, dest: Path
-) -> _Origin:
-    if ref is None and version is not None and _names_ref(top, version):
-        ref = version
-    named = ref or "HEAD"
-    commit = _resolve(top, named)
-    if commit is None:
-        if ref is None:
-            raise ReleaseError(
-                f"cannot release {service}: the git repository {top} has no commit yet; "
-                "commit the service's source first",
-                service=service,
-                version=version,
-            )
-        tags = _refs(top, "refs/tags")
-        raise ReleaseError(
-            f"no git ref {ref!r} in {top}; tags: {_few(tags)}; "
-            f"branches: {_few(_refs(top, 'refs/heads'))}",
-            service=service,
-            version=version,
-        )
-    tree = f"{commit}:{prefix}"
-    if _git(top, "cat-file", "-t", tree).stdout.strip() != "tree":
-        raise ReleaseError(
-            f"cannot release {service} from {named} ({commit[:12]}): its source folder "
-            f"{prefix} is not in that commit of {top}",
-            service=service,
-            version=version,
-        )
-    archive = dest.with_suffix(".tar")
-    try:
-        made = _git(top, "archive", "--format=tar", f"--output={archive}", tree)
-        if made.returncode != 0:
-            raise ReleaseError(
-                f"git archive of {named} in {top} failed: {made.stderr.strip()}",
-                service=service,
-                version=version,
-            )
-        with tarfile.open(archive) as files:
-            files.extractall(dest, filter="tar")
-    finally:
-        archive.unlink(missing_ok=True)
-    time_text = _git(top, "show", "-s", "--format=%ct", commit).stdout.strip()
-    is_tag = _resolve(top, f"refs/tags/{named}") is not None
-    label = named if is_tag and _VERSION.match(named) else commit[:12]
-    return _Origin(label, commit, float(time_text), named)
-
-
-def _resolve(top: Path, ref: str) -> str | None:
-    if ref.startswith("-"):  # an option, not a ref
-        return None
-    found = _git(top, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
-    return found.stdout.strip() if found.returncode == 0 else None
-
-
-def _names_ref(top: Path, version: str) -> bool:
-    """Does `version` name a tag, a branch or a commit (7 hex digits or more)?"""
-    if re.fullmatch(r"[0-9a-f]{7,40}", version) and _resolve(top, version):
-        return True
-    return any(_resolve(top, f"refs/{kind}/{version}") for kind in ("tags", "heads"))
-
-
-def _refs(top: Path, prefix: str) -> list[str]:
-    listed = _git(top, "for-each-ref", "--format=%(refname:short)", prefix)
-    return listed.stdout.split()
-
-
-def _copy_tree(source: Path, dest: Path, skip: Path) -> None:
-    def ignored(folder: str, names: list[str]) -> set[str]:
-        here = Path(folder)
-        return {
-            name
-            for name in names
-            if name in _SKIPPED
-            or name.endswith(".pyc")
-            or (name == skip.name and (here / name).resolve() == skip)
-        }
-
-    shutil.copytree(source, dest, symlinks=True, ignore=ignored, dirs_exist_ok=True)
-
-
-def _make_read_only(root: Path) -> None:
-    """chmod a-w every file (symlinks have no mode of their own). Folders stay writable,
-    so runtimes can cache (`__pycache__`) and `rm -rf` works."""
-    for path, _ in _files(root):
-        if not path.is_symlink():
-            path.chmod(path.stat().st_mode & ~0o222)
-
-
-# --- building ---------------------------------------------------------------------------
-
-
-def _run_build(spec: Service, env: str, version: str, cwd: Path, timeout: float) -> str:
-    """Run the service's build in `cwd`: its output's tail, or ReleaseError."""
-    if spec.build is None:
-        return ""
-    variables = {**os.environ, **spec.env, "RELEASE": version, "SERVICE": spec.name, "ENV": env}
-    argv = ["/bin/sh", "-c", spec.build] if spec.shell else shlex.split(spec.build)
-    with tempfile.TemporaryFile() as output:
-        try:
-            process = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=variables,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise ReleaseError(
-                f"the build of release {version} of {spec.name} could not start: "
-                f"{exc.strerror or exc}: {argv[0]}; nothing was kept",
-                service=spec.name,
-                version=version,
-            ) from None
-        code = _wait(process, timeout)
-        text = _tail(output)
-    if code == 0:
-        return text
-    failure = f"timed out after {timeout:g}s" if code is None else f"failed with exit code {code}"
-    last = "\n".join(text.splitlines()[-_MESSAGE_LINES:])
-    raise ReleaseError(
-        f"the build of release {version} of {spec.name} ({spec.build}) {failure}; nothing "
-        f"was kept. The end of its output:\n{last}",
-        service=spec.name,
-        version=version,
-        output=text,
-    )
-
-
-def _wait(process: subprocess.Popen[bytes], timeout: float) -> int | None:
-    """The exit code, or None after a timeout; nothing the build started outlives it."""
-    try:
-        code: int | None = process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        _signal_group(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(_KILL_AFTER)
-        code = None
-    finally:
-        _signal_group(process.pid, signal.SIGKILL)
-        process.wait()
-    return code
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _tail(output: IO[bytes]) -> str:
-    size = output.seek(0, os.SEEK_END)
-    cut = max(0, size - OUTPUT_LIMIT)
-    output.seek(cut)
-    kept = output.read()
-    if not cut:
-        return kept.decode("utf-8", "replace")
-    start = 0
-    while start < min(len(kept), 3) and kept[start] & 0xC0 == 0x80:
-        start += 1  # the rest of a character cut in two
-    return f"[... {cut + start} bytes cut]\n" + kept[start:].decode("utf-8", "replace")
 
 
 # --- listing ----------------------------------------------------------------------------

@@ -1,0 +1,304 @@
+"""One request on its way through the embedded proxy (`Exchange`): from its head until
+the end of the instance's answer.
+
+The request head is written to a kept-alive connection, or to a new one once it is open
+(body bytes that arrive meanwhile wait, up to 64 KiB); the answer's head is read whole,
+rewritten and passed on, then its body as its bytes arrive. Failures are told apart here:
+an instance that cannot be reached is ejected and another of its track tried once; a
+reused connection that fails before any answer is retried on a fresh one when the request
+is idempotent and has no body; otherwise the instance failed (502, 504 past the response
+timeout, or a connection cut short once its answer had begun). A client that goes away
+just ends its exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from sqlifier.router import h1
+from sqlifier.router.flow import BODY_WAITS
+from sqlifier.router.upstreams import Live, Service, Upstream
+
+if TYPE_CHECKING:
+    from sqlifier.router.client import Client
+
+__all__ = ["Exchange"]
+
+_HEAD_END = h1.HEAD_END
+_IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS"))
+_PENDING_MAX = 64 * 1024  # body bytes kept while a connection to the instance opens
+
+
+class Exchange:
+    """One request on its way: from its head until the end of the instance's answer."""
+
+    __slots__ = (
+        "client",
+        "close",
+        "done",
+        "head_buffer",
+        "keep",
+        "live",
+        "pending",
+        "request",
+        "request_body",
+        "response_body",
+        "retried",
+        "reused",
+        "sent",
+        "service",
+        "started",
+        "status",
+        "upstream",
+    )
+
+    live: Live  # set by dispatch()
+
+    def __init__(
+        self, client: Client, service: Service, request: h1.Request, started: float
+    ) -> None:
+        self.client = client
+        self.service = service
+        self.request = request
+        self.started = started
+        self.request_body = request.body()
+        self.pending = b""  # body received while there was no connection yet
+        self.upstream: Upstream | None = None
+        self.sent = 0.0  # when the instance had the whole request
+        self.reused = False  # the connection came from the pool
+        self.retried = False
+        self.head_buffer = b""  # a response head so far
+        self.status = 0  # the instance's, once its head came
+        self.response_body: h1.Body | None = None  # once the client has had the head
+        self.close = False  # close the client's connection after the answer
+        self.keep = False  # the instance's connection can carry another request
+        self.done = False
+
+    # --- the request ----------------------------------------------------------------------
+
+    def dispatch(self, live: Live) -> None:
+        """Send the request to `live`, on a kept-alive connection or a new one."""
+        self.live = live
+        live.inflight += 1
+        upstream = live.checkout()
+        if upstream is None:
+            self.client.proxy.open(self, live)
+        else:
+            self.attach(upstream, reused=True)
+
+    async def connect(self, live: Live) -> None:
+        loop = asyncio.get_running_loop()
+        outbox = self.client.outbox
+        try:
+            async with asyncio.timeout(self.client.proxy.limits.connect_timeout):
+                _, upstream = await loop.create_connection(
+                    lambda: Upstream(live, outbox), live.spec.host, live.spec.port
+                )
+        except (OSError, TimeoutError):
+            if not self.done:
+                self._unreachable()
+            return
+        if self.done:  # the client went away meanwhile
+            upstream.transport.close()
+        else:
+            self.attach(upstream, reused=False)
+
+    def _unreachable(self) -> None:
+        """No connection: the instance is ejected, and another of its track is tried once
+        (nothing was sent)."""
+        live = self.live
+        self.client.proxy.eject(live)
+        other = None if self.retried else self.service.pick(live.spec.track, live)
+        if other is None:
+            self.fail(503, "no instance reachable\n")
+            return
+        live.counters.failed += 1
+        self._leave()
+        self.retried = True
+        self.dispatch(other)
+
+    def attach(self, upstream: Upstream, reused: bool) -> None:
+        """Send the head, and the body so far, on `upstream`."""
+        self.upstream = upstream
+        self.reused = reused
+        upstream.exchange = self
+        client = self.client
+        if client.write_paused:
+            upstream.pause_reading()
+        if client.holds:
+            client.release(BODY_WAITS)
+        data = self.request.head
+        if self.pending:
+            data += self.pending
+            self.pending = b""
+        upstream.send(data)
+        if self.request_body.done:
+            self.sent = time.monotonic()
+
+    def request_data(self, data: bytes) -> bytes:
+        """Pass on what of `data` is the request's body; return what follows it."""
+        try:
+            body, rest = self.request_body.take(data)
+        except h1.BadMessage:  # the client broke its own request
+            self.abandon()
+            self.client.close()
+            return b""
+        upstream = self.upstream
+        if upstream is None:
+            self.pending += body
+            if len(self.pending) > _PENDING_MAX:
+                self.client.hold(BODY_WAITS)
+        else:
+            upstream.send(body)
+            if self.request_body.done:
+                self.sent = time.monotonic()
+        return rest
+
+    # --- the answer -----------------------------------------------------------------------
+
+    def response_data(self, upstream: Upstream, data: bytes) -> None:
+        """Relay what the instance sent: its head (once, rewritten), then its body."""
+        body = self.response_body
+        head = b""
+        if body is None:
+            response = self._final_head(upstream, data)
+            if response is None:
+                return
+            data, self.head_buffer = self.head_buffer, b""
+            body, head = self._begin(response)
+        try:
+            piece, rest = body.take(data)
+        except h1.BadMessage:
+            self.fail(502, "the instance failed\n")
+            return
+        self.client.send(head + piece)
+        self.response_body = body
+        if body.done:
+            self._complete(clean=not rest)
+        else:
+            upstream.quick_ack()
+
+    def _final_head(self, upstream: Upstream, data: bytes) -> h1.Response | None:
+        """The final response head, once it is whole (1xx heads before it are passed on);
+        what follows it is left in `head_buffer`."""
+        proxy = self.client.proxy
+        limit = proxy.limits.max_header
+        buffer = self.head_buffer + data if self.head_buffer else data
+        while True:
+            end = buffer.find(_HEAD_END, 0, limit + len(_HEAD_END))
+            if end < 0:
+                self.head_buffer = buffer
+                if len(buffer) > limit:
+                    self.fail(502, "the instance failed\n")
+                else:
+                    upstream.quick_ack()
+                return None
+            try:
+                response = upstream.parse(buffer[:end], proxy.via)
+            except h1.BadMessage:
+                self.fail(502, "the instance failed\n")
+                return None
+            buffer = buffer[end + len(_HEAD_END) :]
+            if not response.interim:
+                self.head_buffer = buffer
+                return response
+            if not self.request.http10:  # an HTTP/1.0 client knows no interim answers
+                self.client.send(response.head + _HEAD_END)
+
+    def _begin(self, response: h1.Response) -> tuple[h1.Body, bytes]:
+        """How the answer's body ends, and the head to send the client."""
+        request = self.request
+        body = response.body(request.method == b"HEAD", decode=request.http10)
+        decoded = request.http10 and isinstance(body, h1.Chunked)
+        until_close = isinstance(body, h1.UntilClose)
+        self.status = response.status
+        # A request body the instance answered before reading it whole is never read.
+        self.close = request.close or until_close or decoded or not self.request_body.done
+        self.keep = not response.close and not until_close
+        return body, response.encode(self.close, decoded)
+
+    def waiting(self) -> bool:
+        """Whether the instance has the whole request and has yet to answer."""
+        return self.sent > 0 and not self.status
+
+    # --- the end --------------------------------------------------------------------------
+
+    def _complete(self, clean: bool) -> None:
+        """The answer was relayed whole (clean: and nothing came after it)."""
+        self.live.counters.record(self.status, time.monotonic() - self.started)
+        self._leave(pool=clean and self.keep and self.request_body.done)
+        self._end()
+        client = self.client
+        client.ready(self.close)
+        if client.buffer or client.eof:
+            client.next()
+
+    def upstream_ended(self, eof: bool) -> None:
+        """The instance closed the connection (eof), or the connection broke."""
+        if eof and isinstance(self.response_body, h1.UntilClose):
+            self._complete(clean=False)
+        elif self.reused and not self.status and not self.head_buffer:
+            self._stale()
+        else:
+            self.fail(502, "the instance failed\n")
+
+    def _stale(self) -> None:
+        """A reused connection failed before any answer: the instance most likely closed
+        it while it was idle. Sent again on a fresh one, if that is safe."""
+        live = self.live
+        live.close_idle()  # its other idle connections are likely stale too
+        request = self.request
+        if self.retried or request.method not in _IDEMPOTENT or request.length or request.chunked:
+            self.fail(502, "the instance failed\n")
+            return
+        self._leave()
+        self.retried = True
+        self.dispatch(live)
+
+    def fail(self, status: int, text: str) -> None:
+        """The instance failed the request: that counts against it. The client gets
+        `status`, or, if its answer had begun, a connection cut short."""
+        live = self.live
+        live.counters.failed += 1
+        self.service.track(live.spec.track).counters.record(status, time.monotonic() - self.started)
+        self._leave()
+        self._end()
+        client = self.client
+        if self.response_body is not None:
+            client.close()
+            return
+        # After a 503 nothing was sent: the client may go on, if its body was read whole.
+        keep = status == 503 and self.request_body.done and not self.request.close
+        client.reply(status, text, close=not keep)
+        client.next()
+
+    def abandon(self) -> None:
+        """The client went away, or broke its request: the exchange just ends. Nothing
+        counts against the instance; an answer that had begun counts as it was."""
+        if self.status:
+            self.live.counters.record(self.status, time.monotonic() - self.started)
+        self._leave()
+        self._end()
+
+    def _leave(self, pool: bool = False) -> None:
+        """The attempt on `live` is over: it is no longer in flight there, and its
+        connection goes back to the pool or is closed."""
+        live = self.live
+        live.inflight -= 1
+        upstream = self.upstream
+        if upstream is None:
+            return
+        self.upstream = None
+        upstream.exchange = None
+        if self.client.holds:
+            self.client.release(BODY_WAITS)
+        if pool:
+            live.checkin(upstream)
+        else:
+            upstream.transport.close()
+
+    def _end(self) -> None:
+        self.done = True
+        self.client.exchange = None
