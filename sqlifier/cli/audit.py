@@ -14,27 +14,20 @@ from typing import Any
 
 import click
 
-from sqlifier.cli.output import duration_option
+from sqlifier.cli.options import ENV, JSON, STACK_FILE, duration
 from sqlifier.cli.workspace import Context, display_path, load_context
 from sqlifier.errors import UserError
 from sqlifier.store.audit import AuditEntry, AuditLog, VerifyResult
 
 __all__ = ["group"]
 
-_ENV = click.option(
-    "--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev)."
-)
-_FILE = click.option(
-    "-f", "--file", "stack_file", help="The stack file (default: found from here)."
-)
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 _COLUMNS = ("time (utc)", "who", "what", "target", "result", "why")
 
 
 @click.group("audit", invoke_without_command=True)
-@_ENV
-@_FILE
-@_JSON
+@ENV
+@STACK_FILE
+@JSON
 @click.option("--since", help="Only entries from the last D, like 30m, 24h or 7d.")
 @click.option("--service", help="Only entries about service S.")
 @click.pass_context
@@ -55,7 +48,7 @@ def group(
             raise UserError("--since and --service select entries to list; verify checks all")
         return 0
     context = load_context(stack_file, env)
-    start = time.time() - duration_option(since) if since else None
+    start = time.time() - duration(since) if since else None
     log = _open(context)
     entries = [] if log is None else log.entries(since=start, service=service)
     if as_json:
@@ -70,9 +63,9 @@ def group(
 
 
 @group.command("verify")
-@_ENV
-@_FILE
-@_JSON
+@ENV
+@STACK_FILE
+@JSON
 @click.pass_context
 def verify(ctx: click.Context, env: str | None, stack_file: str | None, as_json: bool) -> int:
     """Check the hash chain; exit 1 naming an entry changed or removed."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from sqlifier.cli.options import STACK_FILE_OF_FILES
 from sqlifier.cli.output import diagnostics_json, print_diagnostics, summary
 from sqlifier.cli.workspace import resolve
 from sqlifier.errors import UserError
@@ -15,9 +16,7 @@ __all__ = ["command"]
 
 @click.command("check")
 @click.argument("files", nargs=-1)
-@click.option(
-    "-f", "--file", "stack_file", help="The stack file (default: sqlifier.toml here or above)."
-)
+@STACK_FILE_OF_FILES
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnostics as JSON on stdout.")
 def command(files: tuple[str, ...], stack_file: str | None, as_json: bool) -> int:
     """Check the stack file and rule files; exit 1 on any error.

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from sqlifier.cli.options import ENV, JSON, STACK_FILE
 from sqlifier.cli.workspace import load_context
 from sqlifier.errors import UserError
 from sqlifier.secrets.redact import MASK
@@ -22,9 +23,9 @@ _SECRETISH = re.compile(r"(PASSWORD|PASSWD|TOKEN|SECRET|API_KEY|PRIVATE_KEY|ACCE
 
 @click.command("config")
 @click.argument("service")
-@click.option("--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev).")
-@click.option("-f", "--file", "stack_file", help="The stack file (default: found from here).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@ENV
+@STACK_FILE
+@JSON
 def command(service: str, env: str | None, stack_file: str | None, as_json: bool) -> int:
     """SERVICE's effective configuration in an environment: the stack file with the
     environment's overrides and env_file applied; secrets as references, values masked."""

@@ -18,7 +18,16 @@ import click
 
 from sqlifier.agent.client import AgentClient, agent_alive
 from sqlifier.agent.files import read_run
-from sqlifier.cli.output import duration_option
+from sqlifier.cli.options import (
+    ENV,
+    JSON,
+    LOCK_WAIT,
+    STACK_FILE,
+    check_reason,
+    duration,
+    json_option,
+    reason_option,
+)
 from sqlifier.cli.releases import audit_plans
 from sqlifier.cli.workspace import Context, load_context
 from sqlifier.delivery.plan import plan_service
@@ -29,31 +38,25 @@ from sqlifier.store.audit import current_user
 __all__ = ["approve", "group", "rollback", "rollout"]
 
 POLL = 0.25  # seconds between looks at a deploy being followed
-
-_ENV = click.option(
-    "--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev)."
-)
-_FILE = click.option(
-    "-f", "--file", "stack_file", help="The stack file (default: found from here)."
-)
+_FINAL_JSON = json_option("Print the final record as JSON.")
 
 
 @click.group(
     "deploy", invoke_without_command=True, context_settings={"ignore_unknown_options": False}
 )
 @click.option("--service", "-s", help="The service to deploy.")
-@_ENV
-@_FILE
+@ENV
+@STACK_FILE
 @click.option(
     "--version", "version", help="The version: a git tag, branch or commit, or a label "
     "for a plain folder (default: the source's current commit or content)."
 )  # fmt: skip
 @click.option("--approve", is_flag=True, help="Approve the deploy (you must be an approver).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--reason", default="", help="Why: recorded with the release and in the audit log.")
-@click.option("--lock-wait", "lock_wait", help="Wait this long for the service's lock (30s, 5m).")
+@reason_option("Why: recorded with the release and in the audit log.")
+@LOCK_WAIT
 @click.option("--detach", is_flag=True, help="Return the deploy id at once; see deploy status.")
-@click.option("--json", "as_json", is_flag=True, help="Print the final record as JSON.")
+@_FINAL_JSON
 @click.pass_context
 def group(
     ctx: click.Context,
@@ -74,7 +77,7 @@ def group(
         return 0
     if service is None:
         raise UserError("deploy needs --service SERVICE (or: sqlifier deploy status ID)")
-    _plain(reason)
+    check_reason(reason)
     context = load_context(stack_file, env)
     services = context.stack.services_for(context.env)
     if service not in services:
@@ -122,9 +125,9 @@ def group(
 
 @group.command("status")
 @click.argument("deploy_id")
-@_ENV
-@_FILE
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@ENV
+@STACK_FILE
+@JSON
 def status(deploy_id: str, env: str | None, stack_file: str | None, as_json: bool) -> int:
     """A deploy's or rollback's state, steps and verdicts (running or finished)."""
     context = load_context(stack_file, env)
@@ -146,8 +149,8 @@ def status(deploy_id: str, env: str | None, stack_file: str | None, as_json: boo
 
 @click.command("approve")
 @click.argument("deploy_id")
-@_ENV
-@_FILE
+@ENV
+@STACK_FILE
 def approve(deploy_id: str, env: str | None, stack_file: str | None) -> int:
     """Approve a deploy awaiting approval (two_person environments)."""
     context = load_context(stack_file, env)
@@ -160,8 +163,8 @@ def approve(deploy_id: str, env: str | None, stack_file: str | None) -> int:
 
 @click.command("rollback")
 @click.option("--service", "-s", required=True, help="The service to roll back.")
-@_ENV
-@_FILE
+@ENV
+@STACK_FILE
 @click.option(
     "--to", "to", help="A version, or previous (live before this one) or previous_stable "
     "(default: the last release that completed a rollout and was not rolled back from)."
@@ -171,10 +174,10 @@ def approve(deploy_id: str, env: str | None, stack_file: str | None) -> int:
     "--force", is_flag=True, help="Roll back even across a schema revision the target "
     "release did not run against (audited)."
 )  # fmt: skip
-@click.option("--reason", default="", help="Why: recorded in the audit log.")
-@click.option("--lock-wait", "lock_wait", help="Wait this long for the service's lock (30s, 5m).")
+@reason_option()
+@LOCK_WAIT
 @click.option("--detach", is_flag=True, help="Return at once; see deploy status ID.")
-@click.option("--json", "as_json", is_flag=True, help="Print the final record as JSON.")
+@_FINAL_JSON
 def rollback(
     service: str,
     env: str | None,
@@ -189,7 +192,7 @@ def rollback(
 ) -> int:
     """Put a service back on an earlier release, traffic first, refusing to cross a schema
     migration the earlier release cannot run on."""
-    _plain(reason)
+    check_reason(reason)
     context = load_context(stack_file, env)
     client = _client(context)
     body = {
@@ -220,12 +223,12 @@ def rollback(
 @click.command("rollout")
 @click.argument("action", type=click.Choice(["abort", "pause", "resume"]))
 @click.argument("service")
-@_ENV
-@_FILE
-@click.option("--reason", default="", help="Why: recorded in the audit log.")
+@ENV
+@STACK_FILE
+@reason_option()
 def rollout(action: str, service: str, env: str | None, stack_file: str | None, reason: str) -> int:
     """Abort, pause or resume the rollout of SERVICE in progress."""
-    _plain(reason)
+    check_reason(reason)
     context = load_context(stack_file, env)
     body = {"service": service, "action": action, "reason": reason}
     answer = _client(context).request("POST", "/v1/rollout", body)
@@ -239,7 +242,7 @@ def rollout(action: str, service: str, env: str | None, stack_file: str | None, 
 
 
 def _wait(text: str | None) -> float:
-    return duration_option(text, "--lock-wait", "30s or 5m") if text else 0.0
+    return duration(text, "--lock-wait", "30s or 5m") if text else 0.0
 
 
 def _client(context: Context) -> AgentClient:
@@ -310,12 +313,3 @@ def _headline(record: dict[str, Any]) -> str:
 
 def _clock(when: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(when))
-
-
-def _plain(reason: str) -> None:
-    """A reason is one line of plain text: it is printed in records, logs and terminals."""
-    if not reason.isprintable():
-        raise UserError(
-            "--reason holds a control character (a line break, a tab or an escape "
-            "sequence): write it as one line of plain text"
-        )

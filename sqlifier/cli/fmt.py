@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from sqlifier.cli.options import STACK_FILE_OF_FILES
 from sqlifier.cli.output import print_diagnostics
 from sqlifier.cli.workspace import resolve
 from sqlifier.errors import UserError
@@ -25,9 +26,7 @@ __all__ = ["command"]
 @click.option(
     "--check", "check_only", is_flag=True, help="Change nothing; exit 1 if a file would change."
 )
-@click.option(
-    "-f", "--file", "stack_file", help="The stack file (default: sqlifier.toml here or above)."
-)
+@STACK_FILE_OF_FILES
 def command(files: tuple[str, ...], check_only: bool, stack_file: str | None) -> int:
     """Format rule files: upper-case keywords, one clause per line, comments kept.
 

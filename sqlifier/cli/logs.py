@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from sqlifier.cli.options import ENV, STACK_FILE_LONG
 from sqlifier.cli.workspace import load_context
 from sqlifier.errors import UserError
 
@@ -23,8 +24,8 @@ _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 @click.command("logs")
 @click.argument("service")
-@click.option("--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev).")
-@click.option("--file", "stack_file", help="The stack file (default: found from here).")
+@ENV
+@STACK_FILE_LONG
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C ends).")
 @click.option("--instance", "-i", help="Only this instance, like web-1.")
 @click.option(

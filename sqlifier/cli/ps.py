@@ -10,18 +10,13 @@ import click
 
 from sqlifier.agent.client import AgentClient, agent_alive
 from sqlifier.agent.files import read_info
+from sqlifier.cli.options import ENV, STACK_FILE
 from sqlifier.cli.workspace import load_context
 from sqlifier.errors import UserError
 from sqlifier.runtime.process import is_same_process
 
 __all__ = ["ps", "restart", "scale", "table"]
 
-_ENV = click.option(
-    "--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev)."
-)
-_FILE = click.option(
-    "-f", "--file", "stack_file", help="The stack file (default: found from here)."
-)
 _COLUMNS = (
     "service", "instance", "release", "track", "state", "pid", "address", "restarts", "reason"
 )  # fmt: skip
@@ -30,8 +25,8 @@ _TRAFFIC = ("req/s", "5xx", "p99")
 
 
 @click.command("ps")
-@_ENV
-@_FILE
+@ENV
+@STACK_FILE
 @click.option("--json", "as_json", is_flag=True, help="Print the instances as JSON.")
 def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
     """Services and instances with state, pid, address, restarts."""
@@ -124,8 +119,8 @@ def _traffic_cells(measured: dict[str, Any] | None) -> dict[str, str]:
 @click.command("scale")
 @click.argument("service")
 @click.argument("instances", type=click.IntRange(0, 1000))
-@_ENV
-@_FILE
+@ENV
+@STACK_FILE
 def scale(service: str, instances: int, env: str | None, stack_file: str | None) -> int:
     """Run INSTANCES instances of SERVICE: only the added or removed ones change."""
     return _operate("scale", {"service": service, "instances": instances}, env, stack_file)
@@ -133,8 +128,8 @@ def scale(service: str, instances: int, env: str | None, stack_file: str | None)
 
 @click.command("restart")
 @click.argument("service")
-@_ENV
-@_FILE
+@ENV
+@STACK_FILE
 def restart(service: str, env: str | None, stack_file: str | None) -> int:
     """Replace SERVICE's instances one at a time, each after its replacement is ready."""
     return _operate("restart", {"service": service}, env, stack_file)

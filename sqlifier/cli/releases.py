@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from sqlifier.cli.output import duration_option
+from sqlifier.cli.options import ENV, JSON, STACK_FILE, duration
 from sqlifier.cli.workspace import load_context
 from sqlifier.delivery.dora import compute
 from sqlifier.delivery.events import read_events
@@ -22,19 +22,12 @@ from sqlifier.store.audit import AuditLog, current_user
 
 __all__ = ["dora", "lock", "plan", "releases"]
 
-_ENV = click.option(
-    "--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev)."
-)
-_FILE = click.option(
-    "-f", "--file", "stack_file", help="The stack file (default: found from here)."
-)
-
 
 @click.command("releases")
 @click.argument("service")
-@_ENV
-@_FILE
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@ENV
+@STACK_FILE
+@JSON
 def releases(service: str, env: str | None, stack_file: str | None, as_json: bool) -> int:
     """The releases of SERVICE kept on disk, newest first: version, status, commit, who
     made it and why."""
@@ -65,9 +58,9 @@ def audit_plans(state_dir: Path, stack: str, plans: list[ServicePlan]) -> None:
 @click.command("plan")
 @click.option("--service", "-s", "only", help="One service (default: every service).")
 @click.option("--version", "version", help="The version to plan for (default: built from HEAD).")
-@_ENV
-@_FILE
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@ENV
+@STACK_FILE
+@JSON
 def plan(
     only: str | None, version: str | None, env: str | None, stack_file: str | None, as_json: bool
 ) -> int:
@@ -96,9 +89,9 @@ def plan(
 @click.command("dora")
 @click.option("--since", default="30d", show_default=True, help="The window: 7d, 30d, 90d.")
 @click.option("--service", "-s", help="One service (default: all).")
-@_ENV
-@_FILE
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@ENV
+@STACK_FILE
+@JSON
 def dora(
     since: str, service: str | None, env: str | None, stack_file: str | None, as_json: bool
 ) -> int:
@@ -107,7 +100,7 @@ def dora(
     how it was computed."""
     context = load_context(stack_file, env)
     until = time.time()
-    window = duration_option(since, examples="7d, 30d or 24h")
+    window = duration(since, examples="7d, 30d or 24h")
     path = context.state_dir / "audit.db"
     events = read_events(AuditLog(path).entries()) if path.exists() else []
     result = compute(events, until - window, until, context.env, service)
@@ -130,9 +123,9 @@ def lock() -> None:
 
 
 @lock.command("list")
-@_ENV
-@_FILE
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@ENV
+@STACK_FILE
+@JSON
 def list_locks(env: str | None, stack_file: str | None, as_json: bool) -> int:
     """Locks held now, stale ones (their process has ended) included."""
     context = load_context(stack_file, env)
@@ -155,8 +148,8 @@ def list_locks(env: str | None, stack_file: str | None, as_json: bool) -> int:
     is_flag=True,
     help="Also break a lock whose holder still runs (it may be mid-deploy).",
 )
-@_ENV
-@_FILE
+@ENV
+@STACK_FILE
 def release(
     service: str, force: bool, even_if_alive: bool, env: str | None, stack_file: str | None
 ) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from sqlifier.agent.client import AgentClient, agent_alive
-from sqlifier.cli.output import duration_option
+from sqlifier.cli.options import ENV, JSON, STACK_FILE, duration
 from sqlifier.cli.workspace import display_path, load_context
 from sqlifier.engine.compiled import CompiledRule
 from sqlifier.engine.machine import Settings
@@ -34,13 +34,6 @@ from sqlifier.store.history import History
 
 __all__ = ["group"]
 
-_ENV = click.option(
-    "--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev)."
-)
-_FILE = click.option(
-    "-f", "--file", "stack_file", help="The stack file (default: found from here)."
-)
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 # The longest virtual time `rules test` replays: some two minutes of ticks, one a second.
 MAX_REPLAY = 31 * 86400
@@ -65,9 +58,9 @@ def _client(env: str | None, stack_file: str | None) -> AgentClient:
 
 
 @group.command("list")
-@_ENV
-@_FILE
-@_JSON
+@ENV
+@STACK_FILE
+@JSON
 def list_rules(env: str | None, stack_file: str | None, as_json: bool) -> int:
     """One line per rule and service: state, current values, last firing."""
     answer = _client(env, stack_file).request("GET", "/v1/rules")
@@ -96,9 +89,9 @@ def list_rules(env: str | None, stack_file: str | None, as_json: bool) -> int:
 @group.command("explain")
 @click.argument("rule")
 @click.option("--service", "-s", help="The service (default: every service the rule applies to).")
-@_ENV
-@_FILE
-@_JSON
+@ENV
+@STACK_FILE
+@JSON
 def explain(
     rule: str, service: str | None, env: str | None, stack_file: str | None, as_json: bool
 ) -> int:
@@ -157,8 +150,8 @@ def render_explain(item: dict[str, Any]) -> str:
 
 @group.command("pause")
 @click.argument("rule", required=False)
-@_ENV
-@_FILE
+@ENV
+@STACK_FILE
 def pause(rule: str | None, env: str | None, stack_file: str | None) -> int:
     """Stop RULE (or, without RULE, all automation) from acting; it is still evaluated
     and explained. Recorded in the audit log."""
@@ -167,8 +160,8 @@ def pause(rule: str | None, env: str | None, stack_file: str | None) -> int:
 
 @group.command("resume")
 @click.argument("rule", required=False)
-@_ENV
-@_FILE
+@ENV
+@STACK_FILE
 def resume(rule: str | None, env: str | None, stack_file: str | None) -> int:
     """Let RULE (or, without RULE, all automation) act again."""
     return _switch("resume", rule, env, stack_file)
@@ -243,7 +236,7 @@ def _settings(stack: Stack | None) -> Settings:
 @click.option(
     "--expect", "expect_file", help="Expected actions (JSON or CSV); exit 1 on any difference."
 )
-@_JSON
+@JSON
 def test(
     rules: tuple[str, ...],
     samples_file: str,
@@ -340,9 +333,9 @@ def _until(text: str, where: str) -> float:
 @group.command("backtest")
 @click.argument("rules", nargs=-1)
 @click.option("--since", default="24h", show_default=True, help="How far back: 30m, 24h, 7d.")
-@_ENV
-@_FILE
-@_JSON
+@ENV
+@STACK_FILE
+@JSON
 def backtest(
     rules: tuple[str, ...], since: str, env: str | None, stack_file: str | None, as_json: bool
 ) -> int:
@@ -350,7 +343,7 @@ def backtest(
     have done, beside what the running rules actually did."""
     context = load_context(stack_file, env)
     compiled, _ = _load(rules, str(context.stack_file))
-    seconds = duration_option(since)
+    seconds = duration(since)
     now = time.time()
     path = context.state_dir / "history.db"
     if not path.exists():

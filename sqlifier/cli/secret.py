@@ -14,6 +14,7 @@ import sys
 import click
 
 from sqlifier.agent.client import AgentClient, agent_alive
+from sqlifier.cli.options import ENV, JSON, STACK_FILE
 from sqlifier.cli.workspace import Context, load_context
 from sqlifier.secrets.errors import SecretError
 from sqlifier.secrets.local import MAX_VALUE_BYTES, LocalStore, SecretInfo
@@ -21,12 +22,6 @@ from sqlifier.store.audit import AuditLog, current_user
 
 __all__ = ["group", "rotate_command"]
 
-_ENV = click.option(
-    "--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev)."
-)
-_FILE = click.option(
-    "-f", "--file", "stack_file", help="The stack file (default: found from here)."
-)
 _COLUMNS = ("NAME", "VERSION", "VERSIONS", "UPDATED", "BY", "DELIVERED")
 
 
@@ -37,8 +32,8 @@ def group() -> None:
 
 @group.command("set")
 @click.argument("name")
-@_ENV
-@_FILE
+@ENV
+@STACK_FILE
 def set_(name: str, env: str | None, stack_file: str | None) -> int:
     """Store a new version of NAME, read from stdin or a hidden prompt (never an argument).
 
@@ -59,9 +54,9 @@ def set_(name: str, env: str | None, stack_file: str | None) -> int:
 
 
 @group.command("list")
-@_ENV
-@_FILE
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@ENV
+@STACK_FILE
+@JSON
 def list_(env: str | None, stack_file: str | None, as_json: bool) -> int:
     """The secrets' names, versions, and who updated them when; never their values."""
     context = load_context(stack_file, env)
@@ -80,8 +75,8 @@ def list_(env: str | None, stack_file: str | None, as_json: bool) -> int:
 
 @group.command("rm")
 @click.argument("name")
-@_ENV
-@_FILE
+@ENV
+@STACK_FILE
 def rm(name: str, env: str | None, stack_file: str | None) -> int:
     """Forget NAME and all its versions."""
     context = load_context(stack_file, env)
@@ -93,8 +88,8 @@ def rm(name: str, env: str | None, stack_file: str | None) -> int:
 
 @group.command("rotate")
 @click.argument("name")
-@_ENV
-@_FILE
+@ENV
+@STACK_FILE
 def rotate(name: str, env: str | None, stack_file: str | None) -> int:
     """Deliver NAME's current version to the running instances that use it."""
     return rotate_command(load_context(stack_file, env), name)

@@ -16,6 +16,7 @@ import psutil
 from sqlifier.agent.client import AgentClient, AgentNotRunning, agent_alive
 from sqlifier.agent.files import agent_files, read_info
 from sqlifier.agent.server import Agent
+from sqlifier.cli.options import ENV, STACK_FILE
 from sqlifier.cli.output import print_diagnostics
 from sqlifier.cli.ps import table
 from sqlifier.cli.workspace import Context, load_context
@@ -26,18 +27,12 @@ from sqlifier.store.audit import current_user
 
 __all__ = ["down", "up"]
 
-_ENV = click.option(
-    "--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev)."
-)
-_FILE = click.option(
-    "-f", "--file", "stack_file", help="The stack file (default: found from here)."
-)
 LAST_LINES = 15
 
 
 @click.command("up")
-@_ENV
-@_FILE
+@ENV
+@STACK_FILE
 @click.option("--detach", "-d", is_flag=True, help="Return once every service is ready.")
 @click.option(
     "--timeout", default=60.0, show_default=True, help="Seconds to wait for each service."
@@ -202,8 +197,8 @@ async def _stop_orphans(context: Context) -> int:
 
 
 @click.command("down")
-@_ENV
-@_FILE
+@ENV
+@STACK_FILE
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the stop.")
 def down(env: str | None, stack_file: str | None, timeout: float) -> int:
     """Stop every service and the agent; no process is left behind."""

@@ -1,0 +1,88 @@
+"""Options that several commands share, each declared once: the environment, the stack
+file, `--json`, `--reason`, `--lock-wait`, and how a duration or a reason given on the
+command line is read.
+
+A value is checked in the command's body, not in a click callback: a bad value is a
+`UserError` like any other, turned into a message and an exit code by `main.run()`, in
+the same order as the command's other checks.
+
+Options that only look alike stay with their command: `--since` reads entries, lines or
+a window depending on the command (and `logs --since` has its own, narrower syntax);
+`--detach`, `--service`, `--approve` and `--timeout` mean something different on each.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import click
+from click.decorators import FC
+
+from sqlifier.errors import UserError
+from sqlifier.lang.units import base_value
+
+__all__ = [
+    "ENV",
+    "JSON",
+    "LOCK_WAIT",
+    "LONGEST_OPTION",
+    "STACK_FILE",
+    "STACK_FILE_LONG",
+    "STACK_FILE_OF_FILES",
+    "check_reason",
+    "duration",
+    "json_option",
+    "reason_option",
+]
+
+_STACK_FILE_HELP = "The stack file (default: found from here)."
+
+ENV = click.option("--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev).")
+STACK_FILE = click.option("-f", "--file", "stack_file", help=_STACK_FILE_HELP)
+# `check` and `fmt` find the stack file from the files they are given (`resolve`).
+STACK_FILE_OF_FILES = click.option(
+    "-f", "--file", "stack_file", help="The stack file (default: sqlifier.toml here or above)."
+)
+# `logs` gives -f to --follow, as tail does.
+STACK_FILE_LONG = click.option("--file", "stack_file", help=_STACK_FILE_HELP)
+LOCK_WAIT = click.option(
+    "--lock-wait", "lock_wait", help="Wait this long for the service's lock (30s, 5m)."
+)
+
+# The longest duration an option takes: sqlifier keeps no older history, and no wait is
+# meant to outlast it.
+LONGEST_OPTION = 3650 * 86400.0
+
+
+def json_option(help: str = "Print JSON.") -> Callable[[FC], FC]:
+    """`--json` (as `as_json`): print JSON instead of text."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+JSON = json_option()
+
+
+def reason_option(help: str = "Why: recorded in the audit log.") -> Callable[[FC], FC]:
+    """`--reason` (default empty); the command checks it with `check_reason`."""
+    return click.option("--reason", default="", help=help)
+
+
+def check_reason(text: str) -> None:
+    """A reason is one line of plain text: it is printed in records, logs and terminals."""
+    if not text.isprintable():
+        raise UserError(
+            "--reason holds a control character (a line break, a tab or an escape "
+            "sequence): write it as one line of plain text"
+        )
+
+
+def duration(text: str, option: str = "--since", examples: str = "30m, 24h or 7d") -> float:
+    """A duration given on the command line (`30m`, `24h`, `7d`), in seconds."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text.strip())
+    if match is None or float(match.group(1)) <= 0:
+        raise UserError(f"{option} {text}: expected a duration like {examples}")
+    seconds = base_value(float(match.group(1)), match.group(2))
+    if seconds > LONGEST_OPTION:
+        raise UserError(f"{option} {text}: at most 3650d (ten years), like {examples}")
+    return seconds
