@@ -1,15 +1,16 @@
-"""Delivery: releases, push deploys, canary analysis, rollback, locks and approvals.
+"""Delivery: the parts of deploys the agent and the CLI share.
 
-Built so far, as bricks the deploy flow is assembled from:
-
-    releases.py   immutable releases from a git ref or a folder, built, kept for rollback
-    locks.py      one lock per service and environment, stale ones reported
-    analysis.py   the verdict of a rollout step: expressions and canary vs stable statistics
+    releases.py   the releases of an environment: made, listed, marked, pruned
+    records.py    a release as recorded, its status, and the service config kept with it
+    sources.py    a release's files: from a git commit or a folder, hashed, read-only
+    build.py      a release's build command, with a timeout and its output's tail
     plan.py       what a deploy would change, against the live release
+    analysis.py   the verdict of a rollout step: expressions and canary vs stable statistics
+    schema.py     may a rollback go back to a release, given the database's schema now
+    locks.py      one lock per service and environment, stale ones reported
     approvals.py  who may deploy where; the two-person rule
     events.py     the deploy events written to the audit log
     dora.py       the four DORA figures from those events
 
-The flow itself (the deploy command, canary rollout in the agent, abort, honest rollback,
-migrations) is being built (see docs/architecture.md).
+The rollout itself runs in the agent (agent/deployer.py).
 """

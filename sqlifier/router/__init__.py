@@ -1,8 +1,21 @@
-"""The data plane: the embedded router or HAProxy, routes, weights and drain.
+"""The data plane: how requests reach the instances, embedded in Python or run by HAProxy.
 
-`routes.py` holds the decisions both data planes share: which service a request goes to
-(longest host/path prefix) and which track serves it (an exact, evenly spread canary
-share). `proxy.py` is the embedded data plane's HTTP/1.1 reverse proxy. Running it as its
-own process beside the agent, HAProxy, drain and the measurements are planned (see
-docs/architecture.md).
+Both data planes take the same desired state from the agent and answer with the same
+counts; `control.py` is the one Protocol between them and the agent.
+
+    state.py           what the agent wants: routes, backends with track and state, shares
+    routes.py          the decisions both planes share: the route a request takes (longest
+                       host/path prefix) and its track (an exact, evenly spread canary share)
+    metrics.py         request counts by status class and a latency histogram
+    control.py         the agent's side: JSON lines over a unix socket, one Protocol
+    __main__.py        the data plane process (`python -m sqlifier.router`), either kind
+    h1.py              HTTP/1.1 message syntax on bytes, without I/O
+    proxy.py           the embedded plane: the reverse proxy and its state (design notes)
+    client.py          a client's connection to it: requests read and answered in turn
+    exchange.py        one request on its way, from its head to the end of the answer
+    upstreams.py       connections to instances, pooled per backend; backends in rotation
+    flow.py            writes gathered per loop turn; why a client's reading is paused
+    haproxy.py         the HAProxy plane: starting, reloading and driving HAProxy
+    haproxy_config.py  its generated configuration, maps and files
+    haproxy_admin.py   its admin socket: commands, `show stat`, the request log's stream
 """

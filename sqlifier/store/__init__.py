@@ -1,4 +1,9 @@
-"""The store: state and the audit log (SQLite by default).
+"""The store: what sqlifier keeps on disk about what happened (SQLite, WAL).
 
-Planned (see docs/architecture.md).
+Module by module:
+
+    audit.py      the audit log: who did what, to what, when, why and how it ended;
+                  append-only and hash-chained
+    decisions.py  every decision of the rule engine with its reason and values
+    history.py    every service's signals in 10 s buckets, for backtests
 """
