@@ -14,7 +14,9 @@ stack's routes or services change. After every change the servers' state is save
 server-state file and the map file is rewritten, so an HAProxy that restarts comes back as
 it was.
 
-The configuration, its maps and the canary split's rules are haproxy_config.py's.
+Counts come from `show stat`; latencies from HAProxy's request log, kept in an in-memory
+ring this process streams. The configuration, its maps and the canary split's rules are
+haproxy_config.py's; the admin socket is haproxy_admin.py's.
 """
 
 from __future__ import annotations

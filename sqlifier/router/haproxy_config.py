@@ -3,14 +3,13 @@ desired state, and the maps changed at runtime.
 
 The canary split is the same exact interleave as the embedded data plane's: a per-service
 request counter in a stick table (`sc_inc_gpc0`) numbers the requests, and request i goes
-to the canary when floor((i+1)·w/1000) > floor(i·w/1000). Counts come from `show stat`;
-latencies from HAProxy's request log, kept in an in-memory ring this process streams.
+to the canary when floor((i+1)·w/1000) > floor(i·w/1000).
 
 Every rule a request passes costs HAProxy time, so the configuration keeps the path of a
 request without a canary share short (benchmarks/traffic.py compares it with a static
 configuration): one variable (the service), a map lookup, and checks that find nothing
-tracked. The log sample's size lives in a second map, resized by this process, rather
-than computed per request.
+tracked. The log sample's size lives in a second map, resized by the data plane (haproxy.py),
+rather than computed per request.
 """
 
 from __future__ import annotations
@@ -178,7 +177,7 @@ def render_config(
         # Busy, a sample of the stable track's requests is enough for its latency
         # percentiles: the sample map keeps a request when its random number falls in
         # the map's one range, which the data plane sizes to the request rate (see
-        # `_sample`). Canary requests are always logged (their backend says so).
+        # `HAProxyPlane._sample`). Canary requests are always logged (their backend says so).
         lines.append(
             f"    http-request set-log-level silent if {{ rand({SAMPLE_RANGE}),"
             f"map_int_int({files.sample_map},1) -m int gt 0 }}"

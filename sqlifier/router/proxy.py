@@ -7,13 +7,12 @@ chosen track. The canary's requests go to stable when the canary has no usable b
 
 Protocols, not streams. A client connection is a `Client` protocol (client.py), a
 connection to an instance an `Upstream` (upstreams.py), and an `Exchange` (exchange.py)
-joins the two for one request. All the work
-happens in the transports' callbacks: a request head that arrives is parsed (`h1`),
-routed and written to a kept-alive connection in the same callback, and the answer is
-passed to the client as its bytes arrive. Only opening a connection to an instance runs
-as a task. A connection often carries the same head again and again (a client polling,
-an instance answering alike), so each keeps the last head it read and what was made of
-it: a repeated head costs one comparison.
+joins the two for one request. All the work happens in the transports' callbacks: a
+request head that arrives is parsed (`h1`), routed and written to a kept-alive connection
+in the same callback, and the answer is passed to the client as its bytes arrive. Only
+opening a connection to an instance runs as a task. A connection often carries the same
+head again and again (a client polling, an instance answering alike), so each keeps the
+last head it read and what was made of it: a repeated head costs one comparison.
 
 Writes are gathered during a turn of the event loop and made together at its end
 (`Outbox`, flow.py): a write wakes the process that reads it, and waking one that sleeps on
