@@ -153,6 +153,9 @@ class Supervisor:
         base_env: Mapping[str, str] | None = None,
         before_stop: Callable[[Instance], Awaitable[None]] | None = None,
         on_lines: Callable[[str, float, list[tuple[str, str]]], None] | None = None,
+        secrets: Callable[[SecretHolder], Awaitable[Mapping[str, str]]] | None = None,
+        after_stop: Callable[[SecretHolder], None] | None = None,
+        redactor: Callable[[str], str] | None = None,
     ) -> None:
         self.stack = stack
         self.env = env
@@ -170,11 +173,11 @@ class Supervisor:
         # Every line an instance writes, classified: (service, time, [(level, line)]).
         self.on_lines = on_lines
         # The values of an instance's secrets, resolved just before it starts (env vars).
-        self.secrets: Callable[[SecretHolder], Awaitable[Mapping[str, str]]] | None = None
+        self.secrets = secrets
         # Called after an instance stopped for good (its secret files are removed).
-        self.after_stop: Callable[[SecretHolder], None] | None = None
+        self.after_stop = after_stop
         # Masks secret values in output lines.
-        self.redactor: Callable[[str], str] | None = None
+        self.redactor = redactor
         self.instances: dict[str, list[Instance]] = {name: [] for name in self.services}
         # The release each service's stable instances run: (version, folder); a service
         # not listed runs from its `source` as release `release` ("current").
