@@ -85,8 +85,8 @@ class AgentClient:
             sock.settimeout(self.timeout)
             sock.connect(str(self.files["socket"]))
             request = h11.Request(method=method, target=path, headers=headers)
-            for part in (request, h11.Data(data=body), h11.EndOfMessage()):
-                sock.sendall(connection.send(part) or b"")
+            parts = (request, h11.Data(data=body), h11.EndOfMessage())
+            sock.sendall(b"".join(connection.send(part) or b"" for part in parts))
             status, answer = 0, bytearray()
             while True:
                 event = connection.next_event()
