@@ -240,6 +240,8 @@ async def _request(
         if event is h11.NEED_DATA:
             connection.receive_data(await reader.read(_READ))
         elif isinstance(event, h11.Request):
+            if _size(event) > MAX_HEAD:  # h11 bounds only heads that arrive in pieces
+                raise h11.RemoteProtocolError("head too large", error_status_hint=431)
             head = event
             length = _headers(event.headers).get("content-length", "0")
             if length.isdigit() and int(length) > max_body:
@@ -253,6 +255,12 @@ async def _request(
             return Incoming(method, target, _headers(head.headers), bytes(body))
         else:  # the client closed the connection before its request was complete
             return None
+
+
+def _size(head: h11.Request) -> int:
+    """The length of a request's head as it was sent, give or take its spacing."""
+    line = len(head.method) + len(head.target) + len(b"  HTTP/1.1\r\n")
+    return line + sum(len(name) + len(value) + 4 for name, value in head.headers) + 2
 
 
 def _encode(connection: h11.Connection, answer: Outgoing) -> bytes:
