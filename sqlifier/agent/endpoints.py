@@ -8,7 +8,7 @@ the deployer (`rollouts.py`), rules through the automation, and the agent itself
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from sqlifier.agent.api import Reply, Route
@@ -34,6 +34,8 @@ from sqlifier.platform import Platform, PlatformError
 from sqlifier.store.audit import AuditLog
 
 __all__ = ["Endpoints", "Host"]
+
+Outcome = tuple[bool, dict[str, Any]]  # the deployer's answer: done, and its record
 
 
 class Host(Protocol):
@@ -188,21 +190,21 @@ class Endpoints:
         return await self._delivery(lambda: self.deployer.rollback(as_body(request), who))
 
     async def deploy_status(self, request: ById, who: str) -> Reply:
-        async def status() -> tuple[bool, dict[str, Any]]:
+        async def status() -> Outcome:
             found = self.deployer.status(request.id)
             return found is not None, found or {"error": f"no deploy {request.id!r}"}
 
         return await self._delivery(status)
 
     async def rollout(self, request: Rollout, who: str) -> Reply:
-        async def control() -> tuple[bool, dict[str, Any]]:
+        async def control() -> Outcome:
             why = request.reason or ""
             done, message = self.deployer.control(request.service, request.action, who, why)
             return done, {"message": message, "error": message}
 
         return await self._delivery(control)
 
-    async def _delivery(self, call: Callable[[], Any]) -> Reply:
+    async def _delivery(self, call: Callable[[], Awaitable[Outcome]]) -> Reply:
         phase = self.host.phase
         if phase != "running":
             return 200, {"ok": False, "error": f"the stack is {phase}; deploys need it up"}

@@ -6,7 +6,8 @@ cannot drift from what the agent accepts. `GET /v1/openapi.json` returns this do
 
 The schemas use a small part of JSON Schema, the part `requests.py` checks: objects with
 `required` and `properties`, and properties of type string, boolean, integer or number
-(with `minimum`, `maximum`, `enum`, and "null" beside a type for an optional value).
+(with `minimum`, `maximum`, `enum`, `minLength`, and "null" beside a type for an
+optional value).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 __all__ = ["OPENAPI", "body_schema"]
 
-_STRING = {"type": "string"}
+_STRING = {"type": "string", "minLength": 1}
 _OPTIONAL_STRING = {"type": ["string", "null"]}
 _FLAG = {"type": ["boolean", "null"]}
 _SECONDS = {"type": ["number", "null"], "minimum": 0}

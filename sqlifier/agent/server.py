@@ -94,6 +94,7 @@ class Agent:
         self.traffic: Traffic
         self.platform: LocalPlatform
         self.deployer: Deployer
+        self.secret_sync: SecretSync
         self.endpoints: Endpoints
 
     # --- putting it together ------------------------------------------------------------
@@ -119,13 +120,14 @@ class Agent:
         self.deployer = Deployer(
             stack, env, state_dir, self.supervisor, self.traffic, self.audit, self._say
         )
-        sync = SecretSync(
+        self.secret_sync = SecretSync(
             self.target, env, state_dir, self.platform, self.secrets, self.audit, self._say
         )
         routed = self.traffic.routes
         self.endpoints = Endpoints(
-            self.target, self, self.platform, lambda: list(routed), self.deployer, sync, self.audit
-        )
+            self.target, self, self.platform, lambda: list(routed), self.deployer,
+            self.secret_sync, self.audit,
+        )  # fmt: skip
 
     def _automate(self) -> Automation:
         """Signals and rules, from the moment the stack is up: lines count from then on."""
@@ -220,7 +222,7 @@ class Agent:
         automation.load()
         self.automation = automation
         scrapes = await self._serve_metrics()
-        refresh = self.endpoints.secrets.refresh()
+        refresh = self.secret_sync.refresh()
         tasks = [asyncio.create_task(automation.run()), asyncio.create_task(refresh)]
         try:
             yield

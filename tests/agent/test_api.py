@@ -161,6 +161,11 @@ def test_a_missing_or_wrong_token_is_401_before_anything_else(served: Served) ->
         ("/v1/scale", b'{"service": 7, "instances": 1}', "service must be a string"),
         (
             "/v1/scale",
+            b'{"service": "", "instances": 1}',
+            "service must be a string that is not empty",
+        ),
+        (
+            "/v1/scale",
             b'{"service": "web", "instances": 1001}',
             "instances must be a whole number from 0 to 1000",
         ),
