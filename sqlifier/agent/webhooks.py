@@ -141,6 +141,8 @@ async def _attempt(
         return _Outcome(False, f"TLS: {exc.reason or exc}", True)
     except OSError as exc:
         return _Outcome(False, _reason(exc), True)
+    except ValueError as exc:  # a request h11 will not write (a control character)
+        return _Outcome(False, f"invalid webhook URL: {exc}", False)
     assert outcome is not None
     return outcome
 
