@@ -163,17 +163,15 @@ def _check_value(name: str, rule: Mapping[str, Any], value: object) -> None:
         fits = (low is None or value >= low) and (high is None or value <= high)
     if fits and "enum" in rule:
         fits = value in rule["enum"]
-    if fits and isinstance(value, str):
-        fits = len(value) >= rule.get("minLength", 0)
     if not fits:
         raise BadBody(f"{name} must be {_expected(kinds, rule)}")
+    if isinstance(value, str) and len(value) < rule.get("minLength", 0):
+        raise BadBody(f"{name} must not be empty")
 
 
 def _expected(kinds: list[str], rule: Mapping[str, Any]) -> str:
     if "enum" in rule:
         return "one of " + ", ".join(map(str, rule["enum"]))
-    if rule.get("minLength"):
-        return "a string that is not empty"
     what = " or ".join(_NAMES[kind] for kind in kinds if kind != "null")
     low, high = rule.get("minimum"), rule.get("maximum")
     if low is not None and high is not None:

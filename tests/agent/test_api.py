@@ -162,7 +162,7 @@ def test_a_missing_or_wrong_token_is_401_before_anything_else(served: Served) ->
         (
             "/v1/scale",
             b'{"service": "", "instances": 1}',
-            "service must be a string that is not empty",
+            "service must not be empty",
         ),
         (
             "/v1/scale",
