@@ -1,12 +1,15 @@
 """The agent's automation: measure every second, run the rules, act, record.
 
     samplers (runtime, router, logs) + prometheus ──► series store ──► engine.tick
-        ──► decisions (decisions.db) and commands ──► supervisor / notify / RUN
+        ──► decisions (decisions.db) and commands ──► actions.py (platform / notify / RUN)
     every 10 s the latest values go to history.db (for backtests)
 
-The engine is pure; this module is its I/O: the wall clock, the supervisor, the webhook,
-commands, files. Nothing here may stop the evaluation of other rules: every action runs
-in its own task with a bound on its time, and every failure is recorded.
+The engine is pure; this module is its I/O: the wall clock, rule files, the engine's
+saved state, Prometheus queries, history and decisions. The engine sees the stack through
+`world.py` and its commands are carried out by `actions.py`, both through the platform
+seam; `figures.py` gathers what `/metrics` shows. Nothing here may stop the evaluation of
+other rules: every action runs in its own task with a bound on its time, and every
+failure is recorded.
 """
 
 from __future__ import annotations
@@ -17,21 +20,22 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from sqlifier.agent.actions import Actions
+from sqlifier.agent.rollouts import Rollouts
 from sqlifier.agent.webhooks import Delivery, Notifier
+from sqlifier.agent.world import LiveWorld
 from sqlifier.delivery.locks import held_locks
-from sqlifier.engine.compiled import CompiledRule, ServiceView
+from sqlifier.engine.compiled import CompiledRule
 from sqlifier.engine.machine import Command, Decision, Engine, Settings
 from sqlifier.engine.replay import compile_rules
-from sqlifier.runtime.commands import run_command
-from sqlifier.runtime.lifecycle import State
-from sqlifier.runtime.supervisor import StartFailed, Supervisor
+from sqlifier.platform import Platform
 from sqlifier.signals import prometheus
 from sqlifier.signals.samplers import Samplers
-from sqlifier.signals.series import LOG, RESTART, SeriesStore
+from sqlifier.signals.series import LOG, RESTART
 from sqlifier.stack.model import Stack
 from sqlifier.stack.rulefiles import load_rules
 from sqlifier.store.audit import AuditLog
@@ -51,76 +55,44 @@ ROLLBACK_TIMEOUT = 600.0  # a rule's rollback: start, warm up, move traffic
 _LEVEL_NAMES = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
-class _LiveWorld:
-    """The running stack as the engine sees it."""
-
-    def __init__(self, store: SeriesStore, supervisor: Supervisor, env: str) -> None:
-        self.store = store
-        self.supervisor = supervisor
-        self.env = env
-        self.locks: dict[str, str] = {}
-        # service -> the release its live one was rolled back from (the deployer's)
-        self.rolled_back_from: dict[str, str] = {}
-
-    def service(self, name: str) -> ServiceView | None:
-        spec = self.supervisor.services.get(name)
-        if spec is None:
-            return None
-        running = [
-            i
-            for i in self.supervisor.instances.get(name, [])
-            if i.launched is not None and not i.draining
-        ]
-        ready = sum(i.life.state is State.READY for i in running)
-        release = running[0].release if running else self.supervisor.release
-        return ServiceView(
-            name,
-            len(running),
-            ready,
-            self.env,
-            spec.labels,
-            release,
-            rolled_back_from=self.rolled_back_from.get(name),
-        )
-
-
 class Automation:
     def __init__(
         self,
         stack: Stack,
         env: str,
         state_dir: Path,
-        supervisor: Supervisor,
-        traffic: Any,
+        platform: Platform,
+        samplers: Samplers,
+        deployer: Rollouts,
         audit: AuditLog,
+        redact: Callable[[str], str],
+        rolled_back_from: Mapping[str, str],
         say: Callable[[str], None] = lambda _: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.stack = stack
         self.env = env
         self.state_dir = state_dir
-        self.supervisor = supervisor
+        self.platform = platform
         self.audit = audit
         self.say = say
         self.clock = clock
-        self.store = SeriesStore()
-        self.samplers = Samplers(self.store, supervisor, traffic if traffic.needed else None)
-        supervisor.on_lines = self.samplers.on_lines
+        self.samplers = samplers
+        self.store = samplers.store
         engine = stack.engine
         self.interval = engine.interval
         self.engine = Engine(
             [], Settings(engine.scale_down_delay, engine.action_budget, engine.action_window)
         )
-        self.world = _LiveWorld(self.store, supervisor, env)
-        self.deployer: Any = None  # the agent's Deployer: ROLLBACK and the ROLLOUT verbs
+        self.world = LiveWorld(self.store, platform, env, rolled_back_from)
         self.decisions = DecisionLog(state_dir / "decisions.db")
         self.history = History(state_dir / "history.db")
         self.notifier = Notifier(stack.notify.webhook, stack.notify.timeout, self._delivered)
+        self.actions = Actions(stack, env, platform, deployer, self.notifier, self.engine, redact)
         self.rule_error: str | None = None
-        self.redact: Callable[[str], str] = lambda text: text  # masks secret values
         self.sources: dict[str, str] = {}  # prometheus query -> why it has no data
         self.last_tick_seconds = 0.0
-        self.actions: dict[tuple[str, str, str, str], int] = {}
+        self.counts: dict[tuple[str, str, str, str], int] = {}  # actions done and failed
         self._files: dict[Path, tuple[int, int]] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._queries: dict[str, asyncio.Task[None]] = {}
@@ -210,7 +182,7 @@ class Automation:
             self._read_locks()
         self.samplers.step(now)
         self._query_prometheus()
-        result = self.engine.tick(now, self.world, self.supervisor.services)
+        result = self.engine.tick(now, self.world, self.platform.services())
         self._pending.extend(result.decisions)
         for command in result.commands:
             self._start(command)
@@ -251,7 +223,7 @@ class Automation:
         for rule in self.engine.rules:
             for test in rule.tests:
                 if test.key.startswith("prometheus:"):
-                    names = rule.candidates(self.supervisor.services)
+                    names = rule.candidates(self.platform.services())
                     wanted.setdefault(test.key, []).extend(names)
         for key, names in wanted.items():
             if url is None:
@@ -295,7 +267,7 @@ class Automation:
         for service, key, t, value in self.store.levels():
             if now - t <= self.store.stale_after:
                 frame.setdefault(service, {})[key] = value
-        for service in self.supervisor.services:
+        for service in self.platform.services():
             for name, rank in _LEVEL_NAMES.items():
                 count = self.store.count(service, LOG, since, now, rank=rank)
                 if count:
@@ -328,14 +300,14 @@ class Automation:
     async def _execute(self, command: Command) -> None:
         ok, detail = True, ""
         try:
-            ok, detail = await self._act(command)
+            ok, detail = await self.actions.act(command)
         except Exception as exc:
             ok, detail = False, f"{type(exc).__name__}: {exc}"
         now = self.clock()
         decision = self.engine.complete(command, now, self.world, ok, detail)
         self._pending.append(decision)
         key = (command.rule, command.target, command.verb, "done" if ok else "failed")
-        self.actions[key] = self.actions.get(key, 0) + 1
+        self.counts[key] = self.counts.get(key, 0) + 1
         if command.verb != "NOTIFY":
             target = f"{self.stack.name}/{self.env}/{command.target}"
             result = "ok" if ok else f"failed: {detail}"
@@ -345,84 +317,6 @@ class Automation:
             self.say(
                 f"rule {command.rule}: {command.verb} {command.target} {command.detail}: {result}"
             )
-
-    async def _act(self, command: Command) -> tuple[bool, str]:
-        verb, target = command.verb, command.target
-        if verb == "NOTIFY":
-            if self.stack.notify.webhook is None:
-                return True, "recorded here (no [notify] webhook configured)"
-            self.notifier.notify(self._payload(command))
-            return True, "sent to the [notify] webhook"
-        if verb == "RUN":
-            result = await run_command(
-                command.text or "", command.env, self.stack.root, RUN_TIMEOUT
-            )
-            summary = result.error or (
-                "timed out" if result.timed_out else f"exit {result.exit_code}"
-            )
-            output = self.redact(result.output[-2000:])
-            summary = self.redact(summary)
-            return (result.exit_code == 0 and not result.timed_out), f"{summary}; output: {output}"
-        if target not in self.supervisor.services:
-            return False, f"{target} is not a service of this stack"
-        if verb == "SCALE":
-            count = min(command.count or 0, MAX_INSTANCES)
-            try:
-                await self.supervisor.scale(target, count, SCALE_TIMEOUT)
-            except StartFailed as exc:
-                return False, str(exc)
-            return True, f"{target} runs {count} instances"
-        if verb == "RESTART":
-            try:
-                await self.supervisor.restart(target, SCALE_TIMEOUT)
-            except StartFailed as exc:
-                return False, str(exc)
-            return True, f"{target} restarted"
-        if self.deployer is None:
-            return False, "no deployer in this agent"
-        who = f"rule {command.rule}"
-        if verb == "ROLLBACK":
-            return await self._rollback(command, who)
-        ok, message = self.deployer.control(
-            target, verb.split()[0].lower(), who, self.redact(command.reason)
-        )
-        return ok, message
-
-    async def _rollback(self, command: Command, who: str) -> tuple[bool, str]:
-        """The same path as `sqlifier rollback`; waits until traffic is on the target."""
-        body = {"service": command.target, "to": command.to, "rule": True}
-        body["reason"] = self.redact(command.reason)
-        ok, data = await self.deployer.rollback(body, who)
-        if not ok:
-            return False, str(data.get("error"))
-        deadline = time.monotonic() + ROLLBACK_TIMEOUT
-        while True:
-            run = self.deployer.status(str(data["id"])) or data
-            if run.get("done") or run.get("restored_at"):
-                break
-            if time.monotonic() > deadline:
-                return False, f"{run['kind']} {run['id']} still {run['state']}"
-            await asyncio.sleep(0.1)
-        if run.get("restored_at") is not None and run["kind"] == "deploy":
-            # What was rolled back from is the canary's release, not the stable one the
-            # engine saw: the stable one may still be rolled back from later.
-            self.engine.rolled_back.discard((command.target, command.release or ""))
-            self.engine.rolled_back.add((command.target, str(run["version"])))
-            return True, f"the rollout of {run['version']} was aborted: traffic is back on stable"
-        if run.get("succeeded"):
-            return True, f"rolled back to {run['version']} ({run['id']})"
-        return False, f"{run['kind']} {run['id']} {run['state']}: {run.get('error')}"
-
-    def _payload(self, command: Command) -> dict[str, Any]:
-        return {
-            "stack": self.stack.name,
-            "env": self.env,
-            "rule": command.rule,
-            "service": command.service,
-            "message": self.redact(command.text or ""),
-            "reason": self.redact(command.reason),
-            "time": command.t,
-        }
 
     def _delivered(self, payload: Mapping[str, Any], delivery: Delivery) -> None:
         outcome = "done" if delivery.ok else "failed"
@@ -474,7 +368,7 @@ class Automation:
 
     def listing(self) -> dict[str, Any]:
         return {
-            "rules": self.engine.rows(self.supervisor.services),
+            "rules": self.engine.rows(self.platform.services()),
             "paused": self.engine.paused_all,
             "error": self.rule_error,
             "sources": dict(self.sources),
@@ -486,7 +380,7 @@ class Automation:
             known = ", ".join(r.id for r in self.engine.rules) or "none"
             return False, f"no rule {rule_id!r}; rules: {known}"
         now = self.clock()
-        services = [service] if service else rule.candidates(self.supervisor.services)
+        services = [service] if service else rule.candidates(self.platform.services())
         out = []
         for name in services:
             item = self.engine.explain(rule_id, name, now)
@@ -500,61 +394,6 @@ class Automation:
                     item.setdefault("sources", {})[test.text] = source
             out.append(item)
         return True, out
-
-    def metrics(self) -> dict[str, Any]:
-        now = self.clock()
-        services: dict[str, Any] = {}
-        for name in self.supervisor.services:
-            values: dict[str, Any] = {}
-            for key in ("cpu", "memory", "rps", "error_rate", "latency_p50", "latency_p90",
-                        "latency_p95", "latency_p99", "instances", "ready_instances"):  # fmt: skip
-                values[key] = self.store.level(name, key, now)
-            values["restarts_total"] = sum(
-                i.life.restarts for i in self.supervisor.instances.get(name, [])
-            )
-            values["log_lines_total"] = self.samplers.log_totals.get(name, {})
-            services[name] = values
-        rows = self.engine.rows(self.supervisor.services)
-        counts = self.decisions.counts()
-        return {
-            "stack": self.stack.name,
-            "env": self.env,
-            "services": services,
-            "instances": list(self.samplers.instances.values()),
-            "rules": [
-                {"rule": r["rule"], "service": r["service"], "state": r["state"].replace(" ", "_")}
-                for r in rows
-            ],
-            "actions_total": [
-                {"rule": rule, "service": target, "action": verb, "result": result, "count": n}
-                for (rule, target, verb, result), n in sorted(self.actions.items())
-            ],
-            "decisions_total": [
-                {
-                    "rule": c["rule"],
-                    "service": c["service"],
-                    "decision": c["outcome"],
-                    "count": c["count"],
-                }
-                for c in _merge_counts(counts)
-            ],
-            "engine": {
-                "ticks_total": self.engine.ticks,
-                "last_tick_seconds": self.last_tick_seconds,
-                "paused": self.engine.paused_all,
-            },
-        }
-
-
-def _merge_counts(counts: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    merged: dict[tuple[str, str, str], int] = {}
-    for c in counts:
-        key = (str(c["rule"]), str(c["service"]), str(c["outcome"]))
-        merged[key] = merged.get(key, 0) + int(c["count"])
-    return [
-        {"rule": r, "service": s, "outcome": o, "count": n}
-        for (r, s, o), n in sorted(merged.items())
-    ]
 
 
 def _not_evaluated(rule: CompiledRule, service: str, now: float) -> dict[str, Any]:

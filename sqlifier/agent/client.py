@@ -1,39 +1,37 @@
-"""Talking to a running agent over its unix socket (what the CLI uses)."""
+"""Talking to a running agent over its unix socket (what the CLI uses).
+
+One request per connection, its message syntax by h11 like every other HTTP exchange of
+sqlifier (`runtime/http.py` holds the asynchronous side; the CLI waits on a plain
+socket). Only h11 and the standard library are imported here: `ps` starts quickly.
+"""
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 from pathlib import Path
 from typing import Any
 
+import h11
+
 from sqlifier.agent.files import agent_files, read_info
 from sqlifier.errors import UserError
-from sqlifier.runtime.process import is_same_process
 from sqlifier.store.audit import current_user
 
 __all__ = ["AgentClient", "AgentNotRunning", "agent_alive", "read_info"]
+
+MAX_ANSWER = 64 * 1024 * 1024  # the largest answer read (a long rule listing)
 
 
 class AgentNotRunning(UserError):
     """No agent answers for this stack and environment."""
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(str(self.socket_path))
-        self.sock = sock
-
-
 def agent_alive(state_dir: Path) -> bool:
     """Is the agent that wrote `agent.json` still that same running process?"""
+    # psutil only when asked: importing this module stays quick
+    from sqlifier.runtime.process import is_same_process  # noqa: PLC0415
+
     info = read_info(state_dir)
     if not info or info.get("phase") in ("stopped", "failed"):
         return False
@@ -55,21 +53,15 @@ class AgentClient:
             token = self.files["token"].read_text().strip()
         except OSError:
             raise self._not_running() from None
-        connection = _UnixConnection(self.files["socket"], self.timeout)
-        payload = json.dumps(body or {})
+        headers = [
+            ("Host", "localhost"),
+            ("Authorization", f"Bearer {token}"),
+            ("Content-Type", "application/json"),
+            ("X-Sqlifier-User", current_user()),
+        ]
         try:
-            connection.request(
-                method,
-                path,
-                body=payload,
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Content-Type": "application/json",
-                    "X-Sqlifier-User": current_user(),
-                },
-            )
-            response = connection.getresponse()
-            data = json.loads(response.read() or b"{}")
+            status, raw = self._exchange(method, path, headers, json.dumps(body or {}).encode())
+            data = json.loads(raw or b"{}")
         except (FileNotFoundError, ConnectionRefusedError):
             raise self._not_running() from None
         except TimeoutError:
@@ -77,13 +69,37 @@ class AgentClient:
                 f"the agent did not answer {method} {path} within {self.timeout:g}s; "
                 "it may still be working (see sqlifier ps)"
             ) from None
-        except (ConnectionError, http.client.HTTPException) as exc:
+        except (ConnectionError, h11.ProtocolError, ValueError) as exc:
             raise UserError(f"the agent broke off {method} {path}: {exc}") from None
-        finally:
-            connection.close()
-        if response.status != 200:
-            raise UserError(str(data.get("error", f"agent answered {response.status}")))
+        if status != 200:
+            raise UserError(str(data.get("error", f"agent answered {status}")))
         return data
+
+    def _exchange(
+        self, method: str, path: str, headers: list[tuple[str, str]], body: bytes
+    ) -> tuple[int, bytes]:
+        """One request on a fresh connection: the status and body of the answer."""
+        connection = h11.Connection(h11.CLIENT)
+        headers = [*headers, ("Content-Length", str(len(body))), ("Connection", "close")]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(self.timeout)
+            sock.connect(str(self.files["socket"]))
+            request = h11.Request(method=method, target=path, headers=headers)
+            parts = (request, h11.Data(data=body), h11.EndOfMessage())
+            sock.sendall(b"".join(connection.send(part) or b"" for part in parts))
+            status, answer = 0, bytearray()
+            while True:
+                event = connection.next_event()
+                if event is h11.NEED_DATA:
+                    connection.receive_data(sock.recv(65536))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    answer += event.data
+                    if len(answer) > MAX_ANSWER:
+                        raise ValueError("the answer is too large")
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    return status, bytes(answer)
 
     def _not_running(self) -> AgentNotRunning:
         return AgentNotRunning(

@@ -3,8 +3,8 @@
 It reports what happened as a value and never raises for the outside world's failures
 (a refused connection, a timeout): the caller records the value and carries on.
 
-One JSON POST per message, retried on connection errors, timeouts and 5xx, with a
-doubling backoff; every attempt is bounded, so a whole call takes at most
+One JSON POST per message (`runtime/http.py`), retried on connection errors, timeouts
+and 5xx, with a doubling backoff; every attempt is bounded, so a whole call takes at most
 `(retries + 1) * timeout + backoff * (2**retries - 1)` seconds. `Notifier` runs deliveries
 in the background so a rule never waits for a webhook.
 """
@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
+
+from sqlifier.runtime import http
 
 __all__ = ["CLOSED", "DROPPED", "MAX_PENDING", "NO_WEBHOOK", "Delivery", "Notifier", "post_webhook"]
 
@@ -42,7 +44,8 @@ class _Target:
     https: bool
     host: str
     port: int
-    head: bytes  # request line and headers, up to the blank line
+    path: str  # the request target, quoted
+    headers: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +72,7 @@ async def post_webhook(
         body = json.dumps(payload, default=str).encode()
     except ValueError as exc:  # a circular reference
         return Delivery(False, 0, f"payload is not JSON: {exc}")
-    target = _target(url, len(body))
+    target = _target(url)
     if isinstance(target, str):
         return Delivery(False, 0, target)
     # Loading the trust store takes tens of milliseconds: not on the event loop.
@@ -83,7 +86,7 @@ async def post_webhook(
         await asyncio.sleep(backoff * 2 ** (attempt - 1))
 
 
-def _target(url: str, length: int) -> _Target | str:
+def _target(url: str) -> _Target | str:
     """The parsed URL and request head, or why the URL cannot be used."""
     try:
         parts = urlsplit(url)
@@ -99,22 +102,17 @@ def _target(url: str, length: int) -> _Target | str:
     path = quote(parts.path or "/", safe=_URL_SAFE)
     if parts.query:
         path += "?" + quote(parts.query, safe=_URL_SAFE)
-    lines = [
-        f"POST {path} HTTP/1.1",
-        f"Host: {parts.netloc.rpartition('@')[2]}",
-        "User-Agent: sqlifier",
-        "Content-Type: application/json",
-        f"Content-Length: {length}",
-        "Connection: close",
+    headers = [
+        ("Host", parts.netloc.rpartition("@")[2]),
+        ("User-Agent", "sqlifier"),
+        ("Content-Type", "application/json"),
     ]
     if parts.username is not None:
         secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        lines.append("Authorization: Basic " + base64.b64encode(secret.encode()).decode())
-    try:
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
-    except UnicodeEncodeError:
+        headers.append(("Authorization", "Basic " + base64.b64encode(secret.encode()).decode()))
+    if not headers[0][1].isascii():
         return "invalid webhook URL: the host must be ASCII (use its xn-- form)"
-    return _Target(https, parts.hostname, port or (443 if https else 80), head)
+    return _Target(https, parts.hostname, port or (443 if https else 80), path, tuple(headers))
 
 
 async def _attempt(
@@ -131,11 +129,9 @@ async def _attempt(
                 server_hostname=target.host if context else None,
             )
             try:
-                writer.write(target.head + body)
-                await writer.drain()
-                outcome = await _response(reader)
+                outcome = await _response(target, reader, writer, body)
             finally:
-                await _close(writer)
+                await http.close(writer)
     except TimeoutError:
         if outcome is None:  # the answer came; only closing took too long
             return _Outcome(False, f"timed out after {timeout:g}s", True)
@@ -145,38 +141,26 @@ async def _attempt(
         return _Outcome(False, f"TLS: {exc.reason or exc}", True)
     except OSError as exc:
         return _Outcome(False, _reason(exc), True)
+    except ValueError as exc:  # a request h11 will not write (a control character)
+        return _Outcome(False, f"invalid webhook URL: {exc}", False)
     assert outcome is not None
     return outcome
 
 
-async def _response(reader: asyncio.StreamReader) -> _Outcome:
-    """The outcome the response's status line gives (informational responses skipped)."""
-    while True:
-        try:
-            line = await reader.readline()
-        except ValueError:  # a line longer than the stream's limit
-            return _Outcome(False, "not an HTTP response", False)
-        if not line:
-            return _Outcome(False, "connection closed without a response", True)
-        parts = line.split()
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-            return _Outcome(False, "not an HTTP response", False)
-        status = int(parts[1])
-        if status >= 200:
-            return _Outcome(200 <= status < 300, f"HTTP {status}", status >= 500)
-        while (await reader.readline()).strip():  # the 1xx response's headers
-            pass
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
+async def _response(
+    target: _Target, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
+) -> _Outcome:
+    """The outcome the answer's status gives (informational answers skipped)."""
     try:
-        await writer.wait_closed()
-    except OSError:
-        pass
-    except BaseException:
-        writer.transport.abort()  # interrupted (timeout, cancel): do not leave it half-closed
-        raise
+        answer = await http.exchange(
+            reader, writer, "POST", target.path, target.headers, body, read_body=False
+        )
+    except http.ClosedEarly:
+        return _Outcome(False, "connection closed without a response", True)
+    except http.NotHttp:
+        return _Outcome(False, "not an HTTP response", False)
+    status = answer.status
+    return _Outcome(200 <= status < 300, f"HTTP {status}", status >= 500)
 
 
 def _reason(exc: OSError) -> str:

@@ -13,7 +13,6 @@ from sqlifier.agent.files import read_info
 from sqlifier.cli.options import ENV, STACK_FILE
 from sqlifier.cli.workspace import load_context
 from sqlifier.errors import UserError
-from sqlifier.runtime.process import is_same_process
 
 __all__ = ["ps", "restart", "scale", "table"]
 
@@ -67,6 +66,8 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
 
 def _left_behind(state_dir: Path) -> list[dict[str, Any]]:
     """Instances a dead agent recorded that are still those processes."""
+    from sqlifier.runtime.process import is_same_process  # noqa: PLC0415 (psutil: when asked)
+
     info = read_info(state_dir) or {}
     if info.get("phase") not in ("starting", "running", "stopping"):
         return []

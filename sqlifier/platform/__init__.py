@@ -66,6 +66,7 @@ class InstanceInfo:
     held: bool  # ready but kept from traffic (a canary until it is warm)
     draining: bool  # about to stop: takes no new requests
     restarts: int
+    running: bool = True  # its process runs (False: exited, waiting to be started again)
 
 
 @dataclass(frozen=True, slots=True)

@@ -221,6 +221,7 @@ def _info(instance: Instance) -> InstanceInfo:
         held=instance.held,
         draining=instance.draining,
         restarts=life.restarts,
+        running=instance.launched is not None,
     )
 
 

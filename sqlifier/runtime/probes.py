@@ -3,7 +3,7 @@
 `ProbeTracker` is pure (a clock goes in, a verdict comes out), with Kubernetes' meaning:
 a verdict changes after `success_threshold` consecutive successes or `failure_threshold`
 consecutive failures, and there is no verdict before that. `run_probe` does the I/O:
-an HTTP GET or a TCP connection to the instance's own port, or a command.
+an HTTP GET (`runtime/http.py`) or a TCP connection to the instance's own port, or a command.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import shlex
 from dataclasses import dataclass
 
+from sqlifier.runtime import http
 from sqlifier.stack.model import Probe, ProbeKind
 
 __all__ = ["ProbeResult", "ProbeTracker", "run_probe"]
@@ -74,25 +75,17 @@ async def _run(probe: Probe, port: int, cwd: str | None) -> ProbeResult:
     try:
         if probe.kind is ProbeKind.TCP:
             return ProbeResult(True, "connected")
-        request = (
-            f"GET {probe.target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "User-Agent: sqlifier-probe\r\nConnection: close\r\n\r\n"
-        )
-        writer.write(request.encode("latin-1"))
-        await writer.drain()
-        status_line = await reader.readline()
-        parts = status_line.decode("latin-1", "replace").split()
-        if len(parts) < 2 or not parts[1].isdigit():
-            return ProbeResult(False, "not an HTTP response")
-        status = int(parts[1])
-        ok = status == probe.status if probe.status is not None else 200 <= status < 400
-        return ProbeResult(ok, f"HTTP {status}")
+        headers = [("Host", f"127.0.0.1:{port}"), ("User-Agent", "sqlifier-probe")]
+        answer = await http.exchange(reader, writer, "GET", probe.target, headers, read_body=False)
     except OSError as exc:
         return ProbeResult(False, _reason(exc))
+    except (http.NotHttp, ValueError):
+        return ProbeResult(False, "not an HTTP response")
     finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+        await http.close(writer)
+    status = answer.status
+    ok = status == probe.status if probe.status is not None else 200 <= status < 400
+    return ProbeResult(ok, f"HTTP {status}")
 
 
 async def _exec(command: str, port: int, cwd: str | None) -> ProbeResult:

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlifier.runtime.instance import Event, Instance, StartFailed
+from sqlifier.runtime.instance import Event, Instance, SecretHolder, StartFailed
 from sqlifier.runtime.process import Launched, is_same_process, stop_group
 from sqlifier.runtime.runner import InstanceRunner
 from sqlifier.stack.envfile import read_env_file
@@ -62,6 +62,9 @@ class Supervisor(InstanceRunner):
         base_env: Mapping[str, str] | None = None,
         before_stop: Callable[[Instance], Awaitable[None]] | None = None,
         on_lines: Callable[[str, float, list[tuple[str, str]]], None] | None = None,
+        secrets: Callable[[SecretHolder], Awaitable[Mapping[str, str]]] | None = None,
+        after_stop: Callable[[SecretHolder], None] | None = None,
+        redactor: Callable[[str], str] | None = None,
     ) -> None:
         environ = dict(os.environ if base_env is None else base_env)
         env_file = stack.environment(env).env_file
@@ -70,6 +73,12 @@ class Supervisor(InstanceRunner):
         super().__init__(env, state_dir, release, on_event, clock, environ, before_stop, on_lines)
         self.stack = stack
         self.services = stack.services_for(env)
+        # The values of an instance's secrets, resolved just before it starts (env vars).
+        self.secrets = secrets
+        # Called after an instance stopped for good (its secret files are removed).
+        self.after_stop = after_stop
+        # Masks secret values in output lines.
+        self.redactor = redactor
         self.instances: dict[str, list[Instance]] = {name: [] for name in self.services}
         # A rollout's new-release instances, beside the stable ones until promotion.
         self.canaries: dict[str, list[Instance]] = {name: [] for name in self.services}

@@ -1,8 +1,9 @@
 """Reading one value from an external Prometheus, for the signal `prometheus('promql')`.
 
-`query` runs an instant query through Prometheus' HTTP API and makes one number of it,
-or says why there is none: a rule needs exactly one value, so several series, no series,
-NaN and infinities are "no data" with a reason, like a network error or a timeout.
+`query` runs an instant query through Prometheus' HTTP API (`runtime/http.py`) and makes
+one number of it, or says why there is none: a rule needs exactly one value, so several
+series, no series, NaN and infinities are "no data" with a reason, like a network error
+or a timeout.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import math
 import ssl
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import SplitResult, unquote, urlencode, urlsplit
+
+from sqlifier.runtime import http
 
 __all__ = ["QueryResult", "query"]
 
@@ -61,47 +64,31 @@ async def _get(base_url: str, params: dict[str, str]) -> tuple[int, bytes]:
     port = url.port or (443 if url.scheme == "https" else 80)
     context = ssl.create_default_context() if url.scheme == "https" else None
     reader, writer = await asyncio.open_connection(url.hostname, port, ssl=context)
+    target = f"{url.path.rstrip('/')}/api/v1/query?{urlencode(params)}"
     try:
-        writer.write(_request(url.netloc, url.path, params, url.username, url.password))
-        await writer.drain()
-        return _split(await _read_all(reader))
+        answer = await http.exchange(
+            reader, writer, "GET", target, _headers(url), max_body=_MAX_ANSWER
+        )
+    except http.TooLarge:
+        raise ValueError(f"the answer is larger than {_MAX_ANSWER // (1024 * 1024)} MiB") from None
+    except http.NotHttp:
+        raise ValueError("not an HTTP answer") from None
     finally:
-        writer.close()
         with contextlib.suppress(OSError):
-            await writer.wait_closed()
+            await http.close(writer)
+    return answer.status, answer.body
 
 
-def _request(
-    netloc: str, prefix: str, params: dict[str, str], user: str | None, password: str | None
-) -> bytes:
-    # HTTP/1.0: the answer is never chunked and ends when the server closes the connection.
-    head = [
-        f"GET {prefix.rstrip('/')}/api/v1/query?{urlencode(params)} HTTP/1.0",
-        f"Host: {netloc.rpartition('@')[2]}",
-        "Accept: application/json",
-        "User-Agent: sqlifier",
+def _headers(url: SplitResult) -> list[tuple[str, str]]:
+    headers = [
+        ("Host", url.netloc.rpartition("@")[2]),
+        ("Accept", "application/json"),
+        ("User-Agent", "sqlifier"),
     ]
-    if user is not None:
-        token = f"{unquote(user)}:{unquote(password or '')}".encode()
-        head.append(f"Authorization: Basic {base64.b64encode(token).decode()}")
-    return ("\r\n".join(head) + "\r\n\r\n").encode()
-
-
-async def _read_all(reader: asyncio.StreamReader) -> bytes:
-    data = bytearray()
-    while chunk := await reader.read(65536):
-        data += chunk
-        if len(data) > _MAX_ANSWER:
-            raise ValueError(f"the answer is larger than {_MAX_ANSWER // (1024 * 1024)} MiB")
-    return bytes(data)
-
-
-def _split(answer: bytes) -> tuple[int, bytes]:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    parts = head.split(b"\r\n", 1)[0].split()
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-        raise ValueError("not an HTTP answer")
-    return int(parts[1]), body
+    if url.username is not None:
+        token = f"{unquote(url.username)}:{unquote(url.password or '')}".encode()
+        headers.append(("Authorization", f"Basic {base64.b64encode(token).decode()}"))
+    return headers
 
 
 def _read(status: int, body: bytes) -> QueryResult:

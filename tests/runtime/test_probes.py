@@ -114,3 +114,28 @@ def test_a_probe_that_hangs_times_out() -> None:
 def test_an_exec_probe_that_cannot_run_says_why() -> None:
     result = asyncio.run(run_probe(probe(ProbeKind.EXEC, "/no/such/command"), 1))
     assert result == ProbeResult(False, "cannot run '/no/such/command': No such file or directory")
+
+
+async def _probe_against(answer: bytes) -> ProbeResult:
+    """An HTTP probe against a server that reads the request and sends `answer`."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        return await run_probe(probe(ProbeKind.HTTP, "/"), port)
+
+
+@pytest.mark.parametrize("answer", [b"", b"SSH-2.0-OpenSSH\r\n\r\n", b"HTTP/1.1 abc Nope\r\n\r\n"])
+def test_an_answer_that_is_not_http_fails_the_probe(answer: bytes) -> None:
+    assert asyncio.run(_probe_against(answer)) == ProbeResult(False, "not an HTTP response")
+
+
+def test_an_informational_answer_is_skipped_for_the_final_one() -> None:
+    answer = b"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"
+    assert asyncio.run(_probe_against(answer)) == ProbeResult(True, "HTTP 204")
