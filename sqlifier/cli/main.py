@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 bad input or a refused operation (the message says why)
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
@@ -14,35 +15,62 @@ from collections.abc import Sequence
 import click
 
 from sqlifier import __version__
-from sqlifier.cli import audit, check, config, deploy, fmt, init, rules
-from sqlifier.cli.logs import logs
 from sqlifier.cli.output import print_diagnostics
-from sqlifier.cli.ps import ps, restart, scale
-from sqlifier.cli.releases import dora, lock, plan, releases
-from sqlifier.cli.secret import group as secret
-from sqlifier.cli.up import down, up
 from sqlifier.errors import DiagnosticsError, UserError
 
 __all__ = ["cli", "deploy_cli", "main", "run"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Each command's module is imported only when that command runs (or `--help` lists them
+# all): `sqlifier ps` loads the client side only, never the agent, the rule engine or the
+# secret store's cryptography.
+COMMANDS = {
+    "approve": "sqlifier.cli.deploy:approve",
+    "audit": "sqlifier.cli.audit:group",
+    "check": "sqlifier.cli.check:command",
+    "config": "sqlifier.cli.config:command",
+    "deploy": "sqlifier.cli.deploy:group",
+    "dora": "sqlifier.cli.releases:dora",
+    "down": "sqlifier.cli.up:down",
+    "fmt": "sqlifier.cli.fmt:command",
+    "init": "sqlifier.cli.init:command",
+    "lock": "sqlifier.cli.releases:lock",
+    "logs": "sqlifier.cli.logs:logs",
+    "plan": "sqlifier.cli.releases:plan",
+    "ps": "sqlifier.cli.ps:ps",
+    "releases": "sqlifier.cli.releases:releases",
+    "restart": "sqlifier.cli.ps:restart",
+    "rollback": "sqlifier.cli.deploy:rollback",
+    "rollout": "sqlifier.cli.deploy:rollout",
+    "rules": "sqlifier.cli.rules:group",
+    "scale": "sqlifier.cli.ps:scale",
+    "secret": "sqlifier.cli.secret:group",
+    "up": "sqlifier.cli.up:up",
+}
+
+
+class _LazyGroup(click.Group):
+    """A group whose commands are named here and imported when first asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, name = COMMANDS[cmd_name].split(":")
+            command = getattr(importlib.import_module(module), name)
+            assert isinstance(command, click.Command), COMMANDS[cmd_name]
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="sqlifier")
 def cli() -> None:
     """Run a small team's services and operate them with short, readable rules."""
-
-
-cli.add_command(check.command)
-cli.add_command(fmt.command)
-cli.add_command(init.command)
-cli.add_command(deploy.group)
-cli.add_command(rules.group)
-cli.add_command(config.command)
-cli.add_command(audit.group)
-for command in (up, down, ps, scale, restart, logs, secret, releases, lock, plan, dora):
-    cli.add_command(command)
-for command in (deploy.approve, deploy.rollback, deploy.rollout):
-    cli.add_command(command)
 
 
 def run(argv: Sequence[str] | None = None, prog_name: str = "sqlifier") -> int:

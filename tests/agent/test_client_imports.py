@@ -23,3 +23,33 @@ def test_a_client_side_command_loads_neither_the_agent_nor_psutil_nor_cryptograp
         ).stdout
     )
     assert [name for name in HEAVY if name in loaded] == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["ps", "--help"], ["check", "--help"], ["logs", "--help"], ["ps", "--env", "nowhere"]],
+)
+def test_the_sqlifier_command_loads_only_the_command_it_runs(args: list[str]) -> None:
+    """The whole `sqlifier` process, not only the command's module: the entry point
+    imports a command's module when that command runs."""
+    script = (
+        "import json, sys\n"
+        "from sqlifier.cli.main import run\n"
+        f"run({args!r})\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    assert [name for name in (*HEAVY, "sqlifier.engine.machine") if name in loaded] == []
+
+
+def test_every_command_is_listed_and_loads() -> None:
+    from sqlifier.cli.main import COMMANDS, cli
+
+    context = cli.make_context("sqlifier", ["--help"], resilient_parsing=True)
+    assert cli.list_commands(context) == sorted(COMMANDS)
+    for name in COMMANDS:
+        command = cli.get_command(context, name)
+        assert command is not None and command.name == name
