@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from sqlifier.delivery.records import ReleaseError
-from sqlifier.runtime.commands import OUTPUT_LIMIT
+from sqlifier.runtime.commands import OUTPUT_LIMIT, tail_text
 from sqlifier.stack.model import Service
 
 __all__ = ["run_build"]
@@ -89,10 +89,4 @@ def _tail(output: IO[bytes]) -> str:
     size = output.seek(0, os.SEEK_END)
     cut = max(0, size - OUTPUT_LIMIT)
     output.seek(cut)
-    kept = output.read()
-    if not cut:
-        return kept.decode("utf-8", "replace")
-    start = 0
-    while start < min(len(kept), 3) and kept[start] & 0xC0 == 0x80:
-        start += 1  # the rest of a character cut in two
-    return f"[... {cut + start} bytes cut]\n" + kept[start:].decode("utf-8", "replace")
+    return tail_text(output.read(), cut)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["OUTPUT_LIMIT", "RunResult", "run_command"]
+__all__ = ["OUTPUT_LIMIT", "RunResult", "run_command", "tail_text"]
 
 OUTPUT_LIMIT = 64 * 1024  # bytes of a command's output kept: the tail
 _DRAIN_GRACE = 1.0  # seconds to read what is left in the pipe once the command is gone
@@ -157,10 +157,15 @@ class _Tail(asyncio.Protocol):
         self.ended.set()
 
     def text(self) -> str:
-        kept, cut = bytes(self.kept), self.cut
-        if not cut:
-            return kept.decode("utf-8", "replace")
-        start = 0
-        while start < min(len(kept), 3) and kept[start] & 0xC0 == 0x80:
-            start += 1  # the rest of a character cut in two
-        return f"[... {cut + start} bytes cut]\n" + kept[start:].decode("utf-8", "replace")
+        return tail_text(bytes(self.kept), self.cut)
+
+
+def tail_text(kept: bytes, cut: int) -> str:
+    """The last bytes of an output as text, preceded by "[... N bytes cut]" when `cut`
+    bytes before them were dropped (a character cut in two at the front is dropped whole)."""
+    if not cut:
+        return kept.decode("utf-8", "replace")
+    start = 0
+    while start < min(len(kept), 3) and kept[start] & 0xC0 == 0x80:
+        start += 1  # the rest of a character cut in two
+    return f"[... {cut + start} bytes cut]\n" + kept[start:].decode("utf-8", "replace")
