@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sqlifier.lang.errors import Diagnostic
+    from sqlifier.diagnostics import Diagnostic
 
 __all__ = ["DiagnosticsError", "NotAvailable", "SqlifierError", "UserError"]
 

@@ -15,13 +15,13 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sqlifier.engine.series import LOG, RESTART, SeriesStore
 from sqlifier.lang import ast
 from sqlifier.lang.checker import rule_label
 from sqlifier.lang.cron import CronError, CronSchedule, parse_cron
 from sqlifier.lang.printer import format_expr, format_rule, format_trigger
 from sqlifier.lang.signals import LOG_LEVELS, SIGNALS, SignalKind
 from sqlifier.lang.units import UNITS, Type, base_value
-from sqlifier.signals.series import LOG, RESTART, SeriesStore
 
 __all__ = [
     "DEFAULT_COUNT_WINDOW",

@@ -15,9 +15,10 @@ import shlex
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from sqlifier.diagnostics import Diagnostic, Severity
 from sqlifier.lang import ast
 from sqlifier.lang.cron import CronError, parse_cron
-from sqlifier.lang.errors import Diagnostic, Severity, did_you_mean, quote
+from sqlifier.lang.errors import did_you_mean, quote
 from sqlifier.lang.fields import (
     EXPRESSION_NAMES,
     FIELD_RANGES,
