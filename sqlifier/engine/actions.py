@@ -18,10 +18,10 @@ from sqlifier.engine.compiled import (
     NoData,
     ServiceView,
     World,
-    evaluate,
-    render_message,
     show_value,
 )
+from sqlifier.engine.expressions import evaluate, render_message
+from sqlifier.engine.state import Command
 from sqlifier.engine.wording import clock
 from sqlifier.lang import ast
 from sqlifier.lang.printer import format_action
@@ -31,6 +31,7 @@ __all__ = [
     "ACTING",
     "Firing",
     "Planned",
+    "command_for",
     "plan_action",
     "settle_scales",
     "target_of",
@@ -101,6 +102,23 @@ def world_lock(world: World, service: str) -> str | None:
         holder = locks.get(service)
         return str(holder) if holder is not None else None
     return None
+
+
+def command_for(firing_id: int, now: float, firing: Firing, p: Planned, world: World) -> Command:
+    """The command that carries out a planned action; RUN's has the event in its env."""
+    env = {
+        "SQLIFIER_RULE": firing.rule.id,
+        "SQLIFIER_SERVICE": firing.service,
+        "SQLIFIER_TARGET": p.target,
+        "SQLIFIER_REASON": firing.reason,
+        "SQLIFIER_VALUE": next(iter(firing.values.values()), ""),
+        "SQLIFIER_TIME": str(now),
+    }
+    release = (world.service(p.target) or firing.view).release if p.verb == "ROLLBACK" else None
+    return Command(
+        firing_id, now, firing.rule.id, firing.service, p.target, p.verb, p.detail, firing.reason,
+        p.count, p.previous, p.to, p.text, env if p.verb == "RUN" else {}, release,
+    )  # fmt: skip
 
 
 def plan_action(

@@ -20,21 +20,22 @@ budget exhausted. The semantics are those of the rule language (docs/rules.md):
 - actions on one service are serialized; past the action budget the engine stops acting
   on the service and notifies once; ROLLBACK never rolls back a rollback.
 
-Beside it: `state.py` (the values), `actions.py` (planning a firing's actions),
-`wording.py` (values and times in reasons), `persist.py` (the state saved across agent
-restarts) and `explain.py` (`rules status` and `rules explain`).
+Beside it: `state.py` (the values), `evaluation.py` (a rule's tests and window),
+`actions.py` (planning a firing's actions), `wording.py` (values and times in reasons),
+`persist.py` (the state saved across agent restarts) and `explain.py` (`rules status` and
+`rules explain`).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from sqlifier.engine.actions import (
     ACTING,
     Firing,
     Planned,
+    command_for,
     plan_action,
     settle_scales,
     target_of,
@@ -45,22 +46,13 @@ from sqlifier.engine.compiled import (
     CompiledRule,
     ServiceView,
     Test,
-    Tree,
     World,
-    calendar,
-    condition_holds,
     show_value,
 )
-from sqlifier.engine.state import (
-    Command,
-    Decision,
-    RuleState,
-    Settings,
-    State,
-    TickResult,
-)
+from sqlifier.engine.evaluation import EPSILON, restart_window, test_result, tree_result
+from sqlifier.engine.expressions import condition_holds
+from sqlifier.engine.state import Command, Decision, RuleState, Settings, State, TickResult
 from sqlifier.engine.wording import clock, shown, values_text
-from sqlifier.lang.signals import SignalKind
 from sqlifier.lang.units import Type
 
 # The values are defined in state.py and named here too: they are what a tick returns.
@@ -72,11 +64,8 @@ __all__ = [
     "Settings",
     "State",
     "TickResult",
-    "restart_window",
 ]
 
-_LEVEL = SignalKind.LEVEL
-_EPSILON = 1e-6  # clock times are floats: 29.9999999 s of a 30 s window is the window
 _DURATION = Type.DURATION
 
 
@@ -178,7 +167,7 @@ class Engine:
                     rest.append(service)
                 continue
             since = held.get(index)
-            if since is None or st.state is not State.PENDING or now - since >= window - _EPSILON:
+            if since is None or st.state is not State.PENDING or now - since >= window - EPSILON:
                 rest.append(service)
         return rest
 
@@ -229,9 +218,9 @@ class Engine:
                 return None
         tree = rule.tree
         if isinstance(tree, int):
-            satisfied, current = self._test(rule.tests[tree], st, service, now, world)
+            satisfied, current = test_result(rule.tests[tree], st, service, now, world)
         else:
-            satisfied, current = self._tree(rule, tree, st, service, now, world)
+            satisfied, current = tree_result(rule, tree, st, service, now, world)
         if satisfied is None:
             if st.state is not State.NO_DATA:
                 missing = [t.text for t in rule.tests if st.values.get(t.index) is None]
@@ -260,59 +249,6 @@ class Engine:
             return None
         return self._plan(rule, service, (rule.id, service), st, view, now, world, result)
 
-    def _tree(
-        self, rule: CompiledRule, node: Tree, st: RuleState, service: str, now: float, world: World
-    ) -> tuple[bool | None, bool]:
-        """(satisfied: held long enough / counted enough, or None for no data; true now)."""
-        if isinstance(node, int):
-            return self._test(rule.tests[node], st, service, now, world)
-        op, children = node
-        results = [self._tree(rule, child, st, service, now, world) for child in children]
-        sats = [s for s, _ in results]
-        currents = [c for _, c in results]
-        if op == "AND":
-            if any(s is False for s in sats):
-                sat: bool | None = False
-            else:
-                sat = None if any(s is None for s in sats) else True
-            return sat, all(c for c in currents)
-        if any(s is True for s in sats):
-            return True, True
-        return (None if any(s is None for s in sats) else False), any(currents)
-
-    def _test(
-        self, test: Test, st: RuleState, service: str, now: float, world: World
-    ) -> tuple[bool | None, bool]:
-        """(satisfied, true now) for one test; None when it has no data."""
-        kind = test.kind
-        if kind is _LEVEL and not test.memory_percent:
-            value = world.store.level(test.service or service, test.key, now)
-            st.values[test.index] = value
-            if value is None:
-                st.held.pop(test.index, None)
-                return None, False
-            if not test.compare(value, test.threshold):
-                st.held.pop(test.index, None)
-                return False, False
-            since = st.held.get(test.index)
-            if since is None:
-                since = st.held[test.index] = now
-            return now - since >= test.window - _EPSILON, True
-        if kind is SignalKind.EVENT:
-            assert test.cron is not None
-            minute = int(now // 60)
-            fired_minute = int(st.last_fired // 60) if st.last_fired is not None else None
-            true = _cron_matches(test, calendar(now)) and fired_minute != minute
-            st.values[test.index] = 1.0 if true else 0.0
-            return true, true
-        if test.memory_percent:  # a limit to compare with comes with resource limits
-            st.values[test.index] = None
-            return None, False
-        counted = test.read(world, service, now, st.restart)
-        st.values[test.index] = counted
-        true = counted is not None and test.holds(counted)
-        return true, true
-
     # --- acting ----------------------------------------------------------------------
 
     def _plan(
@@ -330,15 +266,8 @@ class Engine:
         for target in sorted(targets):
             holder = self.busy.get(target) or world_lock(world, target)
             if holder is not None:
-                self._enter(
-                    st,
-                    key,
-                    now,
-                    State.PENDING,
-                    f"waiting for the lock on {target}",
-                    result,
-                    record=False,
-                )
+                waiting = f"waiting for the lock on {target}"
+                self._enter(st, key, now, State.PENDING, waiting, result, record=False)
                 self._skip(st, key, now, f"skipped: lock on {target} held by {holder}", result)
                 return None
         if not rule.dry_run:
@@ -353,13 +282,8 @@ class Engine:
                     self._skip(st, key, now, f"skipped: {why}", result)
                     if target not in self.budget_told:
                         self.budget_told.add(target)
-                        self._tell(
-                            rule,
-                            service,
-                            now,
-                            f"sqlifier stopped acting on {target}: {why}",
-                            result,
-                        )
+                        stopped = f"sqlifier stopped acting on {target}: {why}"
+                        self._tell(rule, service, now, stopped, result)
                     return None
         values = {t.text: shown(t, st.values.get(t.index)) for t in rule.tests}
         reason = values_text(rule, st)
@@ -405,19 +329,7 @@ class Engine:
             self._record_action(firing, p, now, outcome, firing.reason, result)
             if rule.dry_run:
                 continue
-            env = {
-                "SQLIFIER_RULE": rule.id,
-                "SQLIFIER_SERVICE": firing.service,
-                "SQLIFIER_TARGET": p.target,
-                "SQLIFIER_REASON": firing.reason,
-                "SQLIFIER_VALUE": next(iter(firing.values.values()), ""),
-                "SQLIFIER_TIME": str(now),
-            }
-            command = Command(
-                firing_id, now, rule.id, firing.service, p.target, p.verb, p.detail, firing.reason,
-                p.count, p.previous, p.to, p.text, env if p.verb == "RUN" else {},
-                (world.service(p.target) or firing.view).release if p.verb == "ROLLBACK" else None,
-            )  # fmt: skip
+            command = command_for(firing_id, now, firing, p, world)
             result.commands.append(command)
             if p.verb != "NOTIFY":
                 pending.add(p.verb)
@@ -581,32 +493,3 @@ class Engine:
     def _record(st: RuleState, result: TickResult, decision: Decision) -> None:
         st.history.append(decision)
         result.decisions.append(decision)
-
-
-def _cron_matches(test: Test, when: Any) -> bool:
-    cron = test.cron
-    assert cron is not None
-    weekday = (when.tm_wday + 1) % 7  # struct_time: Monday = 0; cron: Sunday = 0
-    return (
-        when.tm_min in cron.minutes
-        and when.tm_hour in cron.hours
-        and when.tm_mday in cron.days
-        and when.tm_mon in cron.months
-        and weekday in cron.weekdays
-    )
-
-
-def restart_window(rule: CompiledRule, st: RuleState, now: float) -> None:
-    """The window starts again: at once, or when the cooldown ends."""
-    st.pending_since = None
-    if rule.cooldown > 0:
-        st.cooldown_until = now + rule.cooldown
-        st.held.clear()
-        st.state = State.COOLDOWN
-        st.note = f"cooling down until {clock(st.cooldown_until)}"
-        return
-    st.restart = now
-    # Level tests true right now start their new window now.
-    st.held = dict.fromkeys(st.held, now)
-    st.state = State.INACTIVE
-    st.note = "the window restarted"

@@ -16,7 +16,8 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from sqlifier.engine.machine import Engine, restart_window
+from sqlifier.engine.evaluation import restart_window
+from sqlifier.engine.machine import Engine
 
 __all__ = ["load_state", "save_state"]
 

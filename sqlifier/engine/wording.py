@@ -3,7 +3,8 @@ state. Shared by the reasons the engine records and the explanations of `rules e
 
 from __future__ import annotations
 
-from sqlifier.engine.compiled import CompiledRule, Test, calendar, show_value, signal_unit
+from sqlifier.engine.compiled import CompiledRule, Test, show_value, signal_unit
+from sqlifier.engine.expressions import calendar
 from sqlifier.engine.state import RuleState
 from sqlifier.lang.signals import SignalKind
 from sqlifier.lang.units import Type
