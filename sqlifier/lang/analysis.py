@@ -12,11 +12,9 @@ knows nothing of deploys, so the stack file builds on it without reaching into d
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from sqlifier.errors import UserError
 from sqlifier.lang import ast
-from sqlifier.lang.checker import check_trigger
+from sqlifier.lang.checker import check_trigger, signal_tests
 from sqlifier.lang.errors import quote
 from sqlifier.lang.parser import parse_trigger
 from sqlifier.lang.source import Source
@@ -38,7 +36,7 @@ def parse_analysis(text: str) -> ast.Trigger:
         raise AnalysisError(f"invalid analysis {quote(text)}: {'; '.join(problems)}")
     trigger, _ = parse_trigger(Source(text, "<analysis>"))
     assert trigger is not None  # check_trigger parsed the same text
-    for test in _signal_tests(trigger):
+    for test in signal_tests(trigger):
         if test.signal not in SUPPORTED_SIGNALS:
             raise AnalysisError(
                 f"invalid analysis {quote(text)}: {test.signal}() is not measured on a canary; "
@@ -63,15 +61,6 @@ def analysis_problems(text: str) -> list[str]:
     except AnalysisError as exc:
         return [str(exc)]
     return []
-
-
-def _signal_tests(node: ast.Trigger) -> Iterator[ast.SignalTest]:
-    """The trigger's signal tests, left to right (the order the engine compiles them in)."""
-    if isinstance(node, ast.SignalTest):
-        yield node
-        return
-    for operand in node.operands:
-        yield from _signal_tests(operand)  # type: ignore[arg-type]
 
 
 def _names_a_service(test: ast.SignalTest) -> bool:
