@@ -53,8 +53,9 @@ def test_each_documented_error_has_the_parent_the_tree_gives_it() -> None:
         if named is None:
             continue
         depth = (named.start() - 4) // 4 + 1  # a branch under the root is at depth 1
-        del parents[depth:]
         name = named.group(1)
+        del parents[depth:]
+        assert len(parents) == depth, f"{name} is drawn deeper than a parent"
         assert parents[-1] in {b.__name__ for b in classes[name].__bases__}, (name, parents)
         parents.append(name)
         checked += 1
