@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from sqlifier.engine.compiled import ServiceView
 from sqlifier.engine.machine import Engine
 from sqlifier.engine.replay import compile_rules
+from sqlifier.engine.series import LOG, SeriesStore
 from sqlifier.lang import Source, check, parse_source
 from sqlifier.lang.signals import LOG_LEVELS
-from sqlifier.signals.series import LOG, SeriesStore
 
 TARGET = 200_000
 

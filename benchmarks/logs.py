@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlifier.engine.series import LOG, SeriesStore
 from sqlifier.lang.signals import LOG_LEVELS
 from sqlifier.runtime.logs import READ_AT_ONCE, LogFile, classify
-from sqlifier.signals.series import LOG, SeriesStore
 
 KINDS = {
     "plain": "2026-11-27 04:00:{s:02d},123 INFO handled GET /api/items/{i} in 3.2ms",

@@ -1,22 +1,58 @@
 """The one error hierarchy of sqlifier.
 
-    SqlifierError              anything sqlifier reports to a user on purpose
-    ├── UserError              bad input or a refused operation: exit code 1
-    │   ├── DiagnosticsError   one or more positioned diagnostics (file:line:col)
-    │   └── NotAvailable       a command or action that is planned but not built yet
-    └── (anything else)        a bug in sqlifier: exit code 2
+    SqlifierError                 anything sqlifier reports to a user on purpose
+    ├── UserError                 bad input or a refused operation: exit code 1
+    │   ├── DiagnosticsError      one or more positioned diagnostics (file:line:col)
+    │   ├── NotAvailable          a command or action that is planned but not built yet
+    │   ├── AnalysisError         lang.analysis: a canary cannot be judged by this analysis
+    │   │                         expression (also a ValueError)
+    │   ├── ReleaseError          delivery.releases: a release that cannot be made or found
+    │   ├── Locked                delivery.locks: the service's lock is held by someone else
+    │   ├── SecretError           secrets.errors: a secret that cannot be stored, found or
+    │   │                         decrypted
+    │   ├── LaunchError           runtime.process: an instance's command could not start
+    │   ├── RouterFailed          platform.traffic: the data plane could not start
+    │   └── AgentNotRunning       agent.client: no agent answers for this stack and env
+    ├── ParseError                lang.errors: abandons one statement inside the parser,
+    │                             which reports it as a Diagnostic
+    └── (anything else)           a bug in sqlifier: exit code 2
+
+Raised and handled inside sqlifier, each turned into a message, a decision or a retry where
+it is caught (a caller that lets one escape has a bug):
+
+    ValueError
+    ├── CronError                 lang.cron: a schedule('...') that cannot be read
+    ├── UndecodableError          lang.source: bytes that cannot be a rule file
+    └── BadBody                   agent.requests: an API request body that does not match
+                                  its schema (answered 400, naming the field)
+    OSError
+    └── _NotAFile                 stack.rulefiles: a rule path that is not a regular file
+    Exception
+    ├── NoData                    engine.compiled: a value a rule needs is missing
+    ├── PlatformError             platform: an instance did not start or become ready
+    ├── StartFailed               runtime.supervisor: a service did not become ready
+    ├── ControlError              router.control: the data plane refused or was unreachable
+    ├── HAProxyError              router.haproxy: HAProxy refused a configuration or command
+    ├── BadMessage                router.h1: a message the proxy will not pass on
+    ├── NotHttp                   runtime.http: bytes that are not an HTTP message
+    │   ├── ClosedEarly           the connection closed before a byte of the answer
+    │   └── TooLarge              a body longer than the caller allowed
+    ├── _Failure                  secrets.providers: a provider's failure, before wording
+    ├── _Corrupt                  store.history: a chunk of history that does not decode
+    ├── _Stop                     agent.deployer: a deploy's run ends here (already recorded)
+    └── FormatterBug              cli.fmt: formatting would change what rules mean (a bug:
+                                  exit code 2, never written out)
 
 Errors carry their context (file, line, column, service, release); only the CLI turns
-them into messages and exit codes.
+them into messages and exit codes. `tests/test_errors.py` checks that this tree names every
+exception class in the package.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from sqlifier.lang.errors import Diagnostic
+from sqlifier.diagnostics import Diagnostic
 
 __all__ = ["DiagnosticsError", "NotAvailable", "SqlifierError", "UserError"]
 

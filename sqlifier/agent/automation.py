@@ -30,12 +30,14 @@ from sqlifier.agent.webhooks import Delivery, Notifier
 from sqlifier.agent.world import LiveWorld
 from sqlifier.delivery.locks import held_locks
 from sqlifier.engine.compiled import CompiledRule
+from sqlifier.engine.explain import explain_rule, rule_rows
 from sqlifier.engine.machine import Command, Decision, Engine, Settings
+from sqlifier.engine.persist import load_state, save_state
 from sqlifier.engine.replay import compile_rules
+from sqlifier.engine.series import LOG, RESTART
 from sqlifier.platform import Platform
 from sqlifier.signals import prometheus
 from sqlifier.signals.samplers import Samplers
-from sqlifier.signals.series import LOG, RESTART
 from sqlifier.stack.model import Stack
 from sqlifier.stack.rulefiles import load_rules
 from sqlifier.store.audit import AuditLog
@@ -111,7 +113,7 @@ class Automation:
         path = self.state_dir / "engine.json"
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             data = json.loads(path.read_text())
-            self.engine.load(data["engine"], self.clock(), saved_at=float(data["saved_at"]))
+            load_state(self.engine, data["engine"], self.clock(), saved_at=float(data["saved_at"]))
 
     def _read_locks(self) -> None:
         """Locks another process holds (a deploy tool, an operator by hand): rule actions
@@ -204,7 +206,7 @@ class Automation:
                 self.rule_error = f"cannot record decisions: {exc}"
 
     def _save(self, now: float) -> None:
-        state = self.engine.to_json()
+        state = save_state(self.engine)
         text = json.dumps(state, sort_keys=True)
         if text == self._saved:
             return
@@ -368,7 +370,7 @@ class Automation:
 
     def listing(self) -> dict[str, Any]:
         return {
-            "rules": self.engine.rows(self.platform.services()),
+            "rules": rule_rows(self.engine, self.platform.services()),
             "paused": self.engine.paused_all,
             "error": self.rule_error,
             "sources": dict(self.sources),
@@ -383,7 +385,7 @@ class Automation:
         services = [service] if service else rule.candidates(self.platform.services())
         out = []
         for name in services:
-            item = self.engine.explain(rule_id, name, now)
+            item = explain_rule(self.engine, rule_id, name, now)
             if item is None:
                 out.append(_not_evaluated(rule, name, now))
                 continue

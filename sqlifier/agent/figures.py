@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sqlifier.agent.world import in_service
+from sqlifier.engine.explain import rule_rows
 
 if TYPE_CHECKING:
     from sqlifier.agent.automation import Automation
@@ -32,7 +33,7 @@ def metrics(automation: Automation) -> dict[str, Any]:
         values["restarts_total"] = sum(i.restarts for i in in_service(platform, name))
         values["log_lines_total"] = automation.samplers.log_totals.get(name, {})
         services[name] = values
-    rows = automation.engine.rows(platform.services())
+    rows = rule_rows(automation.engine, platform.services())
     counts = automation.decisions.counts()
     return {
         "stack": automation.stack.name,

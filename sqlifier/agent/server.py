@@ -49,6 +49,7 @@ from sqlifier.agent.endpoints import Endpoints
 from sqlifier.agent.figures import metrics
 from sqlifier.agent.files import agent_files, read_json
 from sqlifier.agent.secretsync import SecretSync
+from sqlifier.engine.series import SeriesStore
 from sqlifier.errors import UserError
 from sqlifier.platform.local import LocalPlatform
 from sqlifier.platform.traffic import RouterFailed, Traffic
@@ -59,7 +60,6 @@ from sqlifier.runtime.supervisor import Event, Instance, StartFailed, Supervisor
 from sqlifier.secrets.resolver import SecretResolver
 from sqlifier.signals.exposition import CONTENT_TYPE, render
 from sqlifier.signals.samplers import Samplers
-from sqlifier.signals.series import SeriesStore
 from sqlifier.stack.model import Stack
 from sqlifier.store.audit import AuditLog
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from sqlifier.engine.compiled import ServiceView
+from sqlifier.engine.series import SeriesStore
 from sqlifier.platform import STABLE, InstanceInfo, Platform
-from sqlifier.signals.series import SeriesStore
 
 __all__ = ["LiveWorld"]
 

@@ -9,8 +9,7 @@ from pathlib import Path
 from sqlifier.errors import DiagnosticsError, UserError
 from sqlifier.lang.errors import Diagnostic, Severity
 from sqlifier.stack import STACK_FILE, Stack, find_stack, load_stack
-from sqlifier.stack.model import DEFAULT_ENV
-from sqlifier.stack.reader import _ENV_NAME
+from sqlifier.stack.model import DEFAULT_ENV, ENV_NAME
 
 __all__ = ["Context", "Workspace", "display_path", "load_context", "resolve"]
 
@@ -105,7 +104,7 @@ def load_context(stack_file: str | None, env: str | None) -> Context:
         )
     stack, warnings = load_stack(path, display_path(path))
     env = env or os.environ.get("SQLIFIER_ENV") or DEFAULT_ENV
-    if not _ENV_NAME.match(env):  # it names a folder under .sqlifier: nothing else
+    if not ENV_NAME.match(env):  # it names a folder under .sqlifier: nothing else
         raise UserError(
             f"invalid environment {env!r} (from --env or SQLIFIER_ENV): an environment is "
             "lower-case letters, digits, '_' and '-', starting with a letter, like production"

@@ -4,10 +4,11 @@ Each step is judged from the router's counters of the two tracks over the step's
 
 - **enough data**: fewer canary requests than `min_requests` (never fewer than one) is
   inconclusive, whatever else is true: the rollout waits. No data never counts as a pass.
-- **the rollout's `analysis` expressions**, signal tests of the rule language read on the
-  canary track: `error_rate()` (5xx and unanswered requests over requests), `latency(pNN)`
-  (from the latency histogram) and `rps()` (requests over the interval's seconds). A signal
-  without data makes its test inconclusive; AND and OR follow three-valued logic (an OR with
+- **the rollout's `analysis` expressions**, signal tests of the rule language (what one may
+  hold is `sqlifier.lang.analysis`'s to say) read on the canary track: `error_rate()` (5xx
+  and unanswered requests over requests), `latency(pNN)` (from the latency histogram) and
+  `rps()` (requests over the interval's seconds). A signal without data makes its test
+  inconclusive; AND and OR follow three-valued logic (an OR with
   one true test holds even if another has no data).
 - **a comparison with the stable track**: error rates with a one-sided two-proportion z-test,
   latency histograms with a one-sided Mann-Whitney U test. Statistical significance alone is
@@ -36,12 +37,8 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from sqlifier.engine.compiled import Test, Tree, compile_rule, show_value, signal_unit
-from sqlifier.errors import UserError
 from sqlifier.lang import ast
-from sqlifier.lang.checker import check_trigger
-from sqlifier.lang.errors import quote
-from sqlifier.lang.parser import parse_trigger
-from sqlifier.lang.source import Source
+from sqlifier.lang.analysis import SUPPORTED_SIGNALS, AnalysisError, parse_analysis
 from sqlifier.lang.units import Type
 from sqlifier.router.metrics import Counters, percentile
 
@@ -61,16 +58,11 @@ __all__ = [
     "two_proportion_test",
 ]
 
-SUPPORTED_SIGNALS = ("error_rate", "latency", "rps")
 MIN_ERROR_RATE_INCREASE = 0.005  # absolute: half a percentage point
 MIN_P95_INCREASE = 0.10  # relative: the canary's p95 at least 10% above the stable one's
 MIN_P95_INCREASE_MS = 20.0  # and absolute: at least 20 ms above it
 
 Outcome = Literal["pass", "fail", "inconclusive"]
-
-
-class AnalysisError(UserError, ValueError):
-    """An analysis expression that cannot be judged on a canary; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -184,27 +176,12 @@ def _upper_tail(z: float) -> float:
 
 
 def parse_expression(text: str) -> Expression:
-    """An analysis expression, checked like a rule's trigger and limited to the signals a
-    canary track has; AnalysisError says what is wrong."""
-    problems = check_trigger(text)
-    if problems:
-        raise AnalysisError(f"invalid analysis {quote(text)}: {'; '.join(problems)}")
-    trigger, _ = parse_trigger(Source(text, "<analysis>"))
-    assert trigger is not None  # check_trigger parsed the same text
+    """An analysis expression ready to evaluate (`sqlifier.lang.analysis` says what one may
+    hold); AnalysisError says what is wrong."""
+    trigger = parse_analysis(text)
     # The rule around the trigger only lets the engine compile its tests; it never runs.
     rule = ast.Rule(trigger, (ast.Notify(ast.String("analysis")),))
     compiled = compile_rule(rule, "<analysis>")
-    for test in compiled.tests:
-        if test.signal not in SUPPORTED_SIGNALS:
-            raise AnalysisError(
-                f"invalid analysis {quote(text)}: {test.signal}() is not measured on a canary; "
-                "analysis can use error_rate(), latency(p50|p90|p95|p99) and rps()"
-            )
-        if test.service is not None:
-            raise AnalysisError(
-                f"invalid analysis {quote(text)}: analysis reads the service being deployed; "
-                "remove service="
-            )
     return Expression(text, compiled.tests, compiled.tree)
 
 

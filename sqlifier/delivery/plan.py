@@ -26,9 +26,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from sqlifier.delivery.analysis import AnalysisError, parse_expression
 from sqlifier.delivery.releases import Release, ReleaseError, service_config
 from sqlifier.engine.compiled import show_value
+from sqlifier.lang.analysis import AnalysisError, parse_analysis
 from sqlifier.lang.errors import did_you_mean
 from sqlifier.lang.units import Type
 from sqlifier.stack.model import Approval, Environment, Service, Stack
@@ -270,7 +270,7 @@ def _problems(spec: Service, env: str) -> tuple[str, ...]:
     found = []
     for text in spec.rollout.analysis:
         try:
-            parse_expression(text)
+            parse_analysis(text)
         except AnalysisError as exc:
             found.append(str(exc))
     if spec.instances == 0:

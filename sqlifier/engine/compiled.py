@@ -1,8 +1,9 @@
 """Rules made ready to evaluate: signal tests with their series keys and thresholds in base
-units, conditions and expressions as small interpreters over a `World` view.
+units, the trigger as a tree of them, and the values the engine shows (`show_value`).
 
 Everything here is pure: values come from a `SeriesStore` and a `World` (what the engine
-knows about each service), time is a number handed in.
+knows about each service), time is a number handed in. IF conditions, SCALE expressions and
+message placeholders are interpreted in `expressions.py`.
 """
 
 from __future__ import annotations
@@ -10,20 +11,20 @@ from __future__ import annotations
 import math
 import operator
 import re
-import time as _time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sqlifier.engine.series import LOG, RESTART, SeriesStore
 from sqlifier.lang import ast
 from sqlifier.lang.checker import rule_label
 from sqlifier.lang.cron import CronError, CronSchedule, parse_cron
-from sqlifier.lang.printer import format_expr, format_rule, format_trigger
+from sqlifier.lang.printer import format_rule, format_trigger
 from sqlifier.lang.signals import LOG_LEVELS, SIGNALS, SignalKind
 from sqlifier.lang.units import UNITS, Type, base_value
-from sqlifier.signals.series import LOG, RESTART, SeriesStore
 
 __all__ = [
+    "COMPARISONS",
     "DEFAULT_COUNT_WINDOW",
     "CompiledRule",
     "NoData",
@@ -31,12 +32,14 @@ __all__ = [
     "Test",
     "World",
     "compile_rule",
+    "compile_test",
+    "constant_value",
     "show_value",
+    "signal_unit",
 ]
 
 DEFAULT_COUNT_WINDOW = 60.0
-_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_OPS: dict[str, Callable[[Any, Any], bool]] = {
+COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
     "<": operator.lt,
@@ -106,7 +109,7 @@ class Test:
 
     def holds(self, value: float) -> bool:
         assert self.op is not None and self.threshold is not None
-        return _OPS[self.op](value, self.threshold)
+        return COMPARISONS[self.op](value, self.threshold)
 
 
 # Trigger trees: a test index, or ("AND" | "OR", children).
@@ -180,11 +183,12 @@ def _tree(node: ast.Trigger, tests: list[Test], for_: float) -> Tree:
     if isinstance(node, ast.BoolOp):
         children = tuple(_tree(child, tests, for_) for child in node.operands)  # type: ignore[arg-type]
         return (node.op, children)
-    tests.append(_test(node, len(tests), for_))
+    tests.append(compile_test(node, len(tests), for_))
     return len(tests) - 1
 
 
-def _test(node: ast.SignalTest, index: int, for_: float) -> Test:
+def compile_test(node: ast.SignalTest, index: int, for_: float) -> Test:
+    """One signal test ready to read (also a signal called in a SCALE expression)."""
     spec = SIGNALS[node.signal]
     named: dict[str, ast.Expr] = {a.name: a.value for a in node.args if a.name is not None}
     positional = [a.value for a in node.args if a.name is None]
@@ -192,7 +196,7 @@ def _test(node: ast.SignalTest, index: int, for_: float) -> Test:
     track = _text(named.get("track"))
     cmp = node.comparison
     op = cmp.op if cmp is not None else None
-    threshold = _number(cmp.value) if cmp is not None else None
+    threshold = constant_value(cmp.value) if cmp is not None else None
     unit = _unit(cmp.value) if cmp is not None else Type.NUMBER
     kind = spec.kind
     window = for_ if for_ > 0 else (DEFAULT_COUNT_WINDOW if kind is SignalKind.COUNT else 0.0)
@@ -249,7 +253,7 @@ def _test(node: ast.SignalTest, index: int, for_: float) -> Test:
         cron,
         memory_percent,
         text,
-        _OPS.get(op or "", operator.gt),
+        COMPARISONS.get(op or "", operator.gt),
     )
 
 
@@ -292,13 +296,14 @@ def _word(node: ast.Expr) -> str:
     return _text(node) or "p99"
 
 
-def _number(node: ast.Expr) -> float | None:
+def constant_value(node: ast.Expr) -> float | None:
+    """A number or quantity written in a rule, in base units; None for anything else."""
     if isinstance(node, ast.Number):
         return float(node.value)
     if isinstance(node, ast.Quantity):
         return base_value(node.amount, node.unit)
     if isinstance(node, ast.Unary) and node.op == "-":
-        inner = _number(node.operand)
+        inner = constant_value(node.operand)
         return -inner if inner is not None else None
     return None
 
@@ -311,166 +316,6 @@ def _unit(node: ast.Expr) -> Type:
 
 def _shown_test(node: ast.SignalTest) -> str:
     return format_trigger(node)
-
-
-# --- conditions, expressions and messages --------------------------------------------------
-
-
-def calendar(now: float) -> _time.struct_time:
-    """Times in rules are UTC, live and in replays alike."""
-    return _time.gmtime(now)
-
-
-def field_value(view: ServiceView, dotted: str, now: float) -> str | float | None:
-    if dotted.startswith("service.labels."):
-        return view.labels.get(dotted.removeprefix("service.labels."))
-    when = calendar(now)
-    values: dict[str, str | float | None] = {
-        "service.name": view.name,
-        "service.env": view.env,
-        "service.instances": float(view.instances),
-        "service.ready_instances": float(view.ready_instances),
-        "instances": float(view.instances),
-        "ready_instances": float(view.ready_instances),
-        "release.version": view.release,
-        "release.age": view.release_age,
-        "time.hour": float(when.tm_hour),
-        "time.minute": float(when.tm_min),
-        "time.day": float(when.tm_mday),
-        "time.weekday": _WEEKDAYS[when.tm_wday],
-    }
-    return values.get(dotted)
-
-
-def condition_holds(node: ast.Condition, view: ServiceView, now: float) -> bool | None:
-    """True, False, or None when a field it reads has no value."""
-    if isinstance(node, ast.BoolOp):
-        results = [condition_holds(c, view, now) for c in node.operands]  # type: ignore[arg-type]
-        if node.op == "AND":
-            if any(r is False for r in results):
-                return False
-            return None if any(r is None for r in results) else True
-        if any(r is True for r in results):
-            return True
-        return None if any(r is None for r in results) else False
-    if isinstance(node, ast.Not):
-        inner = condition_holds(node.operand, view, now)
-        return None if inner is None else not inner
-    if isinstance(node, ast.Compare):
-        left = _operand(node.left, view, now)
-        right = _operand(node.right, view, now)
-        if left is None or right is None:
-            return None
-        if isinstance(left, str) or isinstance(right, str):
-            if node.op not in ("=", "!="):
-                return None
-            same = str(left).lower() == str(right).lower() if _is_weekday(node) else left == right
-            return same if node.op == "=" else not same
-        return _OPS[node.op](left, right)
-    if isinstance(node, ast.InList):
-        value = _operand(node.operand, view, now)
-        if value is None:
-            return None
-        found = value in [_operand(v, view, now) for v in node.values]
-        return found != node.negated
-    if isinstance(node, ast.Like):
-        value = _operand(node.operand, view, now)
-        if value is None:
-            return None
-        found = _like(node.pattern.value).fullmatch(str(value)) is not None
-        return found != node.negated
-    return None
-
-
-def _is_weekday(node: ast.Compare) -> bool:
-    return any(
-        isinstance(n, ast.Name) and n.dotted == "time.weekday" for n in (node.left, node.right)
-    )
-
-
-def _operand(node: ast.Expr, view: ServiceView, now: float) -> str | float | None:
-    if isinstance(node, ast.Name):
-        return field_value(view, node.dotted, now)
-    if isinstance(node, ast.String):
-        return node.value
-    return _number(node)
-
-
-def _like(pattern: str) -> re.Pattern[str]:
-    parts = []
-    for char in pattern:
-        parts.append(".*" if char == "%" else "." if char == "_" else re.escape(char))
-    return re.compile("".join(parts), re.DOTALL)
-
-
-def evaluate(
-    node: ast.Expr, world: World, view: ServiceView, rule: CompiledRule, now: float
-) -> float:
-    """A SCALE expression's value; raises NoData when a value it reads is missing."""
-    if isinstance(node, ast.Number | ast.Quantity | ast.Unary) and _number(node) is not None:
-        value = _number(node)
-        assert value is not None
-        return value
-    if isinstance(node, ast.Unary):
-        inner = evaluate(node.operand, world, view, rule, now)
-        return -inner if node.op == "-" else inner
-    if isinstance(node, ast.Name):
-        found = field_value(view, node.dotted, now)
-        if not isinstance(found, float):
-            raise NoData(f"{node.dotted} has no value")
-        return found
-    if isinstance(node, ast.Binary):
-        left = evaluate(node.left, world, view, rule, now)
-        right = evaluate(node.right, world, view, rule, now)
-        if node.op == "+":
-            return left + right
-        if node.op == "-":
-            return left - right
-        if node.op == "*":
-            return left * right
-        if right == 0:
-            raise NoData(f"division by zero in {_shown(node)}")
-        return left / right
-    if isinstance(node, ast.Call):
-        args = [a.value for a in node.args]
-        if node.name in ("ceil", "floor"):
-            value = evaluate(args[0], world, view, rule, now)
-            if not math.isfinite(value):  # infinite or NaN: the action says so and skips
-                return value
-            return float(math.ceil(value) if node.name == "ceil" else math.floor(value))
-        if node.name in ("min", "max"):
-            values = [evaluate(a, world, view, rule, now) for a in args]
-            return min(values) if node.name == "min" else max(values)
-        test = _test(ast.SignalTest(node.name, node.args), 0, rule.for_)
-        value = test.read(world, view.name, now, -math.inf)
-        if value is None:
-            raise NoData(f"{_shown(node)} has no data")
-        return value
-    raise NoData(f"cannot compute {_shown(node)}")
-
-
-def _shown(node: ast.Expr) -> str:
-    return format_expr(node)
-
-
-_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_.\-]*)\}", re.IGNORECASE)
-
-
-def render_message(template: str, view: ServiceView, now: float, extra: Mapping[str, str]) -> str:
-    """NOTIFY and RUN text with `{service.name}`, `{value}`, `{rule}` ... filled in."""
-
-    def fill(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name in extra:
-            return extra[name]
-        value = field_value(view, name, now)
-        if value is None:
-            return match.group(0)
-        if isinstance(value, float):
-            return show_value(value, Type.DURATION if name == "release.age" else Type.NUMBER)
-        return value
-
-    return _PLACEHOLDER.sub(fill, template)
 
 
 def show_value(value: float, unit: Type) -> str:

@@ -22,10 +22,10 @@ from typing import Any
 
 from sqlifier.engine.compiled import CompiledRule, ServiceView, compile_rule
 from sqlifier.engine.machine import Command, Decision, Engine, Settings
+from sqlifier.engine.series import LOG, RESTART, SeriesStore
 from sqlifier.errors import UserError
 from sqlifier.lang import ast
 from sqlifier.lang.signals import LOG_LEVELS
-from sqlifier.signals.series import LOG, RESTART, SeriesStore
 
 __all__ = [
     "SIGNAL_COLUMNS",

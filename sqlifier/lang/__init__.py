@@ -1,12 +1,27 @@
 """The rule language: tokens -> parser -> ast -> checker / printer.
 
-from sqlifier.lang import parse_source, check, format_file
+    from sqlifier.lang import parse_source, check, format_file
+
+    source.py     text, positions (Span), decoding files
+    tokens.py     text -> tokens and comments
+    parser.py     tokens -> AST (recursive descent, recovery at ';')
+    ast.py        the syntax tree
+    checker.py    meaning: errors and warnings, with check_signals.py, check_conditions.py
+                  and check_actions.py on check_base.py
+    printer.py    canonical text (what `sqlifier fmt` writes)
+    analysis.py   a rollout's analysis expressions: what one may hold
+    signals.py, fields.py, units.py, cron.py   the catalogues the checker reads
+    errors.py     ParseError and the wording of messages (did you mean, quotes)
+    collector.py  the cycle collector paused while a tree is built
+
+Imports nothing from the rest of sqlifier but the dependency-free base (`errors`,
+`diagnostics`), and no I/O: the contracts in pyproject.toml keep it so.
 """
 
 from __future__ import annotations
 
+from sqlifier.diagnostics import Diagnostic, Severity
 from sqlifier.lang.checker import check, rule_label
-from sqlifier.lang.errors import Diagnostic, Severity
 from sqlifier.lang.parser import parse as parse_source
 from sqlifier.lang.printer import format_file, format_rule
 from sqlifier.lang.source import Source, UndecodableError, decode

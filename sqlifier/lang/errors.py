@@ -1,99 +1,21 @@
-"""Diagnostics: positioned errors and warnings, printed like a compiler's.
+"""The rule language's errors and message helpers.
 
-rules/scale.sql:1:23: error: expected a duration after FOR (like 3m or 30s), found '3 minutes'
-  ON high_cpu(>80%) FOR 3 minutes
-                        ^~~~~~~~~
-hint: write the number and the unit together: 3m
+`ParseError` abandons one statement inside the parser and becomes a `Diagnostic` there;
+`did_you_mean` and `quote` word the messages of the language and the stack file alike.
+`Diagnostic` and `Severity` live in `sqlifier.diagnostics` (the dependency-free base) and
+are named here too, as the rule language's findings.
 """
 
 from __future__ import annotations
 
 import difflib
-import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
 
+from sqlifier.diagnostics import Diagnostic, Severity
 from sqlifier.errors import SqlifierError
-from sqlifier.lang.source import Source, Span
+from sqlifier.lang.source import Span
 
 __all__ = ["Diagnostic", "ParseError", "Severity", "did_you_mean", "quote"]
-
-# A source line longer than this is shown as a window around the column.
-_SHOWN_LINE = 120
-
-
-class Severity(enum.Enum):
-    ERROR = "error"
-    WARNING = "warning"
-
-
-@dataclass(frozen=True, slots=True)
-class Diagnostic:
-    """One finding about one place in one file."""
-
-    path: str
-    line: int
-    col: int
-    severity: Severity
-    message: str
-    hint: str | None = None
-    end_col: int | None = None
-    source_line: str | None = None
-
-    @property
-    def is_error(self) -> bool:
-        return self.severity is Severity.ERROR
-
-    def headline(self) -> str:
-        """`PATH:LINE:COL: error: MESSAGE`."""
-        return f"{self.path}:{self.line}:{self.col}: {self.severity.value}: {self.message}"
-
-    def render(self) -> str:
-        """The headline, the source line with a caret under the column, the hint."""
-        lines = [self.headline()]
-        if self.source_line is not None and self.source_line.strip():
-            shown, caret_at = _window(self.source_line.replace("\t", " "), self.col - 1)
-            width = 1
-            if self.end_col is not None and self.end_col > self.col:
-                width = min(self.end_col - self.col, len(shown) - caret_at)
-            lines.append("  " + shown)
-            lines.append("  " + " " * caret_at + "^" + "~" * max(0, width - 1))
-        if self.hint:
-            lines.append(f"hint: {self.hint}")
-        return "\n".join(lines)
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "path": self.path,
-            "line": self.line,
-            "col": self.col,
-            "severity": self.severity.value,
-            "message": self.message,
-            "hint": self.hint,
-        }
-
-    @classmethod
-    def at(
-        cls,
-        source: Source,
-        span: Span,
-        message: str,
-        *,
-        hint: str | None = None,
-        severity: Severity = Severity.ERROR,
-    ) -> Diagnostic:
-        """A diagnostic for `span` in `source`, keeping the line for the caret display."""
-        end_col = span.end_col if span.end_line == span.line else None
-        return cls(
-            path=source.path,
-            line=span.line,
-            col=span.col,
-            severity=severity,
-            message=message,
-            hint=hint,
-            end_col=end_col,
-            source_line=source.line_text(span.line),
-        )
 
 
 class ParseError(SqlifierError):
@@ -104,20 +26,6 @@ class ParseError(SqlifierError):
         self.span = span
         self.message = message
         self.hint = hint
-
-
-def _window(line: str, index: int) -> tuple[str, int]:
-    """At most _SHOWN_LINE characters of `line` around `index`, and the caret's place."""
-    if len(line) <= _SHOWN_LINE:
-        return line, min(index, len(line))
-    start = max(0, min(index - _SHOWN_LINE // 2, len(line) - _SHOWN_LINE))
-    shown = line[start : start + _SHOWN_LINE]
-    caret = index - start
-    if start > 0:
-        shown = "..." + shown[3:]
-    if start + _SHOWN_LINE < len(line):
-        shown = shown[:-3] + "..."
-    return shown, caret
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:

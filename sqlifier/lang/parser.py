@@ -28,8 +28,9 @@ import re
 from collections.abc import Callable
 from typing import TypeVar, cast
 
+from sqlifier.diagnostics import Diagnostic
 from sqlifier.lang import ast, collector
-from sqlifier.lang.errors import Diagnostic, ParseError, did_you_mean, quote
+from sqlifier.lang.errors import ParseError, did_you_mean, quote
 from sqlifier.lang.signals import SIGNALS
 from sqlifier.lang.source import Source, Span
 from sqlifier.lang.tokens import COL, KIND, LINE, OFFSET, TEXT, VALUE, Kind, RawToken, scan

@@ -27,11 +27,11 @@ from typing import Any, Protocol
 
 import psutil
 
+from sqlifier.engine.series import LOG, RESTART, SeriesStore
 from sqlifier.lang.signals import LOG_LEVELS
 from sqlifier.router.metrics import Counters, summarize
 from sqlifier.runtime.lifecycle import Lifecycle, State
 from sqlifier.runtime.supervisor import Instance, Supervisor
-from sqlifier.signals.series import LOG, RESTART, SeriesStore
 
 __all__ = [
     "WINDOW",

@@ -1,4 +1,17 @@
-"""The stack file: a typed model of `sqlifier.toml`, read once at the edge."""
+"""The stack file: a typed model of `sqlifier.toml`, read once at the edge.
+
+    stackfile.py  find and load the stack file (the entry point: `load_stack`)
+    tomlpos.py    where each key and value was written, for positioned errors
+    reader.py     one table's keys read into typed values, each mistake a diagnostic
+    assemble.py   the tables put together: services, environment overrides, the checks
+                  that need every service at once (dependencies, routes, ports)
+    model.py      the typed model the rest of sqlifier trusts
+    rulefiles.py  the rule files the stack names, parsed and checked
+    envfile.py    an environment's env file
+
+Builds on the rule language (`lang`): rule files, and the analysis expressions of a
+rollout. Imports nothing from delivery, the engine or the edges.
+"""
 
 from __future__ import annotations
 

@@ -3,13 +3,16 @@ checks that need every service at once (dependencies, routes, ports)."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlifier.lang.errors import Diagnostic, did_you_mean, quote
+from sqlifier.diagnostics import Diagnostic
+from sqlifier.lang.errors import did_you_mean, quote
 from sqlifier.lang.source import Source, Span
 from sqlifier.stack import model as m
-from sqlifier.stack.reader import _ENV_NAME, _SECRETISH, _SERVICE_NAME, StackReader, _Origin
+from sqlifier.stack.reader import StackReader
 from sqlifier.stack.tomlpos import Path as KeyPath
 
 __all__ = ["TOP_LEVEL", "assemble", "read_stack"]
@@ -27,6 +30,14 @@ TOP_LEVEL = (
 DEFAULT_RULES = ("rules/*.sql",)
 # Keys whose tables merge key by key when an environment overrides them.
 _MERGED = ("env", "secrets", "labels", "probes", "warmup", "rollout")
+_SECRETISH = re.compile(r"(PASSWORD|PASSWD|TOKEN|SECRET|API_KEY|PRIVATE_KEY|ACCESS_KEY)", re.I)
+
+
+@dataclass
+class _Origin:
+    """Where each resolved service key was written, for errors found after merging."""
+
+    paths: dict[tuple[str, str], KeyPath] = field(default_factory=dict)
 
 
 def assemble(reader: StackReader) -> m.Stack:
@@ -76,7 +87,7 @@ def assemble(reader: StackReader) -> m.Stack:
     raw_services = _names(
         reader,
         "services",
-        _SERVICE_NAME,
+        m.SERVICE_NAME,
         "lower-case letters, digits and '-', starting with a letter (at most 63 characters)",
     )
     base: dict[str, dict[str, Any]] = {}
@@ -102,7 +113,7 @@ def assemble(reader: StackReader) -> m.Stack:
     raw_envs = _names(
         reader,
         "environments",
-        _ENV_NAME,
+        m.ENV_NAME,
         "lower-case letters, digits, '_' and '-', starting with a letter",
     )
     for env, raw in raw_envs.items():

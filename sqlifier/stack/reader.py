@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlifier.lang.checker import check_trigger
-from sqlifier.lang.errors import Diagnostic, Severity, did_you_mean, quote
+from sqlifier.diagnostics import Diagnostic, Severity
+from sqlifier.lang.analysis import analysis_problems
+from sqlifier.lang.errors import did_you_mean, quote
 from sqlifier.lang.source import Source, Span
 from sqlifier.stack import model as m
 from sqlifier.stack.tomlpos import Path as KeyPath
@@ -36,9 +36,6 @@ _SECRET_REF = re.compile(
     r"^(secret://local/[A-Za-z0-9_.-]+|vault://[^#\s/]+(/[^#\s/]+)+#[^#\s]+"
     r"|aws-sm://[^#\s]+(#[^#\s]+)?|ssm:///[^#\s]+|env://[A-Za-z_][A-Za-z0-9_]*|file://[^\s]+)\Z"
 )
-_SECRETISH = re.compile(r"(PASSWORD|PASSWD|TOKEN|SECRET|API_KEY|PRIVATE_KEY|ACCESS_KEY)", re.I)
-_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}\Z")
-_ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)\Z")
 _PERCENT = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%\Z")
 _HOST = re.compile(r"^[A-Za-z0-9*]([A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
@@ -48,13 +45,6 @@ _LONGEST = 365 * 86400
 _INVALID: Any = object()
 
 Reader = Callable[[object, KeyPath], Any]
-
-
-@dataclass
-class _Origin:
-    """Where each resolved service key was written, for errors found after merging."""
-
-    paths: dict[tuple[str, str], KeyPath] = field(default_factory=dict)
 
 
 class StackReader:
@@ -363,18 +353,9 @@ class StackReader:
         items = self.text_list(value, path)
         if items is _INVALID:
             return _INVALID
-        # Imported here: the canary analysis builds on the engine, which builds on this.
-        from sqlifier.delivery.analysis import AnalysisError, parse_expression  # noqa: PLC0415
-
         for index, text in enumerate(items):
-            problems = check_trigger(text)
-            for message in problems:
-                self.error((*path, index), f"invalid analysis {quote(text)}: {message}")
-            if not problems:
-                try:
-                    parse_expression(text)
-                except AnalysisError as exc:  # a signal a canary track has no value of
-                    self.error((*path, index), str(exc))
+            for message in analysis_problems(text):
+                self.error((*path, index), message)
         return items
 
     def steps(self, value: object, path: KeyPath) -> Any:

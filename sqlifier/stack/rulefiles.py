@@ -7,9 +7,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlifier.diagnostics import Diagnostic, Severity
 from sqlifier.lang import ast
 from sqlifier.lang.checker import check
-from sqlifier.lang.errors import Diagnostic, Severity
 from sqlifier.lang.parser import parse
 from sqlifier.lang.source import MAX_FILE_BYTES, Source, UndecodableError, decode
 

@@ -6,8 +6,8 @@ import re
 import tomllib
 from pathlib import Path
 
+from sqlifier.diagnostics import Diagnostic, Severity
 from sqlifier.errors import DiagnosticsError
-from sqlifier.lang.errors import Diagnostic, Severity
 from sqlifier.lang.source import Source, Span, UndecodableError, decode
 from sqlifier.stack.assemble import read_stack
 from sqlifier.stack.model import Stack

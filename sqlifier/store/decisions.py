@@ -10,7 +10,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from sqlifier.engine.machine import Decision
+from sqlifier.engine.state import Decision
 
 __all__ = ["DecisionLog"]
 

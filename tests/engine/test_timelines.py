@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sqlifier.engine.explain import explain_rule
 from sqlifier.engine.machine import Settings, TickResult
 from sqlifier.engine.replay import SIGNAL_COLUMNS, Replay, Sample, compile_rules
 from sqlifier.lang import Source, check, parse_source
@@ -303,7 +304,7 @@ def test_the_fast_path_decides_exactly_like_the_full_evaluation(
 
 
 def explained(replay: Replay, rule: str, service: str, now: float) -> dict:  # type: ignore[type-arg]
-    found = replay.engine.explain(rule, service, now)
+    found = explain_rule(replay.engine, rule, service, now)
     assert found is not None
     return found
 

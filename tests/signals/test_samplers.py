@@ -19,11 +19,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from sqlifier.engine.series import LOG, RESTART, SeriesStore
 from sqlifier.platform.traffic import Traffic, _Reading
 from sqlifier.router.metrics import Counters
 from sqlifier.runtime.supervisor import Supervisor
 from sqlifier.signals.samplers import InstanceSample, ProcessSampler, Samplers, traffic_levels
-from sqlifier.signals.series import LOG, RESTART, SeriesStore
 from sqlifier.stack import load_stack
 from tests.runtime.test_supervisor import service, write_stack
 

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sqlifier.engine import series
+from sqlifier.engine.series import LOG, SeriesStore
 from sqlifier.lang.signals import LOG_LEVELS
-from sqlifier.signals import series
-from sqlifier.signals.series import LOG, SeriesStore
 
 ERROR, CRITICAL, INFO = LOG_LEVELS["error"], LOG_LEVELS["critical"], LOG_LEVELS["info"]
 
