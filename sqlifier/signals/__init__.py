@@ -1,5 +1,13 @@
-"""Signals: samplers, router statistics and the log tailer feeding the series store.
+"""Signals: what the agent measures, fed into the engine's series store every second.
 
-Planned (see docs/architecture.md); the catalogue of built-in signal names and their
-types lives in `sqlifier.lang.signals` because the checker needs it.
+Module by module:
+
+    samplers.py    each tick: process trees (cpu, memory) with psutil, the router's
+                   counters (rps, errors, latency by track), log lines by level, restarts
+    prometheus.py  `prometheus('...')` signals: instant queries to a Prometheus server
+    exposition.py  the agent's `/metrics` in Prometheus' text format
+
+The series store itself (`engine/series.py`) is pure and belongs to the engine; the
+catalogue of built-in signal names and their types is `lang/signals.py`, because the
+checker needs it.
 """
