@@ -43,6 +43,7 @@ from sqlifier.agent.automation import Automation
 from sqlifier.agent.deployer import Deployer
 from sqlifier.agent.files import agent_files, read_json
 from sqlifier.errors import UserError
+from sqlifier.platform.local import LocalPlatform
 from sqlifier.platform.traffic import RouterFailed, Traffic
 from sqlifier.runtime.private import private_dir
 from sqlifier.runtime.process import is_same_process
@@ -203,8 +204,8 @@ class Agent:
         self._lock()
         self.audit = AuditLog(self.files["audit"])
         self.deployer = Deployer(
-            self.stack, self.env, self.state_dir, self.supervisor, self.traffic, self.audit,
-            self._say,
+            self.stack, self.env, self.state_dir, LocalPlatform(self.supervisor, self.traffic),
+            self.audit, self._say,
         )  # fmt: skip
         self.deployer.load_live()  # services with a live release run it
         self._wire_secrets()
