@@ -152,6 +152,11 @@ class WarmGate:
     deadline: float = 0.0
     rounds: int = 0
 
+    @property
+    def done(self) -> bool:
+        """Every instance is warm."""
+        return not self.instances or self.warmup.requests <= 0
+
     def start(self, now: float) -> list[Command]:
         """The first round of the next instance; [] when every instance is warm."""
         if self.warmup.requests <= 0 or not self.instances:
@@ -160,7 +165,7 @@ class WarmGate:
         return [self._round()]
 
     def judge(self, now: float, seen: RoundDone) -> tuple[list[Command], str | None]:
-        """The lines and the next round (or [] when all are warm), or the problem."""
+        """The lines and the next round (none once `done`), or the problem."""
         limit = self.warmup.max_p95
         self.rounds += 1
         latencies = sorted(seen.latencies)

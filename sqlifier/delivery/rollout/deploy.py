@@ -171,7 +171,7 @@ class Rollout(Endings):
                 commands, problem = self._warm.judge(now, seen)
                 if problem is not None:
                     return commands + self.abort(now, problem, False)
-                return commands if commands else self._warmed(now)
+                return commands + self._warmed(now) if self._warm.done else commands
             case ShareSet(percent, error):
                 return self._share_set(now, percent, error)
             case CountersRead(stable, canary) if self._judge is not None:
@@ -272,7 +272,7 @@ class Rollout(Endings):
         self._fresh = list(names)
         self.phase = Phase.WARMING_UP
         self._warm = WarmGate(list(names), self.spec.warmup, self.version)
-        return self._warm.start(now) or self._warmed(now)
+        return self._warmed(now) if self._warm.done else self._warm.start(now)
 
     def _warmed(self, now: float) -> list[Command]:
         """Every new canary is warm: in, and the step's share (slow start ramps it)."""

@@ -61,7 +61,9 @@ class Rollback(Run):
                 if problem is not None:
                     self._problem = f"{problem}; {self.live} still takes the traffic"
                     return [*commands, StopCanaries()]
-                return commands if commands else [Admit(self._fresh), Promote()]
+                if self._warm.done:
+                    return [*commands, Admit(self._fresh), Promote()]
+                return commands
             case CanariesStopped():
                 return self.end(self.finish(now, Phase.FAILED, self._problem))
             case Promoted(old):
@@ -94,7 +96,7 @@ class Rollback(Run):
         self.phase = Phase.WARMING_UP
         self._fresh = names
         self._warm = WarmGate(list(names), self.spec.warmup, self.version)
-        return self._warm.start(now) or [Admit(names), Promote()]
+        return [Admit(names), Promote()] if self._warm.done else self._warm.start(now)
 
     def _replaced(self, now: float, error: str | None) -> list[Command]:
         if error is not None:
