@@ -104,6 +104,7 @@ class Rollout(Endings):
         self._full = 1  # the stable instance count the steps are shares of
         self._canaries: list[str] = []
         self._index = 0
+        self._approved_at: float | None = None  # approved, not started yet
         self._warm: WarmGate | None = None
         self._fresh: list[str] = []
         self._judge: StepJudge | None = None
@@ -121,6 +122,8 @@ class Rollout(Endings):
         times = []
         if self.phase is Phase.AWAITING_APPROVAL and self.approval_expires is not None:
             times.append(self.approval_expires)
+        if self._approved_at is not None:
+            times.append(self._approved_at)
         times += [ramp.next_at for ramp in self._ramps]
         if not self.waiting:
             if self._slow is not None:
@@ -198,7 +201,8 @@ class Rollout(Endings):
             return []
         self.approved_by.append(who)
         self.phase = Phase.APPROVED
-        return [Say(f"approved by {who}"), *self._start(now)]
+        self._approved_at = now  # it starts at the next tick, at once
+        return [Say(f"approved by {who}")]
 
     def _expire(self, now: float) -> list[Command]:
         said = self.finish(now, Phase.EXPIRED, "no approver approved it in time")
@@ -328,6 +332,9 @@ class Rollout(Endings):
             if self.approval_expires is not None and now >= self.approval_expires - EPSILON:
                 return self._expire(now)
             return commands
+        if self._approved_at is not None:
+            self._approved_at = None
+            return self._start(now)
         if self.waiting:
             return commands
         if self._slow is not None and now >= self._slow.next_at - EPSILON:
