@@ -201,6 +201,9 @@ class World:
             self.now = max(self.now, min(times))
             self._due()
             self.feed(Tick())
+            if not self._queue and self.run.deadline is not None and self.run.deadline <= self.now:
+                if not self._events or self._events[0][0] > self.now:
+                    raise AssertionError(f"the run wants a tick at {self.now} and does nothing")
 
     def _due(self) -> None:
         while self._events and self._events[0][0] <= self.now:

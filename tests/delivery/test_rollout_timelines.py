@@ -433,3 +433,14 @@ def test_an_answer_the_rollout_no_longer_awaits_changes_nothing() -> None:
     assert [type(c).__name__ for c in run.step(0.0, Tick())] == []
     run.step(0.0, Abort("x"))  # not started: an abort before any canary waits
     assert run.step(0.0, Say("not an observation")) == []  # type: ignore[arg-type]
+
+
+def test_an_abort_while_canaries_start_stops_them_once_started_and_admits_none() -> None:
+    world = World(rollout(), took={"start": 5.0}).at(2.0, Abort("aborted by bob")).go()
+    assert world.platform() == [
+        (0.0, "count stable"),
+        (0.0, "start canaries 1"),
+        (5.0, "share 0"),  # the start's answer, come after the abort, changes nothing
+        (35.0, "stop canaries"),
+    ]
+    assert world.run.phase is Phase.ABORTED
