@@ -41,22 +41,24 @@ from sqlifier.delivery.releases import (
 from sqlifier.delivery.rollout import Phase, Rollback, Rollout
 from sqlifier.delivery.rollout.messages import Abort, Approved, Pause, Resume
 from sqlifier.delivery.schema import read_revision, rollback_refusal
-from sqlifier.errors import UserError
 from sqlifier.platform import Platform, ReleaseRef
-from sqlifier.stack.model import Stack
+from sqlifier.stack.model import Service, Stack
 from sqlifier.store.audit import AuditLog
 
 __all__ = ["TERMINAL", "DeployRun", "Deployer"]
 
 RULE_LOCK_WAIT = 60.0  # a rule's rollback waits this long for a deploy finishing
 PREEMPT_WAIT = 30.0  # a rollback waits this long for the rollout's traffic to be back
-EXPIRED = "no approver approved it in time"
 STOPPING = "the agent is stopping (sqlifier down): nothing new starts; start the stack again"
 TERMINAL = TERMINAL_STATES
 
 
 class _Unreadable(Exception):
     """The schema revision cannot be read; the message says why."""
+
+
+class _Refused(Exception):
+    """A request is refused, with nothing changed; the message says why."""
 
 
 class Deployer:
@@ -125,49 +127,7 @@ class Deployer:
         again, until they are approved or expire as they would have."""
         requests, self._requests = self._requests, []
         for record in requests:
-            self._resume(record)
-
-    def _resume(self, record: dict[str, Any]) -> None:
-        now = self.clock()
-        try:
-            release = self.releases.get(str(record["service"]), str(record["version"]))
-            run = DeployRun.awaiting(record, release)
-        except ReleaseError as exc:  # no run without its release: closed in its record
-            expires = float(record.get("approval_expires") or 0.0) or None
-            if expires is not None and expires <= now:
-                restarts.close_record(self.state_dir, record, "expired", EXPIRED, now)
-            else:
-                why = f"it cannot wait on after the agent restarted: {exc}"
-                restarts.close_record(self.state_dir, record, "failed", why, now)
-            return
-        except (KeyError, TypeError, ValueError) as exc:
-            self.say(f"deploy {record.get('id')}: its record is unreadable ({exc})")
-            return
-        self.runs[run.id] = run
-        if (run.machine.approval_expires or 0.0) <= now:
-            self.executor.begin(run)  # it expires, audited
-            return
-        lock = ServiceLock(
-            self.state_dir, self.env, run.service, "deploy", run.who, run.version, run.reason
-        )
-        try:
-            if run.service not in self.platform.services():
-                why = f"{run.service} is no longer in the stack file"
-            elif release.status is ReleaseStatus.LIVE:
-                why = f"{run.version} is already live for {run.service}"
-            else:
-                why = ""
-                restarts.take_back(lock, self.state_dir, self.env, run.service, self.audit)
-        except UserError as exc:  # a lock
-            why = str(exc)
-        if why:
-            why = f"it cannot wait on after the agent restarted: {why}"
-            self.executor.finish(run, Phase.FAILED, why)
-            return
-        run.lock = lock
-        self.active[run.service] = run
-        self.executor.begin(run)  # "the agent restarted: still awaiting approval"
-        self.spawn(run)
+            restarts.resume(self, record)
 
     async def stop(self) -> None:
         self.stopping = True  # a request still waiting for a lock starts nothing now
@@ -190,28 +150,15 @@ class Deployer:
             return False, {"error": "deploy needs the version of a release"}
         reason = str(body.get("reason") or "")
         target = f"{self.stack.name}/{self.env}/{name} {version}"
+        environment = self.stack.environment(self.env)
         try:
-            release = self.releases.get(name, version)
-            spec = service_from_config(release.config)
-        except ReleaseError as exc:
+            release, spec = self._deployable(name, version)
+            decision = first_approval(environment, who, bool(body.get("approve")))
+            if not decision.allowed and not decision.waiting:
+                raise _Refused(decision.reason)
+            lock = await self._lock(name, "deploy", who, version, reason, body)
+        except _Refused as exc:
             return self._refuse(who, "deploy", target, str(exc))
-        except (KeyError, TypeError, ValueError) as exc:
-            return self._refuse(who, "deploy", target, f"its config is unreadable ({exc})")
-        if release.status is ReleaseStatus.LIVE:
-            return self._refuse(
-                who, "deploy", target, f"{version} is already live for {name} in {self.env}"
-            )
-        decision = first_approval(self.stack.environment(self.env), who, bool(body.get("approve")))
-        if not decision.allowed and not decision.waiting:
-            return self._refuse(who, "deploy", target, decision.reason)
-        lock = ServiceLock(self.state_dir, self.env, name, "deploy", who, version, reason)
-        try:
-            await lock.acquire_async(float(body.get("lock_wait") or 0.0))
-        except Locked as exc:
-            return self._refuse(who, "deploy", target, str(exc))
-        if self.stopping:
-            lock.release()
-            return self._refuse(who, "deploy", target, STOPPING)
         timeout = float(body.get("approval_timeout") or APPROVAL_TIMEOUT)
         machine = Rollout(
             name, version, self.platform.stable_release(name), who, spec,
@@ -226,6 +173,33 @@ class Deployer:
             self.audit.record(who, "deploy", target, "awaiting approval", why=reason)
         self.spawn(run)
         return True, run.to_json()
+
+    def _deployable(self, name: str, version: str) -> tuple[Release, Service]:
+        """The release to deploy and the config it was made with; _Refused if none."""
+        try:
+            release = self.releases.get(name, version)
+            spec = service_from_config(release.config)
+        except ReleaseError as exc:
+            raise _Refused(str(exc)) from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _Refused(f"its config is unreadable ({exc})") from None
+        if release.status is ReleaseStatus.LIVE:
+            raise _Refused(f"{version} is already live for {name} in {self.env}")
+        return release, spec
+
+    async def _lock(
+        self, name: str, what: str, who: str, version: str, reason: str, body: dict[str, Any]
+    ) -> ServiceLock:
+        """The service's lock, waited for up to the request's `lock_wait`; _Refused."""
+        lock = ServiceLock(self.state_dir, self.env, name, what, who, version, reason)
+        try:
+            await lock.acquire_async(float(body.get("lock_wait") or 0.0))
+        except Locked as exc:
+            raise _Refused(str(exc)) from None
+        if self.stopping:
+            lock.release()
+            raise _Refused(STOPPING)
+        return lock
 
     async def approve(self, body: dict[str, Any], who: str) -> tuple[bool, dict[str, Any]]:
         """The second approval of a deploy awaiting one."""
@@ -275,43 +249,16 @@ class Deployer:
         busy = await self._preempt(name, body, who, reason)
         if busy is not None:
             return busy
-        live = self._live(name)
         target = f"{self.stack.name}/{self.env}/{name}"
-        if live is None:
-            return self._refuse(
-                who, "rollback", target, f"{name} has no live release in {self.env}: nothing to "
-                "roll back (a rollback goes back from a deployed release)"
-            )  # fmt: skip
         try:
-            goal = self._target(name, live, body.get("to"))
-        except ReleaseError as exc:
+            live, goal = self._rollback_releases(name, body.get("to"))
+            target = f"{target} {goal.version}"
+            if not body.get("rule") and (refused := self._rollback_refusal(body, who)):
+                raise _Refused(refused)
+            lock = await self._lock(name, "rollback", who, goal.version, reason, body)
+            forced = await self._schema_check(goal, live, lock, bool(body.get("force")))
+        except _Refused as exc:
             return self._refuse(who, "rollback", target, str(exc))
-        target = f"{target} {goal.version}"
-        if not body.get("rule"):
-            refused = self._rollback_refusal(body, who)
-            if refused is not None:
-                return self._refuse(who, "rollback", target, refused)
-        lock = ServiceLock(self.state_dir, self.env, name, "rollback", who, goal.version, reason)
-        try:
-            await lock.acquire_async(float(body.get("lock_wait") or 0.0))
-        except Locked as exc:
-            return self._refuse(who, "rollback", target, str(exc))
-        if self.stopping:
-            lock.release()
-            return self._refuse(who, "rollback", target, STOPPING)
-        forced = ""
-        try:
-            refusal = await self._schema_refusal(goal, live)
-        except _Unreadable as exc:  # the revision cannot be read: unsafe unless forced
-            refusal = str(exc)
-            if not body.get("force"):
-                lock.release()
-                return self._refuse(who, "rollback", target, f"{exc}; --force skips the check")
-        if refusal is not None and not body.get("force"):
-            lock.release()
-            return self._refuse(who, "rollback", target, refusal)
-        if refusal is not None:
-            forced = f"forced across the schema check: {refusal}"
         machine = Rollback(name, goal.version, live.version, service_from_config(goal.config))
         run = self._new_run(machine, goal, who, reason, lock)
         if forced:
@@ -320,6 +267,38 @@ class Deployer:
         self.executor.begin(run)
         self.spawn(run)
         return True, run.to_json()
+
+    def _rollback_releases(self, name: str, to: object) -> tuple[Release, Release]:
+        """The live release and the one to go back to; _Refused."""
+        live = self._live(name)
+        if live is None:
+            raise _Refused(
+                f"{name} has no live release in {self.env}: nothing to roll back (a rollback "
+                "goes back from a deployed release)"
+            )
+        try:
+            return live, self._target(name, live, to)
+        except ReleaseError as exc:
+            raise _Refused(str(exc)) from None
+
+    async def _schema_check(
+        self, goal: Release, live: Release, lock: ServiceLock, force: bool
+    ) -> str:
+        """The schema check (the lock released when it refuses): "" when it passed, what
+        was forced across when `force`."""
+        try:
+            refusal = await self._schema_refusal(goal, live)
+        except _Unreadable as exc:  # the revision cannot be read: unsafe unless forced
+            refusal = str(exc)
+            if not force:
+                lock.release()
+                raise _Refused(f"{exc}; --force skips the check") from None
+        if refusal is None:
+            return ""
+        if not force:
+            lock.release()
+            raise _Refused(refusal)
+        return f"forced across the schema check: {refusal}"
 
     def _rollback_refusal(self, body: dict[str, Any], who: str) -> str | None:
         """Why `who` may not roll back here (not asked by a rule), or None."""

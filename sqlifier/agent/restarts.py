@@ -12,15 +12,23 @@ import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sqlifier.agent.deploy_record import DeployRun
 from sqlifier.agent.files import read_run
 from sqlifier.delivery import events
 from sqlifier.delivery.locks import Locked, ServiceLock, force_release
 from sqlifier.delivery.releases import ReleaseError, Releases, ReleaseStatus
+from sqlifier.delivery.rollout import Phase
+from sqlifier.errors import UserError
 from sqlifier.store.audit import AuditLog
 
-__all__ = ["close_interrupted", "close_record", "take_back"]
+if TYPE_CHECKING:
+    from sqlifier.agent.deployer import Deployer
+
+__all__ = ["close_interrupted", "close_record", "resume", "take_back"]
+
+EXPIRED = "no approver approved it in time"  # as a deploy awaiting approval expires
 
 
 def close_interrupted(
@@ -81,3 +89,51 @@ def take_back(lock: ServiceLock, state_dir: Path, env: str, service: str, audit:
             raise
         force_release(state_dir, env, service, "agent", audit)
         lock.acquire()
+
+
+def resume(deployer: Deployer, record: dict[str, Any]) -> None:
+    """A deploy a previous agent left awaiting approval waits on, its lock taken back;
+    it expires, or fails when it cannot wait on (its release or service gone)."""
+    now = deployer.clock()
+    try:
+        release = deployer.releases.get(str(record["service"]), str(record["version"]))
+        run = DeployRun.awaiting(record, release)
+    except ReleaseError as exc:  # no run without its release: closed in its record
+        expires = float(record.get("approval_expires") or 0.0) or None
+        if expires is not None and expires <= now:
+            close_record(deployer.state_dir, record, "expired", EXPIRED, now)
+            target = f"{deployer.stack.name}/{deployer.env}/{record['service']} {record['version']}"
+            reason = str(record.get("reason") or "")
+            deployer.audit.record("agent", "deploy", target, "expired", why=reason)
+        else:
+            why = f"it cannot wait on after the agent restarted: {exc}"
+            close_record(deployer.state_dir, record, "failed", why, now)
+        return
+    except (KeyError, TypeError, ValueError) as exc:
+        deployer.say(f"deploy {record.get('id')}: its record is unreadable ({exc})")
+        return
+    deployer.runs[run.id] = run
+    if (run.machine.approval_expires or 0.0) <= now:
+        deployer.executor.begin(run)  # it expires, audited
+        return
+    lock = ServiceLock(
+        deployer.state_dir, deployer.env, run.service, "deploy", run.who, run.version, run.reason
+    )
+    try:
+        if run.service not in deployer.platform.services():
+            why = f"{run.service} is no longer in the stack file"
+        elif release.status is ReleaseStatus.LIVE:
+            why = f"{run.version} is already live for {run.service}"
+        else:
+            why = ""
+            take_back(lock, deployer.state_dir, deployer.env, run.service, deployer.audit)
+    except UserError as exc:  # a lock
+        why = str(exc)
+    if why:
+        why = f"it cannot wait on after the agent restarted: {why}"
+        deployer.executor.finish(run, Phase.FAILED, why)
+        return
+    run.lock = lock
+    deployer.active[run.service] = run
+    deployer.executor.begin(run)  # "the agent restarted: still awaiting approval"
+    deployer.spawn(run)
