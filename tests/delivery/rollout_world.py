@@ -201,9 +201,10 @@ class World:
             self.now = max(self.now, min(times))
             self._due()
             self.feed(Tick())
-            if not self._queue and self.run.deadline is not None and self.run.deadline <= self.now:
-                if not self._events or self._events[0][0] > self.now:
-                    raise AssertionError(f"the run wants a tick at {self.now} and does nothing")
+            deadline = self.run.deadline
+            idle = not self._queue and (not self._events or self._events[0][0] > self.now)
+            if idle and deadline is not None and deadline <= self.now:
+                raise AssertionError(f"the run wants a tick at {self.now} and does nothing")
 
     def _due(self) -> None:
         while self._events and self._events[0][0] <= self.now:

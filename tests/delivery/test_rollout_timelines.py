@@ -444,3 +444,11 @@ def test_an_abort_while_canaries_start_stops_them_once_started_and_admits_none()
         (35.0, "stop canaries"),
     ]
     assert world.run.phase is Phase.ABORTED
+
+
+def test_an_abort_while_a_share_is_being_set_waits_for_its_own_share_of_zero() -> None:
+    world = World(rollout(), took={"share": 1.0}).at(0.5, Abort("aborted by bob")).go()
+    assert world.platform()[3:5] == [(0.0, "share 10"), (1.0, "share 0")]
+    # The answer to "share 10" is not taken for the abort's: the record waits for 0.
+    assert world.first("say: aborted: aborted by bob; all traffic is back on v1") == 2.0
+    assert world.run.restored_at == 2.0

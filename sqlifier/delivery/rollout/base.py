@@ -55,6 +55,15 @@ ANSWERS: dict[type[Command], type[Observation]] = {
 _ANSWER_TYPES = frozenset(ANSWERS.values())
 
 
+def _answers(command: Command | None, seen: Observation) -> bool:
+    """`seen` is the answer to `command` (a share set is told from an earlier one)."""
+    if command is None or type(seen) is not ANSWERS.get(type(command)):
+        return False
+    if isinstance(command, SetShare) and isinstance(seen, ShareSet):
+        return seen.percent == command.percent
+    return True
+
+
 def canary_possible(spec: Service) -> bool:
     """Services without routes, or pinned to ports or data folders, have no canary."""
     return bool(spec.routes) and spec.port is None and not spec.stateful
@@ -86,7 +95,7 @@ class Run:
         self.promoted = False  # past the point where an abort can move traffic back
         self.approval_expires: float | None = None
         self.ended = False  # nothing left to do: the lock may go
-        self._expect: type[Observation] | None = None
+        self._expect: Command | None = None  # the command whose answer is awaited
 
     # --- the machine ------------------------------------------------------------------
 
@@ -96,12 +105,12 @@ class Run:
         if self.ended:
             return []
         if type(seen) in _ANSWER_TYPES:
-            if type(seen) is not self._expect:
+            if not _answers(self._expect, seen):
                 return []
             self._expect = None
         commands = self.react(now, seen)
-        if commands and (answer := ANSWERS.get(type(commands[-1]))) is not None:
-            self._expect = answer
+        if commands and type(commands[-1]) in ANSWERS:
+            self._expect = commands[-1]
         return commands
 
     def react(self, now: float, seen: Observation) -> list[Command]:
