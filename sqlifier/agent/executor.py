@@ -104,7 +104,8 @@ class Executor:
         if not run.busy:
             while run.queue and isinstance(run.queue[0], RECORD):
                 self.record(run, run.queue.popleft())
-        self.save(run)
+        if not run.queue:  # else saved once what is next is done: an abort waits for nothing
+            self.save(run)
         run.progress.set()
         run.wake.set()
 
@@ -135,6 +136,8 @@ class Executor:
             if run.machine.ended:
                 return
             await self._until(run, run.machine.deadline)
+            if run.queue:
+                continue  # a request's commands (an abort's share of 0) come first
             if run.machine.watching and (looping := self._crash_looping(run)) is not None:
                 self.feed(run, looping)
             self.feed(run, Tick())

@@ -84,8 +84,8 @@ def test_a_failing_step_aborts_at_its_first_judging_traffic_first() -> None:
     verdict = "error_rate vs stable (certain): 20% vs 0%"
     assert world.shown(since=10.0) == [
         (10.0, "read counters"),
+        (10.0, "share 0"),  # before anything else, even the verdict's line
         (10.0, f"say: step 1 at 10%: fail ({verdict.replace(':', '')})"),
-        (10.0, "share 0"),  # before anything else
         (10.0, f"say: aborted: analysis failed: {verdict}; all traffic is back on v1"),
         (10.0, "event rollout abort"),
         (10.0, "mark v2 failed checks+failed_at+failed_reason"),

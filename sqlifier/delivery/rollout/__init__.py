@@ -19,8 +19,9 @@ A deploy (`Rollout`), phase by phase (`Phase`: its value is the record's `state`
          too few requests for pause x 3 ─► paused, notified once; waiting for data)
          ──► baking (judged the same) ──► promoting (Promote) ──► complete (Retire)
 
-    aborting: SetShare(0) first, always; then the record, the release marked failed, a
-    notification, and after the bake time StopCanaries ──► aborted
+    aborting: SetShare(0) first, always, even before the line of the verdict that failed;
+    then the record, the release marked failed, a notification, and after the bake time
+    StopCanaries ──► aborted
 
 An abort comes from a failed verdict, a crash-looping canary, a canary that does not
 start or warm up, ABORT ROLLOUT or a rollback pre-empting the rollout; asked for before

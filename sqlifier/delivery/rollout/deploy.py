@@ -173,7 +173,7 @@ class Rollout(Endings):
             case RoundDone() if self._warm is not None:
                 commands, problem = self._warm.judge(now, seen)
                 if problem is not None:
-                    return commands + self.abort(now, problem, False)
+                    return self.abort(now, problem, False, said=commands)
                 return commands + self._warmed(now) if self._warm.done else commands
             case ShareSet(percent, error):
                 return self._share_set(now, percent, error)
@@ -380,7 +380,7 @@ class Rollout(Endings):
             self.detected_at = now
             failing = [c for c in verdict.checks if c.passed is False]
             why = "analysis failed: " + "; ".join(f"{c.name}: {c.value}" for c in failing)
-            return said + self.abort(now, why, True)
+            return self.abort(now, why, True, said=said)
         return said + self._judged(now, judge, verdict)
 
     def _judged(self, now: float, judge: StepJudge, verdict: Verdict) -> list[Command]:

@@ -31,6 +31,7 @@ class Endings(Run):
         self.outcome_recorded = True
         self._abort_why = ""
         self._abort_checks: list[object] = []
+        self._abort_said: list[Command] = []
         self.cleanup_at: float | None = None  # aborted: the canaries stop then
 
     def settle(self) -> None:
@@ -68,18 +69,22 @@ class Endings(Run):
             ]
         )
 
-    def abort(self, now: float, why: str, with_checks: bool) -> list[Command]:
-        """Traffic back on stable first: the share goes to 0 before anything else."""
+    def abort(
+        self, now: float, why: str, with_checks: bool, said: list[Command] | None = None
+    ) -> list[Command]:
+        """Traffic back on stable first: the share goes to 0 before anything else, even
+        the lines `said` that led to the abort (recorded once the traffic is back)."""
         self.phase = Phase.ABORTING
         if self.detected_at is None:
             self.detected_at = now
         self._abort_why = why
         self._abort_checks = list((self.verdict or {}).get("checks", [])) if with_checks else []
+        self._abort_said = said or []
         self.settle()
         return [SetShare(0.0)]
 
     def _traffic_back(self, now: float, error: str | None) -> list[Command]:
-        commands: list[Command] = []
+        commands: list[Command] = self._abort_said
         if error is not None:  # the canaries stop below, and drain on the way
             commands.append(Say(f"the router did not take the change: {error}"))
         self.restored_at = now
