@@ -14,13 +14,18 @@ from sqlifier.delivery.rollout import Phase, Rollout
 from sqlifier.delivery.rollout.messages import (
     Abort,
     Approved,
+    Begin,
+    CanariesStarted,
+    CountersRead,
     CrashLooping,
     Interrupted,
     Pause,
     Resume,
-    Say,
+    ShareSet,
+    StableCount,
     Tick,
 )
+from sqlifier.router.metrics import Counters
 from sqlifier.stack.model import Service, Warmup
 from tests.delivery.rollout_world import Traffic, World, service
 
@@ -428,11 +433,18 @@ def test_a_replacement_that_fails_is_aborted_with_every_instance_back() -> None:
     assert (failed.run.phase, failed.run.error) == (Phase.ABORTED, why)
 
 
-def test_an_answer_the_rollout_no_longer_awaits_changes_nothing() -> None:
+def test_an_answer_the_rollout_does_not_await_changes_nothing() -> None:
     run = rollout()
-    assert [type(c).__name__ for c in run.step(0.0, Tick())] == []
-    run.step(0.0, Abort("x"))  # not started: an abort before any canary waits
-    assert run.step(0.0, Say("not an observation")) == []  # type: ignore[arg-type]
+    run.step(0.0, Begin())
+    assert [type(c).__name__ for c in run.step(0.0, StableCount(2))] == ["StartCanaries"]
+    assert run.step(1.0, ShareSet(10.0)) == []  # no share was asked for
+    assert run.step(1.0, CountersRead(Counters(), Counters())) == []
+    assert run.step(1.0, Tick()) == []  # nothing is due while the canaries start
+    assert (run.phase, run.weight, run.step_ends) == (Phase.STARTING_CANARY, 0.0, None)
+    assert [type(c).__name__ for c in run.step(2.0, CanariesStarted(("web-0",)))] == [
+        "Admit",
+        "SetShare",
+    ]
 
 
 def test_an_abort_while_canaries_start_stops_them_once_started_and_admits_none() -> None:
