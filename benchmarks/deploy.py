@@ -81,7 +81,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlifier.agent.client import AgentClient
-from sqlifier.agent.deployer import read_run
+from sqlifier.agent.files import read_run
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -39,7 +39,9 @@ it is caught (a caller that lets one escape has a bug):
     │   └── TooLarge              a body longer than the caller allowed
     ├── _Failure                  secrets.providers: a provider's failure, before wording
     ├── _Corrupt                  store.history: a chunk of history that does not decode
-    ├── _Stop                     agent.deployer: a deploy's run ends here (already recorded)
+    ├── _Refused                  agent.deployer: a deploy or rollback request refused, with
+    │                             nothing changed (answered with the reason, audited)
+    ├── _Unreadable               agent.deployer: a schema revision that cannot be read
     └── FormatterBug              cli.fmt: formatting would change what rules mean (a bug:
                                   exit code 2, never written out)
 

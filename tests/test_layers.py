@@ -45,7 +45,7 @@ def copy(tmp_path: Path) -> Path:
 def test_the_package_keeps_every_contract() -> None:
     done = lint_imports(ROOT, ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Contracts: 2 kept, 0 broken." in done.stdout
+    assert "Contracts: 3 kept, 0 broken." in done.stdout
 
 
 def test_a_copy_keeps_them_too(copy: Path) -> None:
@@ -78,3 +78,11 @@ def test_the_language_importing_asyncio_breaks_the_pure_core(copy: Path) -> None
     assert done.returncode == 1, done.stdout + done.stderr
     assert "The pure core: engine and lang import no I/O" in done.stdout
     assert "sqlifier.lang is not allowed to import asyncio" in done.stdout
+
+
+def test_the_rollout_reaching_the_platform_breaks_the_pure_rollout(copy: Path) -> None:
+    add_import(copy / "sqlifier/delivery/rollout/judging.py", "from sqlifier import platform")
+    done = lint_imports(copy, copy)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "The pure rollout: observations in, commands out, no I/O BROKEN" in done.stdout
+    assert "sqlifier.delivery.rollout is not allowed to import sqlifier.platform" in done.stdout

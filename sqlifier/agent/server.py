@@ -117,9 +117,7 @@ class Agent:
         )
         self.traffic = Traffic(stack, env, state_dir, self.supervisor, say=self._say)
         self.platform = LocalPlatform(self.supervisor, self.traffic)
-        self.deployer = Deployer(
-            stack, env, state_dir, self.supervisor, self.traffic, self.audit, self._say
-        )
+        self.deployer = Deployer(stack, env, state_dir, self.platform, self.audit, self._say)
         self.secret_sync = SecretSync(
             self.target, env, state_dir, self.platform, self.secrets, self.audit, self._say
         )

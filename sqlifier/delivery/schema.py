@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlifier.delivery.releases import Release
+from sqlifier.delivery.records import Release
 
 __all__ = ["NO_REVISION", "read_revision", "rollback_refusal"]
 

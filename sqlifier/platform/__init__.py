@@ -94,6 +94,11 @@ class Platform(Protocol):
         """The instances of `service` (of one track, or all), draining ones included."""
         ...
 
+    def set_stable(self, spec: Service, release: ReleaseRef) -> None:
+        """Before the stack starts: the stable track of `spec.name` runs `release`, with
+        the config `spec` it was made with (the live release, after an agent restart)."""
+        ...
+
     # --- operating a service -----------------------------------------------------------
 
     async def scale(self, service: str, count: int) -> None:

@@ -73,6 +73,10 @@ class LocalPlatform:
         ]
         return [info for info in found if track is None or info.track == track]
 
+    def set_stable(self, spec: Service, release: ReleaseRef) -> None:
+        self.supervisor.releases[spec.name] = _folder(release)
+        self.supervisor.services[spec.name] = spec
+
     # --- operating a service -----------------------------------------------------------
 
     async def scale(self, service: str, count: int) -> None:

@@ -1,0 +1,74 @@
+"""One step of a rollout (or its bake) being judged: every `interval` from its start, the
+counters of both tracks since the start go to `delivery.analysis`; the step's end is
+always judged, and a step lasts until it has run its length and passed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlifier.delivery.analysis import Verdict, analyse
+from sqlifier.delivery.rollout.base import EPSILON
+from sqlifier.router.metrics import Counters
+from sqlifier.stack.model import Rollout as Settings
+
+__all__ = ["StepJudge", "verdict_summary"]
+
+
+@dataclass
+class StepJudge:
+    length: float  # `pause` for a step, `bake` for the bake
+    final: bool  # the bake
+    settings: Settings
+    before: tuple[Counters, Counters] | None = None  # stable, canary at the start
+    started: float = 0.0
+    due: float = 0.0
+    end: float = 0.0
+    elapsed: float = 0.0  # at the judging under way
+    notified: bool = False  # paused for want of traffic (once a step)
+
+    @property
+    def deadline(self) -> float | None:
+        return self.due if self.before is not None else None
+
+    def begin(self, now: float, stable: Counters, canary: Counters) -> None:
+        self.before, self.started = (stable, canary), now
+        self.end = now + self.length
+        self.due = now + min(self.settings.interval, self.length)
+
+    def due_now(self, now: float) -> bool:
+        """A judging is due: its time noted, the next one planned."""
+        if self.before is None or now < self.due - EPSILON:
+            return False
+        self.elapsed = now - self.started
+        self.due += self.settings.interval
+        if self.due > self.end > now:
+            self.due = self.end  # the step's end is always judged
+        return True
+
+    def verdict(self, stable: Counters, canary: Counters) -> Verdict:
+        """The step so far; AnalysisError for an expression `check` would refuse."""
+        assert self.before is not None
+        return analyse(
+            canary.minus(self.before[1]),
+            stable.minus(self.before[0]),
+            self.settings.analysis,
+            self.settings.min_requests,
+            seconds=max(self.elapsed, 0.001),
+        )
+
+    @property
+    def lasted(self) -> bool:
+        return self.elapsed >= self.length - EPSILON
+
+    @property
+    def starved(self) -> bool:
+        """Too few requests for pause x 3, not said yet."""
+        return self.elapsed >= 3 * self.length and not self.notified
+
+
+def verdict_summary(verdict: Verdict) -> str:
+    summary = ", ".join(
+        f"{c.name} {c.value}" for c in verdict.checks if c.counts and c.passed is not None
+    )
+    # No measured check: say how many requests there were to judge.
+    return summary or f"{verdict.canary_requests} canary requests"

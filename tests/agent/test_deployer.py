@@ -1,0 +1,182 @@
+"""The deployer with real processes, on its own clock: a service without a canary (no
+route, so no data plane is needed) is deployed by replacing its instances; a deploy
+awaiting approval expires when the deployer's clock says so; an agent that starts closes
+the runs a previous one left and takes up again the deploys it left awaiting approval.
+
+The canary paths need the data plane's counters: tests/cli/test_deploy.py runs them end
+to end, and tests/delivery/test_rollout_timelines.py runs every path of the machine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from sqlifier.agent.deployer import Deployer
+from sqlifier.agent.files import read_run
+from sqlifier.delivery.locks import read_lock
+from sqlifier.delivery.releases import Releases, ReleaseStatus
+from sqlifier.platform.local import LocalPlatform
+from sqlifier.platform.traffic import Traffic
+from sqlifier.runtime.supervisor import Supervisor
+from sqlifier.stack import load_stack
+from sqlifier.store.audit import AuditLog
+from tests.apps import APP
+
+STACK = """\
+[stack]
+name = "t"
+
+[environments.production]
+approval = "required"
+approvers = ["alice", "bob"]
+two_person = true
+
+[services.worker]
+run = "{python} app.py"
+instances = 2
+probes.readiness = {{ http = "/", period = "100ms" }}
+"""
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+Body = Callable[[Deployer, Clock], Awaitable[None]]
+
+
+def run(root: Path, env: str, body: Body, before: Callable[[Path], None] | None = None) -> None:
+    (root / "app.py").write_text(APP)
+    (root / "sqlifier.toml").write_text(STACK.format(python=sys.executable))
+    stack, _ = load_stack(root / "sqlifier.toml")
+    state = root / ".sqlifier" / env
+    Releases(state, env).make(stack, "worker", version="v2")
+    if before is not None:
+        before(state)
+    clock = Clock()
+
+    async def main() -> None:
+        supervisor = Supervisor(stack, env, state)
+        platform = LocalPlatform(supervisor, Traffic(stack, env, state, supervisor), 20.0)
+        deployer = Deployer(stack, env, state, platform, AuditLog(state / "audit.db"), clock=clock)
+        deployer.load_live()
+        try:
+            await supervisor.start(ready_timeout=20)
+            deployer.resume_requests()
+            await body(deployer, clock)
+        finally:
+            await deployer.stop()
+            await supervisor.stop()
+
+    asyncio.run(main())
+
+
+async def ended(deployer: Deployer, deploy_id: str) -> dict[str, object]:
+    await asyncio.wait_for(deployer.runs[deploy_id].ended.wait(), 30)
+    record = deployer.status(deploy_id)
+    assert record is not None
+    return record
+
+
+def audited(deployer: Deployer) -> list[tuple[str, str, str]]:
+    return [(e.who, e.what, e.result) for e in deployer.audit.entries()]
+
+
+def test_a_service_without_a_canary_is_deployed_by_replacing_its_instances(
+    tmp_path: Path,
+) -> None:
+    async def body(deployer: Deployer, clock: Clock) -> None:
+        ok, reply = await deployer.deploy({"service": "worker", "version": "v2"}, "alice")
+        assert ok, reply
+        record = await ended(deployer, str(reply["id"]))
+        assert (record["state"], record["done"], record["succeeded"]) == ("complete", True, True)
+        lines = [text for _, text in record["lines"]]  # type: ignore[attr-defined]
+        assert lines == [
+            "deploy of v2 started by alice",
+            "no canary for this service: replacing instances one at a time",
+            "complete",
+        ]
+        assert {i.release for i in deployer.platform.instances("worker")} == {"v2"}
+        assert deployer.releases.get("worker", "v2").status is ReleaseStatus.LIVE
+        whats = [what for _, what, _ in audited(deployer)]
+        assert whats == ["deploy start", "rollout complete"]
+        assert read_run(deployer.state_dir, str(reply["id"])) == record
+        assert read_lock(deployer.state_dir, "dev", "worker") is None
+
+    run(tmp_path, "dev", body)
+
+
+def test_a_deploy_awaiting_approval_expires_on_the_deployers_clock(tmp_path: Path) -> None:
+    async def body(deployer: Deployer, clock: Clock) -> None:
+        asked = {"service": "worker", "version": "v2", "approval_timeout": 60}
+        ok, reply = await deployer.deploy(asked, "eve")
+        assert ok, reply
+        assert (reply["state"], reply["approval_expires"]) == ("awaiting approval", 1060.0)
+        run = deployer.runs[str(reply["id"])]
+        clock.now = 1059.0
+        run.wake.set()
+        await asyncio.sleep(0)  # the run looks at the clock: not yet
+        assert run.state == "awaiting approval"
+        clock.now = 1060.0
+        run.wake.set()
+        record = await ended(deployer, run.id)
+        assert (record["state"], record["error"]) == ("expired", "no approver approved it in time")
+        assert ("agent", "deploy", "expired") in audited(deployer)
+        assert read_lock(deployer.state_dir, "production", "worker") is None
+
+    run(tmp_path, "production", body)
+
+
+def left_behind(state: Path) -> None:
+    """Records of a previous agent: a rollout under way, and a deploy awaiting approval."""
+    folder = state / "deploys"
+    folder.mkdir(parents=True)
+    common = {"kind": "deploy", "service": "worker", "env": "production", "version": "v2"}
+    rolling = {**common, "id": "d1", "who": "alice", "created": 900.0, "state": "step"}
+    waiting = {
+        **common,
+        "id": "d2",
+        "who": "eve",
+        "created": 950.0,
+        "state": "awaiting approval",
+        "approval_expires": 4550.0,
+        "lines": [[950.0, "production requires approval"]],
+    }
+    for record in (rolling, waiting):
+        (folder / f"{record['id']}.json").write_text(json.dumps(record))
+
+
+def test_an_agent_that_starts_closes_a_rollout_left_and_resumes_a_request(tmp_path: Path) -> None:
+    async def body(deployer: Deployer, clock: Clock) -> None:
+        closed = deployer.status("d1")
+        assert closed is not None
+        assert (closed["state"], closed["error"]) == (
+            "failed",
+            "interrupted: the agent stopped during this deploy",
+        )
+        waiting = deployer.runs["d2"]
+        assert waiting.state == "awaiting approval"
+        assert [text for _, text in waiting.lines] == [
+            "production requires approval",
+            "the agent restarted: still awaiting approval",
+        ]
+        lock = read_lock(deployer.state_dir, "production", "worker")
+        assert lock is not None and lock.user == "eve"
+        ok, reply = await deployer.approve({"id": "d2"}, "alice")
+        assert ok, reply
+        assert reply["state"] == "approved"
+        record = await ended(deployer, "d2")
+        assert record["state"] == "complete"
+        assert record["approved_by"] == ["alice"]
+
+    def before(state: Path) -> None:
+        left_behind(state)
+
+    run(tmp_path, "production", body, before)
