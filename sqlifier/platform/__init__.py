@@ -12,6 +12,10 @@ by one share, the canary's percent, and within a track by each instance's weight
 
 Instances are named (`web-0`), never handed out: callers get `InstanceInfo` values, a
 snapshot of what the platform knows, and name instances back when they act on them.
+
+    __init__.py  the seam: `Platform`, and the values that cross it
+    local.py     `LocalPlatform`: the supervisor (runtime/) and the data plane (router/)
+    traffic.py   the local data plane's keeper: start or adopt it, sync, drain, counters
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The local platform with real processes: a canary beside the stable instances, held from
 traffic until admitted, promoted in one update and the old instances retired; one-off
-tasks in a release's folder; the live release set before the stack starts.
+tasks in a release's folder; the live release set before the stack starts; scale, restart
+and a service's log lines streamed as they are written.
 
 The data plane is not started here (no route needs it): the traffic calls return once
 the state they would send is set."""
@@ -129,5 +130,44 @@ def test_the_live_release_set_before_the_start_is_what_runs(tmp_path: Path) -> N
         await platform.supervisor.start(ready_timeout=20)
         assert {i.release for i in platform.instances("web")} == {"v4"}
         assert platform.stable_release("web") == "v4"
+
+    run(tmp_path, body)
+
+
+def test_scale_and_restart_go_through_the_supervisor(tmp_path: Path) -> None:
+    async def body(platform: LocalPlatform, root: Path) -> None:
+        await platform.supervisor.start(ready_timeout=20)
+        await platform.scale("web", 3)
+        assert [(i.name, i.ready) for i in platform.instances("web")] == [
+            ("web-0", True),
+            ("web-1", True),
+            ("web-2", True),
+        ]
+        before = {str(i["instance"]): i["pid"] for i in platform.supervisor.snapshot()}
+        await platform.restart("web")
+        after = {str(i["instance"]): i["pid"] for i in platform.supervisor.snapshot()}
+        assert before.keys() == after.keys() and all(before[n] != after[n] for n in before)
+        await platform.scale("web", 1)
+        assert [i.name for i in platform.instances("web")] == ["web-0"]
+
+    run(tmp_path, body)
+
+
+def test_logs_stream_a_services_lines_as_they_are_written(tmp_path: Path) -> None:
+    async def body(platform: LocalPlatform, root: Path) -> None:
+        await platform.supervisor.start(ready_timeout=20)
+        lines = platform.logs("web")
+        seen = set()
+        while len(seen) < 2:  # each instance says it listens when it starts
+            line = await asyncio.wait_for(anext(lines), timeout=20)
+            assert (line.level, line.text) == ("info", f"INFO listening {line.instance}")
+            seen.add(line.instance)
+        assert seen == {"web-0", "web-1"}
+        urllib.request.urlopen(
+            f"http://127.0.0.1:{platform.supervisor.instances['web'][1].port}/boom", timeout=5
+        ).close()
+        line = await asyncio.wait_for(anext(lines), timeout=20)
+        assert (line.instance, line.level, line.text) == ("web-1", "error", "ERROR boom requested")
+        await lines.aclose()
 
     run(tmp_path, body)
