@@ -45,7 +45,7 @@ def copy(tmp_path: Path) -> Path:
 def test_the_package_keeps_every_contract() -> None:
     done = lint_imports(ROOT, ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Contracts: 3 kept, 0 broken." in done.stdout
+    assert "Contracts: 4 kept, 0 broken." in done.stdout
 
 
 def test_a_copy_keeps_them_too(copy: Path) -> None:
@@ -86,3 +86,11 @@ def test_the_rollout_reaching_the_platform_breaks_the_pure_rollout(copy: Path) -
     assert done.returncode == 1, done.stdout + done.stderr
     assert "The pure rollout: observations in, commands out, no I/O BROKEN" in done.stdout
     assert "sqlifier.delivery.rollout is not allowed to import sqlifier.platform" in done.stdout
+
+
+def test_an_action_reaching_the_supervisor_breaks_the_platform_seam(copy: Path) -> None:
+    add_import(copy / "sqlifier/agent/actions.py", "from sqlifier.runtime import supervisor")
+    done = lint_imports(copy, copy)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "The platform seam: above it, only the composition root knows" in done.stdout
+    assert "sqlifier.agent.actions -> sqlifier.runtime.supervisor" in done.stdout

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlifier.agent.server import Agent
 from sqlifier.errors import UserError
-from sqlifier.runtime.supervisor import Event
+from sqlifier.runtime.instance import Event
 from sqlifier.stack import load_stack
 from sqlifier.store.audit import current_user
 
