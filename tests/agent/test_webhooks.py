@@ -316,6 +316,3 @@ def test_without_a_webhook_notify_only_reports() -> None:
     Notifier(None, 5.0, on_result).notify({"rule": "r"})
     assert results == [({"rule": "r"}, Delivery(False, 0, NO_WEBHOOK))]
     assert NO_WEBHOOK == "no [notify] webhook configured"
-
-
-# -- run_command ----------------------------------------------------------------------

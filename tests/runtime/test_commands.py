@@ -24,9 +24,6 @@ PY = shlex.quote(sys.executable)
 WAIT = 10.0  # generous bound on waiting for something that happens at once
 
 
-# -- a recording webhook --------------------------------------------------------------
-
-
 def run(command: str, cwd: Path, env: Mapping[str, str] | None = None, **options: Any) -> RunResult:
     return asyncio.run(run_command(command, env or {}, cwd, **options))
 
