@@ -21,8 +21,8 @@ from sqlifier.cli.output import print_diagnostics
 from sqlifier.cli.ps import table
 from sqlifier.cli.workspace import Context, load_context
 from sqlifier.errors import UserError
-from sqlifier.runtime.process import Launched, is_same_process, stop_group
 from sqlifier.runtime.instance import Event
+from sqlifier.runtime.process import Launched, is_same_process, stop_group
 from sqlifier.store.audit import current_user
 
 __all__ = ["down", "up"]
