@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from sqlifier.agent.rollouts import Rollouts
-from sqlifier.agent.webhooks import Notifier
+from sqlifier.agent.webhooks import Notifier, chat_text
 from sqlifier.engine.machine import Command, Engine
 from sqlifier.platform import Platform, PlatformError
 from sqlifier.runtime.commands import run_command
 from sqlifier.stack.model import Stack
 
-__all__ = ["Actions"]
+__all__ = ["Actions", "rule_payload"]
 
 RUN_TIMEOUT = 60.0
 MAX_INSTANCES = 1000
@@ -57,7 +57,7 @@ class Actions:
         if verb == "NOTIFY":
             if self.stack.notify.webhook is None:
                 return True, "recorded here (no [notify] webhook configured)"
-            self.notifier.notify(self.payload(command))
+            self.notifier.notify(rule_payload(self.stack.name, self.env, command, self.redact))
             return True, "sent to the [notify] webhook"
         if verb == "RUN":
             return await self._run(command)
@@ -115,13 +115,19 @@ class Actions:
             return True, f"rolled back to {run['version']} ({run['id']})"
         return False, f"{run['kind']} {run['id']} {run['state']}: {run.get('error')}"
 
-    def payload(self, command: Command) -> Mapping[str, Any]:
-        return {
-            "stack": self.stack.name,
-            "env": self.env,
-            "rule": command.rule,
-            "service": command.service,
-            "message": self.redact(command.text or ""),
-            "reason": self.redact(command.reason),
-            "time": command.t,
-        }
+
+def rule_payload(
+    stack: str, env: str, command: Command, redact: Callable[[str], str]
+) -> dict[str, Any]:
+    """A NOTIFY's webhook payload, secret values masked; `text` for chat webhooks."""
+    message = redact(command.text or "")
+    return {
+        "stack": stack,
+        "env": env,
+        "rule": command.rule,
+        "service": command.service,
+        "message": message,
+        "reason": redact(command.reason),
+        "time": command.t,
+        "text": chat_text(stack, env, message, f"rule {command.rule}, service {command.service}"),
+    }

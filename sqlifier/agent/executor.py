@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlifier.agent.deploy_record import DeployRun
+from sqlifier.agent.webhooks import chat_text
 from sqlifier.delivery import events
 from sqlifier.delivery.releases import Release, Releases, ReleaseStatus
 from sqlifier.delivery.rollout import Observation, Phase
@@ -245,18 +246,7 @@ class Executor:
             case Say(text):
                 self.line(run, text)
             case Notify(what, message):
-                self.notify(
-                    {
-                        "stack": self.stack.name,
-                        "env": self.env,
-                        "service": run.service,
-                        "deploy": run.id,
-                        "event": what,
-                        "version": run.version,
-                        "message": message,
-                        "time": self.clock(),
-                    }
-                )
+                self.notify(self._payload(run, what, message))
             case Event(what, result, why, details):
                 self._event(run, what, result, why, details)
             case Audit(what, result, why):
@@ -266,6 +256,20 @@ class Executor:
                 self._mark(run, version, status, details)
             case WentLive(version, completed, origin):
                 self._went_live(run, version, completed, origin)
+
+    def _payload(self, run: DeployRun, what: str, message: str) -> dict[str, Any]:
+        """A deploy notification for the [notify] webhook; `text` for chat webhooks."""
+        return {
+            "stack": self.stack.name,
+            "env": self.env,
+            "service": run.service,
+            "deploy": run.id,
+            "event": what,
+            "version": run.version,
+            "message": message,
+            "time": self.clock(),
+            "text": chat_text(self.stack.name, self.env, message, f"deploy {run.id}"),
+        }
 
     def _event(self, run: DeployRun, what: str, result: str, why: str, details: Any) -> None:
         release = run.release

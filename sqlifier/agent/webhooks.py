@@ -7,6 +7,10 @@ One JSON POST per message (`runtime/http.py`), retried on connection errors, tim
 and 5xx, with a doubling backoff; every attempt is bounded, so a whole call takes at most
 `(retries + 1) * timeout + backoff * (2**retries - 1)` seconds. `Notifier` runs deliveries
 in the background so a rule never waits for a webhook.
+
+Every payload, a rule's NOTIFY or a deploy's notification, carries `text`: the message as
+one human line. Slack's, Teams' and Mattermost's incoming webhooks show that field and
+ignore the rest, so they work without a relay; other receivers keep the structured fields.
 """
 
 from __future__ import annotations
@@ -22,7 +26,16 @@ from urllib.parse import quote, unquote, urlsplit
 
 from sqlifier.runtime import http
 
-__all__ = ["CLOSED", "DROPPED", "MAX_PENDING", "NO_WEBHOOK", "Delivery", "Notifier", "post_webhook"]
+__all__ = [
+    "CLOSED",
+    "DROPPED",
+    "MAX_PENDING",
+    "NO_WEBHOOK",
+    "Delivery",
+    "Notifier",
+    "chat_text",
+    "post_webhook",
+]
 
 MAX_PENDING = 100  # background deliveries a Notifier holds before it drops the oldest
 _URL_SAFE = "/:@!$&'()*+,;=%-._~?"  # kept as written in a request target; the rest is quoted
@@ -30,6 +43,12 @@ _URL_SAFE = "/:@!$&'()*+,;=%-._~?"  # kept as written in a request target; the r
 DROPPED = "dropped: too many pending notifications"
 NO_WEBHOOK = "no [notify] webhook configured"
 CLOSED = "cancelled: the notifier closed"
+
+
+def chat_text(stack: str, env: str, message: str, about: str = "") -> str:
+    """The payload's `text`: `[stack/env] message (about)`, the line a chat channel shows."""
+    suffix = f" ({about})" if about else ""
+    return f"[{stack}/{env}] {message}{suffix}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,9 @@
-"""`sqlifier fmt`: rewrite rule files in canonical form."""
+"""`sqlifier fmt`: rewrite rule files in canonical form.
+
+With `--check` the exit code tells CI which way a file fails: 1 when one would be
+reformatted (run `sqlifier fmt`), SYNTAX_ERRORS when one cannot be parsed (fix it by hand),
+which also wins when both happen. Without `--check` a file with errors is bad input (1).
+"""
 
 from __future__ import annotations
 
@@ -18,13 +23,18 @@ from sqlifier.lang.printer import format_file
 from sqlifier.lang.source import Source
 from sqlifier.stack.rulefiles import load_rule_file
 
-__all__ = ["command"]
+__all__ = ["SYNTAX_ERRORS", "command"]
+
+SYNTAX_ERRORS = 3  # `fmt --check`: a file has syntax errors (2 is kept for bugs)
 
 
 @click.command("fmt")
 @click.argument("files", nargs=-1)
 @click.option(
-    "--check", "check_only", is_flag=True, help="Change nothing; exit 1 if a file would change."
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="Change nothing; exit 1 if a file would change, 3 if one has syntax errors.",
 )
 @STACK_FILE_OF_FILES
 def command(files: tuple[str, ...], check_only: bool, stack_file: str | None) -> int:
@@ -72,7 +82,13 @@ def command(files: tuple[str, ...], check_only: bool, stack_file: str | None) ->
     if failed:
         parts.append(f"{failed} with errors (left unchanged)")
     click.echo(", ".join(parts), err=True)
-    return 1 if failed or (check_only and changed) else 0
+    return _exit_code(check_only, failed=failed > 0, changed=changed > 0)
+
+
+def _exit_code(check_only: bool, *, failed: bool, changed: bool) -> int:
+    if failed:
+        return SYNTAX_ERRORS if check_only else 1
+    return 1 if check_only and changed else 0
 
 
 class FormatterBug(Exception):
@@ -92,7 +108,7 @@ def _format_stdin(check_only: bool) -> int:
     loaded = load_rule_file(Path("-"), "-")
     if loaded.rules is None or loaded.source is None or loaded.diagnostics:
         print_diagnostics(loaded.diagnostics)
-        return 1
+        return _exit_code(check_only, failed=True, changed=False)
     text = _formatted(loaded.rules, "standard input")
     if check_only:
         if text != loaded.source.text:

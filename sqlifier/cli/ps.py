@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ _COLUMNS = (
 )  # fmt: skip
 # With a router: what each instance served over the last seconds.
 _TRAFFIC = ("req/s", "5xx", "p99")
+MAX_INSTANCES = 1000  # the most the agent runs of one service
+_NEGATIVE = re.compile(r"-[0-9]+")
 
 
 @click.command("ps")
@@ -117,13 +120,32 @@ def _traffic_cells(measured: dict[str, Any] | None) -> dict[str, str]:
     }
 
 
-@click.command("scale")
+class _ScaleCommand(click.Command):
+    """`scale` reads a negative count (`scale web -1`) as the count, not as an unknown
+    option `-1`, so that the command itself can say what a count may be."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" not in args and any(_NEGATIVE.fullmatch(arg) for arg in args):
+            counts = [arg for arg in args if _NEGATIVE.fullmatch(arg)]
+            args = [arg for arg in args if not _NEGATIVE.fullmatch(arg)] + ["--", *counts]
+        return super().parse_args(ctx, args)
+
+
+@click.command("scale", cls=_ScaleCommand)
 @click.argument("service")
-@click.argument("instances", type=click.IntRange(0, 1000))
+@click.argument("instances", type=int)
 @ENV
 @STACK_FILE
 def scale(service: str, instances: int, env: str | None, stack_file: str | None) -> int:
-    """Run INSTANCES instances of SERVICE: only the added or removed ones change."""
+    """Run INSTANCES instances of SERVICE: only the added or removed ones change.
+
+    INSTANCES is 0 (stop them all, the service stays defined) to 1000.
+    """
+    if not 0 <= instances <= MAX_INSTANCES:
+        raise UserError(
+            f"cannot scale {service} to {instances} instances: the count is a whole number "
+            f"from 0 to {MAX_INSTANCES} (0 stops every instance of {service})"
+        )
     return _operate("scale", {"service": service, "instances": instances}, env, stack_file)
 
 

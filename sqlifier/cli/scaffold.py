@@ -1,8 +1,21 @@
-"""The files `sqlifier init` writes: a stack with one service and the seed's two rules."""
+"""The files `sqlifier init` writes: a stack with one service and the seed's two rules.
+
+`.gitignore` keeps `.sqlifier/` (the agent's state: tokens, keys, the audit log) out of git.
+It is the one file init may add to rather than create: a folder that is already a
+repository often has one (`GITIGNORE_LINE`).
+"""
 
 from __future__ import annotations
 
-__all__ = ["files"]
+__all__ = ["GITIGNORE", "GITIGNORE_LINE", "files"]
+
+GITIGNORE = ".gitignore"
+GITIGNORE_LINE = ".sqlifier/"
+
+_GITIGNORE = f"""\
+# sqlifier's state: API tokens, secret keys, the audit log, releases. Never commit it.
+{GITIGNORE_LINE}
+"""
 
 _STACK = """\
 # The stack file: docs/stack-file.md describes every key.
@@ -64,6 +77,8 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
+        if self.path.startswith("/health/"):
+            return  # the probes ask every few seconds: not worth a line each
         print("INFO", format % args, flush=True)
 
 
@@ -77,6 +92,7 @@ def files(name: str) -> dict[str, str]:
     """Relative path -> content of every file of a new stack called `name`."""
     return {
         "sqlifier.toml": _STACK.format(name=name),
+        GITIGNORE: _GITIGNORE,
         "rules/scale.sql": _SCALE,
         "rules/rollback.sql": _ROLLBACK,
         "services/web/app.py": _APP,

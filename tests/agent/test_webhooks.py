@@ -15,10 +15,13 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from sqlifier.agent.actions import rule_payload
+from sqlifier.agent.executor import Executor
 from sqlifier.agent.webhooks import (
     CLOSED,
     DROPPED,
@@ -28,6 +31,10 @@ from sqlifier.agent.webhooks import (
     Notifier,
     post_webhook,
 )
+from sqlifier.cli import scaffold
+from sqlifier.delivery.rollout.messages import Notify
+from sqlifier.engine.state import Command
+from sqlifier.stack.stackfile import load_stack
 from tests.servers import QuietServer, free_port
 
 PY = shlex.quote(sys.executable)
@@ -316,3 +323,56 @@ def test_without_a_webhook_notify_only_reports() -> None:
     Notifier(None, 5.0, on_result).notify({"rule": "r"})
     assert results == [({"rule": "r"}, Delivery(False, 0, NO_WEBHOOK))]
     assert NO_WEBHOOK == "no [notify] webhook configured"
+
+
+# -- the payloads: `text` for chat webhooks -------------------------------------------
+
+
+def test_a_rules_notify_reaches_a_chat_webhook_as_text(hook: Hook) -> None:
+    command = Command(
+        firing=1,
+        t=1700000000.0,
+        rule="crit",
+        service="pay",
+        target="pay",
+        verb="NOTIFY",
+        detail="",
+        reason="log_error() > 10",
+        text="pay is failing: token s3cret",
+    )
+    payload = rule_payload("shop", "production", command, lambda s: s.replace("s3cret", "***"))
+    assert post(hook.url(), payload).ok
+    assert json.loads(hook.requests[0].body) == {
+        "stack": "shop",
+        "env": "production",
+        "rule": "crit",
+        "service": "pay",
+        "message": "pay is failing: token ***",
+        "reason": "log_error() > 10",
+        "time": 1700000000.0,
+        "text": "[shop/production] pay is failing: token *** (rule crit, service pay)",
+    }
+
+
+def test_a_deploy_notification_reaches_a_chat_webhook_as_text(hook: Hook, tmp_path: Path) -> None:
+    for path, content in scaffold.files("shop").items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(content)
+    stack, _ = load_stack(tmp_path / "sqlifier.toml")
+    sent: list[dict[str, Any]] = []
+    # Only the record's notification is exercised: no platform, releases or audit log.
+    executor = Executor(stack, "dev", tmp_path, None, None, None, print, lambda: 5.0, sent.append)  # type: ignore[arg-type]
+    run = SimpleNamespace(service="web", id="d-7", version="v2")
+    executor.record(run, Notify("promote", "web v2 promoted"))  # type: ignore[arg-type]
+    assert post(hook.url(), sent[0]).ok
+    assert json.loads(hook.requests[0].body) == {
+        "stack": "shop",
+        "env": "dev",
+        "service": "web",
+        "deploy": "d-7",
+        "event": "promote",
+        "version": "v2",
+        "message": "web v2 promoted",
+        "time": 5.0,
+        "text": "[shop/dev] web v2 promoted (deploy d-7)",
+    }

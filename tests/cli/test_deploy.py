@@ -460,6 +460,11 @@ def test_the_seed_rollback_rule_takes_the_same_path_once_per_release(make_shop: 
         assert event in seen
     assert ("promote", "v2") in seen and ("rollback", "v1") in seen
     assert all(m["service"] == "storefront" and m["deploy"] for m in hook.received if "event" in m)
+    assert all(
+        m["text"].endswith(f"{m['message']} (deploy {m['deploy']})")
+        for m in hook.received
+        if "event" in m
+    )
 
 
 def seed_rollback(shop: Shop) -> None:

@@ -166,3 +166,23 @@ def test_a_reason_is_one_line_of_plain_text(stack_dir: Path) -> None:
         result = run_sqlifier(*command, "--reason", "ok\n\x1b[31mforged", cwd=stack_dir)
         assert result.returncode == 1, result.stderr
         assert "--reason holds a control character" in result.stderr
+
+
+def test_scale_to_a_negative_count_names_the_service_and_the_valid_counts(
+    stack_dir: Path,
+) -> None:
+    valid = "the count is a whole number from 0 to 1000 (0 stops every instance of web)"
+    for args in (["web", "-1"], ["web", "-1", "--env", "dev"], ["web", "--", "-1"]):
+        result = run_sqlifier("scale", *args, cwd=stack_dir)
+        assert (result.returncode, result.stderr) == (
+            1,
+            f"sqlifier: error: cannot scale web to -1 instances: {valid}\n",
+        )
+    too_many = run_sqlifier("scale", "web", "1001", cwd=stack_dir)
+    assert too_many.stderr == f"sqlifier: error: cannot scale web to 1001 instances: {valid}\n"
+
+
+def test_scale_with_a_valid_count_still_reads_its_options(stack_dir: Path) -> None:
+    result = run_sqlifier("scale", "web", "2", "--env", "staging", cwd=stack_dir)
+    assert result.returncode == 1
+    assert "staging" in result.stderr and "cannot scale" not in result.stderr

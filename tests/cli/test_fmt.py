@@ -58,6 +58,27 @@ def test_a_file_with_syntax_errors_is_reported_and_left_alone(stack_dir: Path) -
     assert broken.read_text() == "ON cpu() > 80% FOR 3 minutes DO RESTART 'web'\n"
 
 
+BROKEN = "ON cpu() > 80% FOR 3 minutes DO RESTART 'web'\n"
+
+
+def test_check_exits_3_for_syntax_errors_even_beside_files_to_reformat(stack_dir: Path) -> None:
+    (stack_dir / "rules" / "broken.sql").write_text(BROKEN)
+    (stack_dir / "rules" / "messy.sql").write_text(MESSY)
+    result = run_sqlifier("fmt", "--check", cwd=stack_dir)
+    assert result.returncode == 3
+    assert result.stdout == "would reformat rules/messy.sql\n"
+    assert result.stderr.startswith("rules/broken.sql:1:20: error: expected a duration")
+    assert result.stderr.endswith(
+        "1 file would be reformatted, 0 unchanged, 1 with errors (left unchanged)\n"
+    )
+
+
+def test_check_of_stdin_exits_3_for_syntax_errors_and_1_for_reformatting() -> None:
+    assert run_sqlifier("fmt", "--check", "-", stdin=BROKEN).returncode == 3
+    assert run_sqlifier("fmt", "--check", "-", stdin=MESSY).returncode == 1
+    assert run_sqlifier("fmt", "--check", "-", stdin=CANONICAL).returncode == 0
+
+
 def test_fmt_reads_stdin_and_writes_stdout() -> None:
     result = run_sqlifier("fmt", "-", stdin=MESSY)
     assert result.returncode == 0

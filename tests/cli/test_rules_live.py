@@ -176,6 +176,8 @@ def test_rules_act_on_real_signals_and_explain_themselves(stack: tuple[Path, Web
     body = wait_for("the webhook to be called", lambda: hook.received)[0]
     assert body["rule"] == "crit" and body["service"] == "pay"
     assert body["message"].startswith("pay is failing: ")
+    assert body["text"].startswith(f"[{body['stack']}/dev] pay is failing: ")
+    assert body["text"].endswith(" (rule crit, service pay)")
     (root / "mode-pay").unlink()
     done = wait_for(
         "RUN to finish",
