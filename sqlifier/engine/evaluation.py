@@ -82,13 +82,7 @@ def _cron_matches(test: Test, when: Any) -> bool:
     cron = test.cron
     assert cron is not None
     weekday = (when.tm_wday + 1) % 7  # struct_time: Monday = 0; cron: Sunday = 0
-    return (
-        when.tm_min in cron.minutes
-        and when.tm_hour in cron.hours
-        and when.tm_mday in cron.days
-        and when.tm_mon in cron.months
-        and weekday in cron.weekdays
-    )
+    return cron.matches(when.tm_min, when.tm_hour, when.tm_mday, when.tm_mon, weekday)
 
 
 def restart_window(rule: CompiledRule, st: RuleState, now: float) -> None:

@@ -1,4 +1,11 @@
-"""Cron expressions for `schedule('...')`: five fields, parsed into sets of matching values."""
+"""Cron expressions for `schedule('...')`: five fields, parsed into sets of matching values.
+
+The two day fields follow cron (POSIX crontab, Vixie cron, croniter): when both are
+restricted, that is neither is written `*`, a day matches if *either* matches, so
+`0 9 1 * mon` fires on the 1st of each month and on every Monday. When one of them is `*`,
+only the other counts (`0 9 * * mon` is Mondays only). A field is restricted by how it is
+written, not by what it covers: `1-31` and `*/1` are restricted, `*` alone is not.
+"""
 
 from __future__ import annotations
 
@@ -50,13 +57,34 @@ class CronError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class CronSchedule:
-    """The matching minutes, hours, days, months and weekdays (0 = Sunday)."""
+    """The matching minutes, hours, days, months and weekdays (0 = Sunday).
+
+    `days_any` and `weekdays_any` say that the field was written `*`; when neither was,
+    a day matches if its day of month or its weekday does (see the module docstring).
+    """
 
     minutes: frozenset[int]
     hours: frozenset[int]
     days: frozenset[int]
     months: frozenset[int]
     weekdays: frozenset[int]
+    days_any: bool = False
+    weekdays_any: bool = False
+
+    def matches(self, minute: int, hour: int, day: int, month: int, weekday: int) -> bool:
+        """Whether the minute of that date fires; `weekday` counts from Sunday = 0."""
+        return (
+            minute in self.minutes
+            and hour in self.hours
+            and month in self.months
+            and self.matches_day(day, weekday)
+        )
+
+    def matches_day(self, day: int, weekday: int) -> bool:
+        """Day of month OR weekday when both are restricted; otherwise the restricted one."""
+        if self.days_any or self.weekdays_any:
+            return day in self.days and weekday in self.weekdays
+        return day in self.days or weekday in self.weekdays
 
 
 def parse_cron(text: str) -> CronSchedule:
@@ -68,7 +96,9 @@ def parse_cron(text: str) -> CronSchedule:
         )
     sets = [_field(part, *spec) for part, spec in zip(parts, _FIELDS, strict=True)]
     weekdays = frozenset(d % 7 for d in sets[4])
-    return CronSchedule(sets[0], sets[1], sets[2], sets[3], weekdays)
+    return CronSchedule(
+        sets[0], sets[1], sets[2], sets[3], weekdays, parts[2] == "*", parts[4] == "*"
+    )
 
 
 def _field(text: str, name: str, low: int, high: int, names: dict[str, int]) -> frozenset[int]:

@@ -273,6 +273,22 @@ def test_schedule_fires_once_in_a_matching_minute(minute_offset: int) -> None:
     assert [a[0] for a in actions] == [0.0, 120.0, 240.0]
 
 
+@pytest.mark.parametrize(
+    ("day", "fires"),
+    [
+        (2, True),  # Friday 1970-01-02: the day of month matches
+        (5, True),  # Monday 1970-01-05: the weekday matches
+        (6, False),  # Tuesday 1970-01-06: neither
+    ],
+)
+def test_schedule_fires_on_its_day_of_month_or_its_weekday(day: int, fires: bool) -> None:
+    text = "ON schedule('0 12 2 * mon') DO NOTIFY 'noon';"
+    noon = (day - 1) * 86400.0 + 12 * 3600
+    replay = Replay(rules(text), [Sample(noon - 30, "web", "rps", 1.0)], {"web": 1}, Settings())
+    actions = replay.run(start=noon - 30, until=noon + 30)
+    assert [a.t for a in actions] == ([noon] if fires else [])
+
+
 @given(
     st.lists(
         st.tuples(st.integers(0, 300), st.sampled_from(["a", "b"]), st.integers(0, 100)),
