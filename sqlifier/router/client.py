@@ -124,6 +124,8 @@ class Client(asyncio.Protocol):
         """No whole request head is there: wait for more, unless there can be no more."""
         if len(self.buffer) > self.proxy.limits.max_header:
             self.reply(431, "request header too large\n", close=True)
+        elif h1.BARE_LF_END.search(self.buffer):  # it will never end with CRLF CRLF
+            self.reply(400, h1.BARE_LF, close=True)
         elif self.eof and self.buffer.strip():
             self.reply(400, "incomplete request\n", close=True)
         elif self.eof:  # the client has finished, and everything it sent was answered

@@ -12,6 +12,15 @@
 Heads are handled as bytes, with few steps in Python: one regular expression finds the
 header lines the proxy reads or removes, another refuses malformed lines, and every
 other line is passed on as it came, unread.
+
+A request head is held to RFC 9110/9112 before anything in it is read, in one pass of one
+regular expression over the whole head (`_REQUEST_HEAD`): the method and every field name
+are tokens, the target is visible ASCII, the version is HTTP/1.1 or HTTP/1.0, lines end
+with CRLF, and a field value holds visible characters, obs-text, spaces and tabs only. What
+that refuses (a bare LF or CR, NUL or another control character, whitespace before a colon,
+obs-fold) is what lets a lenient instance read a different request from the one the proxy
+routed and framed: request smuggling. Passing lines on unread is safe only because of it.
+Only a refused head pays for finding out which rule it broke (`_what_is_wrong`).
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "BARE_LF",
+    "BARE_LF_END",
     "HEAD_END",
     "NO_BODY",
     "BadMessage",
@@ -35,6 +46,10 @@ __all__ = [
 ]
 
 HEAD_END = b"\r\n\r\n"
+# Where a head whose lines end with a bare LF ends (h11 and HAProxy accept one; sqlifier
+# refuses it, as RFC 9112 2.2 allows, rather than rewrite a head it passes on unread).
+BARE_LF_END = re.compile(rb"\n\r?\n")
+BARE_LF = "bare LF in the request head: lines of a request head end with CRLF\n"
 
 _HOP_BY_HOP = (
     "connection",
@@ -69,7 +84,15 @@ _REQUEST_DROPS = _lines(*_HOP_BY_HOP, *_FORWARDING)
 _RESPONSE_DROPS = _lines(*_HOP_BY_HOP)
 _CONTENT_LENGTH = _lines("content-length")
 _TRANSFER_ENCODING = _lines("transfer-encoding")
-# A header line is a name (no blanks) and a colon; anything else is refused.
+# RFC 9110 5.6.2: tchar; a method and a field name are made of them.
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_TCHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789" + bytes(range(65, 91)) + bytes(range(97, 123)))
+# RFC 9110 5.5: field-value = VCHAR, obs-text, SP and HTAB; no other control character.
+_VALUE_BYTES = frozenset(b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100)))
+_REQUEST_HEAD = re.compile(
+    _TOKEN + rb" [\x21-\x7e]+ HTTP/1\.[01]" + rb"(?:\r\n" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*)*"
+)
+# In a response head a header line is a name (no blanks) and a colon.
 _BAD_LINE = re.compile(rb"\r\n(?![^:\s]+:)")
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] [1-9][0-9][0-9](?: |$)")
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
@@ -101,22 +124,21 @@ class Request:
 
 def parse_request(head: bytes, client: bytes, via: bytes) -> Request:
     """Read a request head (without its blank line) from `client` (its address)."""
+    if _REQUEST_HEAD.fullmatch(head) is None:
+        raise BadMessage(_what_is_wrong(head))
     end = head.find(b"\r\n")
     if end < 0:
         end = len(head)
     request_line, headers = head[:end], head[end:]
-    parts = request_line.split(b" ")
-    if len(parts) != 3 or not parts[0] or not parts[1] or parts[2] not in _VERSIONS:
-        raise BadMessage("bad request line\n")
-    if _BAD_LINE.search(headers):
-        raise BadMessage("bad header\n")
-    method, target, version = parts
+    method, target, version = request_line.split(b" ")
     host = length = codings = connection = forwarded_for = b""
-    drop = False
+    drop = has_host = False
     for name, value in _REQUEST_FIELDS.findall(headers):
         name = name.lower()
         if name == b"host":
-            host = value.strip()
+            if has_host:  # RFC 9112 3.2: which one the instance reads is anyone's guess
+                raise BadMessage("more than one Host header: a request names one host\n")
+            host, has_host = value.strip(), True
         elif name == b"content-length":
             if length and value.strip() != length:
                 raise BadMessage("bad content-length\n")
@@ -161,6 +183,70 @@ def parse_request(head: bytes, client: bytes, via: bytes) -> Request:
         close,
         forwarded,
     )
+
+
+def _what_is_wrong(head: bytes) -> str:
+    """Why `_REQUEST_HEAD` refused `head`: the first rule it breaks, and what is valid."""
+    lines = head.split(b"\r\n")
+    problem = _bad_request_line(lines[0])
+    number = 1
+    while problem is None and number < len(lines):
+        problem = _bad_field_line(lines[number], number + 1)
+        number += 1
+    return (problem or "bad request head") + "\n"
+
+
+def _bad_request_line(line: bytes) -> str | None:
+    if b"\n" in line or b"\r" in line:
+        return "bare LF or CR in the request line: lines of a request head end with CRLF"
+    parts = line.split(b" ")
+    if len(parts) != 3 or parts[2] not in _VERSIONS:
+        return (
+            f"bad request line {_show(line)}: expected METHOD TARGET HTTP/1.1 (or HTTP/1.0),"
+            " one space apart"
+        )
+    if not parts[0] or not _TCHARS.issuperset(parts[0]):
+        return (
+            f"bad method {_show(parts[0])}: a method is a token"
+            " (letters, digits and !#$%&'*+-.^_`|~)"
+        )
+    if not parts[1] or not all(0x21 <= byte <= 0x7E for byte in parts[1]):
+        return f"bad request target {_show(parts[1])}: a target is visible ASCII characters"
+    return None
+
+
+def _bad_field_line(line: bytes, number: int) -> str | None:
+    where = f"line {number} of the head"
+    if b"\n" in line or b"\r" in line:
+        return f"bare LF or CR in {where}: lines of a request head end with CRLF"
+    if line[:1] in (b" ", b"\t"):
+        return f"{where} starts with a space or tab (obs-fold): a field value is sent on one line"
+    name, colon, value = line.partition(b":")
+    if not colon:
+        return f"{where} {_show(line)} has no colon: expected NAME: VALUE"
+    if name[-1:] in (b" ", b"\t"):
+        return (
+            f"whitespace between the field name {_show(name)} and its colon in {where}:"
+            " expected NAME: VALUE"
+        )
+    if not name or not _TCHARS.issuperset(name):
+        return (
+            f"bad field name {_show(name)} in {where}: a field name is a token"
+            " (letters, digits and !#$%&'*+-.^_`|~)"
+        )
+    for byte in value:
+        if byte not in _VALUE_BYTES:
+            return (
+                f"control character 0x{byte:02x} in the value of {_show(name)}: a field"
+                " value holds visible characters, spaces and tabs only"
+            )
+    return None
+
+
+def _show(text: bytes) -> str:
+    """`text` for an error message: quoted, control characters escaped, cut short."""
+    shown = repr(text[:40])[1:]
+    return shown[:-1] + "...'" if len(text) > 40 else shown
 
 
 @dataclass(slots=True)
