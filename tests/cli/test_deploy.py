@@ -322,7 +322,9 @@ def check_approvals(shop: Shop, seed: subprocess.Popen[str]) -> str:
     """The deploy `seed` started waits for a second approver, holding its lock; the id of
     a deploy of another service started meanwhile."""
     state = shop.root / ".sqlifier" / "production"
+    # The lock is written when it is taken, the deploy's record a moment after: both come.
     wait_for(lambda: read_lock(state, "production", "auth-service") is not None, "the lock")
+    wait_for(lambda: any((state / "deploys").glob("*.json")), "the deploy's record")
     lock = read_lock(state, "production", "auth-service")
     assert lock is not None and lock.user == "alice"
     deploys = list((state / "deploys").glob("*.json"))
