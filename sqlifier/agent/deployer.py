@@ -126,8 +126,24 @@ class Deployer:
         """Deploys a previous agent left awaiting approval wait on, with their lock taken
         again, until they are approved or expire as they would have."""
         requests, self._requests = self._requests, []
+        target = f"{self.stack.name}/{self.env}"
         for record in requests:
-            restarts.resume(self, record)
+            found = restarts.reopen(
+                record, self.releases, self.platform.services(), self.state_dir, target,
+                self.audit, self.clock(), self.say,
+            )  # fmt: skip
+            if found is None:
+                continue
+            run, why = found
+            self.runs[run.id] = run
+            if why:
+                self.executor.finish(run, Phase.FAILED, why)
+            elif run.lock is None:
+                self.executor.begin(run)  # it expires, audited
+            else:
+                self.active[run.service] = run
+                self.executor.begin(run)  # "the agent restarted: still awaiting approval"
+                self.spawn(run)
 
     async def stop(self) -> None:
         self.stopping = True  # a request still waiting for a lock starts nothing now

@@ -3,30 +3,27 @@
 A run that had started ends here, failed: its canaries are not adopted (the new agent
 stops them), and a release it was rolling out is marked failed with a ROLLOUT_ABORT event,
 so that DORA counts it. A deploy still awaiting approval had started nothing: it is kept,
-and the deployer takes it up again (`Deployer.resume_requests`), its lock taken back.
+and the deployer takes it up again (`reopen`, then `Deployer.resume_requests`), its lock
+taken back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlifier.agent.deploy_record import DeployRun
 from sqlifier.agent.files import read_run
 from sqlifier.delivery import events
 from sqlifier.delivery.locks import Locked, ServiceLock, force_release
 from sqlifier.delivery.releases import ReleaseError, Releases, ReleaseStatus
-from sqlifier.delivery.rollout import Phase
 from sqlifier.errors import UserError
 from sqlifier.store.audit import AuditLog
 
-if TYPE_CHECKING:
-    from sqlifier.agent.deployer import Deployer
-
-__all__ = ["close_interrupted", "close_record", "resume", "take_back"]
+__all__ = ["close_interrupted", "close_record", "reopen", "take_back"]
 
 EXPIRED = "no approver approved it in time"  # as a deploy awaiting approval expires
 
@@ -91,49 +88,49 @@ def take_back(lock: ServiceLock, state_dir: Path, env: str, service: str, audit:
         lock.acquire()
 
 
-def resume(deployer: Deployer, record: dict[str, Any]) -> None:
-    """A deploy a previous agent left awaiting approval waits on, its lock taken back;
-    it expires, or fails when it cannot wait on (its release or service gone)."""
-    now = deployer.clock()
+def reopen(
+    record: dict[str, Any],
+    releases: Releases,
+    services: Collection[str],
+    state_dir: Path,
+    target: str,
+    audit: AuditLog,
+    now: float,
+    say: Callable[[str], None],
+) -> tuple[DeployRun, str] | None:
+    """The run of a deploy a previous agent left awaiting approval, and why it cannot wait
+    on ("" when it can: its lock taken back, or it expires now and holds none); None when
+    there is no run to make (closed in its record, or unreadable). `target` is
+    "stack/env"."""
+    env = target.split("/", 1)[1]
     try:
-        release = deployer.releases.get(str(record["service"]), str(record["version"]))
+        release = releases.get(str(record["service"]), str(record["version"]))
         run = DeployRun.awaiting(record, release)
     except ReleaseError as exc:  # no run without its release: closed in its record
         expires = float(record.get("approval_expires") or 0.0) or None
         if expires is not None and expires <= now:
-            close_record(deployer.state_dir, record, "expired", EXPIRED, now)
-            target = f"{deployer.stack.name}/{deployer.env}/{record['service']} {record['version']}"
-            reason = str(record.get("reason") or "")
-            deployer.audit.record("agent", "deploy", target, "expired", why=reason)
+            close_record(state_dir, record, "expired", EXPIRED, now)
+            what = f"{target}/{record['service']} {record['version']}"
+            audit.record("agent", "deploy", what, "expired", why=str(record.get("reason") or ""))
         else:
             why = f"it cannot wait on after the agent restarted: {exc}"
-            close_record(deployer.state_dir, record, "failed", why, now)
-        return
+            close_record(state_dir, record, "failed", why, now)
+        return None
     except (KeyError, TypeError, ValueError) as exc:
-        deployer.say(f"deploy {record.get('id')}: its record is unreadable ({exc})")
-        return
-    deployer.runs[run.id] = run
+        say(f"deploy {record.get('id')}: its record is unreadable ({exc})")
+        return None
     if (run.machine.approval_expires or 0.0) <= now:
-        deployer.executor.begin(run)  # it expires, audited
-        return
-    lock = ServiceLock(
-        deployer.state_dir, deployer.env, run.service, "deploy", run.who, run.version, run.reason
-    )
+        return run, ""  # it expires, audited, as it begins
+    lock = ServiceLock(state_dir, env, run.service, "deploy", run.who, run.version, run.reason)
     try:
-        if run.service not in deployer.platform.services():
+        if run.service not in services:
             why = f"{run.service} is no longer in the stack file"
         elif release.status is ReleaseStatus.LIVE:
             why = f"{run.version} is already live for {run.service}"
         else:
             why = ""
-            take_back(lock, deployer.state_dir, deployer.env, run.service, deployer.audit)
+            take_back(lock, state_dir, env, run.service, audit)
+            run.lock = lock
     except UserError as exc:  # a lock
         why = str(exc)
-    if why:
-        why = f"it cannot wait on after the agent restarted: {why}"
-        deployer.executor.finish(run, Phase.FAILED, why)
-        return
-    run.lock = lock
-    deployer.active[run.service] = run
-    deployer.executor.begin(run)  # "the agent restarted: still awaiting approval"
-    deployer.spawn(run)
+    return run, why and f"it cannot wait on after the agent restarted: {why}"
