@@ -83,7 +83,7 @@ class Actions:
         try:  # each new instance must be ready within the platform's 60 s
             if command.verb == "SCALE":
                 count = min(command.count or 0, MAX_INSTANCES)
-                await self.platform.scale(target, count)
+                await self.platform.scale(target, count, by=f"rule:{command.rule}")
                 return True, f"{target} runs {count} instances"
             await self.platform.restart(target)
             return True, f"{target} restarted"

@@ -121,7 +121,7 @@ class Endpoints:
         target = f"{self.target}/{name}"
         try:
             if count is not None:
-                await self.platform.scale(name, count)
+                await self.platform.scale(name, count, by=f"cli:{who}")
                 target += f" to {count}"
             else:
                 await self.platform.restart(name)

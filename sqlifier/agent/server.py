@@ -163,9 +163,10 @@ class Agent:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock()
         self._compose()
-        self.deployer.load_live()  # services with a live release run it
         previous = self._left_running()
         self.supervisor.adoptable = self._adoptable(previous)
+        self.supervisor.keep_counts(previous.get("counts") if previous else None)
+        self.deployer.load_live()  # services with a live release run it
         left_router = previous.get("router") if previous else None
         token = _write_secret(self.files["token"], secrets.token_urlsafe(32))
         socket_path = self.files["socket"]
@@ -283,6 +284,7 @@ class Agent:
             "env": self.env,
             "pid": os.getpid(),
             "instances": self.supervisor.snapshot(),
+            "counts": self.supervisor.counts,
             "router": self.traffic.snapshot(),
             "traffic": self.traffic.summary(),
             "metrics": self._metrics_address(),
@@ -312,6 +314,7 @@ class Agent:
             "stack": self.stack.name,
             "env": self.env,
             "instances": self.supervisor.snapshot(),
+            "counts": self.supervisor.counts,
             "router": self.traffic.snapshot(),
             "updated": time.time(),
         }

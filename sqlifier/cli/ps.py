@@ -50,8 +50,10 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
     instances: list[dict[str, Any]] = status["instances"]
     traffic = status.get("traffic") or {}
     measured = traffic.get("instances", {})
+    counts: dict[str, dict[str, Any]] = status.get("counts") or {}
     for row in instances:
         row["traffic"] = measured.get(f"{row['instance']}_{row['port']}")
+        row["count_set_by"] = (counts.get(row["service"]) or {}).get("by")
     if as_json:
         click.echo(json.dumps(instances, indent=2))
         return 0
@@ -64,7 +66,20 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
             f"traffic over the last {window:g} s\n"
         )
     click.echo(table(instances, with_traffic=bool(router)))
+    if set_by := _counts_set(counts):
+        click.echo(f"\n{set_by}")
     return 0
+
+
+def _counts_set(counts: dict[str, dict[str, Any]]) -> str:
+    """The counts not the stack file's, and who set them: they survive an agent restart,
+    until an `up` after `down` or an edited `instances` starts from the file again."""
+    lines = [
+        f"{name}: {wanted.get('count')} instances wanted, set by {wanted.get('by')}"
+        for name, wanted in sorted(counts.items())
+        if wanted.get("by") not in (None, "stack")
+    ]
+    return "\n".join(lines)
 
 
 def _left_behind(state_dir: Path) -> list[dict[str, Any]]:

@@ -105,8 +105,9 @@ class Platform(Protocol):
 
     # --- operating a service -----------------------------------------------------------
 
-    async def scale(self, service: str, count: int) -> None:
-        """Run `count` stable instances of `service`; raises PlatformError."""
+    async def scale(self, service: str, count: int, by: str = "stack") -> None:
+        """Run `count` stable instances of `service`, as `by` asked ("cli:USER",
+        "rule:NAME"); the count survives an agent restart. Raises PlatformError."""
         ...
 
     async def restart(self, service: str) -> None:

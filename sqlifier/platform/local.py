@@ -79,9 +79,9 @@ class LocalPlatform:
 
     # --- operating a service -----------------------------------------------------------
 
-    async def scale(self, service: str, count: int) -> None:
+    async def scale(self, service: str, count: int, by: str = "stack") -> None:
         try:
-            await self.supervisor.scale(service, count)
+            await self.supervisor.scale(service, count, by=by)
         except StartFailed as exc:
             raise PlatformError(str(exc)) from None
 

@@ -8,7 +8,10 @@ stateful instances start one after another (`db-1` once `db-0` is ready) and sto
 reverse.
 
 This module decides which instances there are (services, canaries, replacements, the
-ones retiring); `runner.py` runs each (launch, probes, restarts, stop), `instance.py`
+ones retiring) and how many of each service are wanted: the desired count and who set it
+(`counts`: "stack" for the stack file, "cli:USER" for `sqlifier scale`, "rule:NAME" for
+a rule's SCALE), saved with the instances so that an agent that dies leaves it for the
+next one (`keep_counts`); `runner.py` runs each (launch, probes, restarts, stop), `instance.py`
 holds what is known about one.
 """
 
@@ -89,6 +92,10 @@ class Supervisor(InstanceRunner):
         self._loop_task: asyncio.Task[None] | None = None
         # Instances a previous agent left running, by name: {pid, started, port, log_offset}.
         self.adoptable: dict[str, dict[str, Any]] = {}
+        # service -> {"count", "by", "file"}: the desired count, who set it, and the stack
+        # file's `instances` when it was set (an edited file starts from the file again).
+        self.counts: dict[str, dict[str, Any]] = {}
+        self._file_counts = {name: service.instances for name, service in self.services.items()}
         # One operation at a time per service: two `scale` calls never interleave.
         self._locks: dict[str, asyncio.Lock] = {name: asyncio.Lock() for name in self.services}
 
@@ -100,9 +107,31 @@ class Supervisor(InstanceRunner):
         self._loop_task = asyncio.create_task(self._loop())
         try:
             for name in start_order(self.services):
-                await self.scale(name, self.services[name].instances, ready_timeout)
+                wanted = self.counts.get(name) or self._from_file(name)
+                await self.scale(name, int(wanted["count"]), ready_timeout, str(wanted["by"]))
         finally:
             await self._stop_unadopted()
+
+    def keep_counts(self, left: object) -> None:
+        """The desired counts an earlier agent of this stack left when it died: kept,
+        unless the stack file's `instances` of a service changed since (then the file
+        decides). An `up` after a clean `down` has none to keep: the file decides."""
+        if not isinstance(left, dict):
+            return
+        for name, wanted in left.items():
+            if name not in self.services or not isinstance(wanted, dict):
+                continue
+            try:
+                count, by, file = int(wanted["count"]), str(wanted["by"]), int(wanted["file"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if file == self._file_counts[name] and count >= 0:
+                self.counts[name] = {"count": count, "by": by, "file": file}
+
+    def _from_file(self, name: str) -> dict[str, Any]:
+        """The count of the config the service runs with (its live release's, or the
+        stack file's)."""
+        return {"count": self.services[name].instances, "by": "stack"}
 
     async def _stop_unadopted(self) -> None:
         """Instances an earlier agent left that this one did not take over: stopped, so
@@ -118,7 +147,8 @@ class Supervisor(InstanceRunner):
         await self._stop_unadopted()
         for name in reversed(start_order(self.services)):
             await self.stop_canaries(name)
-            await self.scale(name, 0)
+            async with self._locks[name]:  # the desired count stays as it was
+                await self._scale(name, 0, 60.0)
         # Instances a promotion or a restart left on their way out.
         for instance in list(self.retiring) + list(self.replacements):
             await self._stop_instance(instance)
@@ -145,10 +175,15 @@ class Supervisor(InstanceRunner):
 
     # --- one service ------------------------------------------------------------------
 
-    async def scale(self, name: str, count: int, ready_timeout: float = 60.0) -> None:
+    async def scale(
+        self, name: str, count: int, ready_timeout: float = 60.0, by: str = "stack"
+    ) -> None:
         """Run `count` instances of a service: only the added ones start, only the
-        removed ones (the highest ordinals) stop."""
+        removed ones (the highest ordinals) stop. `by` set the count; it is recorded
+        before any instance changes, so an agent that dies meanwhile leaves it."""
         async with self._locks[name]:
+            file = self._file_counts[name]
+            self.counts[name] = {"count": count, "by": by, "file": file}
             await self._scale(name, count, ready_timeout)
 
     async def _scale(self, name: str, count: int, ready_timeout: float) -> None:
