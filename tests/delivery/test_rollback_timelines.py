@@ -6,6 +6,7 @@ is `test_a_rollback_during_a_rollout_is_its_abort_and_moves_traffic_at_once` the
 from __future__ import annotations
 
 from sqlifier.delivery.rollout import Phase, Rollback
+from sqlifier.delivery.rollout.messages import Readopted
 from sqlifier.stack.model import Service, Warmup
 from tests.delivery.rollout_world import World, service
 
@@ -81,3 +82,18 @@ def test_a_service_without_a_canary_is_rolled_back_by_replacing_its_instances() 
     failed = World(rollback(service(routes=False)), replace_error="web-0 did not start").go()
     assert failed.run.error == "v1 did not start: web-0 did not start; v2 still runs"
     assert failed.run.phase is Phase.FAILED
+
+
+def test_after_an_agent_restart_a_rollback_starts_again() -> None:
+    run = rollback()
+    run.restore({"state": "warming up", "detected_at": 5.0})
+    world = World(run, now=1000.0)
+    world.feed(Readopted())
+    world.resume(until=10_000)
+    assert world.shown()[:3] == [
+        (1000.0, "say: the agent restarted: the rollback starts again"),
+        (1000.0, "count stable"),
+        (1000.0, "start canaries 2"),
+    ]
+    assert (world.run.phase, world.run.detected_at) == (Phase.ROLLED_BACK, 5.0)
+    assert "event rollback" not in [what for _, what in world.shown()]  # counted once

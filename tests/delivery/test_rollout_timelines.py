@@ -20,6 +20,7 @@ from sqlifier.delivery.rollout.messages import (
     CrashLooping,
     Interrupted,
     Pause,
+    Readopted,
     Resume,
     ShareSet,
     StableCount,
@@ -464,3 +465,115 @@ def test_an_abort_while_a_share_is_being_set_waits_for_its_own_share_of_zero() -
     # The answer to "share 10" is not taken for the abort's: the record waits for 0.
     assert world.first("say: aborted: aborted by bob; all traffic is back on v1") == 2.0
     assert world.run.restored_at == 2.0
+
+
+# --- after an agent restart: the rollout goes on ------------------------------------------
+
+
+def restored(state: str, step: int, weight: float, **options: object) -> Rollout:
+    """The run as the record of an agent that died at 0 showed it; the next one starts at
+    1000."""
+    run = rollout(**options)
+    record = {"state": state, "step": step, "steps": [10.0, 50.0, 100.0], "weight": weight}
+    run.restore({**record, "approved_by": ["alice"], "paused_by": None})
+    return run
+
+
+def readopted(run: Rollout, canaries: tuple[str, ...], share: float, until: float) -> World:
+    world = World(run, now=1000.0, canaries=len(canaries))
+    world.share = share  # the router kept the share while no agent ran
+    world.feed(Readopted(canaries))
+    return world.resume(until)
+
+
+def test_after_an_agent_restart_the_rollout_goes_on_at_its_step_judged_from_the_adoption() -> None:
+    world = readopted(restored("step", 2, 50.0), ("web-0",), 50.0, until=10_000)
+    assert world.shown()[0] == (
+        1000.0,
+        "say: the agent restarted: 1 canary instance(s) adopted at step 2/3 (50%); "
+        "judging starts again",
+    )
+    assert world.platform() == [
+        (1000.0, "count stable"),
+        (1000.0, "share 50"),  # the step's share, as the router already had it
+        *reads(1000, 1030),  # the step's whole pause again, from the adoption
+        (1030.0, "start canaries 2"),
+        (1030.0, "admit web-1"),
+        (1030.0, "share 100"),
+        *reads(1030, 1060),
+        *reads(1060, 1090),
+        (1090.0, "promote"),
+        (1090.0, "retire web-0,web-1"),
+    ]
+    assert (world.run.phase, world.run.error) == (Phase.COMPLETE, None)
+    assert "event rollout complete" in [what for _, what in world.shown()]
+
+
+def test_after_an_agent_restart_during_the_bake_the_bake_starts_again() -> None:
+    world = readopted(restored("baking", 3, 100.0), ("web-0", "web-1"), 100.0, until=10_000)
+    assert world.platform() == [
+        (1000.0, "count stable"),
+        *reads(1000, 1030),
+        (1030.0, "promote"),
+        (1030.0, "retire web-0,web-1"),
+    ]
+    assert world.run.phase is Phase.COMPLETE
+
+
+def test_after_an_agent_restart_without_its_canaries_traffic_goes_to_stable_then_it_pauses() -> (
+    None
+):
+    world = readopted(restored("step", 2, 50.0), (), 50.0, until=1500)
+    why = (
+        "the agent restarted and the canary instances of v2 were gone; all traffic is on "
+        "v1: `sqlifier rollout resume web` goes on, `sqlifier rollout abort web` ends the deploy"
+    )
+    assert world.shown() == [
+        (1000.0, "share 0"),  # first
+        (1000.0, f"say: paused: {why}"),
+        (1000.0, "notify pause"),
+        (1000.0, "audit rollout pause ok"),
+    ]
+    assert (world.run.phase, world.run.paused_by, world.share) == (Phase.PAUSED, why, 0.0)
+    assert world.run.error is None  # never failed for the restart alone
+
+    # Resumed: the step's canary starts again, warms up, and takes the step's share.
+    world.at(1500.0, Resume("bob")).resume(until=1501)
+    assert world.platform(since=1500.0) == [
+        (1500.0, "count stable"),
+        (1500.0, "start canaries 1"),
+        (1500.0, "admit web-0"),
+        (1500.0, "share 50"),
+        (1500.0, "read counters"),
+    ]
+    assert world.run.paused_by is None
+
+    # Or aborted: nothing more is moved, the run ends aborted.
+    held = readopted(restored("step", 2, 50.0), (), 50.0, until=1500)
+    held.at(1500.0, Abort("aborted by bob")).resume(until=10_000)
+    assert held.run.phase is Phase.ABORTED
+    assert held.run.error == "aborted by bob"
+
+
+def test_after_an_agent_restart_before_any_canary_the_deploy_goes_on_or_holds() -> None:
+    # Approved, not started yet: it starts.
+    world = readopted(restored("approved", 0, 0.0), (), 0.0, until=1000)
+    assert world.platform()[:3] == [
+        (1000.0, "count stable"),
+        (1000.0, "start canaries 1"),
+        (1000.0, "admit web-0"),
+    ]
+    # The migration was cut off: held, and resuming runs it again.
+    spec = service(migrate="./migrate")
+    world = readopted(restored("migrating", 0, 0.0, spec=spec), (), 0.0, until=1100)
+    assert world.platform() == [(1000.0, "share 0")]
+    assert "during the migration; check the database" in str(world.run.paused_by)
+    world.at(1100.0, Resume("bob")).resume(until=1100)
+    assert world.platform(since=1100.0)[:2] == [(1100.0, "run migrate"), (1100.0, "count stable")]
+    # A replacement cut off (the instances are all back on v1): held, resumed replaces.
+    spec = service(routes=False)
+    world = readopted(restored("replacing", 0, 0.0, spec=spec), (), 0.0, until=1100)
+    assert "every instance runs v1" in str(world.run.paused_by)
+    world.at(1100.0, Resume("bob")).resume(until=1100)
+    assert world.platform(since=1100.0) == [(1100.0, "replace")]
+    assert world.run.phase is Phase.COMPLETE

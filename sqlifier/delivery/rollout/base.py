@@ -4,6 +4,7 @@ the warm-up gate (synthetic requests until an instance is fast enough)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +97,21 @@ class Run:
         self.approval_expires: float | None = None
         self.ended = False  # nothing left to do: the lock may go
         self._expect: Command | None = None  # the command whose answer is awaited
+
+    def restore(self, record: Mapping[str, Any]) -> None:
+        """The state the record of a previous agent shows, for `Readopted` (KeyError,
+        TypeError, ValueError for a record that cannot be read)."""
+        self.phase = Phase(str(record["state"]))
+        self.step_number = int(record.get("step") or 0)
+        self.steps = tuple(float(share) for share in record.get("steps") or ())
+        self.weight = float(record.get("weight") or 0.0)
+        verdict = record.get("verdict")
+        self.verdict = dict(verdict) if isinstance(verdict, dict) else None
+        self.approved_by = [str(who) for who in record.get("approved_by") or []]
+        paused = record.get("paused_by")
+        self.paused_by = None if paused is None else str(paused)
+        detected = record.get("detected_at")
+        self.detected_at = None if detected is None else float(detected)
 
     # --- the machine ------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from sqlifier.delivery.rollout.messages import (
     Promote,
     Promoted,
     ReadCounters,
+    Readopted,
     Replace,
     Replaced,
     Resume,
@@ -110,10 +111,14 @@ class Rollout(Endings):
         self._judge: StepJudge | None = None
         self._ramps: list[_Ramp] = []  # instance weights (steps after the first)
         self._slow: _Ramp | None = None  # the first step's share
+        # Held after an agent restart, traffic on stable: what `Resume` goes on with
+        # ("prepare": migrate and place; "replace"; "canary": start the step's canaries).
+        self._held: str | None = None
 
     def settle(self) -> None:
         self._judge = self._slow = self._warm = None
         self._ramps = []
+        self._held = None
 
     # --- what wakes it ----------------------------------------------------------------
 
@@ -154,7 +159,9 @@ class Rollout(Endings):
                 return [Say(f"paused by {by}"), Notify("pause", message)]
             case Resume(by) if not self.phase.terminal and not self.promoted:
                 self.paused_by = None
-                return [Say(f"resumed by {by}")]
+                return [Say(f"resumed by {by}"), *self._go_on(now)]
+            case Readopted(canaries) if not self.phase.terminal:
+                return self._readopted(now, canaries)
             case CrashLooping(instance, reason) if self.watching:
                 return self.abort(now, f"canary {instance} is crash looping: {reason}", True)
             case Interrupted(why):
@@ -216,13 +223,81 @@ class Rollout(Endings):
             Say(f"deploy of {self.version} started by {self.who}"),
             Notify("start", f"deploy of {self.service} {self.version} started"),
         ]
+        return commands + self._prepare(now)
+
+    def _prepare(self, now: float) -> list[Command]:
+        """The migration (unless it ran for this release), then the schema revision."""
         migrate = self.spec.migrate
         if migrate and self.migrated:
-            return [*commands, Say("migrate: already ran for this release"), *self._schema(now)]
+            return [Say("migrate: already ran for this release"), *self._schema(now)]
         if migrate:
             self.phase = Phase.MIGRATING
-            return [*commands, Say(f"migrate: {migrate}"), RunTask("migrate", migrate)]
-        return commands + self._schema(now)
+            return [Say(f"migrate: {migrate}"), RunTask("migrate", migrate)]
+        return self._schema(now)
+
+    # --- after an agent restart -------------------------------------------------------
+
+    def _readopted(self, now: float, canaries: tuple[str, ...]) -> list[Command]:
+        """The run a previous agent was carrying out when it died goes on where it was:
+        at its step with the canaries adopted, judging from now (what was judged before
+        is not carried over). Where it cannot — the canaries that took traffic are gone,
+        a migration or a replacement was cut off — all traffic goes to stable first and
+        the run is paused for `rollout resume` or `rollout abort`."""
+        self.started, self.outcome_recorded = True, False
+        self.steps = self.steps or self.spec.rollout.steps
+        restarted = "the agent restarted"
+        if self.phase in BEFORE_CANARY:
+            if self.phase is Phase.MIGRATING and not self.migrated:
+                why = f"{restarted} during the migration; check the database before resuming"
+                return self._hold(why, "prepare")
+            return [Say(f"{restarted}: the deploy goes on"), *self._prepare(now)]
+        if self.phase is Phase.REPLACING:
+            why = f"{restarted} while replacing instances: every instance runs {self.from_version}"
+            return self._hold(why, "replace")
+        self._canaries = list(canaries)
+        baking = self.phase in (Phase.BAKING, Phase.PROMOTING)
+        self._index = len(self.steps) if baking else max(0, self.step_number - 1)
+        if not canaries and self.weight > 0:
+            why = f"{restarted} and the canary instances of {self.version} were gone"
+            return self._hold(why, "canary")
+        where = "the bake" if baking else f"step {self.step_number}/{len(self.steps)}"
+        said = Say(
+            f"{restarted}: {len(canaries)} canary instance(s) adopted at {where} "
+            f"({self.weight:g}%); judging starts again"
+        )
+        return [said, CountStable()]
+
+    def _hold(self, why: str, then: str) -> list[Command]:
+        """Traffic on stable first, then paused (`_share_set`) until resumed."""
+        self._held = then
+        self.phase = Phase.PAUSED
+        self.paused_by = (
+            f"{why}; all traffic is on {self.from_version}: `sqlifier rollout resume "
+            f"{self.service}` goes on, `sqlifier rollout abort {self.service}` ends the deploy"
+        )
+        return [SetShare(0.0)]
+
+    def _held_now(self, error: str | None) -> list[Command]:
+        self.weight = 0.0
+        said = [Say(f"the router did not take the change: {error}")] if error else []
+        return [
+            *said,
+            Say(f"paused: {self.paused_by}"),
+            Notify("pause", f"rollout of {self.version} paused: {self.paused_by}"),
+            Audit("rollout pause", "ok", str(self.paused_by)),
+        ]
+
+    def _go_on(self, now: float) -> list[Command]:
+        """Resumed: a run held after an agent restart goes on from where it was."""
+        then, self._held = self._held, None
+        if then == "prepare":
+            return self._prepare(now)
+        if then == "replace":
+            self.phase = Phase.REPLACING
+            return [Replace()]
+        if then == "canary":
+            return [CountStable()]
+        return []
 
     def _schema(self, now: float) -> list[Command]:
         if self.spec.schema_version:
@@ -301,6 +376,8 @@ class Rollout(Endings):
     def _share_set(self, now: float, percent: float, error: str | None) -> list[Command]:
         if self.phase is Phase.ABORTING:
             return self._traffic_back(now, error)
+        if self._held is not None:
+            return self._held_now(error)
         if error is not None:
             return self.abort(now, f"the router did not take the change: {error}", False)
         self.weight = percent

@@ -35,6 +35,7 @@ __all__ = [
     "Promote",
     "Promoted",
     "ReadCounters",
+    "Readopted",
     "Replace",
     "Replaced",
     "Resume",
@@ -195,6 +196,15 @@ class Interrupted:
     """The run cannot go on (the agent is stopping, or a bug): it ends failed, as it is."""
 
     why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Readopted:
+    """A run a previous agent was carrying out when it died, restored from its record
+    (`Run.restore`), is taken up by the next agent; `canaries` are the canary instances
+    it adopted (taking traffic when the previous agent died)."""
+
+    canaries: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from sqlifier.delivery.rollout.messages import (
     Phase,
     Promote,
     Promoted,
+    Readopted,
     Replace,
     Replaced,
     Retire,
@@ -76,7 +77,20 @@ class Rollback(Run):
                 return self._replaced(now, error)
             case Interrupted(why):
                 return self.end(self.finish(now, Phase.FAILED, why))
+            case Readopted() if not self.phase.terminal:
+                return self._again(now)
         return []
+
+    def _again(self, now: float) -> list[Command]:
+        """After an agent restart: the rollback starts again (the instances it had started
+        were stopped with the agent's; the live release still takes the traffic)."""
+        self.phase = Phase.STARTING
+        self.detected_at = self.detected_at or now
+        said = Say("the agent restarted: the rollback starts again")
+        if not canary_possible(self.spec):
+            self.phase = Phase.REPLACING
+            return [said, Replace()]
+        return [said, CountStable()]
 
     def _begin(self, now: float) -> list[Command]:
         self.detected_at = now
