@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlifier.delivery.locks import ServiceLock
 from sqlifier.delivery.releases import Release, service_from_config
-from sqlifier.delivery.rollout import TERMINAL, Command, Phase, Rollout, Run
+from sqlifier.delivery.rollout import TERMINAL, Command, Phase, Rollback, Rollout, Run
 
 __all__ = ["APPROVAL_TIMEOUT", "TERMINAL_STATES", "DeployRun"]
 
@@ -110,6 +110,35 @@ class DeployRun:
             who=machine.who,
             reason=str(record.get("reason") or ""),
             created=created,
+            machine=machine,
+            release=release,
+        )
+        run.lines = [(float(t), str(text)) for t, text in record.get("lines") or []]
+        return run
+
+    @classmethod
+    def resumed(cls, record: dict[str, Any], release: Release) -> DeployRun:
+        """A deploy or rollback a previous agent was carrying out when it died, as its
+        record shows it, for `Readopted` (KeyError, TypeError, ValueError for a record
+        that cannot be read)."""
+        spec = service_from_config(release.config)
+        service, version = str(record["service"]), str(record["version"])
+        machine: Rollout | Rollback
+        if record.get("kind") == "rollback":
+            machine = Rollback(service, version, str(record["from_version"]), spec)
+        else:
+            machine = Rollout(
+                service, version, record.get("from_version"), str(record["who"]), spec,
+                migrated=release.details.get("migrated_at") is not None,
+            )  # fmt: skip
+        machine.restore(record)
+        run = cls(
+            id=str(record["id"]),
+            service=service,
+            env=str(record["env"]),
+            who=str(record["who"]),
+            reason=str(record.get("reason") or ""),
+            created=float(record["created"]),
             machine=machine,
             release=release,
         )

@@ -39,9 +39,11 @@ from sqlifier.delivery.releases import (
     service_from_config,
 )
 from sqlifier.delivery.rollout import Phase, Rollback, Rollout
-from sqlifier.delivery.rollout.messages import Abort, Approved, Pause, Resume
+from sqlifier.delivery.rollout.deploy import BEFORE_CANARY
+from sqlifier.delivery.rollout.messages import Abort, Approved, Pause, Readopted, Resume
 from sqlifier.delivery.schema import read_revision, rollback_refusal
-from sqlifier.platform import Platform, ReleaseRef
+from sqlifier.errors import UserError
+from sqlifier.platform import CANARY, Platform, ReleaseRef
 from sqlifier.stack.model import Service, Stack
 from sqlifier.store.audit import AuditLog
 
@@ -92,6 +94,8 @@ class Deployer:
         self._tasks: set[asyncio.Task[None]] = set()
         # Deploys a previous agent left awaiting approval, for `resume_requests`.
         self._requests: list[dict[str, Any]] = []
+        # Runs a previous agent was carrying out when it died, for `resume_requests`.
+        self._resumed: list[DeployRun] = []
         self.stopping = False
 
     def _notify(self, message: dict[str, Any]) -> None:
@@ -102,9 +106,11 @@ class Deployer:
     def load_live(self) -> None:
         """A service with a live release runs it — its code and the config it was made
         with — from the start; the others run from their `source`."""
-        self._requests = restarts.close_interrupted(
+        records = restarts.close_interrupted(
             self.state_dir, self.releases, self.audit, self.stack.name, self.env, self.clock
         )
+        self._requests = [r for r in records if r.get("state") == "awaiting approval"]
+        taken = [r for r in records if r.get("state") != "awaiting approval"]
         for name in list(self.platform.services()):
             try:
                 live = self._live(name)
@@ -121,10 +127,29 @@ class Deployer:
             self.platform.set_stable(spec, ReleaseRef(live.version, live.path))
             if (origin := live.details.get("rolled_back_from")) is not None:
                 self.rolled_back_from[name] = str(origin)
+        for record in taken:
+            self._readopt(record)
+
+    def _readopt(self, record: dict[str, Any]) -> None:
+        """A run a previous agent was carrying out when it died: its canaries are adopted
+        as the stack starts (`resume_requests` takes the run up), or it is closed failed
+        when it cannot go on at all (its release or its service is gone)."""
+        found = restarts.readopt(record, self.releases, self.platform.services())
+        if isinstance(found, str):
+            why = f"it cannot go on after the agent restarted: {found}"
+            restarts.close_record(self.state_dir, record, "failed", why, self.clock())
+            self.say(f"{record.get('kind')} {record.get('id')}: {why}")
+            return
+        run = found
+        if run.kind == "deploy" and run.phase not in BEFORE_CANARY:
+            ref = ReleaseRef(run.release.version, run.release.path)
+            self.platform.expect_canaries(run.machine.spec, ref, run.machine.weight)
+        self._resumed.append(run)
 
     def resume_requests(self) -> None:
         """Deploys a previous agent left awaiting approval wait on, with their lock taken
         again, until they are approved or expire as they would have."""
+        self._take_up_again()
         requests, self._requests = self._requests, []
         target = f"{self.stack.name}/{self.env}"
         for record in requests:
@@ -144,6 +169,30 @@ class Deployer:
                 self.active[run.service] = run
                 self.executor.begin(run)  # "the agent restarted: still awaiting approval"
                 self.spawn(run)
+
+    def _take_up_again(self) -> None:
+        """The runs a previous agent was carrying out go on, their locks taken back, the
+        stack started with their canaries adopted (`load_live`)."""
+        resumed, self._resumed = self._resumed, []
+        for run in resumed:
+            self.runs[run.id] = run
+            self.active[run.service] = run
+            lock = ServiceLock(
+                self.state_dir, self.env, run.service, run.kind, run.who, run.version,
+                run.reason,
+            )  # fmt: skip
+            lost = ""
+            try:
+                restarts.take_back(lock, self.state_dir, self.env, run.service, self.audit)
+                run.lock = lock
+            except UserError as exc:
+                lost = f"its lock could not be taken back after the agent restarted: {exc}"
+            canaries = self.platform.instances(run.service, CANARY)
+            names = tuple(i.name for i in canaries if i.running and not i.held)
+            self.executor.feed(run, Readopted(names))
+            if lost:
+                self.executor.feed(run, Abort(lost))
+            self.spawn(run)
 
     async def stop(self) -> None:
         self.stopping = True  # a request still waiting for a lock starts nothing now

@@ -336,8 +336,9 @@ class Agent:
         if previous is None:
             return {}
         return {
-            # A replacement half-way through a restart is not adopted: it is stopped.
-            str(record["instance"]) + ("#replacement" if record.get("replacement") else ""): record
+            # A replacement half-way through a restart is not adopted: it is stopped; a
+            # canary is, when the deployer takes its rollout up again.
+            str(record["instance"]) + _passing(record): record
             for record in previous.get("instances", [])
             if isinstance(record, dict) and record.get("pid") and record.get("started")
         }
@@ -375,6 +376,12 @@ class Agent:
         while True:
             await asyncio.sleep(2)
             self._write_info()
+
+
+def _passing(record: dict[str, Any]) -> str:
+    if record.get("track") == "canary":
+        return "#canary"
+    return "#replacement" if record.get("replacement") else ""
 
 
 def _plain(status: int, text: str) -> http.Outgoing:

@@ -103,6 +103,11 @@ class Platform(Protocol):
         the config `spec` it was made with (the live release, after an agent restart)."""
         ...
 
+    def expect_canaries(self, spec: Service, release: ReleaseRef, percent: float) -> None:
+        """Before the stack starts: adopt the canaries of `release` an earlier agent left
+        taking `percent` of the traffic (a rollout taken up after an agent restart)."""
+        ...
+
     # --- operating a service -----------------------------------------------------------
 
     async def scale(self, service: str, count: int, by: str = "stack") -> None:

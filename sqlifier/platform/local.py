@@ -77,6 +77,10 @@ class LocalPlatform:
         self.supervisor.releases[spec.name] = _folder(release)
         self.supervisor.services[spec.name] = spec
 
+    def expect_canaries(self, spec: Service, release: ReleaseRef, percent: float) -> None:
+        self.supervisor.expected_canaries[spec.name] = (spec, _folder(release))
+        self.traffic.keep_canary(spec.name, percent)
+
     # --- operating a service -----------------------------------------------------------
 
     async def scale(self, service: str, count: int, by: str = "stack") -> None:

@@ -230,6 +230,11 @@ class Traffic:
             if self._live and self.launched is not None:
                 await self.client.sync(self.desired())
 
+    def keep_canary(self, service: str, percent: float) -> None:
+        """Before the stack is live: the canary share an earlier agent left in the data
+        plane, so the first state sent keeps it."""
+        self.canary[service] = round(percent * RESOLUTION / 100)
+
     async def set_canary(self, service: str, percent: float) -> None:
         """The canary track's share of a service; returns once it is in force."""
         self.canary[service] = round(percent * RESOLUTION / 100)

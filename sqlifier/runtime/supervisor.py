@@ -90,8 +90,11 @@ class Supervisor(InstanceRunner):
         # Replacements starting beside the instance they will replace (restart).
         self.replacements: list[Instance] = []
         self._loop_task: asyncio.Task[None] | None = None
-        # Instances a previous agent left running, by name: {pid, started, port, log_offset}.
+        # Instances a previous agent left running, by name: {pid, started, port, log_offset}
+        # ("web-0#canary" for a canary).
         self.adoptable: dict[str, dict[str, Any]] = {}
+        # The canaries of a rollout the next agent takes up: adopted as the stack starts.
+        self.expected_canaries: dict[str, tuple[Service, tuple[str, Path]]] = {}
         # service -> {"count", "by", "file"}: the desired count, who set it, and the stack
         # file's `instances` when it was set (an edited file starts from the file again).
         self.counts: dict[str, dict[str, Any]] = {}
@@ -109,8 +112,32 @@ class Supervisor(InstanceRunner):
             for name in start_order(self.services):
                 wanted = self.counts.get(name) or self._from_file(name)
                 await self.scale(name, int(wanted["count"]), ready_timeout, str(wanted["by"]))
+            for service, release in self.expected_canaries.values():
+                self._adopt_canaries(service, release)
         finally:
             await self._stop_unadopted()
+
+    def _adopt_canaries(self, service: Service, release: tuple[str, Path]) -> None:
+        """The canaries of `release` an earlier agent left taking traffic, from the first
+        index on; one that was not admitted yet (still warming up) is stopped instead."""
+        name = service.name
+        canaries, stable = self.canaries[name], self.instances[name]
+        while True:
+            index = len(canaries)
+            record = self.adoptable.get(f"{name}-{index}#canary")
+            if record is None or record.get("release") != release[0] or record.get("held"):
+                return
+            del self.adoptable[f"{name}-{index}#canary"]
+            shared = stable[index] if index < len(stable) else None
+            instance = self._new_instance(
+                service, index, port=int(record["port"]), shared=shared, release=release,
+                track="canary",
+            )  # fmt: skip
+            # Sharing the stable instance's log, it reads on from where that one is.
+            offset = shared.tail.offset if shared is not None else int(record["log_offset"])
+            if not self.adopt(instance, int(record["pid"]), float(record["started"]), offset):
+                return
+            canaries.append(instance)  # admitted, at full weight: its ramp is over
 
     def keep_counts(self, left: object) -> None:
         """The desired counts an earlier agent of this stack left when it died: kept,

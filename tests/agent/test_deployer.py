@@ -134,33 +134,48 @@ def test_a_deploy_awaiting_approval_expires_on_the_deployers_clock(tmp_path: Pat
     run(tmp_path, "production", body)
 
 
-def left_behind(state: Path) -> None:
-    """Records of a previous agent: a rollout under way, and a deploy awaiting approval."""
+def left_behind(state: Path, *records: dict[str, object]) -> None:
+    """Records of a previous agent that died."""
     folder = state / "deploys"
     folder.mkdir(parents=True)
-    common = {"kind": "deploy", "service": "worker", "env": "production", "version": "v2"}
-    rolling = {**common, "id": "d1", "who": "alice", "created": 900.0, "state": "step"}
-    waiting = {
-        **common,
-        "id": "d2",
-        "who": "eve",
-        "created": 950.0,
-        "state": "awaiting approval",
-        "approval_expires": 4550.0,
-        "lines": [[950.0, "production requires approval"]],
-    }
-    for record in (rolling, waiting):
+    for record in records:
         (folder / f"{record['id']}.json").write_text(json.dumps(record))
 
 
-def test_an_agent_that_starts_closes_a_rollout_left_and_resumes_a_request(tmp_path: Path) -> None:
+COMMON = {"kind": "deploy", "service": "worker", "env": "production", "version": "v2"}
+WAITING = {
+    **COMMON,
+    "id": "d2",
+    "who": "eve",
+    "created": 950.0,
+    "state": "awaiting approval",
+    "approval_expires": 4550.0,
+    "lines": [[950.0, "production requires approval"]],
+}
+REPLACING = {**COMMON, "id": "d1", "who": "alice", "created": 900.0, "state": "replacing"}
+
+
+def test_an_agent_that_starts_takes_up_a_deploy_it_left_held_for_resume(tmp_path: Path) -> None:
     async def body(deployer: Deployer, clock: Clock) -> None:
-        closed = deployer.status("d1")
-        assert closed is not None
-        assert (closed["state"], closed["error"]) == (
-            "failed",
-            "interrupted: the agent stopped during this deploy",
-        )
+        held = deployer.runs["d1"]
+        assert (held.state, held.machine.error) == ("paused", None)  # never failed
+        assert "the agent restarted while replacing instances" in str(held.machine.paused_by)
+        assert {i.release for i in deployer.platform.instances("worker")} == {"current"}
+        lock = read_lock(deployer.state_dir, "production", "worker")
+        assert lock is not None and (lock.user, lock.version) == ("alice", "v2")
+        assert deployer.releases.get("worker", "v2").status is ReleaseStatus.BUILT
+        ok, said = deployer.control("worker", "resume", "bob")
+        assert ok, said
+        record = await ended(deployer, "d1")
+        assert (record["state"], record["succeeded"]) == ("complete", True)
+        assert {i.release for i in deployer.platform.instances("worker")} == {"v2"}
+        assert read_lock(deployer.state_dir, "production", "worker") is None
+
+    run(tmp_path, "production", body, lambda state: left_behind(state, REPLACING))
+
+
+def test_an_agent_that_starts_resumes_a_request_left_awaiting_approval(tmp_path: Path) -> None:
+    async def body(deployer: Deployer, clock: Clock) -> None:
         waiting = deployer.runs["d2"]
         assert waiting.state == "awaiting approval"
         assert [text for _, text in waiting.lines] == [
@@ -177,6 +192,6 @@ def test_an_agent_that_starts_closes_a_rollout_left_and_resumes_a_request(tmp_pa
         assert record["approved_by"] == ["alice"]
 
     def before(state: Path) -> None:
-        left_behind(state)
+        left_behind(state, WAITING)
 
     run(tmp_path, "production", body, before)

@@ -34,8 +34,14 @@ warming up ──► Admit + Promote (all traffic on them in one update) ──�
 (Retire); a target that does not start or warm up ends `failed` with the live release
 untouched. Without a canary: Replace.
 
-Observations (`messages.py`) are what happened: Begin, Tick, Approved, Abort, Pause,
-Resume, Interrupted (the agent stops), CrashLooping, and the answers to commands
+After an agent restart, a run is restored from its record (`Run.restore`) and told
+`Readopted` with the canaries the new agent adopted: it goes on at its step, judging from
+then on; where its canaries are gone or a migration or a replacement was cut off, it sets
+the canary share to 0 first and pauses until `Resume` (or `Abort`). A rollback starts
+again. Nothing ends `failed` only because the agent restarted.
+
+Observations (`messages.py`) are what happened: Begin, Readopted, Tick, Approved, Abort,
+Pause, Resume, Interrupted (the agent stops), CrashLooping, and the answers to commands
 (TaskDone, StableCount, CanariesStarted, RoundDone, ShareSet, CountersRead, Promoted,
 Replaced, CanariesStopped, Retired). A command with an answer is always the last of the
 list it is in, and an answer the run stopped waiting for (it moved on meanwhile) changes

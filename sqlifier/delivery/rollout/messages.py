@@ -246,6 +246,7 @@ Observation = (
     | CountersRead
     | CrashLooping
     | Interrupted
+    | Readopted
     | Promoted
     | Replaced
     | CanariesStopped
