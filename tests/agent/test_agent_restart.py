@@ -2,18 +2,29 @@
 
 The desired count of each service (and who set it) outlives the agent: the next `up`
 adopts the instances and keeps the count, unless the stack file's `instances` changed or
-the stack was stopped cleanly (`down`) in between."""
+the stack was stopped cleanly (`down`) in between. A rollout outlives it too: the next
+agent adopts its canaries and goes on at its step, or (its canaries gone) moves all
+traffic to stable and pauses for `rollout resume` or `rollout abort`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 
+from tests.cli.test_deploy import all_from, make_shop, paused_rollout, wait_for
 from tests.cli.test_up import kill_agent, leftovers, make_stack, ps
 from tests.conftest import run_sqlifier
+from tests.load import Load
+
+__all__ = ["make_shop"]  # the fixture, shared with tests/cli/test_deploy.py
 
 
 @pytest.fixture
@@ -78,3 +89,58 @@ def test_the_count_is_recorded_with_the_instances_for_the_next_agent(stack: Path
     assert info["counts"]["web"]["count"] == 3
     assert info["counts"]["web"]["file"] == 2
     assert str(info["counts"]["web"]["by"]).startswith("cli:")
+
+
+def canary_pids(shop: Any) -> set[int]:
+    return {int(i["pid"]) for i in shop.instances() if i["track"] == "canary"}
+
+
+def test_a_rollout_goes_on_at_its_step_with_its_canary_adopted(make_shop: Any) -> None:
+    # The rollout of v1 is at its first step (10%), paused for want of traffic.
+    shop, record = paused_rollout(make_shop)
+    canaries = canary_pids(shop)
+    assert len(canaries) == 1
+    kill_agent(shop.root)
+
+    again = shop.run("up", "--detach")
+    assert again.returncode == 0, again.stderr
+    adopted = "the agent restarted: 1 canary instance(s) adopted at step 1/3 (10%)"
+    wait_for(lambda: any(adopted in text for _, text in record()["lines"]), "the adoption")
+    now = record()
+    assert (now["state"], now["step"], now["weight"], now["error"]) == ("paused", 1, 10, None)
+    assert canary_pids(shop) == canaries  # the same process, not started again
+
+    with Load(shop.port, "/storefront") as load:
+        resumed = shop.run("rollout", "resume", "storefront")
+        assert resumed.returncode == 0, resumed.stderr
+        wait_for(lambda: record()["state"] == "complete", "the rollout to complete", 60)
+        all_from(load, "v1")
+    assert shop.releases("storefront")["v1"]["status"] == "live"
+
+
+def test_a_rollout_whose_canary_is_gone_moves_traffic_to_stable_and_pauses(
+    make_shop: Any,
+) -> None:
+    shop, record = paused_rollout(make_shop)
+    (canary,) = canary_pids(shop)
+    kill_agent(shop.root)
+    os.killpg(canary, signal.SIGKILL)
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.Process(canary).wait(10)
+
+    assert shop.run("up", "--detach").returncode == 0
+    wait_for(lambda: "were gone" in str(record()["paused_by"]), "the pause")
+    held = record()
+    assert held["state"] == "paused" and held["weight"] == 0 and held["error"] is None
+    assert held["paused_by"].startswith(
+        "the agent restarted and the canary instances of v1 were gone; all traffic is on "
+        "current: `sqlifier rollout resume storefront` goes on"
+    )
+    assert shop.releases("storefront")["v1"]["status"] != "failed"
+    with Load(shop.port, "/storefront") as load:
+        all_from(load, "current")  # nothing reaches a canary
+        # Resumed: the canary starts again and the rollout goes on to the end.
+        assert shop.run("rollout", "resume", "storefront").returncode == 0
+        wait_for(lambda: record()["state"] == "complete", "the rollout to complete", 60)
+    audit = json.loads(shop.run("audit", "--json").stdout)
+    assert [e["what"] for e in audit].count("deploy start") == 1
