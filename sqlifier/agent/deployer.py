@@ -40,7 +40,14 @@ from sqlifier.delivery.releases import (
 )
 from sqlifier.delivery.rollout import Phase, Rollback, Rollout
 from sqlifier.delivery.rollout.deploy import BEFORE_CANARY
-from sqlifier.delivery.rollout.messages import Abort, Approved, Pause, Readopted, Resume
+from sqlifier.delivery.rollout.messages import (
+    Abort,
+    Approved,
+    CleanUpNow,
+    Pause,
+    Readopted,
+    Resume,
+)
 from sqlifier.delivery.schema import read_revision, rollback_refusal
 from sqlifier.errors import UserError
 from sqlifier.platform import CANARY, Platform, ReleaseRef
@@ -51,6 +58,7 @@ __all__ = ["TERMINAL", "DeployRun", "Deployer"]
 
 RULE_LOCK_WAIT = 60.0  # a rule's rollback waits this long for a deploy finishing
 PREEMPT_WAIT = 30.0  # a rollback waits this long for the rollout's traffic to be back
+CLEANUP_WAIT = 30.0  # a new deploy waits this long for an ended one's clean-up
 STOPPING = "the agent is stopping (sqlifier down): nothing new starts; start the stack again"
 TERMINAL = TERMINAL_STATES
 
@@ -221,6 +229,7 @@ class Deployer:
             decision = first_approval(environment, who, bool(body.get("approve")))
             if not decision.allowed and not decision.waiting:
                 raise _Refused(decision.reason)
+            await self._clean_up_ended(name)
             lock = await self._lock(name, "deploy", who, version, reason, body)
         except _Refused as exc:
             return self._refuse(who, "deploy", target, str(exc))
@@ -238,6 +247,17 @@ class Deployer:
             self.audit.record(who, "deploy", target, "awaiting approval", why=reason)
         self.spawn(run)
         return True, run.to_json()
+
+    async def _clean_up_ended(self, name: str) -> None:
+        """A deploy of `name` that has ended (aborted, complete) may still clean up, its
+        lock held: an aborted rollout's canaries wait out the bake, a promotion's old
+        instances drain. A new deploy does not wait for that: the clean-up is done now,
+        and the lock is free once it is (within CLEANUP_WAIT)."""
+        active = self.active.get(name)
+        if active is None or not active.phase.terminal:
+            return
+        self.executor.feed(active, CleanUpNow())
+        await wait_for_event(active.ended, CLEANUP_WAIT)
 
     def _deployable(self, name: str, version: str) -> tuple[Release, Service]:
         """The release to deploy and the config it was made with; _Refused if none."""
@@ -395,6 +415,13 @@ class Deployer:
         if active is not None and active.kind == "deploy" and not active.machine.promoted:
             if active.phase is Phase.AWAITING_APPROVAL:
                 return False, {"error": f"the deploy {active.id} of {name} has not started"}
+            if active.phase in (Phase.PROMOTING, Phase.REPLACING):
+                # Too late for an abort: the new release is taking all the traffic. Its
+                # end is waited for, and the rollback goes back from it.
+                await wait_for_event(active.ended, PREEMPT_WAIT)
+                if (still := self.active.get(name)) is None:
+                    return None
+                return False, {"error": f"{still.kind} {still.id} of {name} is {still.state}"}
             # A rollback pre-empts a rollout: the stable release still runs, at full size.
             asked = f"rollback asked for by {who}" + (f": {reason}" if reason else "")
             self.executor.feed(active, Abort(asked))

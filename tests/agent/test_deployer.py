@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from sqlifier.agent.deployer import Deployer
 from sqlifier.agent.files import read_run
@@ -24,6 +25,10 @@ from sqlifier.runtime.supervisor import Supervisor
 from sqlifier.stack import load_stack
 from sqlifier.store.audit import AuditLog
 from tests.apps import APP
+from tests.cli.test_deploy import make_shop, service
+from tests.load import Load
+
+__all__ = ["make_shop"]  # the fixture, shared with tests/cli/test_deploy.py
 
 STACK = """\
 [stack]
@@ -195,3 +200,48 @@ def test_an_agent_that_starts_resumes_a_request_left_awaiting_approval(tmp_path:
         left_behind(state, WAITING)
 
     run(tmp_path, "production", body, before)
+
+
+def test_a_rollback_asked_for_while_a_deploy_replaces_instances_rolls_back_after_it(
+    tmp_path: Path,
+) -> None:
+    # Too late to abort (every instance is being replaced): the rollback waits for the
+    # deploy to end, then rolls back from the release it made live. It never answers ok
+    # without rolling back.
+    async def body(deployer: Deployer, clock: Clock) -> None:
+        deployer.releases.make(deployer.stack, "worker", version="v1")
+        ok, first = await deployer.deploy({"service": "worker", "version": "v1"}, "alice")
+        assert ok, first
+        assert (await ended(deployer, str(first["id"])))["state"] == "complete"
+        ok, second = await deployer.deploy({"service": "worker", "version": "v2"}, "alice")
+        assert ok, second
+        assert second["state"] == "replacing"
+        ok, back = await deployer.rollback({"service": "worker", "reason": "bad"}, "bob")
+        assert ok, back
+        assert (back["kind"], back["version"], back["from_version"]) == ("rollback", "v1", "v2")
+        assert (await ended(deployer, str(back["id"])))["state"] == "rolled back"
+        assert {i.release for i in deployer.platform.instances("worker")} == {"v1"}
+
+    run(tmp_path, "dev", body)
+
+
+def test_a_deploy_that_has_ended_holds_no_lock_against_the_next_one(make_shop: Any) -> None:
+    # Real agent, router and load. An aborted rollout of v2 would stop its canary only
+    # after its bake (5 minutes), holding the lock until then: the fix, v3, is deployed
+    # at once all the same, the canary of v2 stopped as it is asked for.
+    shop = make_shop()
+    shop.set("storefront")
+    assert shop.run("up", "--detach").returncode == 0
+    with Load(shop.port, "/storefront"):
+        assert shop.run("deploy", "-s", "storefront", "--version", "v1", "--yes").returncode == 0
+        bad = service("storefront", env='ERROR_RATE = "1"').replace('bake = "1s"', 'bake = "5m"')
+        shop.services["storefront"] = bad
+        shop.write()
+        aborted = shop.run("deploy", "-s", "storefront", "--version", "v2", "--yes")
+        assert aborted.returncode == 1, aborted.stdout + aborted.stderr
+        assert "stopping the canary in 300s" in aborted.stdout
+        shop.set("storefront")
+        fixed = shop.run("deploy", "-s", "storefront", "--version", "v3", "--yes")
+        assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+        assert "— complete" in fixed.stdout
+    assert shop.releases("storefront")["v3"]["status"] == "live"

@@ -16,6 +16,7 @@ from sqlifier.delivery.rollout.messages import (
     Approved,
     Begin,
     CanariesStarted,
+    CleanUpNow,
     CountersRead,
     CrashLooping,
     Interrupted,
@@ -577,3 +578,18 @@ def test_after_an_agent_restart_before_any_canary_the_deploy_goes_on_or_holds() 
     world.at(1100.0, Resume("bob")).resume(until=1100)
     assert world.platform(since=1100.0) == [(1100.0, "replace")]
     assert world.run.phase is Phase.COMPLETE
+
+
+def test_a_new_deploy_asked_for_stops_an_aborted_rollouts_canaries_at_once() -> None:
+    # Aborted at 10 s, its canaries would stop after the bake (at 40 s); a new deploy of
+    # the service asked for at 12 s has them stopped then, so the lock is free at once.
+    world = World(rollout(), traffic=Traffic(canary_errors=0.5)).at(12.0, CleanUpNow()).go()
+    assert world.shown(since=12.0) == [
+        (12.0, "say: a new deploy is asked for: stopping the canary now"),
+        (12.0, "stop canaries"),
+    ]
+    assert (world.run.phase, world.run.ended) == (Phase.ABORTED, True)
+    # Asked for during a rollout, it changes nothing: the lock is the rollout's.
+    world = World(rollout()).at(12.0, CleanUpNow()).go()
+    assert world.run.phase is Phase.COMPLETE
+    assert "a new deploy is asked for: stopping the canary now" not in world.said()

@@ -19,6 +19,7 @@ from sqlifier.delivery.rollout.messages import (
     Begin,
     CanariesStarted,
     CanariesStopped,
+    CleanUpNow,
     Command,
     CountersRead,
     CountStable,
@@ -162,6 +163,9 @@ class Rollout(Endings):
                 return [Say(f"resumed by {by}"), *self._go_on(now)]
             case Readopted(canaries) if not self.phase.terminal:
                 return self._readopted(now, canaries)
+            case CleanUpNow() if self.cleanup_at is not None and not self.waiting:
+                self.cleanup_at = None  # aborted: its canaries stop now
+                return [Say("a new deploy is asked for: stopping the canary now"), StopCanaries()]
             case CrashLooping(instance, reason) if self.watching:
                 return self.abort(now, f"canary {instance} is crash looping: {reason}", True)
             case Interrupted(why):

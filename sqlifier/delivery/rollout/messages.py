@@ -21,6 +21,7 @@ __all__ = [
     "Begin",
     "CanariesStarted",
     "CanariesStopped",
+    "CleanUpNow",
     "Command",
     "CountStable",
     "CountersRead",
@@ -199,6 +200,12 @@ class Interrupted:
 
 
 @dataclass(frozen=True, slots=True)
+class CleanUpNow:
+    """A new deploy of the service is asked for: a run that has ended cleans up now (an
+    aborted rollout's canaries stop without waiting out the bake), so its lock is free."""
+
+
+@dataclass(frozen=True, slots=True)
 class Readopted:
     """A run a previous agent was carrying out when it died, restored from its record
     (`Run.restore`), is taken up by the next agent; `canaries` are the canary instances
@@ -247,6 +254,7 @@ Observation = (
     | CrashLooping
     | Interrupted
     | Readopted
+    | CleanUpNow
     | Promoted
     | Replaced
     | CanariesStopped
