@@ -51,6 +51,7 @@ from sqlifier.delivery.rollout.messages import (
 from sqlifier.delivery.schema import read_revision, rollback_refusal
 from sqlifier.errors import UserError
 from sqlifier.platform import CANARY, Platform, ReleaseRef
+from sqlifier.runtime import http
 from sqlifier.stack.model import Service, Stack
 from sqlifier.store.audit import AuditLog
 
@@ -58,6 +59,7 @@ __all__ = ["TERMINAL", "DeployRun", "Deployer"]
 
 RULE_LOCK_WAIT = 60.0  # a rule's rollback waits this long for a deploy finishing
 PREEMPT_WAIT = 30.0  # a rollback waits this long for the rollout's traffic to be back
+WITHDRAWN = "its client went away while it waited for the lock: nothing was done"
 CLEANUP_WAIT = 30.0  # a new deploy waits this long for an ended one's clean-up
 STOPPING = "the agent is stopping (sqlifier down): nothing new starts; start the stack again"
 TERMINAL = TERMINAL_STATES
@@ -69,6 +71,10 @@ class _Unreadable(Exception):
 
 class _Refused(Exception):
     """A request is refused, with nothing changed; the message says why."""
+
+
+class _Withdrawn(_Refused):
+    """The client went away while its request waited: nothing is done (audited)."""
 
 
 class Deployer:
@@ -275,16 +281,41 @@ class Deployer:
     async def _lock(
         self, name: str, what: str, who: str, version: str, reason: str, body: dict[str, Any]
     ) -> ServiceLock:
-        """The service's lock, waited for up to the request's `lock_wait`; _Refused."""
+        """The service's lock, waited for up to the request's `lock_wait` (audited as it
+        begins); _Refused, or _Withdrawn when the client goes away while it waits."""
         lock = ServiceLock(self.state_dir, self.env, name, what, who, version, reason)
+        wait = float(body.get("lock_wait") or 0.0)
         try:
-            await lock.acquire_async(float(body.get("lock_wait") or 0.0))
+            lock.acquire()
         except Locked as exc:
-            raise _Refused(str(exc)) from None
+            if wait <= 0 or exc.info.stale:
+                raise _Refused(str(exc)) from None
+            target = f"{self.stack.name}/{self.env}/{name} {version}"
+            self.audit.record(who, what, target, f"waiting up to {wait:g}s: {exc}", why=reason)
+            await self._wait_for(lock, wait)
         if self.stopping:
             lock.release()
             raise _Refused(STOPPING)
         return lock
+
+    async def _wait_for(self, lock: ServiceLock, wait: float) -> None:
+        """Until `lock` is taken, within `wait` seconds, unless the client goes away."""
+        waiting = asyncio.ensure_future(lock.acquire_async(wait))
+        gone = http.client_gone()
+        if gone is not None:
+            watcher = asyncio.ensure_future(gone.wait())
+            await asyncio.wait({waiting, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            watcher.cancel()
+            if gone.is_set():
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Locked):
+                    await waiting
+                lock.release()  # taken in the same moment: let go
+                raise _Withdrawn(WITHDRAWN)
+        try:
+            await waiting
+        except Locked as exc:
+            raise _Refused(str(exc)) from None
 
     async def approve(self, body: dict[str, Any], who: str) -> tuple[bool, dict[str, Any]]:
         """The second approval of a deploy awaiting one."""
@@ -489,7 +520,8 @@ class Deployer:
     # --- runs -------------------------------------------------------------------------
 
     def _refuse(self, who: str, what: str, target: str, why: str) -> tuple[bool, dict[str, Any]]:
-        self.audit.record(who, what, target, f"refused: {why}")
+        outcome = "withdrawn" if why == WITHDRAWN else "refused"
+        self.audit.record(who, what, target, f"{outcome}: {why}")
         return False, {"error": why}
 
     def _new_run(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -222,12 +223,35 @@ async def _answer(
         return fail(413, str(exc))
     if request is None:
         return None
+    gone = asyncio.Event()
+    watcher = asyncio.ensure_future(_until_closed(reader, gone))
+    token = _GONE.set(gone)
     try:
         return await handle(request)
     except Exception as exc:
         ident = secrets.token_hex(6)
         log.error("error %s answering %s %s", ident, request.method, request.target, exc_info=exc)
         return fail(500, f"internal error {ident}: a bug in sqlifier; the agent's log has it")
+    finally:
+        _GONE.reset(token)
+        watcher.cancel()
+
+
+_GONE: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("gone", default=None)
+
+
+def client_gone() -> asyncio.Event | None:
+    """Inside a handler: set once the client of the request closed its connection (a
+    handler that waits long withdraws what it was asked); None outside one."""
+    return _GONE.get()
+
+
+async def _until_closed(reader: asyncio.StreamReader, gone: asyncio.Event) -> None:
+    """Set `gone` when the client closes (one request a connection: nothing follows)."""
+    with contextlib.suppress(ConnectionError):
+        while await reader.read(_READ):
+            pass
+    gone.set()
 
 
 async def _request(

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,7 +28,8 @@ from sqlifier.runtime.supervisor import Supervisor
 from sqlifier.stack import load_stack
 from sqlifier.store.audit import AuditLog
 from tests.apps import APP
-from tests.cli.test_deploy import make_shop, service
+from tests.cli.test_deploy import make_shop, paused_rollout, service, wait_for
+from tests.conftest import BIN
 from tests.load import Load
 
 __all__ = ["make_shop"]  # the fixture, shared with tests/cli/test_deploy.py
@@ -245,3 +249,41 @@ def test_a_deploy_that_has_ended_holds_no_lock_against_the_next_one(make_shop: A
         assert fixed.returncode == 0, fixed.stdout + fixed.stderr
         assert "— complete" in fixed.stdout
     assert shop.releases("storefront")["v3"]["status"] == "live"
+
+
+def test_a_deploy_whose_client_went_away_while_waiting_for_the_lock_is_withdrawn(
+    make_shop: Any,
+) -> None:
+    # The rollout of v1 holds the lock (paused); a deploy of v2 waits for it, and its
+    # CLI is interrupted meanwhile: the request is withdrawn (audited), and when the lock
+    # is free at last, nothing starts.
+    shop, record = paused_rollout(make_shop)
+
+    def audit() -> list[dict[str, Any]]:
+        return list(json.loads(shop.run("audit", "--json").stdout))
+
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    argv = ["deploy", "-s", "storefront", "--version", "v2", "--yes", "--lock-wait", "10m"]
+    with subprocess.Popen(
+        [str(BIN / "sqlifier"), *argv], cwd=shop.root, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as second:  # fmt: skip
+        target = "shop/dev/storefront v2"
+        waiting = f"waiting up to 600s: locked by {record()['who']}"
+        wait_for(
+            lambda: any(e["target"] == target and e["result"].startswith(waiting) for e in audit()),
+            "the request to wait for the lock",
+        )
+        second.send_signal(signal.SIGINT)  # Ctrl-C
+        second.wait(30)
+    withdrawn = "withdrawn: its client went away while it waited for the lock: nothing was done"
+    wait_for(
+        lambda: any((e["target"], e["result"]) == (target, withdrawn) for e in audit()),
+        "the withdrawal",
+    )
+    assert shop.run("rollout", "abort", "storefront").returncode == 0
+    state = shop.root / ".sqlifier" / "dev"
+    wait_for(lambda: read_lock(state, "dev", "storefront") is None, "the lock to be free")
+    started = [e["target"] for e in audit() if e["what"] == "deploy start"]
+    assert started == ["shop/dev/storefront v1"], started
+    assert read_lock(state, "dev", "storefront") is None
