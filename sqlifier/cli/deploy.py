@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from sqlifier.agent.client import AgentClient, agent_alive
+from sqlifier.agent.client import AgentClient, AgentNotRunning, agent_alive
 from sqlifier.agent.files import read_run
 from sqlifier.cli.options import (
     ENV,
@@ -281,6 +281,15 @@ def _follow(client: AgentClient, context: Context, deploy_id: str, as_json: bool
             err=True,
         )
         return 130
+    except AgentNotRunning:
+        left = read_run(context.state_dir, deploy_id)
+        if left is None or not left.get("done"):  # killed: the next agent takes it up
+            raise UserError(
+                f"the agent of {context.env} stopped during {record.get('kind', 'deploy')} "
+                f"{deploy_id}; after `sqlifier up --env {context.env}` it goes on where it "
+                f"was (sqlifier deploy status {deploy_id} --env {context.env})"
+            ) from None
+        record = left  # ended as the agent stopped (sqlifier down)
     if terminal:
         click.echo("\r\x1b[K", nl=False)
     if as_json:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 
 from tests.cli.test_deploy import all_from, make_shop, paused_rollout, wait_for
 from tests.cli.test_up import kill_agent, leftovers, make_stack, ps
-from tests.conftest import run_sqlifier
+from tests.conftest import BIN, run_sqlifier
 from tests.load import Load
 
 __all__ = ["make_shop"]  # the fixture, shared with tests/cli/test_deploy.py
@@ -144,3 +145,21 @@ def test_a_rollout_whose_canary_is_gone_moves_traffic_to_stable_and_pauses(
         wait_for(lambda: record()["state"] == "complete", "the rollout to complete", 60)
     audit = json.loads(shop.run("audit", "--json").stdout)
     assert [e["what"] for e in audit].count("deploy start") == 1
+
+
+def test_a_deploy_followed_as_its_agent_dies_says_it_goes_on_after_up(make_shop: Any) -> None:
+    shop = make_shop()
+    shop.set("storefront")
+    assert shop.run("up", "--detach").returncode == 0
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    argv = [str(BIN / "sqlifier"), "deploy", "-s", "storefront", "--version", "v1", "--yes"]
+    with subprocess.Popen(
+        argv, cwd=shop.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as following:
+        wait_for(lambda: bool(canary_pids(shop)), "the canary")
+        kill_agent(shop.root)
+        _, err = following.communicate(timeout=60)
+    assert following.returncode == 1
+    assert "sqlifier: error: the agent of dev stopped during deploy d" in err
+    assert "after `sqlifier up --env dev` it goes on where it was" in err
+    assert "Traceback" not in err
