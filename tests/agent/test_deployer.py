@@ -287,3 +287,67 @@ def test_a_deploy_whose_client_went_away_while_waiting_for_the_lock_is_withdrawn
     started = [e["target"] for e in audit() if e["what"] == "deploy start"]
     assert started == ["shop/dev/storefront v1"], started
     assert read_lock(state, "dev", "storefront") is None
+
+
+def stale_lock(state: Path, user: str, version: str) -> None:
+    """A lock of worker taken by a process that has ended (as a killed agent leaves it)."""
+    code = (
+        "import os\nfrom pathlib import Path\nfrom sqlifier.delivery.locks import ServiceLock\n"
+        f"ServiceLock(Path({str(state)!r}), {state.name!r}, 'worker', 'deploy', {user!r}, "
+        f"{version!r}, '').acquire()\nos._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_an_agent_that_starts_closes_a_rollout_that_was_aborting_as_aborted(
+    tmp_path: Path,
+) -> None:
+    # Killed while moving the traffic back from an abort: the canaries are not adopted (all
+    # traffic is on stable), the deploy ends aborted, and the lock it left is released.
+    async def body(deployer: Deployer, clock: Clock) -> None:
+        record = deployer.status("d3")
+        assert record is not None and record["state"] == "aborted"
+        assert record["error"] == (
+            "aborted by bob; the agent restarted while moving traffic back: all traffic is "
+            "on stable"
+        )
+        assert deployer.releases.get("worker", "v2").status is ReleaseStatus.FAILED
+        assert ("agent", "rollout abort", "ok") in audited(deployer)
+        assert read_lock(deployer.state_dir, "dev", "worker") is None
+
+    aborting = {
+        **COMMON, "env": "dev", "id": "d3", "who": "alice", "created": 900.0,
+        "state": "aborting", "error": "aborted by bob",
+    }  # fmt: skip
+
+    def before(state: Path) -> None:
+        left_behind(state, aborting)
+        stale_lock(state, "alice", "v2")
+
+    run(tmp_path, "dev", body, before)
+
+
+def test_an_agent_that_starts_closes_a_deploy_whose_release_went_live_as_complete(
+    tmp_path: Path,
+) -> None:
+    # Killed after the promotion made v2 live, before the record said so: complete, and
+    # v2 runs.
+    async def body(deployer: Deployer, clock: Clock) -> None:
+        record = deployer.status("d4")
+        assert record is not None
+        assert (record["state"], record["done"], record["succeeded"]) == ("complete", True, True)
+        assert "d4" not in deployer.runs
+        assert {i.release for i in deployer.platform.instances("worker")} == {"v2"}
+        assert read_lock(deployer.state_dir, "dev", "worker") is None
+
+    promoting = {
+        **COMMON, "env": "dev", "id": "d4", "who": "alice", "created": 900.0,
+        "state": "promoting",
+    }  # fmt: skip
+
+    def before(state: Path) -> None:
+        Releases(state, "dev").mark("worker", "v2", ReleaseStatus.LIVE)
+        left_behind(state, promoting)
+        stale_lock(state, "alice", "v2")
+
+    run(tmp_path, "dev", body, before)
