@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import psutil
 import pytest
 
 from tests.cli.test_deploy import all_from, make_shop, paused_rollout, wait_for
+from tests.cli.test_rules_live import SHOP_SERVICE
 from tests.cli.test_up import kill_agent, leftovers, make_stack, ps
 from tests.conftest import BIN, run_sqlifier
 from tests.load import Load
@@ -163,3 +166,31 @@ def test_a_deploy_followed_as_its_agent_dies_says_it_goes_on_after_up(make_shop:
     assert "sqlifier: error: the agent of dev stopped during deploy d" in err
     assert "after `sqlifier up --env dev` it goes on where it was" in err
     assert "Traceback" not in err
+
+
+def test_a_count_a_rule_set_survives_an_agent_killed(tmp_path: Path) -> None:
+    # A rule scales `burner` up under load; the agent is killed: the next one keeps the
+    # capacity the rule added, and says the rule set it.
+    shutil.copy(SHOP_SERVICE, tmp_path / "shop_service.py")
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "hot.sql").write_text(
+        "RULE hot\nON cpu() > 25% FOR 2s\nIF service.name = 'burner'\n"
+        "DO SCALE service.name TO instances + 1\nLIMIT 2;\n"
+    )
+    (tmp_path / "sqlifier.toml").write_text(
+        '[stack]\nname = "hot"\nrules = ["rules/*.sql"]\n\n[metrics]\nlisten = "off"\n\n'
+        f'[services.burner]\nrun = "{sys.executable} shop_service.py burner"\n'
+        'probes.readiness = { http = "/health/ready", period = "200ms" }\n'
+    )
+    try:
+        assert run_sqlifier("up", "--detach", cwd=tmp_path).returncode == 0
+        (tmp_path / "mode-burner").write_text("cpu")  # every instance burns a core
+        wait_for(lambda: len(ps(tmp_path)) == 2, "the rule to add an instance", 60)
+        (tmp_path / "mode-burner").unlink()
+        before = pids(tmp_path)
+        kill_agent(tmp_path)
+        assert run_sqlifier("up", "--detach", cwd=tmp_path).returncode == 0
+        assert pids(tmp_path) == before
+        assert {row["count_set_by"] for row in ps(tmp_path)} == {"rule:hot"}
+    finally:
+        run_sqlifier("down", cwd=tmp_path)
