@@ -10,9 +10,14 @@ abort and rollback) and a task in the agent that carries its commands out
 (`executor.py`) until it has ended and its lock is released.
 
 Every deploy has an id and a record in `.sqlifier/<env>/deploys/<id>.json`, rewritten on
-every change, which `sqlifier deploy status ID` reads. An agent that starts closes the
-runs a previous one left unfinished (failed: their canaries are not adopted) and takes up
-again the deploys it left awaiting approval (`resume_requests`).
+every change, which `sqlifier deploy status ID` reads. An agent that starts takes up again
+the runs a previous one left when it died (`restarts.py`): a rollout goes on at its step
+with its canaries adopted, or pauses with all traffic on stable where it cannot; a deploy
+awaiting approval waits on (`load_live`, then `resume_requests`).
+
+A new deploy of a service whose last run has ended but still cleans up (its lock held) has
+that clean-up done at once (`CleanUpNow`); a request waiting for a lock is withdrawn when
+its client goes away.
 """
 
 from __future__ import annotations
