@@ -20,9 +20,17 @@ into place. On disk, under the environment's state folder (`.sqlifier/<env>/`):
     releases/<service>/.lock             serializes changes to the service's releases
 
 Versions are immutable: making one again with the same content returns it unchanged,
-with other content is refused. After each release the oldest are pruned down to `keep`
-per service; the live releases and the one live before them (the rollback target) always
-stay.
+with other content is refused.
+
+`sqlifier up` records what it starts as a release too (`Releases.start`): until a
+service's first deploy, each `up` runs its source and records that source, made like a
+deploy's release without `--version`, as the live release — completed, so that after the
+first deploy it is `previous_stable`. The same source again is the same release; a changed
+source (or config) is a new release, and the one before it is kept, superseded. Once a
+deploy or a rollback has made a release live, `up` runs that release and records nothing.
+
+After each release the oldest are pruned down to `keep` per service; the live releases and
+the one live before them (the rollback target) always stay.
 
 The record is records.py's, the files sources.py's, the build build.py's.
 """
@@ -61,17 +69,20 @@ from sqlifier.store.audit import current_user
 
 __all__ = [
     "KEEP",
+    "UP_REASON",
     "Release",
     "ReleaseError",
     "ReleaseStatus",
     "Releases",
     "content_hash",
+    "follows_source",
     "releases_table",
     "service_config",
     "service_from_config",
 ]
 
 KEEP = 5  # releases kept per service by default
+UP_REASON = "started by sqlifier up"  # the reason recorded with a release `up` made
 _SERVICE = re.compile(r"^[a-z][a-z0-9-]{0,62}\Z")
 
 
@@ -156,6 +167,39 @@ class Releases:
         finally:
             if work.exists():
                 shutil.rmtree(work)
+
+    def start(self, stack: Stack, service: str, who: str | None = None) -> tuple[Release, str]:
+        """The release `sqlifier up` runs for `service`, and what `up` did about it:
+
+        - "kept": a deploy or a rollback made it live; `up` runs it as it is;
+        - "unchanged": the live release is the one an earlier `up` recorded of this source
+          and config;
+        - "new": the source (or its config) was recorded as a release, now live and
+          completed (a rollback's `previous_stable` after the next deploy); the release
+          live before it, if any, is superseded and kept.
+
+        ReleaseError when the source cannot be made into a release (see `make`).
+        """
+        live = self.live(service)
+        if live is not None and not follows_source(live):
+            return live, "kept"
+        made = self.make(stack, service, who=who, reason=UP_REASON)
+        if live is not None and made.version == live.version:
+            return live, "unchanged"
+        started = self.mark(
+            service,
+            made.version,
+            ReleaseStatus.LIVE,
+            started_by="up",
+            completed_at=self._clock(),
+        )
+        if live is not None:
+            self.mark(service, live.version, ReleaseStatus.SUPERSEDED)
+        return started, "new"
+
+    def live(self, service: str) -> Release | None:
+        """The live release of `service`, or None before anything ran as a release."""
+        return next((r for r in self.list(service) if r.status is ReleaseStatus.LIVE), None)
 
     def list(self, service: str) -> list[Release]:
         """The releases of `service`, newest first."""
@@ -317,6 +361,12 @@ class Releases:
         with (folder / ".lock").open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
+
+
+def follows_source(release: Release) -> bool:
+    """Was `release` recorded by `sqlifier up`, with no deploy or rollback making it live
+    since? Then `up` runs the service's source, and records it again when it changed."""
+    return release.details.get("started_by") == "up" and "deploy_id" not in release.details
 
 
 def _service(stack: Stack, env: str, name: str) -> Service:
