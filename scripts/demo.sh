@@ -19,15 +19,14 @@ printf '\033[1mThe example shop, copied to %s: a fresh stack.\033[0m\n' "$PWD"
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 # A tiny HTTP client, so the demo needs nothing but Python: http GET|POST URL [BODY]
 http() { python3 -c 'import sys, urllib.request as u; b = sys.argv[3].encode() if len(sys.argv) > 3 else None; print(u.urlopen(u.Request(sys.argv[2], data=b, method=sys.argv[1]), timeout=10).read().decode().strip())' "$@"; }
-# Four clients sending GETs to PATH (default /) through the router for $1 seconds (or until
-# stopped); prints what they got.
+# Four clients sending GETs to PATH (default /) through the router for $1 seconds, or until
+# the file $demo/stop-load exists; prints what they got.
 load() { python3 -c '
-import http.client, signal, sys, threading, time
+import http.client, os, sys, threading, time
 from collections import Counter
-end, path, seen = time.time() + float(sys.argv[1]), sys.argv[2], Counter()
-signal.signal(signal.SIGTERM, lambda *_: globals().update(end=0))
+end, path, stop, seen = time.time() + float(sys.argv[1]), sys.argv[2], sys.argv[3], Counter()
 def client():
-    while time.time() < end:
+    while time.time() < end and not os.path.exists(stop):
         try:
             c = http.client.HTTPConnection("127.0.0.1", 8080, timeout=10)
             c.request("GET", path, headers={"Host": "shop.localhost"}); r = c.getresponse(); r.read(); c.close()
@@ -35,11 +34,9 @@ def client():
         except OSError as e:
             seen[type(e).__name__] += 1
 threads = [threading.Thread(target=client) for _ in range(4)]
-[t.start() for t in threads]
-while any(t.is_alive() for t in threads):
-    time.sleep(0.2)
+[t.start() for t in threads]; [t.join() for t in threads]
 print(f"{sum(seen.values())} requests through the router: " + ", ".join(f"{n} {k}" for k, n in seen.items()))
-' "$1" "${2:-/}"; }
+' "$1" "${2:-/}" "$demo/stop-load"; }
 # pay N: N payments (POST /api/pay) through the router; prints how they went.
 pay() { python3 -c '
 import sys, urllib.error, urllib.request as u
@@ -110,7 +107,7 @@ while time.time() < deadline:
     row = next(r for r in rows if r["rule"] == rule)
     if row["last_fired"]:
         sys.exit(0)
-    if time.time() - shown >= 30:
+    if time.time() - shown >= 10:
         shown = time.time()
         print(f"  {rule}: {row['state']}; {row['note']}", flush=True)
     time.sleep(1)
@@ -134,11 +131,12 @@ DECLINE_PAYMENTS = "1"   # v2: the new upstream (the example service declines ev
 TOML
 tail -3 sqlifier.toml
 say "sqlifier deploy --service payment-gateway --version v2 --yes   (GETs through the router meanwhile: the canary is judged on them)"
+rm -f "$demo/stop-load"
 load 600 /api/pay >/dev/null &
 loader=$!
 sqlifier deploy --service payment-gateway --version v2 --yes --reason "new payment upstream"
-kill "$loader"
-wait "$loader" || true
+touch "$demo/stop-load"
+wait "$loader"
 
 say "15 payments: POST /api/pay   (each is declined, and v2 logs a CRITICAL line for it)"
 pay 15
@@ -146,10 +144,13 @@ echo "  the seed rule counts them: ON log_error(level='critical', service='payme
 echo "  DO ROLLBACK service 'payment-gateway' TO previous_stable — back to the release up started"
 python3 - <<'PY'
 import json, subprocess, sys, time
-deadline = time.time() + 90
-while time.time() < deadline:
+start = time.time()
+while time.time() < start + 90:
     listed = subprocess.run(["sqlifier", "releases", "payment-gateway", "--json"], capture_output=True, text=True)
-    if any(r["version"] == "v2" and r["status"] == "rolled back" for r in json.loads(listed.stdout or "[]")):
+    releases = {r["version"]: r for r in json.loads(listed.stdout or "[]")}
+    if releases.get("v2", {}).get("status") == "rolled back":
+        live = next(v for v, r in releases.items() if r["status"] == "live")
+        print(f"  rolled back by the rule, {time.time() - start:.0f} s later: payment-gateway runs {live} again")
         sys.exit(0)
     time.sleep(1)
 print("  (v2 was not rolled back within 90 s)")
@@ -168,9 +169,13 @@ echo "(the stack file is as it was: v2's change is reverted for the next deploy)
 
 say "sqlifier scale image-processor-svc 1"
 sqlifier scale image-processor-svc 1 >/dev/null
-say "echo cpu > services/mode-image-processor-svc   (every instance burns a core; the seed rule waits 3 minutes)"
+say "sed -i 's/FOR 3m/FOR 30s/' rules/seed.sql   (this copy's SCALE rule waits 30 s, not the seed's 3 minutes, to keep the demo short)"
+sed -i 's/ON high_cpu(>80%) FOR 3m/ON high_cpu(>80%) FOR 30s/' rules/seed.sql
+grep -n "FOR 30s" rules/seed.sql
+sleep 3   # the agent reads changed rule files every 2 seconds
+say "echo cpu > services/mode-image-processor-svc   (every instance burns a core; the rule waits 30 s, then adds two)"
 echo cpu > services/mode-image-processor-svc
-rule_fired rules/seed.sql:6 300 || echo "  (it did not fire within 5 minutes: is the machine busy?)"
+rule_fired rules/seed.sql:6 120 || echo "  (it did not fire within 2 minutes: is the machine busy?)"
 rm -f services/mode-image-processor-svc
 sleep 2
 say "sqlifier ps   (image-processor-svc: 1 + 2 instances)"
