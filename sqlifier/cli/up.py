@@ -87,6 +87,16 @@ def _record_releases(context: Context) -> list[str]:
                 f"{name}: release {release.version} recorded from its source "
                 f"(sqlifier releases {name})"
             )
+        changed = store.uncommitted(context.stack, name) if what != "kept" else []
+        if changed:
+            more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+            shown = ", ".join(changed[:5]) + more
+            click.echo(
+                f"sqlifier: warning: {name} runs uncommitted changes ({shown}) that are not "
+                f"part of its release {release.version}, which holds the committed files: "
+                "commit them for a rollback to bring them back",
+                err=True,
+            )
     return lines
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 import sys
 from typing import Any
 
@@ -192,3 +193,30 @@ def test_up_migrates_its_release_once_so_a_rollback_to_it_passes_the_schema_chec
         assert back.returncode == 0, back.stdout + back.stderr
         all_from(load, first)
     assert shop.releases("payment-gateway")[first]["status"] == "live"
+
+
+def test_up_from_git_is_labelled_by_the_commit_and_warns_of_uncommitted_changes(
+    make_shop: Any,
+) -> None:
+    shop = make_shop()
+    shop.set("storefront")
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=Alice", "-c", "user.email=alice@example.com", *args],
+            cwd=shop.root, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "the shop")
+    source = shop.root / "services" / "shop_service.py"
+    source.write_text(source.read_text() + "\n# edited, not committed\n")
+    up = shop.run("up", "--detach")
+    assert up.returncode == 0, up.stdout + up.stderr
+    version = f"up-{git('rev-parse', 'HEAD')[:12]}"
+    assert f"storefront: release {version} recorded from its source" in up.stdout
+    assert (
+        "sqlifier: warning: storefront runs uncommitted changes (shop_service.py) that are "
+        f"not part of its release {version}, which holds the committed files"
+    ) in " ".join(up.stderr.split())
