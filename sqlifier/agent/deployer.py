@@ -140,7 +140,11 @@ class Deployer:
                 self.say(f"{name} {what} of release {live.version}: {command}")
                 ok, output = await self.executor.run_task(spec, live, what, command)
                 if not ok:
-                    return f"{name}: {what} of release {live.version} failed: {output}"
+                    return (
+                        f"{name}: {what} of release {live.version} failed: {output}; nothing "
+                        "started (the database may be partly migrated: check it, fix the "
+                        "command, and run sqlifier up again)"
+                    )
                 key, value = (
                     ("migrated_at", self.clock()) if what == "migrate" else
                     ("schema", read_revision(output))

@@ -220,3 +220,22 @@ def test_up_from_git_is_labelled_by_the_commit_and_warns_of_uncommitted_changes(
         "sqlifier: warning: storefront runs uncommitted changes (shop_service.py) that are "
         f"not part of its release {version}, which holds the committed files"
     ) in " ".join(up.stderr.split())
+
+
+def test_a_failed_migration_of_the_release_up_starts_stops_up_and_names_it(
+    make_shop: Any,
+) -> None:
+    shop = make_shop()
+    script = "print('no such table: payments'); raise SystemExit(3)"
+    migrate = json.dumps(f'{sys.executable} -c "{script}"')  # a TOML basic string
+    shop.set("payment-gateway", extra=f"migrate = {migrate}")
+    up = shop.run("up", "--detach")
+    assert up.returncode == 1, up.stdout + up.stderr
+    said = " ".join(up.stderr.split())
+    (version,) = shop.releases("payment-gateway")
+    assert (
+        f"sqlifier: error: payment-gateway: migrate of release {version} failed: exit 3: "
+        "no such table: payments; nothing started"
+    ) in said
+    assert "Traceback" not in up.stderr
+    assert shop.instances() == []
