@@ -41,6 +41,7 @@ from sqlifier.delivery.releases import (
     ReleaseError,
     Releases,
     ReleaseStatus,
+    follows_source,
     service_from_config,
 )
 from sqlifier.delivery.rollout import Phase, Rollback, Rollout
@@ -143,7 +144,9 @@ class Deployer:
             except (KeyError, TypeError, ValueError) as exc:
                 self.say(f"{name} release {live.version}: its config is unreadable ({exc})")
                 continue
-            self.platform.set_stable(spec, ReleaseRef(live.version, live.path))
+            # A release `up` recorded runs from the source it was made of (section 11).
+            path = spec.source if follows_source(live) else live.path
+            self.platform.set_stable(spec, ReleaseRef(live.version, path))
             if (origin := live.details.get("rolled_back_from")) is not None:
                 self.rolled_back_from[name] = str(origin)
         for record in taken:
@@ -164,6 +167,33 @@ class Deployer:
             ref = ReleaseRef(run.release.version, run.release.path)
             self.platform.expect_canaries(run.machine.spec, ref, run.machine.weight)
         self._resumed.append(run)
+
+    async def migrate_started(self) -> str | None:
+        """Before the stack starts: each release `up` recorded gets, once, what a deploy
+        gives its release — `migrate`, then its `schema_version` recorded — so a rollback
+        to it knows the schema it ran against. The first failure, or None."""
+        for name, spec in self.platform.services().items():
+            live = self._live(name)
+            if live is None or not follows_source(live) or "schema" in live.details:
+                continue
+            for what in ("migrate", "schema_version"):
+                command = getattr(spec, what)
+                if not command or (what == "migrate" and "migrated_at" in live.details):
+                    continue
+                self.say(f"{name} {what} of release {live.version}: {command}")
+                ok, output = await self.executor.run_task(spec, live, what, command)
+                if not ok:
+                    return (
+                        f"{name}: {what} of release {live.version} failed: {output}; nothing "
+                        "started (the database may be partly migrated: check it, fix the "
+                        "command, and run sqlifier up again)"
+                    )
+                key, value = (
+                    ("migrated_at", self.clock()) if what == "migrate" else
+                    ("schema", read_revision(output))
+                )  # fmt: skip
+                live = self.releases.mark(name, live.version, live.status, **{key: value})
+        return None
 
     def resume_requests(self) -> None:
         """Deploys a previous agent left awaiting approval wait on, with their lock taken

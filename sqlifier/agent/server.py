@@ -176,6 +176,8 @@ class Agent:
         saver = asyncio.create_task(self._save_periodically())
         try:
             await self.traffic.start(left_router if isinstance(left_router, dict) else None)
+            if failed := await self.deployer.migrate_started():
+                raise StartFailed(failed)
             if await self._start_unless_stopped(ready_timeout):
                 self.traffic.go_live()
                 self.deployer.resume_requests()

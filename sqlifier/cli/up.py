@@ -1,5 +1,9 @@
 """`sqlifier up` and `sqlifier down`: start a stack (in the foreground or detached) and
-stop it, leaving no process behind."""
+stop it, leaving no process behind.
+
+Before the agent starts, `up` records what it will run as releases (`Releases.start`):
+each service not yet deployed runs its source, recorded as the live release, so that the
+first deploy has a `previous_stable` to roll back to."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from sqlifier.cli.options import ENV, STACK_FILE
 from sqlifier.cli.output import print_diagnostics
 from sqlifier.cli.ps import table
 from sqlifier.cli.workspace import Context, load_context
+from sqlifier.delivery.releases import ReleaseError, Releases
 from sqlifier.errors import UserError
 from sqlifier.runtime.instance import Event
 from sqlifier.runtime.process import Launched, is_same_process, stop_group
@@ -52,9 +57,47 @@ def up(env: str | None, stack_file: str | None, detach: bool, timeout: float) ->
             f"stack {context.stack.name!r} is already running in {context.env} "
             f"(agent pid {info.get('pid')}); run sqlifier down first"
         )
+    recorded = _record_releases(context)
     if detach:
-        return _detached(context, timeout)
-    return asyncio.run(_foreground(context, timeout))
+        code = _detached(context, timeout)
+        for line in recorded if code == 0 else ():
+            click.echo(line)
+        return code
+    return asyncio.run(_foreground(context, timeout, recorded))
+
+
+def _record_releases(context: Context) -> list[str]:
+    """What `up` runs, recorded as releases: a line for each release recorded now. A
+    source that cannot be made into one still runs, with a warning (nothing to roll back
+    to)."""
+    store = Releases(context.state_dir, context.env, context.stack.keep_releases)
+    lines = []
+    for name in context.stack.services_for(context.env):
+        try:
+            release, what = store.start(context.stack, name, current_user())
+        except ReleaseError as exc:
+            click.echo(
+                f"sqlifier: warning: {name} runs its source without a release, so a rollback "
+                f"will have nothing to go back to: {exc}",
+                err=True,
+            )
+            continue
+        if what == "new":
+            lines.append(
+                f"{name}: release {release.version} recorded from its source "
+                f"(sqlifier releases {name})"
+            )
+        changed = store.uncommitted(context.stack, name) if what != "kept" else []
+        if changed:
+            more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+            shown = ", ".join(changed[:5]) + more
+            click.echo(
+                f"sqlifier: warning: {name} runs uncommitted changes ({shown}) that are not "
+                f"part of its release {release.version}, which holds the committed files: "
+                "commit them for a rollback to bring them back",
+                err=True,
+            )
+    return lines
 
 
 class _Screen:
@@ -87,7 +130,7 @@ class _Screen:
             click.echo("\n" + table(agent.supervisor.snapshot()) + "\n")
 
 
-async def _foreground(context: Context, timeout: float) -> int:
+async def _foreground(context: Context, timeout: float, recorded: list[str]) -> int:
     screen = _Screen(live=sys.stdout.isatty())
     agent = Agent(
         context.stack, context.env, context.state_dir, on_event=screen.event, who=current_user()
@@ -97,6 +140,8 @@ async def _foreground(context: Context, timeout: float) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, agent.stopping.set)
     click.echo(f"starting {context.stack.name} ({context.env}); Ctrl-C stops everything")
+    for line in recorded:
+        click.echo(line)
     shown = asyncio.create_task(screen.table_when_up(agent))
     code = await agent.run(timeout)
     shown.cancel()

@@ -20,9 +20,18 @@ into place. On disk, under the environment's state folder (`.sqlifier/<env>/`):
     releases/<service>/.lock             serializes changes to the service's releases
 
 Versions are immutable: making one again with the same content returns it unchanged,
-with other content is refused. After each release the oldest are pruned down to `keep`
-per service; the live releases and the one live before them (the rollback target) always
-stay.
+with other content is refused.
+
+`sqlifier up` records what it starts as a release too (`Releases.start`): until a
+service's first deploy, each `up` runs its source and records that source, made like a
+deploy's release without `--version` but labelled `up-<commit or content hash>`, as the
+live release — completed, so that after the first deploy it is `previous_stable`. The
+same source again is the same release; a changed source (or config) is a new release, and
+the one before it is kept, superseded. Once a deploy or a rollback has made a release
+live, `up` runs that release and records nothing.
+
+After each release the oldest are pruned down to `keep` per service; the live releases and
+the one live before them (the rollback target) always stay.
 
 The record is records.py's, the files sources.py's, the build build.py's.
 """
@@ -55,23 +64,27 @@ from sqlifier.delivery.records import (
     service_config,
     service_from_config,
 )
-from sqlifier.delivery.sources import content_hash, make_read_only, materialize
+from sqlifier.delivery.sources import content_hash, make_read_only, materialize, uncommitted
 from sqlifier.stack.model import Service, Stack
 from sqlifier.store.audit import current_user
 
 __all__ = [
     "KEEP",
+    "UP_REASON",
     "Release",
     "ReleaseError",
     "ReleaseStatus",
     "Releases",
     "content_hash",
+    "follows_source",
     "releases_table",
     "service_config",
     "service_from_config",
 ]
 
 KEEP = 5  # releases kept per service by default
+UP_REASON = "started by sqlifier up"  # the reason recorded with a release `up` made
+UP_PREFIX = "up-"  # before the version of a release `up` made: up-5b8e0f2a1c3d
 _SERVICE = re.compile(r"^[a-z][a-z0-9-]{0,62}\Z")
 
 
@@ -102,6 +115,8 @@ class Releases:
         who: str | None = None,
         reason: str = "",
         build_timeout: float = 600.0,
+        *,
+        prefix: str = "",
     ) -> Release:
         """Make (materialize, build, record) a release of `service`, or return the one
         already made with this version and the same content.
@@ -109,7 +124,7 @@ class Releases:
         From git: `ref` (default HEAD) — or `version`, when it names a tag, a branch or a
         commit; the version is then that name, else the tag named by `ref`, else the first
         12 digits of the commit. From a directory: a snapshot labelled `version`, default
-        its content hash.
+        its content hash. `prefix` goes before a default version (`up-` for `up`'s).
         """
         spec = _service(stack, self.env, service)
         if version is not None:
@@ -123,7 +138,7 @@ class Releases:
             content = content_hash(work)
             config = service_config(spec)
             named = version is not None
-            version = version or origin.version or content
+            version = version or prefix + (origin.version or content)
             _check_version(service, version)
             existing = self._existing(service, version, content, config, named)
             if existing is None and not named and self._read(service, version) is not None:
@@ -156,6 +171,48 @@ class Releases:
         finally:
             if work.exists():
                 shutil.rmtree(work)
+
+    def start(self, stack: Stack, service: str, who: str | None = None) -> tuple[Release, str]:
+        """The release `sqlifier up` runs for `service`, and what `up` did about it:
+
+        - "kept": a deploy or a rollback made it live; `up` runs it as it is;
+        - "unchanged": the live release is the one an earlier `up` recorded of this source
+          and config;
+        - "new": the source (or its config) was recorded as a release, now live and
+          completed (a rollback's `previous_stable` after the next deploy); the release
+          live before it, if any, is superseded and kept.
+
+        Its version is the default a deploy would give, after `up-`: a deploy of the same
+        source makes a release of its own, so the first deploy is never refused as the
+        release already live.
+
+        ReleaseError when the source cannot be made into a release (see `make`).
+        """
+        live = self.live(service)
+        if live is not None and not follows_source(live):
+            return live, "kept"
+        made = self.make(stack, service, who=who, reason=UP_REASON, prefix=UP_PREFIX)
+        if live is not None and made.version == live.version:
+            return live, "unchanged"
+        started = self.mark(
+            service,
+            made.version,
+            ReleaseStatus.LIVE,
+            started_by="up",
+            completed_at=self._clock(),
+        )
+        if live is not None:
+            self.mark(service, live.version, ReleaseStatus.SUPERSEDED)
+        return started, "new"
+
+    def uncommitted(self, stack: Stack, service: str) -> builtins.list[str]:
+        """The files of `service`'s source, in a git work tree, that are not committed:
+        they run with `up` (which runs the source folder) but are in no release."""
+        return uncommitted(_service(stack, self.env, service).source)
+
+    def live(self, service: str) -> Release | None:
+        """The live release of `service`, or None before anything ran as a release."""
+        return next((r for r in self.list(service) if r.status is ReleaseStatus.LIVE), None)
 
     def list(self, service: str) -> list[Release]:
         """The releases of `service`, newest first."""
@@ -317,6 +374,12 @@ class Releases:
         with (folder / ".lock").open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
+
+
+def follows_source(release: Release) -> bool:
+    """Was `release` recorded by `sqlifier up`, with no deploy or rollback making it live
+    since? Then `up` runs the service's source, and records it again when it changed."""
+    return release.details.get("started_by") == "up" and "deploy_id" not in release.details
 
 
 def _service(stack: Stack, env: str, name: str) -> Service:

@@ -22,7 +22,7 @@ from pathlib import Path
 from sqlifier.delivery.records import VERSION, ReleaseError, few
 from sqlifier.stack.model import Service
 
-__all__ = ["Origin", "content_hash", "make_read_only", "materialize"]
+__all__ = ["Origin", "content_hash", "make_read_only", "materialize", "uncommitted"]
 
 _SKIPPED = {".git", ".sqlifier", ".venv", "__pycache__"}
 # Variables that would point git at another repository than the source's.
@@ -102,6 +102,33 @@ def materialize(
         return Origin(version)
     top, prefix = work_tree
     return _from_git(spec.name, top, prefix, version, ref, dest)
+
+
+def uncommitted(source: Path) -> list[str]:
+    """The files under `source` that differ from its git work tree's HEAD (changed,
+    added, removed or untracked, ignored ones left out), relative to `source`; none
+    outside a work tree (or without git)."""
+    try:
+        found = _git(source, "status", "--porcelain", "-z", "--untracked-files=all", "--", ".")
+    except FileNotFoundError:
+        return []
+    if found.returncode != 0:
+        return []
+    top = _git(source, "rev-parse", "--show-toplevel").stdout.strip()
+    here = source.resolve()
+    names = []
+    entries = iter(found.stdout.split("\0"))
+    for entry in entries:
+        if len(entry) < 4:
+            continue
+        if entry[0] in "RC":  # a rename or copy: the origin follows, and is skipped
+            next(entries, None)
+        path = Path(top) / entry[3:]
+        if _SKIPPED & set(path.parts):  # the state folder, caches: never part of a release
+            continue
+        path = path.resolve()
+        names.append(path.relative_to(here).as_posix() if path.is_relative_to(here) else entry[3:])
+    return sorted(names)
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:

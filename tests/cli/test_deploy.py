@@ -197,7 +197,7 @@ def test_a_good_release_is_promoted_and_an_erroring_one_aborted_back_to_stable(
         assert not v1_pids & {r["pid"] for r in rows}
     assert [s for _, s, _ in load.answers].count(0) == 0  # no request failed outright
     statuses = shop.releases("storefront")
-    assert {v: r["status"] for v, r in statuses.items()} == {
+    assert {v: r["status"] for v, r in statuses.items() if v.startswith("v")} == {
         "v1": "superseded",
         "v2": "failed",
         "v3": "live",
@@ -248,7 +248,7 @@ def test_migrate_gets_the_services_secrets_and_its_output_is_masked(make_shop: A
     script = (
         'import os, pathlib; t = os.environ["TOKEN"]; '
         'pathlib.Path(os.environ["DATA_DIR"], "token").write_text(t); '
-        'print("migrating with", t); raise SystemExit(3)'
+        'print("migrating with", t); raise SystemExit(3 if os.environ["RELEASE"] == "v2" else 0)'
     )
     migrate = json.dumps(f"{sys.executable} -c '{script}'")  # a TOML basic string
     secrets = '[services.storefront.secrets]\nTOKEN = "secret://local/token"'

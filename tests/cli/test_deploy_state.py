@@ -124,9 +124,10 @@ class Ledger:
         assert f"{SERVICE} {tag}" in result.stdout and "— complete" in result.stdout
 
     def releases(self) -> dict[str, dict[str, Any]]:
+        """The deployed releases (the tags), without the one `up` started."""
         result = self.run("releases", SERVICE, "--json")
         assert result.returncode == 0, result.stderr
-        return {r["version"]: r for r in json.loads(result.stdout)}
+        return {r["version"]: r for r in json.loads(result.stdout) if r["version"] in TAGS}
 
     def statuses(self) -> dict[str, str]:
         return {version: r["status"] for version, r in self.releases().items()}

@@ -18,6 +18,7 @@ from sqlifier.delivery.releases import (
     Releases,
     ReleaseStatus,
     content_hash,
+    follows_source,
     releases_table,
 )
 from sqlifier.secrets.local import KEY_VARIABLE, LocalStore
@@ -711,3 +712,95 @@ def test_the_same_files_with_another_config_are_another_release(
         "release 2.0 of plain already exists with other config (the stack file changed); "
         "releases are immutable — choose another --version"
     )
+
+
+# --- the release `up` starts ------------------------------------------------------------
+
+
+def test_up_records_its_source_as_the_live_completed_release(
+    tmp_path: Path, plain: Path, releases: Releases
+) -> None:
+    stack = write_stack(tmp_path)
+    release, what = releases.start(stack, "plain", "carol")
+    assert what == "new"
+    # Named as a deploy without --version would name it, after "up-": the content hash.
+    assert release.version == f"up-{content_hash(plain)}"
+    assert release.status is ReleaseStatus.LIVE and release.live_at is not None
+    assert release.details["started_by"] == "up"
+    assert release.details["completed_at"] is not None  # a previous_stable to come
+    assert (release.reason, release.created_by) == ("started by sqlifier up", "carol")
+    assert release.config["run"] == "python3 app.py"
+    assert files(release.path) == {"app.py": "print('plain')\n"}
+    assert follows_source(release)
+    assert [r.version for r in releases.list("plain")] == [release.version]
+
+
+def test_up_from_git_is_labelled_by_the_commit_like_a_deploy(
+    tmp_path: Path, repo: Path, releases: Releases
+) -> None:
+    release, what = releases.start(write_stack(tmp_path), "web")
+    assert (what, release.version) == ("new", f"up-{commit_of(repo, 'HEAD')[:12]}")
+    assert release.commit == commit_of(repo, "HEAD")
+
+
+def test_a_second_up_of_the_same_source_records_nothing_new(
+    tmp_path: Path, plain: Path, releases: Releases
+) -> None:
+    stack = write_stack(tmp_path)
+    first, _ = releases.start(stack, "plain")
+    again, what = releases.start(stack, "plain")
+    assert (what, again) == ("unchanged", first)
+    assert len(releases.list("plain")) == 1
+
+
+def test_up_of_a_changed_source_records_a_new_release_and_keeps_the_old(
+    tmp_path: Path, plain: Path, releases: Releases
+) -> None:
+    stack = write_stack(tmp_path)
+    first, _ = releases.start(stack, "plain")
+    (plain / "app.py").write_text("print('changed')\n")
+    second, what = releases.start(stack, "plain")
+    assert what == "new" and second.version == f"up-{content_hash(plain)}" != first.version
+    statuses = {r.version: r.status for r in releases.list("plain")}
+    assert statuses == {first.version: ReleaseStatus.SUPERSEDED, second.version: "live"}
+    # A changed config alone is a new release too: its version carries the config's hash.
+    third, what = releases.start(write_stack(tmp_path, SERVICES + 'env = { X = "1" }\n'), "plain")
+    assert what == "new" and third.version.startswith(f"{second.version}+")
+
+
+def test_once_a_deploy_made_a_release_live_up_keeps_it(
+    tmp_path: Path, plain: Path, releases: Releases
+) -> None:
+    stack = write_stack(tmp_path)
+    first, _ = releases.start(stack, "plain")
+    # A deploy of the same source makes a release of its own.
+    assert releases.make(stack, "plain").version == content_hash(plain)
+    deployed = releases.make(stack, "plain", version="v2")
+    # What a completed deploy records (executor's WentLive).
+    releases.mark("plain", first.version, ReleaseStatus.SUPERSEDED)
+    releases.mark("plain", "v2", ReleaseStatus.LIVE, deploy_id="d1", completed_at=1.0)
+    (plain / "app.py").write_text("print('edited after the deploy')\n")
+    kept, what = releases.start(stack, "plain")
+    assert (what, kept.version) == ("kept", deployed.version)
+    assert len(releases.list("plain")) == 3
+    # Rolled back to, the release `up` recorded is a deployed one: up no longer follows
+    # the source.
+    back = releases.mark(
+        "plain", first.version, ReleaseStatus.LIVE, deploy_id="r1", rolled_back_from="v2"
+    )
+    assert not follows_source(back)
+
+
+def test_uncommitted_changes_of_a_git_source_are_named_for_up_to_warn(
+    tmp_path: Path, repo: Path, plain: Path, releases: Releases
+) -> None:
+    stack = write_stack(tmp_path)
+    assert releases.uncommitted(stack, "web") == []
+    web = repo / "services" / "web"
+    (web / "app.py").write_text("print('edited')\n")
+    (web / "new.py").write_text("print('new')\n")
+    (web / "__pycache__").mkdir()
+    (web / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"\0")
+    (repo / "services" / "api" / "api.py").unlink()  # another service's folder
+    assert releases.uncommitted(stack, "web") == ["app.py", "new.py"]
+    assert releases.uncommitted(stack, "plain") == []  # no git: the snapshot is the folder

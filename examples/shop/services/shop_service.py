@@ -14,6 +14,9 @@ something real to react to:
     ERROR_RATE=0.2      answer 20% of requests with 500 (and log an ERROR line each)
     CRITICAL_EVERY=5    log a CRITICAL line every 5 seconds
     FAIL_AT_START=1     exit at once with code 3 (a release that cannot start)
+    DECLINE_PAYMENTS=1  payment-gateway declines every payment (POST): 502, and a CRITICAL
+                        line each. GETs and health checks still answer 200, so a canary
+                        judged on GETs passes: the failure shows once customers pay
 
 And while it runs, by a file beside it: `mode-<role>` (e.g. `mode-image-processor-svc`)
 holding `cpu` makes every instance of that role burn 95% of a core; holding `critical`
@@ -115,6 +118,9 @@ class Handler(BaseHTTPRequestHandler):
         if ROLE == "orders" and self.path in ORDERS:
             store_order(body)
             self.reply(201, {"stored": True, "instance": INSTANCE})
+        elif ROLE == "payment-gateway" and setting("DECLINE_PAYMENTS"):
+            log("CRITICAL", f"payment declined: the upstream refused {self.path} (release {RELEASE})")
+            self.reply(502, {"error": "payment declined", "instance": INSTANCE, "release": RELEASE})
         else:
             self.work()
 
