@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -110,6 +111,8 @@ def test_a_rollout_goes_on_at_its_step_with_its_canary_adopted(make_shop: Any) -
     assert again.returncode == 0, again.stderr
     adopted = "the agent restarted: 1 canary instance(s) adopted at step 1/3 (10%)"
     wait_for(lambda: any(adopted in text for _, text in record()["lines"]), "the adoption")
+    # judging starts again from the adoption: still no traffic, so it pauses again (3 s)
+    wait_for(lambda: record()["state"] == "paused", "the rollout to pause again")
     now = record()
     assert (now["state"], now["step"], now["weight"], now["error"]) == ("paused", 1, 10, None)
     assert canary_pids(shop) == canaries  # the same process, not started again
@@ -136,13 +139,16 @@ def test_a_rollout_whose_canary_is_gone_moves_traffic_to_stable_and_pauses(
     wait_for(lambda: "were gone" in str(record()["paused_by"]), "the pause")
     held = record()
     assert held["state"] == "paused" and held["weight"] == 0 and held["error"] is None
-    assert held["paused_by"].startswith(
-        "the agent restarted and the canary instances of v1 were gone; all traffic is on "
-        "current: `sqlifier rollout resume storefront` goes on"
-    )
+    # the stable release is the one `up` recorded (named up-<source hash>)
+    assert re.match(
+        r"the agent restarted and the canary instances of v1 were gone; all traffic is on "
+        r"up-[0-9a-f]+: `sqlifier rollout resume storefront` goes on",
+        held["paused_by"],
+    ), held["paused_by"]
     assert shop.releases("storefront")["v1"]["status"] != "failed"
     with Load(shop.port, "/storefront") as load:
-        all_from(load, "current")  # nothing reaches a canary
+        stable = next(v for v, r in shop.releases("storefront").items() if r["status"] == "live")
+        all_from(load, stable)  # nothing reaches a canary
         # Resumed: the canary starts again and the rollout goes on to the end.
         assert shop.run("rollout", "resume", "storefront").returncode == 0
         wait_for(lambda: record()["state"] == "complete", "the rollout to complete", 60)
