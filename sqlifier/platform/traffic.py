@@ -265,6 +265,8 @@ class Traffic:
             self._changed.clear()
             try:
                 await self._step()
+            except UserError as exc:  # it could not be started again: `ps` says why
+                self.error = str(exc)
             except (ControlError, OSError, KeyError, ValueError) as exc:
                 self.error = f"the router does not answer: {exc}"
 

@@ -77,6 +77,11 @@ class Files:
         return self.sockets / "admin.sock"
 
     @property
+    def pid(self) -> Path:
+        """HAProxy's master's pid: how a data plane that restarts finds it."""
+        return self.root / "haproxy.pid"
+
+    @property
     def state(self) -> Path:
         return self.root / "haproxy.state"
 

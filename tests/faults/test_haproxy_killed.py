@@ -1,0 +1,135 @@
+"""The HAProxy data plane's process killed with SIGKILL (issue: HAProxy was left behind,
+holding the port, and the data plane started again failed on it).
+
+Real processes throughout: the data plane as the agent starts it, HAProxy, a backend, and
+clients on loopback. Runs when the `haproxy` binary is installed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.router.test_dataplanes import ROUTES, Backends, Plane, backend
+from tests.servers import free_port
+
+pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+
+
+class Load:
+    """A few clients sending GETs in a loop until stopped; what they got, counted."""
+
+    def __init__(self, port: int, clients: int = 3) -> None:
+        self.port = port
+        self.seen: Counter[int | str] = Counter()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(20)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                connection.request("GET", "/")
+                response = connection.getresponse()
+                response.read()
+                self.seen[response.status] += 1
+            except OSError as exc:
+                self.seen[type(exc).__name__] += 1
+            finally:
+                connection.close()
+
+
+def _haproxy_pid(state_dir: Path) -> int:
+    return int((state_dir / "haproxy" / "haproxy.pid").read_text().split()[0])
+
+
+def test_a_restarted_data_plane_adopts_the_haproxy_left_running(tmp_path: Path) -> None:
+    servers = Backends()
+    state_dir = tmp_path / "state"
+    first = Plane("haproxy", state_dir)
+    first.start()
+    second = Plane("haproxy", state_dir)
+    second.port = first.port
+    try:
+        web = servers.start("web-0")
+        first.sync(ROUTES, {"web": {"backends": [backend("web-0", web)]}})
+        haproxy = _haproxy_pid(state_dir)
+        with Load(first.port) as load:
+            while sum(load.seen.values()) < 50:
+                threading.Event().wait(0.01)
+            assert first.process is not None
+            os.kill(first.process.pid, signal.SIGKILL)  # the data plane alone, not HAProxy
+            first.process.wait()
+            first.process = None
+            second.start()  # it used to fail: "Address already in use"
+            before = sum(load.seen.values())
+            while sum(load.seen.values()) < before + 50:
+                threading.Event().wait(0.01)
+        assert set(load.seen) == {200}, load.seen  # HAProxy served throughout
+        assert _haproxy_pid(state_dir) == haproxy  # the same HAProxy, adopted
+        second.sync(ROUTES, {"web": {"backends": [backend("web-0", web)]}})  # it is driven
+        assert second.call({"op": "stats"})["backends"][f"web-0_{web}"]["requests"] > 0
+    finally:
+        second.stop()
+        first.stop()
+        servers.close()
+    assert not psutil.pid_exists(haproxy) or psutil.Process(haproxy).status() == "zombie"
+    with socket.socket() as probe:  # the port is free again: nothing was left behind
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", first.port))
+
+
+def test_a_taken_port_is_named_with_what_holds_it(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "sqlifier.router", "--state-dir", str(tmp_path)),
+                *("--kind", "haproxy", "--listen", f"127.0.0.1:{port}"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 1
+    name = psutil.Process().name()
+    assert result.stderr.strip() == (
+        f"the router cannot listen on 127.0.0.1:{port}: Address already in use"
+        f" (held by {name}, pid {os.getpid()})"
+    )
+
+
+def test_a_pid_file_naming_another_process_is_not_adopted(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    (state_dir / "haproxy").mkdir(parents=True)
+    (state_dir / "haproxy" / "haproxy.pid").write_text(f"{os.getpid()}\n")  # not HAProxy
+    plane = Plane("haproxy", state_dir)
+    try:
+        plane.start()
+        assert _haproxy_pid(state_dir) != os.getpid()
+    finally:
+        plane.stop()
