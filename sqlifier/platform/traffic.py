@@ -211,7 +211,8 @@ class Traffic:
                         probe=instance.probe_passed,
                     )
                 )
-            services[name] = ServiceTraffic(tuple(backends), self.canary.get(name, 0))
+            timeouts = self.services[name].timeouts
+            services[name] = ServiceTraffic(tuple(backends), self.canary.get(name, 0), timeouts)
         return DesiredState(dict(self.routes), services)
 
     async def sync(self) -> None:

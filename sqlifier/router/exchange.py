@@ -4,11 +4,12 @@ the end of the instance's answer.
 The request head is written to a kept-alive connection, or to a new one once it is open
 (body bytes that arrive meanwhile wait, up to 64 KiB); the answer's head is read whole,
 rewritten and passed on, then its body as its bytes arrive. Failures are told apart here:
-an instance that cannot be reached is ejected and another of its track tried once; a
-reused connection that fails before any answer is retried on a fresh one when the request
-is idempotent and has no body; otherwise the instance failed (502, 504 past the response
-timeout, or a connection cut short once its answer had begun). A client that goes away
-just ends its exchange.
+an instance that cannot be reached is ejected and another of its track tried once; an
+idempotent request without a body is sent once more when its instance says nothing
+before the service's first-byte timeout (elsewhere; the silent one is ejected) or closes
+the connection before answering; otherwise the instance failed (502, 504 past the
+first-byte timeout, or a connection cut short once its answer had begun or paused past
+the idle timeout). A client that goes away just ends its exchange.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Exchange:
         "close",
         "done",
         "head_buffer",
+        "heard",
         "keep",
         "live",
         "pending",
@@ -67,6 +69,7 @@ class Exchange:
         self.pending = b""  # body received while there was no connection yet
         self.upstream: Upstream | None = None
         self.sent = 0.0  # when the instance had the whole request
+        self.heard = 0.0  # when the instance's answer last sent bytes (0: none yet)
         self.reused = False  # the connection came from the pool
         self.retried = False
         self.head_buffer = b""  # a response head so far
@@ -92,7 +95,7 @@ class Exchange:
         loop = asyncio.get_running_loop()
         outbox = self.client.outbox
         try:
-            async with asyncio.timeout(self.client.proxy.limits.connect_timeout):
+            async with asyncio.timeout(self.service.timeouts.connect):
                 _, upstream = await loop.create_connection(
                     lambda: Upstream(live, outbox), live.spec.host, live.spec.port
                 )
@@ -160,6 +163,7 @@ class Exchange:
 
     def response_data(self, upstream: Upstream, data: bytes) -> None:
         """Relay what the instance sent: its head (once, rewritten), then its body."""
+        self.heard = time.monotonic()
         body = self.response_body
         head = b""
         if body is None:
@@ -219,9 +223,45 @@ class Exchange:
         self.keep = not response.close and not until_close
         return body, response.encode(self.close, decoded)
 
-    def waiting(self) -> bool:
-        """Whether the instance has the whole request and has yet to answer."""
-        return self.sent > 0 and not self.status
+    def look(self, now: float) -> None:
+        """Past a phase's timeout: a request still waiting for its answer's first byte is
+        tried once on another instance when that is safe (504 otherwise), and an answer
+        that stopped coming fails."""
+        timeouts = self.service.timeouts
+        if not self.sent:
+            return
+        if not self.heard:
+            if now - self.sent > timeouts.first_byte:
+                self._no_first_byte()
+        elif now - self.heard > timeouts.idle:
+            self.fail(504, "the instance did not answer\n")
+
+    def _no_first_byte(self) -> None:
+        """The instance has the request and says nothing. It may be hung: when another
+        instance can take its traffic it is ejected (until its readiness probe passes
+        again), and an idempotent request without a body goes to that one instead."""
+        live = self.live
+        other = self.service.pick(live.spec.track, live)
+        if other is not None:
+            self.client.proxy.eject(live)
+        if other is None or not self._retryable():
+            self.fail(504, "the instance did not answer\n")
+            return
+        live.counters.failed += 1
+        self._retry(other)
+
+    def _retryable(self) -> bool:
+        """Sending the request again cannot do twice what the client asked once."""
+        request = self.request
+        idempotent = request.method in _IDEMPOTENT and not request.length
+        return idempotent and not request.chunked and not self.retried
+
+    def _retry(self, live: Live) -> None:
+        self._leave()
+        self.retried = True
+        self.sent = self.heard = 0.0
+        self.head_buffer = b""
+        self.dispatch(live)
 
     # --- the end --------------------------------------------------------------------------
 
@@ -239,8 +279,16 @@ class Exchange:
         """The instance closed the connection (eof), or the connection broke."""
         if eof and isinstance(self.response_body, h1.UntilClose):
             self._complete(clean=False)
-        elif self.reused and not self.status and not self.head_buffer:
+        elif self.reused and not self.heard:
             self._stale()
+        elif not self.heard and self._retryable():
+            # Gone before any answer (killed, crashed): another instance, if there is one.
+            other = self.service.pick(self.live.spec.track, self.live)
+            if other is None:
+                self.fail(502, "the instance failed\n")
+            else:
+                self.live.counters.failed += 1
+                self._retry(other)
         else:
             self.fail(502, "the instance failed\n")
 
@@ -249,13 +297,10 @@ class Exchange:
         it while it was idle. Sent again on a fresh one, if that is safe."""
         live = self.live
         live.close_idle()  # its other idle connections are likely stale too
-        request = self.request
-        if self.retried or request.method not in _IDEMPOTENT or request.length or request.chunked:
+        if not self._retryable():
             self.fail(502, "the instance failed\n")
             return
-        self._leave()
-        self.retried = True
-        self.dispatch(live)
+        self._retry(live)
 
     def fail(self, status: int, text: str) -> None:
         """The instance failed the request: that counts against it. The client gets

@@ -32,6 +32,8 @@ __all__ = [
     "BARE_LF",
     "BARE_LF_END",
     "HEAD_END",
+    "MAX_FIELDS",
+    "MAX_HEAD",
     "NO_BODY",
     "BadMessage",
     "Body",
@@ -39,6 +41,7 @@ __all__ = [
     "Length",
     "Request",
     "Response",
+    "TooLarge",
     "UntilClose",
     "parse_request",
     "parse_response",
@@ -46,6 +49,11 @@ __all__ = [
 ]
 
 HEAD_END = b"\r\n\r\n"
+# The largest head, and the most header lines in one, either data plane takes: HAProxy's
+# (its default 16 KiB buffer, less the 1 KiB it keeps for rewriting and its own
+# bookkeeping, takes a little over 14 KiB whatever the number of lines; 101 lines at most).
+MAX_HEAD = 14 * 1024
+MAX_FIELDS = 101
 # Where a head whose lines end with a bare LF ends (h11 and HAProxy accept one; sqlifier
 # refuses it, as RFC 9112 2.2 allows, rather than rewrite a head it passes on unread).
 BARE_LF_END = re.compile(rb"\n\r?\n")
@@ -104,6 +112,10 @@ class BadMessage(Exception):
     """A message the proxy will not pass on; the text is the reply's body."""
 
 
+class TooLarge(BadMessage):
+    """A request head with more header lines than MAX_FIELDS (431, not 400)."""
+
+
 @dataclass(slots=True)
 class Request:
     method: bytes
@@ -126,6 +138,8 @@ def parse_request(head: bytes, client: bytes, via: bytes) -> Request:
     """Read a request head (without its blank line) from `client` (its address)."""
     if _REQUEST_HEAD.fullmatch(head) is None:
         raise BadMessage(_what_is_wrong(head))
+    if head.count(b"\n") > MAX_FIELDS:
+        raise TooLarge(f"more than {MAX_FIELDS} header fields\n")
     end = head.find(b"\r\n")
     if end < 0:
         end = len(head)
@@ -152,9 +166,16 @@ def parse_request(head: bytes, client: bytes, via: bytes) -> Request:
             elif name == b"x-forwarded-for":
                 forwarded_for = _join(forwarded_for, value.strip(), b", ")
     size = 0
+    framed_twice = False
     if codings:  # chunked must be the last coding, or the body's end cannot be found
-        if length or _tokens(codings)[-1] != b"chunked":
+        if _tokens(codings)[-1] != b"chunked":
             raise BadMessage("bad transfer-encoding\n")
+        if length:
+            # RFC 9112 6.1 and 6.3: Transfer-Encoding overrides Content-Length, which is
+            # removed before forwarding, and the connection closes after the answer (as
+            # HAProxy does): nothing the client sent after this body is read.
+            headers = _CONTENT_LENGTH.sub(b"", headers)
+            framed_twice = True
     elif length:
         if not length.isdigit():
             raise BadMessage("bad content-length\n")
@@ -168,6 +189,7 @@ def parse_request(head: bytes, client: bytes, via: bytes) -> Request:
     if connection:
         tokens = _tokens(connection)
         close = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
+    close = close or framed_twice
     forwarded = (
         b"%s%s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: %s\r\n"
         b"%s\r\nConnection: keep-alive\r\n\r\n"
