@@ -165,21 +165,9 @@ def parse_request(head: bytes, client: bytes, via: bytes) -> Request:
                 connection = _join(connection, value)
             elif name == b"x-forwarded-for":
                 forwarded_for = _join(forwarded_for, value.strip(), b", ")
-    size = 0
-    framed_twice = False
-    if codings:  # chunked must be the last coding, or the body's end cannot be found
-        if _tokens(codings)[-1] != b"chunked":
-            raise BadMessage("bad transfer-encoding\n")
-        if length:
-            # RFC 9112 6.1 and 6.3: Transfer-Encoding overrides Content-Length, which is
-            # removed before forwarding, and the connection closes after the answer (as
-            # HAProxy does): nothing the client sent after this body is read.
-            headers = _CONTENT_LENGTH.sub(b"", headers)
-            framed_twice = True
-    elif length:
-        if not length.isdigit():
-            raise BadMessage("bad content-length\n")
-        size = int(length)
+    size, framed_twice = _framing(codings, length)
+    if framed_twice:
+        headers = _CONTENT_LENGTH.sub(b"", headers)
     if drop:
         headers = _REQUEST_DROPS.sub(b"", headers)
     if version != b"HTTP/1.1":
@@ -205,6 +193,22 @@ def parse_request(head: bytes, client: bytes, via: bytes) -> Request:
         close,
         forwarded,
     )
+
+
+def _framing(codings: bytes, length: bytes) -> tuple[int, bool]:
+    """The body's Content-Length (0 when chunked or none), and whether the request is
+    framed both ways. RFC 9112 6.1 and 6.3: Transfer-Encoding overrides Content-Length,
+    which is removed before forwarding, and the connection closes after the answer (as
+    HAProxy does): nothing the client sent after this body is read."""
+    if codings:  # chunked must be the last coding, or the body's end cannot be found
+        if _tokens(codings)[-1] != b"chunked":
+            raise BadMessage("bad transfer-encoding\n")
+        return 0, bool(length)
+    if length:
+        if not length.isdigit():
+            raise BadMessage("bad content-length\n")
+        return int(length), False
+    return 0, False
 
 
 def _what_is_wrong(head: bytes) -> str:
