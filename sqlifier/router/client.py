@@ -75,6 +75,9 @@ class Client(asyncio.Protocol):
             self.buffer = self.buffer + data if self.buffer else data
             self.next()
             return
+        if exchange.tunnel:
+            exchange.tunnel_data(data)
+            return
         if not exchange.request_body.done:
             data = exchange.request_data(data)
         self.buffer += data  # the next request, read ahead
@@ -86,6 +89,8 @@ class Client(asyncio.Protocol):
         exchange = self.exchange
         if exchange is None:
             self.next()
+        elif exchange.tunnel:
+            exchange.client_ended()
         elif not exchange.request_body.done:  # the rest of the body will never come
             exchange.abandon()
             self.closing = True

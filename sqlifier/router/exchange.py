@@ -53,6 +53,7 @@ class Exchange:
         "service",
         "started",
         "status",
+        "tunnel",
         "upstream",
     )
 
@@ -78,6 +79,7 @@ class Exchange:
         self.close = False  # close the client's connection after the answer
         self.keep = False  # the instance's connection can carry another request
         self.done = False
+        self.tunnel = False  # upgraded (101): bytes pass both ways until one side ends
 
     # --- the request ----------------------------------------------------------------------
 
@@ -164,11 +166,17 @@ class Exchange:
     def response_data(self, upstream: Upstream, data: bytes) -> None:
         """Relay what the instance sent: its head (once, rewritten), then its body."""
         self.heard = time.monotonic()
+        if self.tunnel:
+            self.client.send(data)
+            return
         body = self.response_body
         head = b""
         if body is None:
             response = self._final_head(upstream, data)
             if response is None:
+                return
+            if response.upgrade:
+                self._upgrade(upstream, response)
                 return
             data, self.head_buffer = self.head_buffer, b""
             body, head = self._begin(response)
@@ -226,8 +234,12 @@ class Exchange:
     def look(self, now: float) -> None:
         """Past a phase's timeout: a request still waiting for its answer's first byte is
         tried once on another instance when that is safe (504 otherwise), and an answer
-        that stopped coming fails."""
+        (or an upgraded connection) that stopped coming fails."""
         timeouts = self.service.timeouts
+        if self.tunnel:
+            if now - self.heard > timeouts.idle:
+                self.end_tunnel()
+            return
         if not self.sent:
             return
         if not self.heard:
@@ -263,6 +275,45 @@ class Exchange:
         self.head_buffer = b""
         self.dispatch(live)
 
+    # --- an upgraded connection -------------------------------------------------------------
+
+    def _upgrade(self, upstream: Upstream, response: h1.Response) -> None:
+        """A 101: the instance's answer to an `Upgrade` the client asked for. It counts as
+        one request; from now on the bytes pass both ways as they come, until either side
+        closes or neither sends anything for the service's idle timeout."""
+        if not self.request.upgrade:
+            self.fail(502, "the instance failed\n")  # an upgrade nobody asked for
+            return
+        self.status = 101
+        self.tunnel = True
+        self.live.counters.record(101, time.monotonic() - self.started)
+        rest, self.head_buffer = self.head_buffer, b""
+        client = self.client
+        client.send(response.encode(close=False, decoded=False) + rest)
+        if client.buffer:  # the client spoke the new protocol before the 101
+            early, client.buffer = client.buffer, b""
+            upstream.send(early)
+
+    def tunnel_data(self, data: bytes) -> None:
+        """Bytes from the client on an upgraded connection."""
+        self.heard = time.monotonic()
+        if self.upstream is not None:
+            self.upstream.send(data)
+
+    def client_ended(self) -> None:
+        """The client has sent all it will on an upgraded connection: the instance is told
+        (it may still answer)."""
+        upstream = self.upstream
+        if upstream is not None:
+            # After the writes gathered this turn (the outbox's flush was asked for first).
+            asyncio.get_running_loop().call_soon(_write_eof, upstream.transport)
+
+    def end_tunnel(self) -> None:
+        """An upgraded connection ends: both sides are closed, once what was sent is out."""
+        self._leave()
+        self._end()
+        self.client.close()
+
     # --- the end --------------------------------------------------------------------------
 
     def _complete(self, clean: bool) -> None:
@@ -277,7 +328,9 @@ class Exchange:
 
     def upstream_ended(self, eof: bool) -> None:
         """The instance closed the connection (eof), or the connection broke."""
-        if eof and isinstance(self.response_body, h1.UntilClose):
+        if self.tunnel:
+            self.end_tunnel()
+        elif eof and isinstance(self.response_body, h1.UntilClose):
             self._complete(clean=False)
         elif self.reused and not self.heard:
             self._stale()
@@ -322,7 +375,7 @@ class Exchange:
     def abandon(self) -> None:
         """The client went away, or broke its request: the exchange just ends. Nothing
         counts against the instance; an answer that had begun counts as it was."""
-        if self.status:
+        if self.status and not self.tunnel:  # an upgrade was counted at its 101
             self.live.counters.record(self.status, time.monotonic() - self.started)
         self._leave()
         self._end()
@@ -347,3 +400,8 @@ class Exchange:
     def _end(self) -> None:
         self.done = True
         self.client.exchange = None
+
+
+def _write_eof(transport: asyncio.Transport) -> None:
+    if not transport.is_closing() and transport.can_write_eof():
+        transport.write_eof()

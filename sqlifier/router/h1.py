@@ -105,6 +105,7 @@ _BAD_LINE = re.compile(rb"\r\n(?![^:\s]+:)")
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] [1-9][0-9][0-9](?: |$)")
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
 _HEX = b"0123456789abcdefABCDEF"
+_KEEP = b"Connection: keep-alive"
 _LINE_MAX = 8 * 1024  # a chunk-size line or a trailer line
 
 
@@ -126,6 +127,7 @@ class Request:
     chunked: bool
     close: bool  # the client wants the connection closed after this exchange
     head: bytes  # the head to send to the instance, its blank line included
+    upgrade: bytes = b""  # the protocol asked for (`Upgrade: websocket`), passed on
 
     def body(self) -> Body:
         """The body that follows this head."""
@@ -145,7 +147,7 @@ def parse_request(head: bytes, client: bytes, via: bytes) -> Request:
         end = len(head)
     request_line, headers = head[:end], head[end:]
     method, target, version = request_line.split(b" ")
-    host = length = codings = connection = forwarded_for = b""
+    host = length = codings = connection = forwarded_for = upgrade = b""
     drop = has_host = False
     for name, value in _REQUEST_FIELDS.findall(headers):
         name = name.lower()
@@ -163,6 +165,8 @@ def parse_request(head: bytes, client: bytes, via: bytes) -> Request:
             drop = True
             if name == b"connection":
                 connection = _join(connection, value)
+            elif name == b"upgrade":
+                upgrade = _join(upgrade, value.strip(), b", ")
             elif name == b"x-forwarded-for":
                 forwarded_for = _join(forwarded_for, value.strip(), b", ")
     size, framed_twice = _framing(codings, length)
@@ -178,10 +182,15 @@ def parse_request(head: bytes, client: bytes, via: bytes) -> Request:
         tokens = _tokens(connection)
         close = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
     close = close or framed_twice
+    # An upgrade (RFC 9110 7.8) is passed on for an HTTP/1.1 request without a body that
+    # lists it in Connection; otherwise its Upgrade header goes the way of the others.
+    if not upgrade or http10 or size or codings or b"upgrade" not in _tokens(connection):
+        upgrade = b""
+    connection_line = b"Upgrade: %s\r\nConnection: upgrade" % upgrade if upgrade else _KEEP
     forwarded = (
         b"%s%s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: %s\r\n"
-        b"%s\r\nConnection: keep-alive\r\n\r\n"
-        % (request_line, headers, _join(forwarded_for, client, b", "), host, via)
+        b"%s\r\n%s\r\n\r\n"
+        % (request_line, headers, _join(forwarded_for, client, b", "), host, via, connection_line)
     )
     return Request(
         method,
@@ -192,6 +201,7 @@ def parse_request(head: bytes, client: bytes, via: bytes) -> Request:
         bool(codings),
         close,
         forwarded,
+        upgrade,
     )
 
 
@@ -282,7 +292,8 @@ class Response:
     length: int | None  # Content-Length, when the body is framed by it
     chunked: bool
     close: bool  # the instance closes the connection after this response
-    interim: bool  # a 1xx: the final response is still to come
+    interim: bool  # a 1xx other than 101: the final response is still to come
+    upgrade: bytes = b""  # a 101's protocol: the connection carries it from now on
 
     def body(self, head_request: bool, decode: bool) -> Body:
         """The body that follows this head (decode: pass on a chunked body's data only)."""
@@ -296,6 +307,8 @@ class Response:
 
     def encode(self, close: bool, decoded: bool) -> bytes:
         """The head for the client (decoded: the chunked body goes out decoded)."""
+        if self.upgrade:
+            return self.head + b"\r\nUpgrade: %s\r\nConnection: upgrade\r\n\r\n" % self.upgrade
         head = _TRANSFER_ENCODING.sub(b"", self.head) if decoded else self.head
         if close:
             return head + b"\r\nConnection: close\r\n\r\n"
@@ -311,9 +324,7 @@ def parse_response(head: bytes, via: bytes) -> Response:
     if not _STATUS_LINE.match(status_line) or _BAD_LINE.search(headers):
         raise BadMessage("bad response head")
     status = int(status_line[9:12])
-    if status == 101:  # the proxy never asks for an upgrade (Upgrade is not passed on)
-        raise BadMessage("unexpected upgrade")
-    length = codings = connection = b""
+    length = codings = connection = upgrade = b""
     has_via = drop = False
     for name, value in _RESPONSE_FIELDS.findall(headers):
         name = name.lower()
@@ -329,6 +340,10 @@ def parse_response(head: bytes, via: bytes) -> Response:
             drop = True
             if name == b"connection":
                 connection = _join(connection, value)
+            elif name == b"upgrade":
+                upgrade = _join(upgrade, value.strip(), b", ")
+    if status == 101 and not upgrade:
+        raise BadMessage("a 101 answer names no protocol")
     if drop:
         headers = _RESPONSE_DROPS.sub(b"", headers)
     # A transfer coding other than a final chunked one means the body ends when the
@@ -350,7 +365,10 @@ def parse_response(head: bytes, via: bytes) -> Response:
         close = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
     if http10:  # the proxy speaks HTTP/1.1 to its client, whatever the instance speaks
         status_line = b"HTTP/1.1" + status_line[8:]
-    return Response(status, status_line + headers, size, chunked, close, status < 200)
+    if status != 101:
+        upgrade = b""
+    interim = status < 200 and status != 101
+    return Response(status, status_line + headers, size, chunked, close, interim, upgrade)
 
 
 def _join(values: bytes, value: bytes, comma: bytes = b",") -> bytes:
