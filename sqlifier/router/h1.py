@@ -5,6 +5,9 @@
   client wants the connection closed after it, and the head to send to the instance
   (hop-by-hop headers removed, X-Forwarded-* and Via added).
 - `parse_response` does the same for an instance's response head.
+- An upgrade (`Upgrade: websocket` in a bodiless HTTP/1.1 request that lists `upgrade` in
+  `Connection`) is the one hop-by-hop header passed on: the request keeps it, and a 101
+  answer's `Upgrade` goes back to the client; the connection then carries that protocol.
 - A `Body` finds where a message body ends as its bytes arrive, so bodies can be passed
   on piece by piece: by `Content-Length`, chunk by chunk (through the last chunk and the
   trailers), or until the connection closes.

@@ -48,6 +48,11 @@ answer had begun, a connection cut short. A client that goes away just ends its
 exchange: nothing counts against the instance, and the connection to the instance is
 closed unless the answer was relayed whole.
 
+Upgrades. A request that asks for one (a WebSocket) is passed on with its `Upgrade`;
+after the instance's 101 the exchange becomes a tunnel: bytes pass both ways as they
+arrive until either side closes or neither sends anything for the service's idle
+timeout. It counts as one request, at its 101.
+
 Counts. An answer is counted on its backend as it goes; the counts of each (service,
 track) are brought up to date from its backends' when they are read, not on every
 request.
