@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from sqlifier.router import h1
-from sqlifier.router.flow import BODY_WAITS
+from sqlifier.router.flow import BODY_WAITS, READ_AHEAD
 from sqlifier.router.upstreams import Live, Service, Upstream
 
 if TYPE_CHECKING:
@@ -293,6 +293,7 @@ class Exchange:
         if client.buffer:  # the client spoke the new protocol before the 101
             early, client.buffer = client.buffer, b""
             upstream.send(early)
+            client.release(READ_AHEAD)
 
     def tunnel_data(self, data: bytes) -> None:
         """Bytes from the client on an upgraded connection."""

@@ -133,3 +133,48 @@ def test_a_pid_file_naming_another_process_is_not_adopted(tmp_path: Path) -> Non
         assert _haproxy_pid(state_dir) != os.getpid()
     finally:
         plane.stop()
+
+
+def test_a_data_plane_that_cannot_start_again_is_the_routers_error(tmp_path: Path) -> None:
+    """The agent's side: the data plane ended and cannot be started again (its port is
+    taken). `ps` shows the router's error, naming the port and its holder; before, the
+    agent's loop died on the exception and `ps` said `(pid None)`."""
+    import asyncio
+
+    from sqlifier.platform.traffic import Traffic
+    from sqlifier.stack.stackfile import load_stack
+
+    port = free_port()
+    (tmp_path / "sqlifier.toml").write_text(
+        f'[stack]\nname = "shop"\n[router]\nkind = "haproxy"\nlisten = "127.0.0.1:{port}"\n'
+        '[services.web]\nrun = "python -m web"\nroutes = ["/"]\n'
+    )
+    stack, _ = load_stack(tmp_path / "sqlifier.toml")
+
+    class NoInstances:
+        def all_instances(self) -> list[object]:
+            return []
+
+    async def run() -> str | None:
+        traffic = Traffic(stack, "dev", tmp_path / "state", NoInstances())  # type: ignore[arg-type]
+        (tmp_path / "state").mkdir()
+        task = asyncio.create_task(traffic._run())  # the data plane is gone: start it again
+        try:
+            async with asyncio.timeout(30):
+                while traffic.error is None:
+                    await asyncio.sleep(0.05)
+        finally:
+            traffic._stopping = True
+            task.cancel()
+        snapshot = traffic.snapshot()
+        assert snapshot is not None
+        return snapshot["error"]
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        error = asyncio.run(run())
+    assert error == (
+        f"the router did not start: the router cannot listen on 127.0.0.1:{port}:"
+        f" Address already in use (held by {psutil.Process().name()}, pid {os.getpid()})"
+    )
