@@ -49,16 +49,24 @@ from sqlifier.router.haproxy_config import (
     track_backend,
 )
 from sqlifier.router.haproxy_master import Master, find_master, probe_bind
+from sqlifier.router.haproxy_master import stop_left_behind as stop_master_left
 from sqlifier.router.metrics import BUCKETS_MS, CLASSES, Counters
 from sqlifier.router.state import Backend, BackendState, DesiredState
 
-__all__ = ["HAProxyError", "HAProxyPlane", "find_haproxy", "render_config"]
+__all__ = ["HAProxyError", "HAProxyPlane", "find_haproxy", "render_config", "stop_left_behind"]
 
 LOGGED = 250  # stable requests logged a second, about, when more arrive
 
 
 def find_haproxy() -> str | None:
     return shutil.which("haproxy")
+
+
+async def stop_left_behind(root: Path) -> bool:
+    """Stop the HAProxy of the data plane whose folder is `root` if it outlived its data
+    plane (killed with SIGKILL); whether there was one."""
+    files = Files(root, root)  # the sockets' folder is not needed (nor made) for this
+    return await stop_master_left(files.pid, files.config)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["Master", "find_master", "holder", "probe_bind"]
+__all__ = ["Master", "find_master", "holder", "probe_bind", "stop_left_behind"]
 
 
 @dataclass
@@ -71,6 +71,23 @@ def find_master(pid_file: Path, config: Path) -> Master | None:
         return Master(pid, None, found.create_time())
     except (OSError, ValueError, IndexError, psutil.Error):
         return None
+
+
+async def stop_left_behind(pid_file: Path, config: Path, grace: float = 30.0) -> bool:
+    """Stop the HAProxy a killed data plane left running (`down` while no data plane
+    runs to stop it): soft stop, SIGKILL after `grace` seconds. Whether there was one."""
+    master = find_master(pid_file, config)
+    if master is None:
+        return False
+    master.signal(signal.SIGUSR1)
+    try:
+        await asyncio.wait_for(master.wait(), grace)
+    except TimeoutError:
+        master.signal(signal.SIGKILL)
+        await master.wait()
+    with contextlib.suppress(OSError):
+        pid_file.unlink()
+    return True
 
 
 def probe_bind(host: str, port: int) -> None:

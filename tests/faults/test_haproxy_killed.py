@@ -178,3 +178,27 @@ def test_a_data_plane_that_cannot_start_again_is_the_routers_error(tmp_path: Pat
         f"the router did not start: the router cannot listen on 127.0.0.1:{port}:"
         f" Address already in use (held by {psutil.Process().name()}, pid {os.getpid()})"
     )
+
+
+def test_down_while_the_data_plane_is_dead_leaves_no_haproxy(tmp_path: Path) -> None:
+    """The data plane was killed and `down` comes before the agent started it again:
+    the HAProxy it left is stopped too, found by its pid file."""
+    import asyncio
+
+    from sqlifier.router.haproxy import stop_left_behind
+
+    state_dir = tmp_path / "state"
+    plane = Plane("haproxy", state_dir)
+    plane.start()
+    try:
+        haproxy = _haproxy_pid(state_dir)
+        assert plane.process is not None
+        os.kill(plane.process.pid, signal.SIGKILL)
+        plane.process.wait()
+        plane.process = None
+        assert psutil.pid_exists(haproxy)  # left behind, still serving
+        assert asyncio.run(stop_left_behind(state_dir / "haproxy")) is True
+        assert not psutil.pid_exists(haproxy) or psutil.Process(haproxy).status() == "zombie"
+        assert asyncio.run(stop_left_behind(state_dir / "haproxy")) is False
+    finally:
+        plane.stop()
