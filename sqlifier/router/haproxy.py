@@ -48,8 +48,9 @@ from sqlifier.router.haproxy_config import (
     structure,
     track_backend,
 )
-from sqlifier.router.haproxy_master import Master, find_master, probe_bind
+from sqlifier.router.haproxy_master import Master, find_master
 from sqlifier.router.haproxy_master import stop_left_behind as stop_master_left
+from sqlifier.router.listen import probe_bind
 from sqlifier.router.metrics import BUCKETS_MS, CLASSES, Counters
 from sqlifier.router.state import Backend, BackendState, DesiredState
 

@@ -15,13 +15,12 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-__all__ = ["Master", "find_master", "holder", "probe_bind", "stop_left_behind"]
+__all__ = ["Master", "find_master", "stop_left_behind"]
 
 
 @dataclass
@@ -88,27 +87,3 @@ async def stop_left_behind(pid_file: Path, config: Path, grace: float = 30.0) ->
     with contextlib.suppress(OSError):
         pid_file.unlink()
     return True
-
-
-def probe_bind(host: str, port: int) -> None:
-    """OSError, its message naming the address and what holds it, when it is taken."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            who = holder(port)
-            detail = f" (held by {who})" if who else ""
-            raise OSError(exc.errno, f"{exc.strerror}{detail}") from None
-
-
-def holder(port: int) -> str | None:
-    """The process (of this user's) listening on `port`: "haproxy, pid 1234"."""
-    with contextlib.suppress(psutil.Error, OSError):
-        for connection in psutil.net_connections("tcp"):
-            address = connection.laddr
-            if connection.status == psutil.CONN_LISTEN and address and address[1] == port:
-                if connection.pid is None:
-                    return None
-                return f"{psutil.Process(connection.pid).name()}, pid {connection.pid}"
-    return None

@@ -100,7 +100,8 @@ def test_a_restarted_data_plane_adopts_the_haproxy_left_running(tmp_path: Path) 
         probe.bind(("127.0.0.1", first.port))
 
 
-def test_a_taken_port_is_named_with_what_holds_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["haproxy", "embedded"])
+def test_a_taken_port_is_named_with_what_holds_it(tmp_path: Path, kind: str) -> None:
     port = free_port()
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", port))
@@ -108,7 +109,7 @@ def test_a_taken_port_is_named_with_what_holds_it(tmp_path: Path) -> None:
         result = subprocess.run(
             [
                 *(sys.executable, "-m", "sqlifier.router", "--state-dir", str(tmp_path)),
-                *("--kind", "haproxy", "--listen", f"127.0.0.1:{port}"),
+                *("--kind", kind, "--listen", f"127.0.0.1:{port}"),
             ],
             capture_output=True,
             text=True,
