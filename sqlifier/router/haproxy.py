@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlifier.router.haproxy_admin import admin, drain, parse_stat, unrouted
+from sqlifier.router.haproxy_admin import admin, drain, parse_servers_state, parse_stat, unrouted
 from sqlifier.router.haproxy_config import (
     SAMPLE_RANGE,
     Files,
@@ -52,6 +52,7 @@ from sqlifier.router.haproxy_master import Master, find_master
 from sqlifier.router.haproxy_master import stop_left_behind as stop_master_left
 from sqlifier.router.listen import probe_bind
 from sqlifier.router.metrics import BUCKETS_MS, CLASSES, Counters
+from sqlifier.router.routes import Track
 from sqlifier.router.state import Backend, BackendState, DesiredState
 
 __all__ = ["HAProxyError", "HAProxyPlane", "find_haproxy", "render_config", "stop_left_behind"]
@@ -121,18 +122,73 @@ class HAProxyPlane:
             self._tasks.add(task)
 
     async def _adopt(self) -> None:
-        """Take over a running HAProxy: its master re-reads the configuration written
-        from the saved state (a reload: its listening socket stays open, its old worker
-        finishes the requests it has), so what this process knows of it is exact."""
+        """Take over a running HAProxy without a reload (a reload would close its idle
+        kept-alive client connections): learn its servers from `show servers state`
+        and bring them to the saved state with runtime commands. Only if its backends are
+        not the saved state's (its configuration is older) does it reload."""
         print(f"haproxy (pid {self._master.pid if self._master else '?'}) adopted", flush=True)
         try:
-            await self._reload()
-        except (HAProxyError, OSError) as exc:
+            await self._wait_admin(None)
+            rows = parse_servers_state(await admin(self.files.admin, "show servers state"))
+            names = (await admin(self.files.admin, "show backend")).splitlines()[1:]
+            if not self._resume(rows, {name.strip() for name in names}):
+                await self._reload()
+                return
+            sample = self.files.sample_map
+            await self._run(
+                [
+                    f"set server {backend}/{key} state maint"
+                    for key, backend in self._deleting.items()
+                ]
+                + [f"clear map {sample}; add map {sample} 0:{SAMPLE_RANGE - 1} 0"]
+            )
+            await self._apply_changes(DesiredState(), self._state)
+            await self._save_server_state()
+            self._follow_log()
+        except (HAProxyError, OSError, TimeoutError) as exc:
             # It does not answer as it should: replace it.
             print(f"the adopted haproxy does not answer ({exc}); replacing it", flush=True)
             await self._stop_master(5.0)
             probe_bind(self.host, self.port)
             await self._launch()
+
+    def _resume(self, rows: list[dict[str, str]], running: set[str]) -> bool:
+        """What this process knows of HAProxy, from its backends' names (`running`) and
+        servers (`rows`), each server taken to be draining, so that the saved state's
+        readiness and weights are all sent again; servers the state no longer has are to
+        be deleted. False if a backend of the state is missing (its configuration is
+        older: it must be written anew)."""
+        state = self._state
+        backends = {track_backend(name, track) for name in state.routes for track in Track}
+        if not backends <= running:
+            return False
+        wanted = {
+            b.id: track_backend(name, b.track)
+            for name, traffic in state.services.items()
+            if name in state.routes
+            for b in traffic.backends
+        }
+        self._structure = structure(state)
+        self._servers, self._deleting = {}, {}
+        for row in rows:
+            backend, key = row["be_name"], row["srv_name"]
+            if backend not in backends:
+                continue
+            if wanted.get(key) == backend and key not in self._servers:
+                track = Track.CANARY if backend.endswith(".canary") else Track.STABLE
+                spec = Backend(
+                    key,
+                    key,
+                    row["srv_addr"],
+                    int(row["srv_port"]),
+                    track,
+                    BackendState.DRAIN,
+                    weight=max(1, min(256, int(row["srv_uweight"]))),
+                )
+                self._servers[key] = _Server(spec, backend, seen_econ=None)
+            else:
+                self._deleting[key] = backend
+        return True
 
     def _write_config(self) -> None:
         state = self._state

@@ -5,8 +5,10 @@ HAProxy runs in master-worker mode and writes its master's pid to a file beside 
 configuration. A data plane that starts finds the HAProxy there by that file, and takes
 it as its own only if it is still HAProxy, still this user's and still run with this
 stack's configuration file (a recycled pid is none of these). Adopting it rather than
-replacing it keeps the port open and the requests flowing while the data plane restarts;
-stopping HAProxy whenever its parent dies (PR_SET_PDEATHSIG) would drop both.
+replacing it keeps the port open and the requests flowing while the data plane restarts
+(the data plane learns its servers over the admin socket, without a reload, which would
+close idle kept-alive client connections); stopping HAProxy whenever its parent dies
+(PR_SET_PDEATHSIG) would drop both.
 """
 
 from __future__ import annotations

@@ -60,6 +60,18 @@ class Load:
                 connection.close()
 
 
+def _worker_pid(state_dir: Path) -> str:
+    """The pid of HAProxy's worker: a reload would start a new one."""
+    import asyncio
+
+    from sqlifier.router.haproxy_admin import admin
+    from sqlifier.router.haproxy_config import socket_dir
+
+    path = socket_dir(state_dir / "haproxy") / "admin.sock"
+    info = asyncio.run(admin(path, "show info"))
+    return next(line.split(":", 1)[1] for line in info.splitlines() if line.startswith("Pid:"))
+
+
 def _haproxy_pid(state_dir: Path) -> int:
     return int((state_dir / "haproxy" / "haproxy.pid").read_text().split()[0])
 
@@ -74,7 +86,7 @@ def test_a_restarted_data_plane_adopts_the_haproxy_left_running(tmp_path: Path) 
     try:
         web = servers.start("web-0")
         first.sync(ROUTES, {"web": {"backends": [backend("web-0", web)]}})
-        haproxy = _haproxy_pid(state_dir)
+        haproxy, worker = _haproxy_pid(state_dir), _worker_pid(state_dir)
         with Load(first.port) as load:
             while sum(load.seen.values()) < 50:
                 threading.Event().wait(0.01)
@@ -88,6 +100,7 @@ def test_a_restarted_data_plane_adopts_the_haproxy_left_running(tmp_path: Path) 
                 threading.Event().wait(0.01)
         assert set(load.seen) == {200}, load.seen  # HAProxy served throughout
         assert _haproxy_pid(state_dir) == haproxy  # the same HAProxy, adopted
+        assert _worker_pid(state_dir) == worker  # without a reload: no connection closed
         second.sync(ROUTES, {"web": {"backends": [backend("web-0", web)]}})  # it is driven
         assert second.call({"op": "stats"})["backends"][f"web-0_{web}"]["requests"] > 0
     finally:
