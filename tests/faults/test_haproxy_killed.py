@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.router.test_dataplanes import ROUTES, Backends, Plane, backend
+from tests.router.test_dataplanes import ROUTES, Backends, Plane, ask, backend
 from tests.servers import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
@@ -216,3 +216,45 @@ def test_down_while_the_data_plane_is_dead_leaves_no_haproxy(tmp_path: Path) -> 
         assert asyncio.run(stop_left_behind(state_dir / "haproxy")) is False
     finally:
         plane.stop()
+
+
+def test_an_adopted_haproxy_is_brought_to_the_saved_state(tmp_path: Path) -> None:
+    """HAProxy has a server the saved state no longer lists (the agent removed it while
+    no data plane ran, say) and one drained that the state says is ready: adoption
+    deletes the first and readies the second, with no reload."""
+    import json
+    import time
+
+    servers = Backends()
+    state_dir = tmp_path / "state"
+    first = Plane("haproxy", state_dir)
+    first.start()
+    second = Plane("haproxy", state_dir)
+    second.port = first.port
+    try:
+        web0, web1 = servers.start("web-0"), servers.start("web-1")
+        first.sync(
+            {"web": ROUTES["web"]},
+            {"web": {"backends": [backend("web-0", web0, state="drain"), backend("web-1", web1)]}},
+        )
+        worker = _worker_pid(state_dir)
+        assert first.process is not None
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait()
+        first.process = None
+        saved = {
+            "routes": {"web": ROUTES["web"]},
+            "services": {"web": {"backends": [backend("web-0", web0)]}},
+        }
+        (state_dir / "router-state.json").write_text(json.dumps(saved))
+        second.start()
+        deadline = time.monotonic() + 10
+        while f"web-1_{web1}" in second.call({"op": "stats"})["backends"]:
+            assert time.monotonic() < deadline, "the server the state lacks was not deleted"
+            time.sleep(0.05)
+        assert {json.loads(ask(second.port)[1])["instance"] for _ in range(4)} == {"web-0"}
+        assert _worker_pid(state_dir) == worker
+    finally:
+        second.stop()
+        first.stop()
+        servers.close()
