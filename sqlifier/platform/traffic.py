@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlifier.errors import UserError
 from sqlifier.router.control import ControlClient, ControlError
-from sqlifier.router.haproxy import find_haproxy
+from sqlifier.router.haproxy import find_haproxy, stop_left_behind
 from sqlifier.router.metrics import Counters, summarize
 from sqlifier.router.routes import RESOLUTION, Track
 from sqlifier.router.state import Backend, BackendState, DesiredState, ServiceTraffic
@@ -175,6 +175,7 @@ class Traffic:
         if self.launched is not None:
             await stop_group(self.launched, 35.0)
             self.launched = None
+        await stop_left_behind(self.state_dir / "haproxy")  # its data plane was killed
 
     # --- keeping it in step -----------------------------------------------------------
 
@@ -211,7 +212,8 @@ class Traffic:
                         probe=instance.probe_passed,
                     )
                 )
-            services[name] = ServiceTraffic(tuple(backends), self.canary.get(name, 0))
+            timeouts = self.services[name].timeouts
+            services[name] = ServiceTraffic(tuple(backends), self.canary.get(name, 0), timeouts)
         return DesiredState(dict(self.routes), services)
 
     async def sync(self) -> None:
@@ -270,6 +272,8 @@ class Traffic:
             self._changed.clear()
             try:
                 await self._step()
+            except UserError as exc:  # it could not be started again: `ps` says why
+                self.error = str(exc)
             except (ControlError, OSError, KeyError, ValueError) as exc:
                 self.error = f"the router does not answer: {exc}"
 

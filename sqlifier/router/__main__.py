@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlifier.router.control import load_saved, serve_control
 from sqlifier.router.haproxy import HAProxyError, HAProxyPlane
+from sqlifier.router.listen import probe_bind
 from sqlifier.router.proxy import Proxy
 from sqlifier.router.state import DesiredState
 
@@ -53,6 +54,7 @@ async def serve(state_dir: Path, kind: str, host: str, port: int) -> int:
             await plane.start(saved)
             server = None
         else:
+            probe_bind(host, port)  # to name what holds the address, if anything does
             proxy = Proxy()
             if saved is not None:
                 proxy.apply(saved)

@@ -75,6 +75,9 @@ class Client(asyncio.Protocol):
             self.buffer = self.buffer + data if self.buffer else data
             self.next()
             return
+        if exchange.tunnel:
+            exchange.tunnel_data(data)
+            return
         if not exchange.request_body.done:
             data = exchange.request_data(data)
         self.buffer += data  # the next request, read ahead
@@ -86,6 +89,8 @@ class Client(asyncio.Protocol):
         exchange = self.exchange
         if exchange is None:
             self.next()
+        elif exchange.tunnel:
+            exchange.client_ended()
         elif not exchange.request_body.done:  # the rest of the body will never come
             exchange.abandon()
             self.closing = True
@@ -137,6 +142,9 @@ class Client(asyncio.Protocol):
         started = time.monotonic()
         try:
             request = self._parse(head)
+        except h1.TooLarge as big:
+            self.reply(431, str(big), close=True)
+            return
         except h1.BadMessage as bad:
             self.reply(400, str(bad), close=True)
             return
@@ -213,11 +221,11 @@ class Client(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def look(self, now: float) -> None:
-        """Close the connection if no request head came in time; answer 504 if the
-        instance did not answer its request in time."""
+        """Close the connection if no request head came in time; let the exchange see
+        whether its instance is past one of its timeouts."""
         exchange = self.exchange
         if exchange is None:
             if now - self.since > self.patience:
                 self.close()
-        elif exchange.waiting() and now - exchange.sent > self.proxy.limits.response_timeout:
-            exchange.fail(504, "the instance did not answer\n")
+        else:
+            exchange.look(now)

@@ -4,11 +4,12 @@ the end of the instance's answer.
 The request head is written to a kept-alive connection, or to a new one once it is open
 (body bytes that arrive meanwhile wait, up to 64 KiB); the answer's head is read whole,
 rewritten and passed on, then its body as its bytes arrive. Failures are told apart here:
-an instance that cannot be reached is ejected and another of its track tried once; a
-reused connection that fails before any answer is retried on a fresh one when the request
-is idempotent and has no body; otherwise the instance failed (502, 504 past the response
-timeout, or a connection cut short once its answer had begun). A client that goes away
-just ends its exchange.
+an instance that cannot be reached is ejected and another of its track tried once; an
+idempotent request without a body is sent once more when its instance says nothing
+before the service's first-byte timeout (elsewhere; the silent one is ejected) or closes
+the connection before answering; otherwise the instance failed (502, 504 past the
+first-byte timeout, or a connection cut short once its answer had begun or paused past
+the idle timeout). A client that goes away just ends its exchange.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from sqlifier.router import h1
-from sqlifier.router.flow import BODY_WAITS
+from sqlifier.router.flow import BODY_WAITS, READ_AHEAD
 from sqlifier.router.upstreams import Live, Service, Upstream
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class Exchange:
         "close",
         "done",
         "head_buffer",
+        "heard",
         "keep",
         "live",
         "pending",
@@ -51,6 +53,7 @@ class Exchange:
         "service",
         "started",
         "status",
+        "tunnel",
         "upstream",
     )
 
@@ -67,6 +70,7 @@ class Exchange:
         self.pending = b""  # body received while there was no connection yet
         self.upstream: Upstream | None = None
         self.sent = 0.0  # when the instance had the whole request
+        self.heard = 0.0  # when the instance's answer last sent bytes (0: none yet)
         self.reused = False  # the connection came from the pool
         self.retried = False
         self.head_buffer = b""  # a response head so far
@@ -75,6 +79,7 @@ class Exchange:
         self.close = False  # close the client's connection after the answer
         self.keep = False  # the instance's connection can carry another request
         self.done = False
+        self.tunnel = False  # upgraded (101): bytes pass both ways until one side ends
 
     # --- the request ----------------------------------------------------------------------
 
@@ -92,7 +97,7 @@ class Exchange:
         loop = asyncio.get_running_loop()
         outbox = self.client.outbox
         try:
-            async with asyncio.timeout(self.client.proxy.limits.connect_timeout):
+            async with asyncio.timeout(self.service.timeouts.connect):
                 _, upstream = await loop.create_connection(
                     lambda: Upstream(live, outbox), live.spec.host, live.spec.port
                 )
@@ -160,11 +165,18 @@ class Exchange:
 
     def response_data(self, upstream: Upstream, data: bytes) -> None:
         """Relay what the instance sent: its head (once, rewritten), then its body."""
+        self.heard = time.monotonic()
+        if self.tunnel:
+            self.client.send(data)
+            return
         body = self.response_body
         head = b""
         if body is None:
             response = self._final_head(upstream, data)
             if response is None:
+                return
+            if response.upgrade:
+                self._upgrade(upstream, response)
                 return
             data, self.head_buffer = self.head_buffer, b""
             body, head = self._begin(response)
@@ -219,9 +231,89 @@ class Exchange:
         self.keep = not response.close and not until_close
         return body, response.encode(self.close, decoded)
 
-    def waiting(self) -> bool:
-        """Whether the instance has the whole request and has yet to answer."""
-        return self.sent > 0 and not self.status
+    def look(self, now: float) -> None:
+        """Past a phase's timeout: a request still waiting for its answer's first byte is
+        tried once on another instance when that is safe (504 otherwise), and an answer
+        (or an upgraded connection) that stopped coming fails."""
+        timeouts = self.service.timeouts
+        if self.tunnel:
+            if now - self.heard > timeouts.idle:
+                self.end_tunnel()
+            return
+        if not self.sent:
+            return
+        if not self.heard:
+            if now - self.sent > timeouts.first_byte:
+                self._no_first_byte()
+        elif now - self.heard > timeouts.idle:
+            self.fail(504, "the instance did not answer\n")
+
+    def _no_first_byte(self) -> None:
+        """The instance has the request and says nothing. It may be hung: when another
+        instance can take its traffic it is ejected (until its readiness probe passes
+        again), and an idempotent request without a body goes to that one instead."""
+        live = self.live
+        other = self.service.pick(live.spec.track, live)
+        if other is not None:
+            self.client.proxy.eject(live)
+        if other is None or not self._retryable():
+            self.fail(504, "the instance did not answer\n")
+            return
+        live.counters.failed += 1
+        self._retry(other)
+
+    def _retryable(self) -> bool:
+        """Sending the request again cannot do twice what the client asked once."""
+        request = self.request
+        idempotent = request.method in _IDEMPOTENT and not request.length
+        return idempotent and not request.chunked and not self.retried
+
+    def _retry(self, live: Live) -> None:
+        self._leave()
+        self.retried = True
+        self.sent = self.heard = 0.0
+        self.head_buffer = b""
+        self.dispatch(live)
+
+    # --- an upgraded connection -------------------------------------------------------------
+
+    def _upgrade(self, upstream: Upstream, response: h1.Response) -> None:
+        """A 101: the instance's answer to an `Upgrade` the client asked for. It counts as
+        one request; from now on the bytes pass both ways as they come, until either side
+        closes or neither sends anything for the service's idle timeout."""
+        if not self.request.upgrade:
+            self.fail(502, "the instance failed\n")  # an upgrade nobody asked for
+            return
+        self.status = 101
+        self.tunnel = True
+        self.live.counters.record(101, time.monotonic() - self.started)
+        rest, self.head_buffer = self.head_buffer, b""
+        client = self.client
+        client.send(response.encode(close=False, decoded=False) + rest)
+        if client.buffer:  # the client spoke the new protocol before the 101
+            early, client.buffer = client.buffer, b""
+            upstream.send(early)
+            client.release(READ_AHEAD)
+
+    def tunnel_data(self, data: bytes) -> None:
+        """Bytes from the client on an upgraded connection."""
+        self.heard = time.monotonic()
+        if self.upstream is not None:
+            self.upstream.send(data)
+
+    def client_ended(self) -> None:
+        """The client has sent all it will on an upgraded connection: the instance is told
+        (it may still answer)."""
+        upstream = self.upstream
+        if upstream is not None:
+            # After the writes gathered this turn (the outbox's flush was asked for first).
+            asyncio.get_running_loop().call_soon(_write_eof, upstream.transport)
+
+    def end_tunnel(self) -> None:
+        """An upgraded connection ends: both sides are closed, once what was sent is out."""
+        self._leave()
+        self._end()
+        self.client.close()
 
     # --- the end --------------------------------------------------------------------------
 
@@ -237,10 +329,20 @@ class Exchange:
 
     def upstream_ended(self, eof: bool) -> None:
         """The instance closed the connection (eof), or the connection broke."""
-        if eof and isinstance(self.response_body, h1.UntilClose):
+        if self.tunnel:
+            self.end_tunnel()
+        elif eof and isinstance(self.response_body, h1.UntilClose):
             self._complete(clean=False)
-        elif self.reused and not self.status and not self.head_buffer:
+        elif self.reused and not self.heard:
             self._stale()
+        elif not self.heard and self._retryable():
+            # Gone before any answer (killed, crashed): another instance, if there is one.
+            other = self.service.pick(self.live.spec.track, self.live)
+            if other is None:
+                self.fail(502, "the instance failed\n")
+            else:
+                self.live.counters.failed += 1
+                self._retry(other)
         else:
             self.fail(502, "the instance failed\n")
 
@@ -249,13 +351,10 @@ class Exchange:
         it while it was idle. Sent again on a fresh one, if that is safe."""
         live = self.live
         live.close_idle()  # its other idle connections are likely stale too
-        request = self.request
-        if self.retried or request.method not in _IDEMPOTENT or request.length or request.chunked:
+        if not self._retryable():
             self.fail(502, "the instance failed\n")
             return
-        self._leave()
-        self.retried = True
-        self.dispatch(live)
+        self._retry(live)
 
     def fail(self, status: int, text: str) -> None:
         """The instance failed the request: that counts against it. The client gets
@@ -277,7 +376,7 @@ class Exchange:
     def abandon(self) -> None:
         """The client went away, or broke its request: the exchange just ends. Nothing
         counts against the instance; an answer that had begun counts as it was."""
-        if self.status:
+        if self.status and not self.tunnel:  # an upgrade was counted at its 101
             self.live.counters.record(self.status, time.monotonic() - self.started)
         self._leave()
         self._end()
@@ -302,3 +401,8 @@ class Exchange:
     def _end(self) -> None:
         self.done = True
         self.client.exchange = None
+
+
+def _write_eof(transport: asyncio.Transport) -> None:
+    if not transport.is_closing() and transport.can_write_eof():
+        transport.write_eof()

@@ -5,6 +5,9 @@
   client wants the connection closed after it, and the head to send to the instance
   (hop-by-hop headers removed, X-Forwarded-* and Via added).
 - `parse_response` does the same for an instance's response head.
+- An upgrade (`Upgrade: websocket` in a bodiless HTTP/1.1 request that lists `upgrade` in
+  `Connection`) is the one hop-by-hop header passed on: the request keeps it, and a 101
+  answer's `Upgrade` goes back to the client; the connection then carries that protocol.
 - A `Body` finds where a message body ends as its bytes arrive, so bodies can be passed
   on piece by piece: by `Content-Length`, chunk by chunk (through the last chunk and the
   trailers), or until the connection closes.
@@ -32,6 +35,8 @@ __all__ = [
     "BARE_LF",
     "BARE_LF_END",
     "HEAD_END",
+    "MAX_FIELDS",
+    "MAX_HEAD",
     "NO_BODY",
     "BadMessage",
     "Body",
@@ -39,6 +44,7 @@ __all__ = [
     "Length",
     "Request",
     "Response",
+    "TooLarge",
     "UntilClose",
     "parse_request",
     "parse_response",
@@ -46,6 +52,11 @@ __all__ = [
 ]
 
 HEAD_END = b"\r\n\r\n"
+# The largest head, and the most header lines in one, either data plane takes: HAProxy's
+# (its default 16 KiB buffer, less the 1 KiB it keeps for rewriting and its own
+# bookkeeping, takes a little over 14 KiB whatever the number of lines; 101 lines at most).
+MAX_HEAD = 14 * 1024
+MAX_FIELDS = 101
 # Where a head whose lines end with a bare LF ends (h11 and HAProxy accept one; sqlifier
 # refuses it, as RFC 9112 2.2 allows, rather than rewrite a head it passes on unread).
 BARE_LF_END = re.compile(rb"\n\r?\n")
@@ -97,11 +108,16 @@ _BAD_LINE = re.compile(rb"\r\n(?![^:\s]+:)")
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] [1-9][0-9][0-9](?: |$)")
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
 _HEX = b"0123456789abcdefABCDEF"
+_KEEP = b"Connection: keep-alive"
 _LINE_MAX = 8 * 1024  # a chunk-size line or a trailer line
 
 
 class BadMessage(Exception):
     """A message the proxy will not pass on; the text is the reply's body."""
+
+
+class TooLarge(BadMessage):
+    """A request head with more header lines than MAX_FIELDS (431, not 400)."""
 
 
 @dataclass(slots=True)
@@ -114,6 +130,7 @@ class Request:
     chunked: bool
     close: bool  # the client wants the connection closed after this exchange
     head: bytes  # the head to send to the instance, its blank line included
+    upgrade: bytes = b""  # the protocol asked for (`Upgrade: websocket`), passed on
 
     def body(self) -> Body:
         """The body that follows this head."""
@@ -126,12 +143,14 @@ def parse_request(head: bytes, client: bytes, via: bytes) -> Request:
     """Read a request head (without its blank line) from `client` (its address)."""
     if _REQUEST_HEAD.fullmatch(head) is None:
         raise BadMessage(_what_is_wrong(head))
+    if head.count(b"\n") > MAX_FIELDS:
+        raise TooLarge(f"more than {MAX_FIELDS} header fields\n")
     end = head.find(b"\r\n")
     if end < 0:
         end = len(head)
     request_line, headers = head[:end], head[end:]
     method, target, version = request_line.split(b" ")
-    host = length = codings = connection = forwarded_for = b""
+    host = length = codings = connection = forwarded_for = upgrade = b""
     drop = has_host = False
     for name, value in _REQUEST_FIELDS.findall(headers):
         name = name.lower()
@@ -149,16 +168,13 @@ def parse_request(head: bytes, client: bytes, via: bytes) -> Request:
             drop = True
             if name == b"connection":
                 connection = _join(connection, value)
+            elif name == b"upgrade":
+                upgrade = _join(upgrade, value.strip(), b", ")
             elif name == b"x-forwarded-for":
                 forwarded_for = _join(forwarded_for, value.strip(), b", ")
-    size = 0
-    if codings:  # chunked must be the last coding, or the body's end cannot be found
-        if length or _tokens(codings)[-1] != b"chunked":
-            raise BadMessage("bad transfer-encoding\n")
-    elif length:
-        if not length.isdigit():
-            raise BadMessage("bad content-length\n")
-        size = int(length)
+    size, framed_twice = _framing(codings, length)
+    if framed_twice:
+        headers = _CONTENT_LENGTH.sub(b"", headers)
     if drop:
         headers = _REQUEST_DROPS.sub(b"", headers)
     if version != b"HTTP/1.1":
@@ -168,10 +184,16 @@ def parse_request(head: bytes, client: bytes, via: bytes) -> Request:
     if connection:
         tokens = _tokens(connection)
         close = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
+    close = close or framed_twice
+    # An upgrade (RFC 9110 7.8) is passed on for an HTTP/1.1 request without a body that
+    # lists it in Connection; otherwise its Upgrade header goes the way of the others.
+    if not upgrade or http10 or size or codings or b"upgrade" not in _tokens(connection):
+        upgrade = b""
+    connection_line = b"Upgrade: %s\r\nConnection: upgrade" % upgrade if upgrade else _KEEP
     forwarded = (
         b"%s%s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: %s\r\n"
-        b"%s\r\nConnection: keep-alive\r\n\r\n"
-        % (request_line, headers, _join(forwarded_for, client, b", "), host, via)
+        b"%s\r\n%s\r\n\r\n"
+        % (request_line, headers, _join(forwarded_for, client, b", "), host, via, connection_line)
     )
     return Request(
         method,
@@ -182,7 +204,24 @@ def parse_request(head: bytes, client: bytes, via: bytes) -> Request:
         bool(codings),
         close,
         forwarded,
+        upgrade,
     )
+
+
+def _framing(codings: bytes, length: bytes) -> tuple[int, bool]:
+    """The body's Content-Length (0 when chunked or none), and whether the request is
+    framed both ways. RFC 9112 6.1 and 6.3: Transfer-Encoding overrides Content-Length,
+    which is removed before forwarding, and the connection closes after the answer (as
+    HAProxy does): nothing the client sent after this body is read."""
+    if codings:  # chunked must be the last coding, or the body's end cannot be found
+        if _tokens(codings)[-1] != b"chunked":
+            raise BadMessage("bad transfer-encoding\n")
+        return 0, bool(length)
+    if length:
+        if not length.isdigit():
+            raise BadMessage("bad content-length\n")
+        return int(length), False
+    return 0, False
 
 
 def _what_is_wrong(head: bytes) -> str:
@@ -256,7 +295,8 @@ class Response:
     length: int | None  # Content-Length, when the body is framed by it
     chunked: bool
     close: bool  # the instance closes the connection after this response
-    interim: bool  # a 1xx: the final response is still to come
+    interim: bool  # a 1xx other than 101: the final response is still to come
+    upgrade: bytes = b""  # a 101's protocol: the connection carries it from now on
 
     def body(self, head_request: bool, decode: bool) -> Body:
         """The body that follows this head (decode: pass on a chunked body's data only)."""
@@ -270,6 +310,8 @@ class Response:
 
     def encode(self, close: bool, decoded: bool) -> bytes:
         """The head for the client (decoded: the chunked body goes out decoded)."""
+        if self.upgrade:
+            return self.head + b"\r\nUpgrade: %s\r\nConnection: upgrade\r\n\r\n" % self.upgrade
         head = _TRANSFER_ENCODING.sub(b"", self.head) if decoded else self.head
         if close:
             return head + b"\r\nConnection: close\r\n\r\n"
@@ -285,9 +327,7 @@ def parse_response(head: bytes, via: bytes) -> Response:
     if not _STATUS_LINE.match(status_line) or _BAD_LINE.search(headers):
         raise BadMessage("bad response head")
     status = int(status_line[9:12])
-    if status == 101:  # the proxy never asks for an upgrade (Upgrade is not passed on)
-        raise BadMessage("unexpected upgrade")
-    length = codings = connection = b""
+    length = codings = connection = upgrade = b""
     has_via = drop = False
     for name, value in _RESPONSE_FIELDS.findall(headers):
         name = name.lower()
@@ -303,6 +343,10 @@ def parse_response(head: bytes, via: bytes) -> Response:
             drop = True
             if name == b"connection":
                 connection = _join(connection, value)
+            elif name == b"upgrade":
+                upgrade = _join(upgrade, value.strip(), b", ")
+    if status == 101 and not upgrade:
+        raise BadMessage("a 101 answer names no protocol")
     if drop:
         headers = _RESPONSE_DROPS.sub(b"", headers)
     # A transfer coding other than a final chunked one means the body ends when the
@@ -324,7 +368,10 @@ def parse_response(head: bytes, via: bytes) -> Response:
         close = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
     if http10:  # the proxy speaks HTTP/1.1 to its client, whatever the instance speaks
         status_line = b"HTTP/1.1" + status_line[8:]
-    return Response(status, status_line + headers, size, chunked, close, status < 200)
+    if status != 101:
+        upgrade = b""
+    interim = status < 200 and status != 101
+    return Response(status, status_line + headers, size, chunked, close, interim, upgrade)
 
 
 def _join(values: bytes, value: bytes, comma: bytes = b",") -> bytes:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlifier.router.haproxy_admin import admin, drain, parse_stat, unrouted
+from sqlifier.router.haproxy_admin import admin, drain, parse_servers_state, parse_stat, unrouted
 from sqlifier.router.haproxy_config import (
     SAMPLE_RANGE,
     Files,
@@ -48,16 +48,27 @@ from sqlifier.router.haproxy_config import (
     structure,
     track_backend,
 )
+from sqlifier.router.haproxy_master import Master, find_master
+from sqlifier.router.haproxy_master import stop_left_behind as stop_master_left
+from sqlifier.router.listen import probe_bind
 from sqlifier.router.metrics import BUCKETS_MS, CLASSES, Counters
+from sqlifier.router.routes import Track
 from sqlifier.router.state import Backend, BackendState, DesiredState
 
-__all__ = ["HAProxyError", "HAProxyPlane", "find_haproxy", "render_config"]
+__all__ = ["HAProxyError", "HAProxyPlane", "find_haproxy", "render_config", "stop_left_behind"]
 
 LOGGED = 250  # stable requests logged a second, about, when more arrive
 
 
 def find_haproxy() -> str | None:
     return shutil.which("haproxy")
+
+
+async def stop_left_behind(root: Path) -> bool:
+    """Stop the HAProxy of the data plane whose folder is `root` if it outlived its data
+    plane (killed with SIGKILL); whether there was one."""
+    files = Files(root, root)  # the sockets' folder is not needed (nor made) for this
+    return await stop_master_left(files.pid, files.config)
 
 
 @dataclass
@@ -81,7 +92,7 @@ class HAProxyPlane:
     _servers: dict[str, _Server] = field(default_factory=dict)
     _deleting: dict[str, str] = field(default_factory=dict)  # id -> backend, once drained
     _latency: dict[tuple[str, str], list[int]] = field(default_factory=dict)
-    _process: asyncio.subprocess.Process | None = None
+    _master: Master | None = None
     _follower: asyncio.Task[None] | None = None
     _generation: int = 0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -95,17 +106,89 @@ class HAProxyPlane:
     # --- starting and stopping HAProxy ----------------------------------------------
 
     async def start(self, initial: DesiredState | None = None) -> None:
-        """Start HAProxy; OSError when the listening address is taken (HAProxy itself
-        would only say that it exited)."""
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((self.host, self.port))
+        """Adopt the HAProxy a previous data plane of this stack left running (it keeps
+        serving meanwhile), or start one. OSError when the listening address is taken by
+        anything else (HAProxy itself would only say that it exited)."""
         self.root.mkdir(parents=True, exist_ok=True)
         self._state = initial or DesiredState()
-        await self._launch()
+        self._master = find_master(self.files.pid, self.files.config)
+        if self._master is not None:
+            await self._adopt()
+        else:
+            probe_bind(self.host, self.port)
+            await self._launch()
         for coroutine in (self._watch(), self._housekeeping()):
             task = asyncio.create_task(coroutine)
             self._tasks.add(task)
+
+    async def _adopt(self) -> None:
+        """Take over a running HAProxy without a reload (a reload would close its idle
+        kept-alive client connections): learn its servers from `show servers state`
+        and bring them to the saved state with runtime commands. Only if its backends are
+        not the saved state's (its configuration is older) does it reload."""
+        print(f"haproxy (pid {self._master.pid if self._master else '?'}) adopted", flush=True)
+        try:
+            await self._wait_admin(None)
+            rows = parse_servers_state(await admin(self.files.admin, "show servers state"))
+            names = (await admin(self.files.admin, "show backend")).splitlines()[1:]
+            if not self._resume(rows, {name.strip() for name in names}):
+                await self._reload()
+                return
+            sample = self.files.sample_map
+            await self._run(
+                [
+                    f"set server {backend}/{key} state maint"
+                    for key, backend in self._deleting.items()
+                ]
+                + [f"clear map {sample}; add map {sample} 0:{SAMPLE_RANGE - 1} 0"]
+            )
+            await self._apply_changes(DesiredState(), self._state)
+            await self._save_server_state()
+            self._follow_log()
+        except (HAProxyError, OSError, TimeoutError) as exc:
+            # It does not answer as it should: replace it.
+            print(f"the adopted haproxy does not answer ({exc}); replacing it", flush=True)
+            await self._stop_master(5.0)
+            probe_bind(self.host, self.port)
+            await self._launch()
+
+    def _resume(self, rows: list[dict[str, str]], running: set[str]) -> bool:
+        """What this process knows of HAProxy, from its backends' names (`running`) and
+        servers (`rows`), each server taken to be draining, so that the saved state's
+        readiness and weights are all sent again; servers the state no longer has are to
+        be deleted. False if a backend of the state is missing (its configuration is
+        older: it must be written anew)."""
+        state = self._state
+        backends = {track_backend(name, track) for name in state.routes for track in Track}
+        if not backends <= running:
+            return False
+        wanted = {
+            b.id: track_backend(name, b.track)
+            for name, traffic in state.services.items()
+            if name in state.routes
+            for b in traffic.backends
+        }
+        self._structure = structure(state)
+        self._servers, self._deleting = {}, {}
+        for row in rows:
+            backend, key = row["be_name"], row["srv_name"]
+            if backend not in backends:
+                continue
+            if wanted.get(key) == backend and key not in self._servers:
+                track = Track.CANARY if backend.endswith(".canary") else Track.STABLE
+                spec = Backend(
+                    key,
+                    key,
+                    row["srv_addr"],
+                    int(row["srv_port"]),
+                    track,
+                    BackendState.DRAIN,
+                    weight=max(1, min(256, int(row["srv_uweight"]))),
+                )
+                self._servers[key] = _Server(spec, backend, seen_econ=None)
+            else:
+                self._deleting[key] = backend
+        return True
 
     def _write_config(self) -> None:
         state = self._state
@@ -126,17 +209,21 @@ class HAProxyPlane:
 
     async def _launch(self) -> None:
         self._write_config()
-        self._process = await asyncio.create_subprocess_exec(
-            self.binary, "-W", "-db", "-f", str(self.files.config), stdin=subprocess.DEVNULL
+        process = await asyncio.create_subprocess_exec(
+            self.binary,
+            *("-W", "-db", "-f", str(self.files.config), "-p", str(self.files.pid)),
+            stdin=subprocess.DEVNULL,
         )
+        self._master = Master(process.pid, process)
         await self._wait_admin(None)
         self._follow_log()
 
     async def _wait_admin(self, old_worker: str | None) -> str:
         """Wait until a worker answers on the admin socket (a new one, after a reload)."""
         for _ in range(200):
-            if self._process is not None and self._process.returncode is not None:
-                raise HAProxyError(f"haproxy exited with code {self._process.returncode}")
+            if self._master is None or not self._master.alive():
+                code = self._master.code() if self._master else None
+                raise HAProxyError(f"haproxy exited with code {code}")
             with contextlib.suppress(OSError, TimeoutError):
                 info = await admin(self.files.admin, "show info", 1.0)
                 pid = next((x.split(":", 1)[1] for x in info.splitlines() if x[:4] == "Pid:"), "")
@@ -151,8 +238,8 @@ class HAProxyPlane:
         await self._save_server_state()
         old = await self._worker_pid()
         self._write_config()
-        assert self._process is not None
-        self._process.send_signal(signal.SIGUSR2)
+        assert self._master is not None
+        self._master.signal(signal.SIGUSR2)
         await self._wait_admin(old)
         self._follow_log()
 
@@ -165,8 +252,8 @@ class HAProxyPlane:
     async def _watch(self) -> None:
         """HAProxy ended without being asked: start it again as it was."""
         while not self._closing:
-            assert self._process is not None
-            await self._process.wait()
+            assert self._master is not None
+            await self._master.wait()
             if self._closing:
                 return
             await asyncio.sleep(1)
@@ -182,16 +269,24 @@ class HAProxyPlane:
                 await self._follower
         for task in self._tasks:
             task.cancel()
-        if self._process is not None and self._process.returncode is None:
-            self._process.send_signal(signal.SIGUSR1)  # soft stop: finish what is in flight
-            try:
-                await asyncio.wait_for(self._process.wait(), 30)
-            except TimeoutError:
-                self._process.kill()
-                await self._process.wait()
+        await self._stop_master(30.0)
         # HAProxy has ended: its sockets' folder goes with it (one per stack ever run).
         with contextlib.suppress(OSError):
             shutil.rmtree(self.files.sockets)
+        with contextlib.suppress(OSError):
+            self.files.pid.unlink()
+
+    async def _stop_master(self, grace: float) -> None:
+        """Soft stop (finish what is in flight), then SIGKILL after `grace` seconds."""
+        master = self._master
+        if master is None or not master.alive():
+            return
+        master.signal(signal.SIGUSR1)
+        try:
+            await asyncio.wait_for(master.wait(), grace)
+        except TimeoutError:
+            master.signal(signal.SIGKILL)
+            await master.wait()
 
     # --- latencies from the request log ---------------------------------------------
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlifier.router.haproxy_config import HAProxyError
 
-__all__ = ["admin", "drain", "parse_stat", "unrouted"]
+__all__ = ["admin", "drain", "parse_servers_state", "parse_stat", "unrouted"]
 
 
 async def admin(path: Path, command: str, timeout: float = 5.0) -> str:
@@ -33,6 +33,16 @@ def parse_stat(text: str) -> list[dict[str, str]]:
     if not text.startswith("# "):
         raise HAProxyError(f"unexpected answer to show stat: {text[:200]!r}")
     return list(csv.DictReader(io.StringIO(text[2:])))
+
+
+def parse_servers_state(text: str) -> list[dict[str, str]]:
+    """`show servers state` (format 1: a version line, a `# names` line, rows) as one
+    dict per server."""
+    lines = text.splitlines()
+    if len(lines) < 2 or lines[0].strip() != "1" or not lines[1].startswith("# "):
+        raise HAProxyError(f"unexpected answer to show servers state: {text[:200]!r}")
+    names = lines[1][2:].split()
+    return [dict(zip(names, line.split(), strict=False)) for line in lines[2:] if line.strip()]
 
 
 def drain(sock: socket.socket, most: int = 16) -> tuple[bytes, bool]:

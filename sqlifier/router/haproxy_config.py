@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlifier.router.routes import RESOLUTION, RouteTable, Track
 from sqlifier.router.state import BackendState, DesiredState
+from sqlifier.stack.model import Timeouts
 
 __all__ = [
     "CANARY_TURN",
@@ -75,6 +76,11 @@ class Files:
     @property
     def admin(self) -> Path:
         return self.sockets / "admin.sock"
+
+    @property
+    def pid(self) -> Path:
+        """HAProxy's master's pid: how a data plane that restarts finds it."""
+        return self.root / "haproxy.pid"
 
     @property
     def state(self) -> Path:
@@ -132,8 +138,13 @@ def render_config(
         "    timeout http-request 10s",
         "    timeout http-keep-alive 60s",
         "    timeout queue 5s",
+        # A request is tried once more, on another server, when it could not connect, or
+        # when its server closed or said nothing before the first byte of an answer
+        # (`timeout server`, the first-byte timeout): for a request that is not
+        # idempotent or has a body only when it could not connect (the rule below).
         "    retries 1",
         "    option redispatch 1",
+        "    retry-on conn-failure empty-response response-timeout",
         "    option forwardfor",
         "    http-reuse safe",
         '    http-error status 503 content-type text/plain string "no instance ready"',
@@ -143,10 +154,13 @@ def render_config(
         "",
         f"frontend {name}",
         f"    bind {host}:{port}",
+        *_strict_heads(),
         "    http-request set-header X-Forwarded-Proto http",
         "    http-request set-header X-Forwarded-Host %[req.hdr(host)]",
         f'    http-request set-header Via "1.1 {name}"',
         f'    http-response add-header Via "1.1 {name}" if !{{ res.hdr(via) -m found }}',
+        "    http-request disable-l7-retry if !METH_GET !METH_OPTIONS"
+        " or { req.hdr_val(content-length) gt 0 } or { req.hdr_cnt(transfer-encoding) gt 0 }",
     ]
     # The service is named by its number (`service_numbers`): an integer variable, map
     # key and table key cost HAProxy less than a string's (no copy per request).
@@ -193,6 +207,7 @@ def render_config(
         traffic = state.services.get(service)
         for track in Track:
             lines += ["", f"backend {track_backend(service, track)}", "    balance roundrobin"]
+            lines += _timeouts(traffic.timeouts if traffic else Timeouts())
             if control and track is Track.CANARY:
                 lines.append("    http-request set-log-level info")
             for backend in traffic.backends if traffic else ():
@@ -203,6 +218,40 @@ def render_config(
                         f" weight {backend.weight}{disabled}"
                     )
     return "\n".join(lines) + "\n"
+
+
+# A control character other than HTAB in a field value (NUL, ESC, DEL...): RFC 9110 5.5
+# forbids them, and a lenient instance may read them as line ends. HAProxy 2.6 passes them
+# on; the embedded data plane refuses them, and so does this rule. `req.hdrs` is the head's
+# fields as they came, each line ending with CRLF (a bare CR or LF HAProxy has already
+# read as a line end, or refused).
+_CONTROL = r"[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]"
+
+
+def _strict_heads() -> list[str]:
+    """The rule refusing with 400 what HAProxy would pass on and the embedded data plane
+    refuses: control characters in field values."""
+    return [
+        "    http-request deny status 400 content-type text/plain string"
+        ' "control character in a field value: a field value holds visible characters,'
+        f' spaces and tabs only\\n" if {{ req.hdrs -m reg {_CONTROL} }}',
+    ]
+
+
+def _timeouts(timeouts: Timeouts) -> list[str]:
+    """A service's timeouts on its instances. HAProxy 2.6 has one inactivity timer on the
+    server side (`timeout server`): it bounds the wait for the first byte and every pause
+    after it alike, so it takes the first-byte timeout; an upgraded connection's
+    (`timeout tunnel`) takes the idle timeout."""
+    return [
+        f"    timeout connect {_ms(timeouts.connect)}",
+        f"    timeout server {_ms(timeouts.first_byte)}",
+        f"    timeout tunnel {_ms(timeouts.idle)}",
+    ]
+
+
+def _ms(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
 
 
 def _canary_rules(state: DesiredState, files: Files, numbers: dict[str, int]) -> list[str]:
@@ -251,5 +300,7 @@ def map_text(state: DesiredState) -> str:
 
 
 def structure(state: DesiredState) -> tuple[Any, ...]:
-    """What only a new configuration can change: the routes and the services."""
-    return (tuple(sorted((k, v) for k, v in state.routes.items())),)
+    """What only a new configuration can change: the routes, the services and their
+    timeouts."""
+    timeouts = sorted((name, traffic.timeouts) for name, traffic in state.services.items())
+    return (tuple(sorted((k, v) for k, v in state.routes.items())), tuple(timeouts))

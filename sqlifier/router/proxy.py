@@ -33,19 +33,25 @@ is idle leaves the pool.
 Timeouts take no timer per request: a connection notes when it began to wait, and one
 timer for the whole proxy looks over the client connections every second (more often if
 a limit is shorter than 4 s). A client has `header_timeout` for its first request head
-and `idle_timeout` for each next one; an instance has `response_timeout` for its
-response head once it has the whole request (504 past it). Opening a connection has
-`connect_timeout`.
+and `idle_timeout` for each next one. Each service has its own timeouts on its instances
+(`Timeouts`: connect, first byte, idle between reads of an answer).
 
 Failures. A request that cannot connect to its instance is retried once on another of
 its track (nothing was sent, whatever the method), and the instance is ejected until a
-later state shows its readiness probe passed again (a larger `probe`). A request whose
-reused connection fails before any answer is sent again on a fresh one when it is
-idempotent and has no body. Otherwise the instance failed: that counts against it, and
-the client gets a 502 (a 504 when no head came in time) or, if its answer had begun, a
-connection cut short. A client that goes away just ends its exchange: nothing counts
-against the instance, and the connection to the instance is closed unless the answer
-was relayed whole.
+later state shows its readiness probe passed again (a larger `probe`). An idempotent
+request without a body is also sent once more when its instance says nothing before the
+first-byte timeout (to another instance, the silent one ejected: it may be hung), or
+closes the connection before any answer (to another instance; to a fresh connection when
+a reused one turned out to be closed). Otherwise the instance failed: that counts
+against it, and the client gets a 502 (a 504 when no answer came in time) or, if its
+answer had begun, a connection cut short. A client that goes away just ends its
+exchange: nothing counts against the instance, and the connection to the instance is
+closed unless the answer was relayed whole.
+
+Upgrades. A request that asks for one (a WebSocket) is passed on with its `Upgrade`;
+after the instance's 101 the exchange becomes a tunnel: bytes pass both ways as they
+arrive until either side closes or neither sends anything for the service's idle
+timeout. It counts as one request, at its 101.
 
 Counts. An answer is counted on its backend as it goes; the counts of each (service,
 track) are brought up to date from its backends' when they are read, not on every
@@ -63,13 +69,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sqlifier.router import h1
 from sqlifier.router.client import Client
 from sqlifier.router.flow import Outbox
 from sqlifier.router.metrics import Counters
 from sqlifier.router.routes import RouteTable, Split, Track
 from sqlifier.router.state import BackendState, DesiredState
 from sqlifier.router.upstreams import Live, Service, weighted
-from sqlifier.stack.model import Route
+from sqlifier.stack.model import Route, Timeouts
 
 if TYPE_CHECKING:
     from sqlifier.router.exchange import Exchange
@@ -81,12 +88,10 @@ _SWEEP = 1.0  # seconds between looks for connections that waited too long
 
 @dataclass(frozen=True)
 class Limits:
-    max_header: int = 64 * 1024
+    max_header: int = h1.MAX_HEAD  # a request's or a response's head
     max_body: int = 100 * 1024 * 1024
     header_timeout: float = 10.0  # a new connection's first request head
     idle_timeout: float = 60.0  # a kept-alive client connection waiting for its next request
-    connect_timeout: float = 5.0
-    response_timeout: float = 60.0  # an instance's response head
 
 
 class Proxy:
@@ -104,6 +109,7 @@ class Proxy:
         self.outbox = Outbox()
         self._sweeping: asyncio.TimerHandle | None = None
         self.unrouted = 0  # requests no route matched
+        self._shortest = min(Timeouts().first_byte, Timeouts().idle)  # of the services' timeouts
         self.generation = 0
 
     async def serve(self, host: str, port: int) -> asyncio.Server:
@@ -119,7 +125,7 @@ class Proxy:
         for client in list(self.clients):
             client.look(now)
         limits = self.limits
-        shortest = min(limits.header_timeout, limits.idle_timeout, limits.response_timeout)
+        shortest = min(limits.header_timeout, limits.idle_timeout, self._shortest)
         loop = asyncio.get_running_loop()
         self._sweeping = loop.call_later(min(_SWEEP, shortest / 4), self._sweep)
 
@@ -156,6 +162,11 @@ class Proxy:
             service = self.services.setdefault(name, Service())
             if service.split.canary_thousandths != traffic.canary:
                 service.split = Split(traffic.canary)
+            service.timeouts = traffic.timeouts
+        self._shortest = min(
+            (min(t.timeouts.first_byte, t.timeouts.idle) for t in state.services.values()),
+            default=self._shortest,
+        )
         self._rebuild()
         self.generation += 1
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlifier.router.routes import RESOLUTION, Track
-from sqlifier.stack.model import Route
+from sqlifier.stack.model import Route, Timeouts
 
 __all__ = ["Backend", "BackendState", "DesiredState", "ServiceTraffic"]
 
@@ -68,16 +68,30 @@ class Backend:
 class ServiceTraffic:
     backends: tuple[Backend, ...] = ()
     canary: int = 0  # the canary track's share in thousandths (0-1000)
+    timeouts: Timeouts = field(default_factory=Timeouts)  # waiting on its instances
 
     def to_json(self) -> dict[str, Any]:
-        return {"canary": self.canary, "backends": [b.to_json() for b in self.backends]}
+        return {
+            "canary": self.canary,
+            "backends": [b.to_json() for b in self.backends],
+            "timeouts": {
+                "connect": self.timeouts.connect,
+                "first_byte": self.timeouts.first_byte,
+                "idle": self.timeouts.idle,
+            },
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ServiceTraffic:
         canary = int(data.get("canary", 0))
         if not 0 <= canary <= RESOLUTION:
             raise ValueError(f"a canary share is 0 to {RESOLUTION} thousandths, not {canary}")
-        return cls(tuple(Backend.from_json(b) for b in data.get("backends", ())), canary)
+        given = data.get("timeouts", {})
+        timeouts = Timeouts(**{k: float(given[k]) for k in Timeouts.__slots__ if k in given})
+        if min(timeouts.connect, timeouts.first_byte, timeouts.idle) <= 0:
+            raise ValueError(f"a timeout is longer than zero: {given}")
+        backends = tuple(Backend.from_json(b) for b in data.get("backends", ()))
+        return cls(backends, canary, timeouts)
 
 
 @dataclass(frozen=True, slots=True)

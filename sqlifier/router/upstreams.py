@@ -25,6 +25,7 @@ from sqlifier.router.flow import BODY_WAITS, Outbox
 from sqlifier.router.metrics import Counters
 from sqlifier.router.routes import Split, Track
 from sqlifier.router.state import Backend
+from sqlifier.stack.model import Timeouts
 
 if TYPE_CHECKING:
     from sqlifier.router.exchange import Exchange
@@ -174,6 +175,7 @@ class Service:
     """A routed service: its canary's share, its stable and canary tracks."""
 
     split: Split = field(default_factory=Split)
+    timeouts: Timeouts = field(default_factory=Timeouts)  # waiting on its instances
     stable: Rotation = field(default_factory=Rotation)
     canary: Rotation = field(default_factory=Rotation)
 

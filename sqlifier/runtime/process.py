@@ -30,6 +30,7 @@ __all__ = [
     "Launched",
     "instance_env",
     "is_same_process",
+    "is_stopped",
     "launch",
     "signal_group",
     "stop_group",
@@ -138,9 +139,13 @@ async def wait(launched: Launched) -> int | None:
 
 
 async def stop_group(launched: Launched, timeout: float) -> int | None:
-    """SIGTERM to the process group; SIGKILL to it after `timeout`; the exit code (None
-    for an adopted instance)."""
-    _signal_group(launched.pid, signal.SIGTERM)
+    """SIGTERM to the process group; SIGKILL to it after `timeout`, or at once if its
+    leader is stopped (SIGSTOP: it would only handle SIGTERM once continued, so waiting
+    is time lost); the exit code (None for an adopted instance)."""
+    if is_stopped(launched.pid):
+        _signal_group(launched.pid, signal.SIGKILL)
+    else:
+        _signal_group(launched.pid, signal.SIGTERM)
     try:
         return await asyncio.wait_for(wait(launched), timeout)
     except TimeoutError:
@@ -149,6 +154,15 @@ async def stop_group(launched: Launched, timeout: float) -> int | None:
     finally:
         # Whatever the leader did, nothing it started outlives it.
         _signal_group(launched.pid, signal.SIGKILL)
+
+
+def is_stopped(pid: int) -> bool:
+    """Whether `pid` is stopped by a signal or a tracer (state T or t in /proc/PID/stat)."""
+    try:
+        status = psutil.Process(pid).status()
+    except psutil.Error:
+        return False
+    return status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -29,7 +29,7 @@ TOP_LEVEL = (
 )
 DEFAULT_RULES = ("rules/*.sql",)
 # Keys whose tables merge key by key when an environment overrides them.
-_MERGED = ("env", "secrets", "labels", "probes", "warmup", "rollout")
+_MERGED = ("env", "secrets", "labels", "probes", "warmup", "timeouts", "rollout")
 _SECRETISH = re.compile(r"(PASSWORD|PASSWD|TOKEN|SECRET|API_KEY|PRIVATE_KEY|ACCESS_KEY)", re.I)
 
 
@@ -310,6 +310,7 @@ def _service(name: str, typed: dict[str, Any], root: Any) -> m.Service:
     fields["source"] = (root / fields.get("source", ".")).resolve()
     fields["probes"] = m.Probes(**fields.get("probes", {}))
     fields["warmup"] = m.Warmup(**fields.get("warmup", {}))
+    fields["timeouts"] = m.Timeouts(**fields.get("timeouts", {}))
     fields["rollout"] = m.Rollout(**fields.get("rollout", {}))
     return m.Service(name=name, **fields)
 

@@ -32,6 +32,7 @@ __all__ = [
     "SecretRef",
     "Service",
     "Stack",
+    "Timeouts",
     "Warmup",
 ]
 
@@ -98,6 +99,15 @@ class Warmup:
 
 
 @dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long the router waits on an instance, phase by phase (seconds)."""
+
+    connect: float = 5.0  # to open a connection
+    first_byte: float = 15.0  # from the whole request sent to the answer's first byte
+    idle: float = 60.0  # between two reads of an answer (or an upgraded connection)
+
+
+@dataclass(frozen=True, slots=True)
 class Rollout:
     steps: tuple[float, ...] = (1.0, 10.0, 50.0, 100.0)
     pause: float = 30.0
@@ -151,6 +161,7 @@ class Service:
     compatible_schemas: tuple[str, ...] = ()
     probes: Probes = field(default_factory=Probes)
     warmup: Warmup = field(default_factory=Warmup)
+    timeouts: Timeouts = field(default_factory=Timeouts)
     rollout: Rollout = field(default_factory=Rollout)
 
 

@@ -409,6 +409,10 @@ class StackReader:
                 },
                 "warmup",
             ),
+            "timeouts": self.subtable(
+                {"connect": self.duration, "first_byte": self.duration, "idle": self.duration},
+                "timeouts",
+            ),
             "rollout": self.subtable(
                 {
                     "steps": self.steps,

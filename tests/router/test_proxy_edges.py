@@ -20,7 +20,7 @@ import uvloop
 
 from sqlifier.router.proxy import Limits, Proxy
 from sqlifier.router.state import Backend, DesiredState, ServiceTraffic
-from sqlifier.stack.model import Route
+from sqlifier.stack.model import Route, Timeouts
 from tests.servers import QuietServer
 
 P = ParamSpec("P")
@@ -84,9 +84,13 @@ class Running:
             self.loop.close()
 
 
-def web(backend: Backend) -> DesiredState:
-    """A state routing everything to service "web", served by `backend` alone."""
-    return DesiredState({"web": (Route(None, "/"),)}, {"web": ServiceTraffic((backend,))})
+EDGES = Timeouts(first_byte=1.0)  # the tests' instances answer at once, or on purpose late
+
+
+def web(*backends: Backend, timeouts: Timeouts = EDGES) -> DesiredState:
+    """A state routing everything to service "web", served by `backends`."""
+    traffic = ServiceTraffic(backends, timeouts=timeouts)
+    return DesiredState({"web": (Route(None, "/"),)}, {"web": traffic})
 
 
 @contextlib.contextmanager
@@ -186,9 +190,7 @@ def world() -> Iterator[World]:
     running = Running()
     try:
         bport = running.start_scripted()
-        proxy = Proxy(
-            Limits(header_timeout=0.5, idle_timeout=1.0, response_timeout=1.0, max_body=10_000_000)
-        )
+        proxy = Proxy(Limits(header_timeout=0.5, idle_timeout=1.0, max_body=10_000_000))
         running.call(proxy.apply, web(Backend("b", "web-0", "127.0.0.1", bport)))
         yield World(running, proxy, running.serve(proxy), bport)
     finally:
@@ -536,3 +538,95 @@ def test_backend_retired_while_in_flight_finishes_and_is_counted(world: World) -
     assert result["out"].startswith(b"HTTP/1.1 200")
     st = world.stats()
     assert st["services"]["web"]["stable"]["requests"] == 1
+
+
+@contextlib.contextmanager
+def hung_instance() -> Iterator[int]:
+    """A port whose connections open (the kernel accepts them) and are never answered:
+    what a stopped (SIGSTOP) or deadlocked instance looks like from the router."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        yield int(hung.getsockname()[1])
+
+
+def test_an_idempotent_request_with_no_first_byte_goes_to_another_instance(
+    world: World,
+) -> None:
+    with hung_instance() as port:
+        hung = Backend("h", "web-1", "127.0.0.1", port)
+        ok = Backend("b", "web-0", "127.0.0.1", world.bport)
+        world.call(world.proxy.apply, web(hung, ok, timeouts=Timeouts(first_byte=0.3)))
+        seen = []
+        with world.connect() as c:
+            for _ in range(4):  # one of the first two goes to the hung instance
+                c.request("GET", "/")
+                r = c.getresponse()
+                seen.append((r.status, r.read()))
+        assert seen == [(200, b"ok")] * 4
+        stats = world.stats()["backends"]
+        assert (stats["h"]["failed"], stats["h"]["ejected"]) == (1, True)
+
+
+def test_a_request_with_a_body_is_not_sent_again_after_no_first_byte(world: World) -> None:
+    with hung_instance() as port:
+        hung = Backend("h", "web-1", "127.0.0.1", port)
+        ok = Backend("b", "web-0", "127.0.0.1", world.bport)
+        world.call(world.proxy.apply, web(hung, ok, timeouts=Timeouts(first_byte=0.3)))
+        statuses = []
+        for _ in range(2):  # one of the two goes to the hung instance
+            with world.connect() as c:
+                c.request("POST", "/", body=b"pay")
+                r = c.getresponse()
+                statuses.append((r.status, r.read()))
+        assert sorted(statuses) == [(200, b"ok"), (504, b"the instance did not answer\n")]
+
+
+def test_an_answer_that_stops_coming_is_cut_after_the_idle_timeout(world: World) -> None:
+    SCRIPTS[b"/stall"] = [(0, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345"), (30, b"")]
+    timeouts = Timeouts(first_byte=5.0, idle=0.3)
+    world.call(
+        world.proxy.apply, web(Backend("b", "web-0", "127.0.0.1", world.bport), timeouts=timeouts)
+    )
+    with world.connect(timeout=10) as c:
+        c.request("GET", "/stall")
+        r = c.getresponse()
+        assert r.status == 200
+        with pytest.raises(http.client.IncompleteRead):
+            r.read()
+    assert world.stats()["backends"]["b"]["failed"] == 1
+
+
+def test_an_idempotent_request_whose_instance_dies_before_answering_goes_elsewhere(
+    world: World,
+) -> None:
+    async def die(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.transport.abort()  # reset, as a killed process's connections are
+
+    SCRIPTS[b"/die"] = die
+    killed = Backend("k", "web-1", "127.0.0.1", world.bport)
+
+    other = world.running.run(asyncio.start_server(_plain_ok, "127.0.0.1", 0))
+    world.running.servers.append(other)
+    ok = Backend("o", "web-0", "127.0.0.1", int(other.sockets[0].getsockname()[1]))
+    world.call(world.proxy.apply, web(killed, ok))
+    seen = []
+    for _ in range(2):
+        with world.connect() as c:
+            c.request("GET", "/die")
+            r = c.getresponse()
+            seen.append((r.status, r.read()))
+    assert seen == [(200, b"ok")] * 2
+
+
+async def _plain_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A backend that answers every request 200 ok."""
+    try:
+        while True:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()

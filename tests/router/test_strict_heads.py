@@ -4,6 +4,7 @@ the real process (`python -m sqlifier.router`), and never reach the instance."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socketserver
 import threading
 from collections.abc import Iterator
@@ -115,3 +116,52 @@ def test_a_forbidden_request_head_gets_400_and_never_reaches_the_instance(
     assert status_line == b"HTTP/1.1 400 Bad Request"
     assert why in body, body
     assert not reaches_instance(plane, head.split(b" ")[1])
+
+
+@pytest.fixture(scope="module")
+def haproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Plane, Recorder]]:
+    recorder = Recorder()
+    threading.Thread(target=recorder.serve_forever, daemon=True).start()
+    running = Plane("haproxy", Path(tmp_path_factory.mktemp("strict-haproxy")) / "state")
+    running.start()
+    try:
+        port = int(recorder.server_address[1])
+        running.sync(
+            {"web": [{"host": None, "path": "/"}]},
+            {"web": {"backends": [backend("web-0", port)]}},
+        )
+        yield running, recorder
+    finally:
+        running.stop()
+        recorder.shutdown()
+        recorder.server_close()
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+@pytest.mark.parametrize(
+    "value",
+    [b"a\x00b", b"a\x01b", b"\x1b[0m", b"a\x08b", b"a\x0bb", b"a\x0cb", b"a\x1fb", b"a\x7f"],
+)
+def test_haproxy_refuses_control_characters_in_a_field_value(
+    haproxy: tuple[Plane, Recorder], value: bytes
+) -> None:
+    """HAProxy 2.6 passes them on by itself; the data plane's configuration refuses them
+    with the same 400 as the embedded data plane."""
+    marker = b"/ctl-%s" % value.hex().encode()
+    head = b"GET %s HTTP/1.1\r\nHost: a\r\nX: %s\r\nConnection: close\r\n\r\n" % (marker, value)
+    status_line, body = answer(haproxy[0], head)
+    assert status_line == b"HTTP/1.1 400 Bad Request"
+    assert body == (
+        b"control character in a field value: a field value holds visible characters,"
+        b" spaces and tabs only\n"
+    )
+    assert not reaches_instance(haproxy, marker)
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_haproxy_passes_tabs_and_obs_text_in_a_field_value(
+    haproxy: tuple[Plane, Recorder],
+) -> None:
+    head = b"GET /ok-tab HTTP/1.1\r\nHost: a\r\nX: caf\xe9 \t ok\r\nConnection: close\r\n\r\n"
+    assert answer(haproxy[0], head)[0] == b"HTTP/1.1 200 OK"
+    assert reaches_instance(haproxy, b"/ok-tab")

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -127,6 +128,24 @@ def test_a_process_that_ignores_sigterm_is_killed_after_the_timeout(tmp_path: Pa
         while not out.read_text():
             await asyncio.sleep(0.01)
         return await stop_group(launched, timeout=0.3)
+
+    assert asyncio.run(run()) == -9
+
+
+def test_a_stopped_process_is_killed_without_waiting_out_the_grace(tmp_path: Path) -> None:
+    """SIGTERM does nothing to a process stopped with SIGSTOP (a hung instance): it is
+    killed at once. Without that, stop_group would wait its whole 600 s grace."""
+
+    async def run() -> int:
+        launched = await launch(
+            ["sleep", "300"], tmp_path, dict(os.environ), "web-0", tmp_path / "o"
+        )
+        os.kill(launched.pid, signal.SIGSTOP)
+        while psutil.Process(launched.pid).status() != psutil.STATUS_STOPPED:
+            await asyncio.sleep(0.01)
+        code = await asyncio.wait_for(stop_group(launched, timeout=600), 30)
+        assert code is not None
+        return code
 
     assert asyncio.run(run()) == -9
 
