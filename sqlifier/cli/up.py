@@ -14,7 +14,7 @@ import click
 import psutil
 
 from sqlifier.agent.client import AgentClient, AgentNotRunning, agent_alive
-from sqlifier.agent.files import agent_files, read_info
+from sqlifier.agent.files import agent_files, keep_private, read_info
 from sqlifier.agent.server import Agent
 from sqlifier.cli.options import ENV, STACK_FILE
 from sqlifier.cli.output import print_diagnostics
@@ -52,6 +52,7 @@ def up(env: str | None, stack_file: str | None, detach: bool, timeout: float) ->
             f"stack {context.stack.name!r} is already running in {context.env} "
             f"(agent pid {info.get('pid')}); run sqlifier down first"
         )
+    keep_private(context.state_dir.parent)  # the agent and all it starts inherit the umask
     if detach:
         return _detached(context, timeout)
     return asyncio.run(_foreground(context, timeout))
