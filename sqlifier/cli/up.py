@@ -4,6 +4,7 @@ stop it, leaving no process behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from sqlifier.cli.workspace import Context, load_context
 from sqlifier.errors import UserError
 from sqlifier.runtime.instance import Event
 from sqlifier.runtime.process import Launched, is_same_process, stop_group
-from sqlifier.store.audit import current_user
+from sqlifier.store.audit import AuditLog, current_user
 
 __all__ = ["down", "up"]
 
@@ -108,6 +109,7 @@ async def _foreground(context: Context, timeout: float) -> int:
 
 def _detached(context: Context, timeout: float) -> int:
     files = agent_files(context.state_dir)
+    started = time.time()
     context.state_dir.mkdir(parents=True, exist_ok=True)
     with (context.state_dir / "agent.log").open("ab") as log:
         process = subprocess.Popen(
@@ -146,7 +148,16 @@ def _detached(context: Context, timeout: float) -> int:
     router = info.get("router")
     if router:
         click.echo(f"router: {router['kind']} on http://{router['listen']}")
+    _say_resets(context, started)
     return 0
+
+
+def _say_resets(context: Context, since: float) -> None:
+    """What the agent found damaged and started afresh (said in its log, and here)."""
+    with contextlib.suppress(Exception):  # the log was readable a moment ago; this only says
+        for entry in AuditLog(agent_files(context.state_dir)["audit"]).entries(since=since):
+            if entry.what.endswith("state reset"):
+                click.echo(f"warning: {entry.why}", err=True)
 
 
 def _agent_log_tail(context: Context, pid: int) -> str:

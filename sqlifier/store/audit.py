@@ -43,7 +43,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GENESIS", "HEAD_FILE", "AuditEntry", "AuditLog", "VerifyResult", "current_user"]
+from sqlifier.errors import UserError
+from sqlifier.store.files import unreadable
+
+__all__ = [
+    "GENESIS",
+    "HEAD_FILE",
+    "AuditEntry",
+    "AuditLog",
+    "AuditLogLost",
+    "VerifyResult",
+    "current_user",
+    "lost_entries",
+]
 
 GENESIS = "0" * 64  # the prev_hash of the first entry
 HEAD_FILE = "audit.head"
@@ -119,18 +131,70 @@ class _Head:
     hash: str
 
 
+class AuditLogLost(UserError):
+    """The audit log's entries are gone (the file emptied, replaced or removed) while its
+    head names entries: a new log is started only on purpose (`sqlifier audit reset`)."""
+
+
+def lost_entries(path: Path) -> str | None:
+    """Why the log at `path` lost every entry its head names, or None when it did not:
+    the database is missing or empty (with no write-ahead log holding its pages) or holds
+    no entry, while `audit.head` names one."""
+    head = _read_head_or_none(path.with_name(HEAD_FILE))
+    if head is None or head.id < 1:
+        return None
+    wal = path.with_name(path.name + "-wal")
+    pages = (path.stat().st_size if path.exists() else 0) + (
+        wal.stat().st_size if wal.exists() else 0
+    )
+    if not path.exists():
+        state = "missing"
+    elif pages == 0:
+        state = "empty"
+    else:
+        try:
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
+                tables = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'audit'").fetchall()
+                count = db.execute("SELECT COUNT(*) FROM audit").fetchone()[0] if tables else 0
+        except sqlite3.Error:
+            return None  # unreadable: opening it says so
+        if count:
+            return None
+        state = "without entries"
+    return f"the audit log is {state}, but {HEAD_FILE} names entry {head.id}"
+
+
 class AuditLog:
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        """Open (and create, or upgrade from before the chain) the log at `path`."""
+    def __init__(
+        self, path: Path, clock: Callable[[], float] = time.time, *, lost_ok: bool = False
+    ) -> None:
+        """Open (and create, or upgrade from before the chain) the log at `path`.
+
+        AuditLogLost when the log lost the entries its head names (unless `lost_ok`: to
+        read or verify what is left); StateFileError when it is not a readable database.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.clock = clock
         self.head_path = path.with_name(HEAD_FILE)
-        with closing(self._connect()) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-        with self._writing() as db:
-            _upgrade(db)
-            adopted = _chain_tail(db, _read_head_or_none(self.head_path))
+        if not lost_ok:
+            lost = lost_entries(path)
+            if lost is not None:
+                raise AuditLogLost(
+                    f"{path}: {lost}: its entries were lost (the file was emptied, replaced "
+                    "or removed). Restore it from a backup, or start a new log on purpose "
+                    "with `sqlifier audit reset` (the old files are kept aside and the reset "
+                    "is the new log's first entry)"
+                )
+        try:
+            with closing(self._connect()) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+            with self._writing() as db:
+                _upgrade(db)
+                adopted = _chain_tail(db, _read_head_or_none(self.head_path))
+        except sqlite3.DatabaseError as exc:
+            remedy = "`sqlifier audit reset` (the damaged file is kept aside)"
+            raise unreadable(path, "audit log", exc, remedy) from None
         if adopted is not None:
             _write_head(self.head_path, adopted)
 

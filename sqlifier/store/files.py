@@ -1,0 +1,115 @@
+"""State files that are damaged: said, kept aside, never silently replaced.
+
+StateFileError   a state file sqlifier cannot use; the message names it and what to do
+unreadable()     that error for a SQLite file that is not a database (or is malformed)
+set_aside()      a damaged file (and its SQLite companions) renamed beside itself,
+                 `audit.db` -> `audit.broken-20261207T093512Z.db`, so that nothing is lost
+restore_engine() the rules' state from `engine.json`; a corrupt one is set aside, said
+                 and audited, and the rules start without it
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlifier.engine.machine import Engine
+from sqlifier.engine.persist import load_state, save_state
+from sqlifier.errors import UserError
+
+if TYPE_CHECKING:
+    from sqlifier.store.audit import AuditLog
+
+__all__ = ["StateFileError", "restore_engine", "set_aside", "unreadable"]
+
+_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+class StateFileError(UserError):
+    """A state file sqlifier cannot use: the message names the file and what to do;
+    `reason` says what is wrong with it, in a few words."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def unreadable(path: Path, what: str, exc: sqlite3.Error, remedy: str) -> StateFileError:
+    """The error for a SQLite file that cannot be used: damaged (not a database, malformed)
+    or out of reach (locked, no permission, a full disk)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return StateFileError(f"{path}: cannot open the {what}: {exc}", str(exc))
+    return StateFileError(
+        f"{path}: the {what} is damaged and cannot be read ({exc}). Restore it from a "
+        f"backup, or start a new one with {remedy}",
+        f"is damaged ({exc})",
+    )
+
+
+def set_aside(path: Path, clock: Callable[[], float] = time.time) -> Path:
+    """Rename `path` (and its SQLite companions `-wal`, `-shm`) to a name marked broken
+    with the time, beside it; the new name of `path`."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock()))
+    target = path.with_name(f"{path.stem}.broken-{stamp}{path.suffix}")
+    counter = 1
+    while target.exists():
+        counter += 1
+        target = path.with_name(f"{path.stem}.broken-{stamp}-{counter}{path.suffix}")
+    for suffix in _COMPANIONS:
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            companion.rename(target.with_name(target.name + suffix))
+    if path.exists():
+        path.rename(target)
+    return target
+
+
+def restore_engine(
+    engine: Engine,
+    path: Path,
+    now: float,
+    audit: AuditLog,
+    target: str,
+    say: Callable[[str], None],
+) -> str | None:
+    """Load the rules' state a previous agent saved in `path` (engine.json) into `engine`.
+
+    A missing file is a first start. A file that cannot be read as that state (cut short,
+    edited, written differently) is renamed aside, the reset is said (`say`) and audited
+    against `target`, and the rules start without their cooldowns, budgets, pauses and
+    rollbacks done. What was said, or None when nothing was reset.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        problem, kept = f"cannot be read ({exc.strerror or exc})", path
+    else:
+        fresh = save_state(engine)
+        try:
+            data = json.loads(text)
+            load_state(engine, data["engine"], now, saved_at=float(data["saved_at"]))
+            return None
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            engine.states.clear()  # whatever the half-read file set goes
+            engine.by_rule.clear()
+            load_state(engine, fresh, now)
+            what = "is not JSON" if isinstance(exc, json.JSONDecodeError) else "is not valid"
+            detail = repr(exc.args[0]) + " is missing" if isinstance(exc, KeyError) else exc
+            problem, kept = f"{what} ({detail})", set_aside(path)
+    message = (
+        f"{path.name} {problem}: the rules start without their saved state (cooldowns, "
+        f"action budgets, pauses, rollbacks done); the file is kept as {kept.name}"
+    )
+    say(f"rules {message}")
+    with contextlib.suppress(Exception):  # the audit log's own trouble is said elsewhere
+        audit.record(
+            "agent", "rules state reset", target, "ok", why=message, details={"kept": str(kept)}
+        )
+    return message
