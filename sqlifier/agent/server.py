@@ -42,7 +42,7 @@ from typing import Any
 
 import psutil
 
-from sqlifier.agent.api import Api, error
+from sqlifier.agent.api import BACKLOG, Api
 from sqlifier.agent.automation import Automation
 from sqlifier.agent.deployer import Deployer
 from sqlifier.agent.endpoints import Endpoints
@@ -262,14 +262,11 @@ class Agent:
     async def _open_socket(self, path: Path, api: Api) -> asyncio.Server:
         """The API's unix socket, only the owner can open it (0600)."""
 
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await http.serve(reader, writer, api.handle, error)
-
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         old_umask = os.umask(0o177)
         try:
-            return await asyncio.start_unix_server(serve, path=str(path))
+            return await asyncio.start_unix_server(api.serve, path=str(path), backlog=BACKLOG)
         finally:
             os.umask(old_umask)
 
