@@ -16,13 +16,23 @@ umask left open is closed when the stack starts (`keep_private`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PRIVATE_UMASK", "agent_files", "keep_private", "read_info", "read_json", "read_run"]
+__all__ = [
+    "PRIVATE_UMASK",
+    "agent_files",
+    "disk_line",
+    "keep_private",
+    "read_info",
+    "read_json",
+    "read_run",
+    "write_json",
+]
 
 PRIVATE_UMASK = 0o077
 
@@ -79,3 +89,45 @@ def keep_private(root: Path) -> int:
             except OSError:
                 continue  # gone meanwhile, or not ours to change
     return changed
+
+
+def write_json(path: Path, data: Any) -> str | None:
+    """Replace `path` with `data` as JSON, atomically (a new file renamed over it). A write
+    that fails (a full disk) leaves the old file whole and is returned as a message, never
+    raised: the agent's record may lag, its controls must not stop."""
+    temporary = path.with_suffix(".tmp")
+    try:
+        temporary.write_text(json.dumps(data, indent=2))
+        temporary.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        return f"cannot write {path.name}: {exc.strerror or exc}"
+    return None
+
+
+def disk_line(state_dir: Path, disk: dict[str, Any]) -> str:
+    """What `ps` says about the disk holding the state (`disk` from the agent's status):
+    nothing while it has room, else a line naming it, what it cost, and what to do."""
+    problems = list(disk.get("problems") or [])
+    if not disk.get("low") and not problems:
+        return ""
+    try:
+        shown = state_dir.relative_to(Path.cwd())
+    except ValueError:
+        shown = state_dir
+    free = disk.get("free")
+    room = "unknown" if free is None else _size(int(free))
+    cost = f": {'; '.join(problems)}" if problems else ""
+    return (
+        f"\ndisk: the filesystem of {shown} is (nearly) full, {room} free{cost}. "
+        "Instance log lines are dropped first; free some space and they are written again\n"
+    )
+
+
+def _size(count: int) -> str:
+    if count < 1024:
+        return f"{count} bytes"
+    if count < 1024 * 1024:
+        return f"{count / 1024:.1f} KiB"
+    return f"{count / 1024 / 1024:.1f} MiB"

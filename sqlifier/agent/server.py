@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
 import secrets
 import shutil
@@ -47,7 +46,7 @@ from sqlifier.agent.automation import Automation
 from sqlifier.agent.deployer import Deployer
 from sqlifier.agent.endpoints import Endpoints
 from sqlifier.agent.figures import metrics
-from sqlifier.agent.files import agent_files, read_json
+from sqlifier.agent.files import agent_files, read_json, write_json
 from sqlifier.agent.secretsync import SecretSync
 from sqlifier.engine.series import SeriesStore
 from sqlifier.errors import UserError
@@ -312,9 +311,7 @@ class Agent:
             "router": self.traffic.snapshot(),
             "updated": time.time(),
         }
-        temp = self.files["info"].with_suffix(".tmp")
-        temp.write_text(json.dumps(info, indent=2))
-        temp.replace(self.files["info"])
+        self.info_error = write_json(self.files["info"], info)  # a full disk: said by status
 
     def _left_running(self) -> dict[str, Any] | None:
         """The record of an earlier agent of this stack that died while running."""

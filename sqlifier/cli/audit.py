@@ -168,7 +168,11 @@ def _open(context: Context) -> AuditLog | None:
         return None
     try:
         return AuditLog(path, lost_ok=True)
-    except sqlite3.Error as exc:  # one the user cannot write
+    except StateFileError as exc:  # not a database, or one the user cannot write
+        remedy = "" if exc.reason == exc.sqlite else "; start a new log with `sqlifier audit reset`"
+        shown = display_path(path)
+        raise UserError(f"cannot open the audit log {shown}: {exc.sqlite}{remedy}") from None
+    except sqlite3.Error as exc:
         raise UserError(f"cannot open the audit log {display_path(path)}: {exc}") from None
 
 

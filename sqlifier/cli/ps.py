@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from sqlifier.agent.client import AgentClient, agent_alive
-from sqlifier.agent.files import read_info
+from sqlifier.agent.files import disk_line, read_info
 from sqlifier.cli.options import ENV, STACK_FILE
 from sqlifier.cli.workspace import load_context
 from sqlifier.errors import UserError
@@ -64,6 +64,7 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
             f"traffic over the last {window:g} s\n"
         )
     click.echo(table(instances, with_traffic=bool(router)))
+    click.echo(disk_line(context.state_dir, status.get("disk") or {}), nl=False)
     return 0
 
 

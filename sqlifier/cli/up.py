@@ -20,15 +20,17 @@ from sqlifier.agent.server import Agent
 from sqlifier.cli.options import ENV, STACK_FILE
 from sqlifier.cli.output import print_diagnostics
 from sqlifier.cli.ps import table
-from sqlifier.cli.workspace import Context, load_context
+from sqlifier.cli.workspace import Context, display_path, load_context
 from sqlifier.errors import UserError
 from sqlifier.runtime.instance import Event
 from sqlifier.runtime.process import Launched, is_same_process, stop_group
+from sqlifier.runtime.space import LOW_FREE, free_bytes
 from sqlifier.store.audit import AuditLog, current_user
 
 __all__ = ["down", "up"]
 
 LAST_LINES = 15
+MIN_FREE = 64 * 1024  # bytes the agent needs to start: its token, its record, the audit log
 
 
 @click.command("up")
@@ -54,9 +56,32 @@ def up(env: str | None, stack_file: str | None, detach: bool, timeout: float) ->
             f"(agent pid {info.get('pid')}); run sqlifier down first"
         )
     keep_private(context.state_dir.parent)  # the agent and all it starts inherit the umask
+    _check_space(context)
     if detach:
         return _detached(context, timeout)
     return asyncio.run(_foreground(context, timeout))
+
+
+def _check_space(context: Context) -> None:
+    """Refuse to start on a full disk (the agent could not write its token); say so when
+    it is low (instance log lines will be dropped to keep room for the state)."""
+    folder = context.state_dir
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = free_bytes(folder)
+    if free is None or free >= LOW_FREE:
+        return
+    where = display_path(context.state_dir.parent)
+    if free < MIN_FREE:
+        raise UserError(
+            f"the filesystem of {where} is full ({free} bytes free): the agent could not "
+            "write its state; free some space and run sqlifier up again"
+        )
+    click.echo(
+        f"warning: the filesystem of {where} is nearly full ({free // 1024} KiB free): "
+        "instance log lines are dropped until there is more room",
+        err=True,
+    )
 
 
 class _Screen:

@@ -34,20 +34,22 @@ class StateFileError(UserError):
     """A state file sqlifier cannot use: the message names the file and what to do;
     `reason` says what is wrong with it, in a few words."""
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, reason: str, sqlite: str = "") -> None:
         super().__init__(message)
         self.reason = reason
+        self.sqlite = sqlite  # SQLite's own words, for a database
 
 
 def unreadable(path: Path, what: str, exc: sqlite3.Error, remedy: str) -> StateFileError:
     """The error for a SQLite file that cannot be used: damaged (not a database, malformed)
     or out of reach (locked, no permission, a full disk)."""
     if isinstance(exc, sqlite3.OperationalError):
-        return StateFileError(f"{path}: cannot open the {what}: {exc}", str(exc))
+        return StateFileError(f"{path}: cannot open the {what}: {exc}", str(exc), str(exc))
     return StateFileError(
         f"{path}: the {what} is damaged and cannot be read ({exc}). Restore it from a "
         f"backup, or start a new one with {remedy}",
         f"is damaged ({exc})",
+        str(exc),
     )
 
 
