@@ -115,7 +115,7 @@ class Endpoints:
             problems.append(f"{info_error} (ps asks the agent)")
         return {
             "free": free,
-            "low": free is not None and free < SPACE.low_free,
+            "low": SPACE.low(self.audit.path.parent),
             "logs_dropped": SPACE.dropped,
             "audit_reserve_used": self.audit.reserve_released,
             "problems": problems,

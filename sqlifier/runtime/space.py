@@ -2,9 +2,10 @@
 
 When `.sqlifier/` fills up, what matters is that the controls keep working: the agent's
 record, the audit log, the decisions. Instance logs are the bulk of what is written, so
-they give way first: below `LOW_FREE` bytes free, a log line is dropped and counted
-(`dropped`) instead of written, leaving the rest for the state. Asking the filesystem is
-cheap but not free, so the answer is kept for a second (`Space.low`).
+they give way first: below `LOW_FREE` bytes free (a sixteenth of a smaller filesystem),
+a log line is dropped and counted (`dropped`) instead of written, leaving the rest for
+the state. Asking the filesystem is cheap but not free, so the answer is kept for a second
+(`Space.low`).
 """
 
 from __future__ import annotations
@@ -46,8 +47,14 @@ class Space:
         seen = self._seen.get(folder)
         if seen is not None and now - seen[0] < _RECHECK:
             return seen[1]
-        free = free_bytes(folder)
-        low = free is not None and free < self.low_free
+        try:
+            stats = os.statvfs(folder)
+        except OSError:
+            low = False
+        else:
+            # A small filesystem keeps a sixteenth of itself, not the whole mark.
+            mark = min(self.low_free, stats.f_blocks * stats.f_frsize // 16)
+            low = stats.f_bavail * stats.f_frsize < mark
         self._seen[folder] = (now, low)
         return low
 

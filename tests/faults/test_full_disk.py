@@ -105,3 +105,63 @@ def test_up_on_a_full_disk_says_so(stack: tuple[Path, int]) -> None:
         "sqlifier: error: the filesystem of .sqlifier is full (0 bytes free): the agent "
         "could not write its state; free some space and run sqlifier up again\n"
     )
+
+
+def test_log_lines_give_way_first_and_leave_the_rest_for_the_state(tmp_path: Path) -> None:
+    """On a 1 MiB filesystem the mark is a sixteenth of it: with 32 KiB free, a log line
+    is dropped and counted (the rules still hear it), and the state can still be written."""
+    from sqlifier.runtime.logs import LogFile
+    from sqlifier.runtime.space import SPACE
+
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a small tmpfs cannot be mounted here: {mounted.stderr.strip()}")
+    try:
+        (small / "filler").write_bytes(b"\0" * (1024 * 1024 - 32 * 1024))
+        before = SPACE.dropped
+        log = LogFile(small / "web-0.log")
+        heard: list[object] = []
+        log.on_lines = lambda when, lines: heard.append(lines)
+        assert log.write(1.0, "stderr", "ERROR boom") == "error"
+        assert not (small / "web-0.log").exists()
+        assert (log.dropped, SPACE.dropped - before) == (1, 1)
+        assert heard == [[("error", "ERROR boom")]]
+        (small / "agent.json").write_bytes(b"x" * 16 * 1024)  # the room kept for the state
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_rules_can_read_the_free_space_of_the_state(tmp_path: Path) -> None:
+    """`disk_free()`: a level in bytes, checked like memory(), sampled for every service."""
+    from sqlifier.engine.series import SeriesStore
+    from sqlifier.lang import Source, check, parse_source
+    from sqlifier.runtime.space import free_bytes
+    from sqlifier.runtime.supervisor import Supervisor
+    from sqlifier.signals.samplers import Samplers
+    from sqlifier.stack import load_stack
+
+    text = "ON disk_free() < 500MiB FOR 1m DO SCALE 'web' TO 0;\n"
+    source = Source(text, "disk.sql")
+    rules, diagnostics = parse_source(source)
+    assert diagnostics == []
+    assert check([(source, rules)], ("web",)) == []
+    bad = Source("ON disk_free() < 5s DO SCALE 'web' TO 0;\n", "bad.sql")
+    assert check([(bad, parse_source(bad)[0])], ("web",)) != []
+
+    (tmp_path / "sqlifier.toml").write_text('[stack]\nname = "t"\n[services.web]\nrun = "x"\n')
+    stack, _ = load_stack(tmp_path / "sqlifier.toml")
+    supervisor = Supervisor(stack, "dev", tmp_path / ".sqlifier" / "dev")
+    (tmp_path / ".sqlifier" / "dev").mkdir(parents=True)
+    store = SeriesStore()
+    Samplers(store, supervisor, None)._sample_instances([], 100.0)
+    free = store.level("web", "disk_free", 100.0)
+    expected = free_bytes(tmp_path / ".sqlifier" / "dev")
+    assert free is not None and expected is not None
+    assert abs(free - expected) < 64 * 1024 * 1024  # the disk is shared: others write too

@@ -123,3 +123,16 @@ def test_a_corrupt_engine_state_starts_afresh_said_kept_and_audited(tmp_path: Pa
         message,
     )
     assert entry.details == {"kept": str(kept)}
+
+
+def test_the_audit_log_keeps_a_reserve_beside_it(tmp_path: Path) -> None:
+    from sqlifier.store.audit import RESERVE_FILE, RESERVE_SIZE
+
+    log = AuditLog(tmp_path / "audit.db")
+    reserve = tmp_path / RESERVE_FILE
+    assert reserve.stat().st_size == RESERVE_SIZE
+    assert reserve.stat().st_blocks * 512 >= RESERVE_SIZE  # allocated, not a sparse promise
+    assert log.reserve_released is False
+    reserve.unlink()
+    AuditLog(tmp_path / "audit.db", lost_ok=True)  # reading and verifying make none
+    assert not reserve.exists()
