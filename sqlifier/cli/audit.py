@@ -114,6 +114,8 @@ def reset(ctx: click.Context, env: str | None, stack_file: str | None) -> int:
             "resetting its audit log"
         )
     problem = _problem(path)
+    if problem is None and not path.exists():
+        raise UserError(f"there is no audit log at {shown} yet; there is nothing to reset")
     if problem is None:
         raise UserError(
             f"{shown} is intact ({_count(AuditLog(path).verify().entries)}, chain intact); "

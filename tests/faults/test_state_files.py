@@ -156,3 +156,8 @@ def test_a_corrupt_engine_state_is_said_kept_aside_and_audited(
     assert kept.read_text() == text
     assert audit_whats(stack) == ["rules state reset", "up"]
     assert f"engine.json {problem}" in AuditLog(state(stack) / "audit.db").entries()[-2].why
+
+
+def test_a_reset_without_a_log_is_refused_and_creates_none(stack: Path) -> None:
+    assert "there is no audit log at .sqlifier/dev/audit.db yet" in refused(stack, "audit", "reset")
+    assert not (state(stack) / "audit.db").exists()
