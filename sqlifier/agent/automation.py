@@ -42,7 +42,7 @@ from sqlifier.stack.model import Stack
 from sqlifier.stack.rulefiles import load_rules
 from sqlifier.store.audit import AuditLog
 from sqlifier.store.decisions import DecisionLog
-from sqlifier.store.files import restore_engine
+from sqlifier.store.enginefile import restore_engine
 from sqlifier.store.history import History
 
 __all__ = ["Automation"]

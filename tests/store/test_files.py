@@ -12,7 +12,8 @@ import pytest
 from sqlifier.engine.machine import Engine, Settings
 from sqlifier.store.audit import AuditLog, AuditLogLost, lost_entries
 from sqlifier.store.decisions import DecisionLog
-from sqlifier.store.files import StateFileError, restore_engine, set_aside
+from sqlifier.store.enginefile import restore_engine
+from sqlifier.store.files import StateFileError, set_aside
 
 T0 = 1_767_225_600.0
 
