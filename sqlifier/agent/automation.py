@@ -32,7 +32,7 @@ from sqlifier.delivery.locks import held_locks
 from sqlifier.engine.compiled import CompiledRule
 from sqlifier.engine.explain import explain_rule, rule_rows
 from sqlifier.engine.machine import Command, Decision, Engine, Settings
-from sqlifier.engine.persist import load_state, save_state
+from sqlifier.engine.persist import save_state
 from sqlifier.engine.replay import compile_rules
 from sqlifier.engine.series import LOG, RESTART
 from sqlifier.platform import Platform
@@ -42,6 +42,7 @@ from sqlifier.stack.model import Stack
 from sqlifier.stack.rulefiles import load_rules
 from sqlifier.store.audit import AuditLog
 from sqlifier.store.decisions import DecisionLog
+from sqlifier.store.enginefile import restore_engine
 from sqlifier.store.history import History
 
 __all__ = ["Automation"]
@@ -110,10 +111,9 @@ class Automation:
     def load(self) -> None:
         """The rule files and the state a previous agent saved."""
         self._reload(initial=True)
-        path = self.state_dir / "engine.json"
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            data = json.loads(path.read_text())
-            load_state(self.engine, data["engine"], self.clock(), saved_at=float(data["saved_at"]))
+        target = f"{self.stack.name}/{self.env}"
+        path, now = self.state_dir / "engine.json", self.clock()
+        restore_engine(self.engine, path, now, self.audit, target, self.say)
 
     def _read_locks(self) -> None:
         """Locks another process holds (a deploy tool, an operator by hand): rule actions

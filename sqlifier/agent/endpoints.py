@@ -31,6 +31,7 @@ from sqlifier.agent.requests import (
 from sqlifier.agent.rollouts import Rollouts
 from sqlifier.agent.secretsync import SecretSync
 from sqlifier.platform import Platform, PlatformError
+from sqlifier.runtime.space import SPACE, free_bytes
 from sqlifier.store.audit import AuditLog
 
 __all__ = ["Endpoints", "Host"]
@@ -98,7 +99,27 @@ class Endpoints:
     # --- the agent and its services ---------------------------------------------------
 
     async def status(self, _: Empty, who: str) -> Reply:
-        return 200, self.host.status()
+        return 200, {**self.host.status(), "disk": self.disk()}
+
+    def disk(self) -> dict[str, Any]:
+        """The filesystem of the state folder: free bytes, whether it is low (log lines are
+        being dropped), and what the lack of space has cost so far."""
+        free = free_bytes(self.audit.path.parent)
+        problems = []
+        if SPACE.dropped:
+            problems.append(f"{SPACE.dropped} log lines dropped")
+        if self.audit.reserve_released:
+            problems.append("the audit log is using its reserve")
+        info_error = getattr(self.host, "info_error", None)
+        if info_error:
+            problems.append(f"{info_error} (ps asks the agent)")
+        return {
+            "free": free,
+            "low": SPACE.low(self.audit.path.parent),
+            "logs_dropped": SPACE.dropped,
+            "audit_reserve_used": self.audit.reserve_released,
+            "problems": problems,
+        }
 
     async def openapi(self, _: Empty, who: str) -> Reply:
         return 200, OPENAPI

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
 import secrets
 import shutil
@@ -42,12 +41,12 @@ from typing import Any
 
 import psutil
 
-from sqlifier.agent.api import Api, error
+from sqlifier.agent.api import BACKLOG, Api
 from sqlifier.agent.automation import Automation
 from sqlifier.agent.deployer import Deployer
 from sqlifier.agent.endpoints import Endpoints
 from sqlifier.agent.figures import metrics
-from sqlifier.agent.files import agent_files, read_json
+from sqlifier.agent.files import agent_files, read_json, write_json
 from sqlifier.agent.secretsync import SecretSync
 from sqlifier.engine.series import SeriesStore
 from sqlifier.errors import UserError
@@ -265,14 +264,11 @@ class Agent:
     async def _open_socket(self, path: Path, api: Api) -> asyncio.Server:
         """The API's unix socket, only the owner can open it (0600)."""
 
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await http.serve(reader, writer, api.handle, error)
-
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         old_umask = os.umask(0o177)
         try:
-            return await asyncio.start_unix_server(serve, path=str(path))
+            return await asyncio.start_unix_server(api.serve, path=str(path), backlog=BACKLOG)
         finally:
             os.umask(old_umask)
 
@@ -320,9 +316,7 @@ class Agent:
             "router": self.traffic.snapshot(),
             "updated": time.time(),
         }
-        temp = self.files["info"].with_suffix(".tmp")
-        temp.write_text(json.dumps(info, indent=2))
-        temp.replace(self.files["info"])
+        self.info_error = write_json(self.files["info"], info)  # a full disk: said by status
 
     def _left_running(self) -> dict[str, Any] | None:
         """The record of an earlier agent of this stack that died while running."""

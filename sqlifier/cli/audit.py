@@ -1,6 +1,7 @@
-"""`sqlifier audit` and `sqlifier audit verify`: read the audit log and check its chain.
+"""`sqlifier audit`, `audit verify` and `audit reset`: read the audit log, check its
+chain, and start a new one on purpose when the old one is lost or damaged.
 
-Both read the environment's `audit.db` directly, so they work without a running agent.
+They use the environment's `audit.db` directly, so they work without a running agent.
 """
 
 from __future__ import annotations
@@ -10,14 +11,19 @@ import datetime as dt
 import json
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
+from sqlifier.agent.client import agent_alive
+from sqlifier.agent.files import keep_private
 from sqlifier.cli.options import ENV, JSON, STACK_FILE, duration
 from sqlifier.cli.workspace import Context, display_path, load_context
 from sqlifier.errors import UserError
-from sqlifier.store.audit import AuditEntry, AuditLog, VerifyResult
+from sqlifier.store.audit import HEAD_FILE, AuditEntry, AuditLog, VerifyResult, lost_entries
+from sqlifier.store.audit import current_user as audit_user
+from sqlifier.store.files import StateFileError, set_aside
 
 __all__ = ["group"]
 
@@ -71,8 +77,12 @@ def verify(ctx: click.Context, env: str | None, stack_file: str | None, as_json:
     """Check the hash chain; exit 1 naming an entry changed or removed."""
     above = ctx.parent.params if ctx.parent else {}
     context = load_context(stack_file or above.get("stack_file"), env or above.get("env"))
-    log = _open(context)
-    result = VerifyResult(True, 0) if log is None else log.verify()
+    lost = lost_entries(context.state_dir / "audit.db")
+    log = None if lost is not None else _open(context)
+    if lost is not None:
+        result = VerifyResult(False, 0, f"{lost}: every entry was removed", 1)
+    else:
+        result = VerifyResult(True, 0) if log is None else log.verify()
     if as_json or above.get("as_json"):
         click.echo(json.dumps(dataclasses.asdict(result), indent=2))
     elif result.ok:
@@ -84,13 +94,87 @@ def verify(ctx: click.Context, env: str | None, stack_file: str | None, as_json:
     return 0 if result.ok else 1
 
 
-def _open(context: Context) -> AuditLog | None:
+@group.command("reset")
+@ENV
+@STACK_FILE
+@click.pass_context
+def reset(ctx: click.Context, env: str | None, stack_file: str | None) -> int:
+    """Start a new audit log when the old one is lost or damaged (it is kept aside).
+
+    Refused while the stack runs, and when the log is intact. The reset is recorded as the
+    new log's first entry, naming the old file and what was wrong with it.
+    """
+    above = ctx.parent.params if ctx.parent else {}
+    context = load_context(stack_file or above.get("stack_file"), env or above.get("env"))
     path = context.state_dir / "audit.db"
+    shown = display_path(path)
+    if agent_alive(context.state_dir):
+        raise UserError(
+            f"{context.stack.name} ({context.env}) is running; run sqlifier down before "
+            "resetting its audit log"
+        )
+    problem = _problem(path)
+    if problem is None and not path.exists():
+        raise UserError(f"there is no audit log at {shown} yet; there is nothing to reset")
+    if problem is None:
+        raise UserError(
+            f"{shown} is intact ({_count(AuditLog(path).verify().entries)}, chain intact); "
+            "there is nothing to reset"
+        )
+    keep_private(context.state_dir.parent)
+    head = context.state_dir / HEAD_FILE
+    kept = set_aside(path)
+    old_head = None
+    if head.exists():
+        old_head = head.with_name(kept.stem + ".head")
+        head.rename(old_head)
+    AuditLog(path).record(
+        audit_user(),
+        "audit reset",
+        f"{context.stack.name}/{context.env}",
+        "ok",
+        why=f"a new log: the old one {problem}; it is kept as {kept.name}",
+        details={"kept": str(kept), "head": None if old_head is None else str(old_head)},
+        service="",
+    )
+    click.echo(
+        f"started a new audit log {shown}: the old one {problem}; it is kept as "
+        f"{display_path(kept)}. The reset is the new log's first entry"
+    )
+    return 0
+
+
+def _problem(path: Path) -> str | None:
+    """What is wrong with the log at `path` that a reset would mend; None when intact."""
+    lost = lost_entries(path)
+    if lost is not None:
+        return f"lost its entries ({lost})"
     if not path.exists():
         return None
     try:
-        return AuditLog(path)
-    except sqlite3.Error as exc:  # not a database, or one the user cannot write
+        result = AuditLog(path, lost_ok=True).verify()
+    except StateFileError as exc:
+        return exc.reason
+    return None if result.ok else f"has a broken chain ({result.problem})"
+
+
+def _open(context: Context) -> AuditLog | None:
+    path = context.state_dir / "audit.db"
+    lost = lost_entries(path)
+    if lost is not None:
+        raise UserError(
+            f"{display_path(path)}: {lost}: its entries were lost; restore it from a backup, "
+            "or start a new log with `sqlifier audit reset`"
+        )
+    if not path.exists():
+        return None
+    try:
+        return AuditLog(path, lost_ok=True)
+    except StateFileError as exc:  # not a database, or one the user cannot write
+        remedy = "" if exc.reason == exc.sqlite else "; start a new log with `sqlifier audit reset`"
+        shown = display_path(path)
+        raise UserError(f"cannot open the audit log {shown}: {exc.sqlite}{remedy}") from None
+    except sqlite3.Error as exc:
         raise UserError(f"cannot open the audit log {display_path(path)}: {exc}") from None
 
 

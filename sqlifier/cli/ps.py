@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from sqlifier.agent.client import AgentClient, agent_alive
-from sqlifier.agent.files import read_info
+from sqlifier.agent.files import disk_line, read_info
 from sqlifier.cli.options import ENV, STACK_FILE
 from sqlifier.cli.workspace import load_context
 from sqlifier.errors import UserError
@@ -68,6 +68,7 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
     click.echo(table(instances, with_traffic=bool(router)))
     if set_by := _counts_set(counts):
         click.echo(f"\n{set_by}")
+    click.echo(disk_line(context.state_dir, status.get("disk") or {}), nl=False)
     return 0
 
 

@@ -8,6 +8,7 @@ first deploy has a `previous_stable` to roll back to."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -18,21 +19,23 @@ import click
 import psutil
 
 from sqlifier.agent.client import AgentClient, AgentNotRunning, agent_alive
-from sqlifier.agent.files import agent_files, read_info
+from sqlifier.agent.files import agent_files, keep_private, read_info
 from sqlifier.agent.server import Agent
 from sqlifier.cli.options import ENV, STACK_FILE
 from sqlifier.cli.output import print_diagnostics
 from sqlifier.cli.ps import table
-from sqlifier.cli.workspace import Context, load_context
+from sqlifier.cli.workspace import Context, display_path, load_context
 from sqlifier.delivery.releases import ReleaseError, Releases
 from sqlifier.errors import UserError
 from sqlifier.runtime.instance import Event
 from sqlifier.runtime.process import Launched, is_same_process, stop_group
-from sqlifier.store.audit import current_user
+from sqlifier.runtime.space import LOW_FREE, free_bytes
+from sqlifier.store.audit import AuditLog, current_user
 
 __all__ = ["down", "up"]
 
 LAST_LINES = 15
+MIN_FREE = 64 * 1024  # bytes the agent needs to start: its token, its record, the audit log
 
 
 @click.command("up")
@@ -57,6 +60,8 @@ def up(env: str | None, stack_file: str | None, detach: bool, timeout: float) ->
             f"stack {context.stack.name!r} is already running in {context.env} "
             f"(agent pid {info.get('pid')}); run sqlifier down first"
         )
+    keep_private(context.state_dir.parent)  # the agent and all it starts inherit the umask
+    _check_space(context)
     recorded = _record_releases(context)
     if detach:
         code = _detached(context, timeout)
@@ -98,6 +103,28 @@ def _record_releases(context: Context) -> list[str]:
                 err=True,
             )
     return lines
+
+
+def _check_space(context: Context) -> None:
+    """Refuse to start on a full disk (the agent could not write its token); say so when
+    it is low (instance log lines will be dropped to keep room for the state)."""
+    folder = context.state_dir
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = free_bytes(folder)
+    if free is None or free >= LOW_FREE:
+        return
+    where = display_path(context.state_dir.parent)
+    if free < MIN_FREE:
+        raise UserError(
+            f"the filesystem of {where} is full ({free} bytes free): the agent could not "
+            "write its state; free some space and run sqlifier up again"
+        )
+    click.echo(
+        f"warning: the filesystem of {where} is nearly full ({free // 1024} KiB free): "
+        "instance log lines are dropped until there is more room",
+        err=True,
+    )
 
 
 class _Screen:
@@ -152,6 +179,7 @@ async def _foreground(context: Context, timeout: float, recorded: list[str]) -> 
 
 def _detached(context: Context, timeout: float) -> int:
     files = agent_files(context.state_dir)
+    started = time.time()
     context.state_dir.mkdir(parents=True, exist_ok=True)
     with (context.state_dir / "agent.log").open("ab") as log:
         process = subprocess.Popen(
@@ -190,7 +218,16 @@ def _detached(context: Context, timeout: float) -> int:
     router = info.get("router")
     if router:
         click.echo(f"router: {router['kind']} on http://{router['listen']}")
+    _say_resets(context, started)
     return 0
+
+
+def _say_resets(context: Context, since: float) -> None:
+    """What the agent found damaged and started afresh (said in its log, and here)."""
+    with contextlib.suppress(Exception):  # the log was readable a moment ago; this only says
+        for entry in AuditLog(agent_files(context.state_dir)["audit"]).entries(since=since):
+            if entry.what.endswith("state reset"):
+                click.echo(f"warning: {entry.why}", err=True)
 
 
 def _agent_log_tail(context: Context, pid: int) -> str:

@@ -149,6 +149,14 @@ SIGNALS: dict[str, SignalSpec] = _signals(
     ),
     SignalSpec("restarts", SignalKind.COUNT, "instance restarts", named=_SERVICE, low=0),
     SignalSpec(
+        "disk_free",
+        SignalKind.LEVEL,
+        "bytes free on the filesystem of the stack's state (.sqlifier/)",
+        (Type.BYTES,),
+        _SERVICE,
+        low=0,
+    ),
+    SignalSpec(
         "prometheus",
         SignalKind.LEVEL,
         "a value read from an external Prometheus: prometheus('promql')",

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -78,10 +79,17 @@ async def serve_control(plane: DataPlane, path: Path, state_file: Path) -> async
         os.umask(old)
 
 
+SAVE_FAILURES = [0]  # state writes that failed (a full disk): routing goes on without them
+
+
 def _save(path: Path, state: Any) -> None:
     temp = path.with_suffix(".tmp")
-    temp.write_text(json.dumps(state))
-    temp.replace(path)
+    try:
+        temp.write_text(json.dumps(state))
+        temp.replace(path)
+    except OSError as exc:  # the state in memory is what routes; the file only outlives us
+        SAVE_FAILURES[0] += 1
+        print(f"router: cannot save {path.name} ({SAVE_FAILURES[0]}): {exc}", file=sys.stderr)
 
 
 def load_saved(path: Path) -> DesiredState | None:

@@ -22,10 +22,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["OUTPUT_LIMIT", "RunResult", "run_command", "tail_text"]
+from sqlifier.runtime.process import LaunchError
+from sqlifier.stack.expand import UnknownName, expand
+from sqlifier.stack.model import Service
+
+__all__ = ["OUTPUT_LIMIT", "RunResult", "run_command", "service_argv", "tail_text"]
 
 OUTPUT_LIMIT = 64 * 1024  # bytes of a command's output kept: the tail
 _DRAIN_GRACE = 1.0  # seconds to read what is left in the pipe once the command is gone
+
+
+def service_argv(service: Service, env: Mapping[str, str], who: str) -> list[str]:
+    """An instance's command as an argument list: `/bin/sh -c run` for `shell = true`, else
+    `run` split into words like a shell would, each word's `$NAME`/`${NAME}` read from the
+    instance's environment `env` (`$$` a literal dollar). LaunchError names the instance
+    and the unknown variable."""
+    if service.shell:
+        return ["/bin/sh", "-c", service.run]
+    try:
+        return [expand(word, env) for word in shlex.split(service.run)]
+    except UnknownName as exc:
+        raise LaunchError(f"{who}: run = {service.run!r}: {exc}") from None
+    except ValueError as exc:
+        raise LaunchError(f"{who}: cannot split run = {service.run!r}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

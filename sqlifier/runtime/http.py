@@ -12,8 +12,11 @@ One exchange per connection, both ways (`Connection: close`): the agent's client
 rarely, and a connection that lives for one exchange can never be left half-read.
 
 A server never closes a connection without an answer: a head it cannot read gets 400 (431
-when too large), a body over the limit 413, and a handler that raises gets 500 with an id
-that is also in the log beside the traceback.
+when too large), a body over the limit 413, a request that has not fully arrived within
+`timeout` seconds of the connection 408 (so an idle connection or a slowloris client holds
+nothing for long), a connection beyond its `Gate`'s limit 503 at once, and a handler that
+raises gets 500 with an id that is also in the log beside the traceback. An answer the
+client does not read within `timeout` is dropped with the connection.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ import h11
 
 __all__ = [
     "MAX_HEAD",
+    "REQUEST_TIMEOUT",
     "Answer",
     "ClosedEarly",
+    "Gate",
     "Incoming",
     "NotHttp",
     "Outgoing",
@@ -43,6 +48,8 @@ __all__ = [
 ]
 
 MAX_HEAD = 16 * 1024  # a request's or response's head, its blank line included
+REQUEST_TIMEOUT = 10.0  # seconds for a whole request to arrive, and for its answer to leave
+LINGER = 2.0  # seconds of a refused request's bytes read and dropped before closing
 _READ = 65536
 log = logging.getLogger("sqlifier.http")
 
@@ -185,25 +192,104 @@ Handler = Callable[[Incoming], Awaitable[Outgoing]]
 Failure = Callable[[int, str], Outgoing]  # an error's answer in the server's own shape
 
 
+class Gate:
+    """How many connections a server has open, and how many it takes at most. At the
+    limit a new connection pushes out the one that has waited longest for its request
+    (it gets 503), so that a crowd of idle or slow clients cannot keep a prompt one out;
+    when every open connection is being answered, the new one gets 503 itself."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self.open = 0
+        self.refused = 0  # connections answered 503 since the start, pushed out or turned away
+        self._waiting: dict[object, Callable[[], None]] = {}  # oldest first
+
+    def enter(self, key: object) -> bool:
+        if self.open >= self.limit:
+            if not self._waiting:
+                self.refused += 1
+                return False
+            oldest = next(iter(self._waiting))
+            self.refused += 1
+            self._waiting.pop(oldest)()
+        self.open += 1
+        return True
+
+    def waiting(self, key: object, push_out: Callable[[], None]) -> None:
+        self._waiting[key] = push_out
+
+    def answering(self, key: object) -> None:
+        self._waiting.pop(key, None)
+
+    def leave(self, key: object) -> None:
+        self._waiting.pop(key, None)
+        self.open -= 1
+
+
+class _Late(Exception):
+    """The request did not arrive in time, or its connection was pushed out for a newer."""
+
+    def __init__(self, pushed_out: bool) -> None:
+        super().__init__()
+        self.pushed_out = pushed_out
+
+
 async def serve(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     handle: Handler,
     fail: Failure,
     max_body: int = 64 * 1024,
+    *,
+    timeout: float = REQUEST_TIMEOUT,
+    gate: Gate | None = None,
 ) -> None:
     """Answer one request on a connection the server accepted, then close it."""
     connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+    key = object()
+    entered = gate is None or gate.enter(key)
+    data: bytes | None
     try:
-        answer = await _answer(connection, reader, handle, fail, max_body)
-        if answer is not None:
-            writer.write(_encode(connection, answer))
-            await writer.drain()
-    except ConnectionError:
-        pass
+        if gate is not None and not entered:
+            data = _raw(fail(503, f"too many connections at once ({gate.limit}); retry"))
+        else:
+            try:
+                answer = await _answer(
+                    connection, reader, handle, fail, max_body, timeout, gate, key
+                )
+                data = None if answer is None else _encode(connection, answer)
+            except _Late as exc:
+                if exc.pushed_out:
+                    why = "too many connections at once: this one waited longest for its request"
+                    data = _raw(fail(503, why))
+                else:
+                    late = f"request timeout: the request did not arrive within {timeout:g}s"
+                    data = _raw(fail(408, late))
+        if data is not None:
+            writer.write(data)
+            async with asyncio.timeout(timeout):
+                await writer.drain()
+            if connection.their_state is not h11.DONE:
+                await _linger(reader, writer)
+    except (ConnectionError, TimeoutError):
+        writer.transport.abort()  # a client that does not read its answer
     finally:
+        if entered and gate is not None:
+            gate.leave(key)
         with contextlib.suppress(ConnectionError):
             await close(writer)
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """After answering a request not read to its end (413, 408, 503): say the answer is
+    complete, and read what the client is still sending for a moment before closing, so
+    that the close does not reset the connection and take the answer with it."""
+    if writer.can_write_eof():
+        writer.write_eof()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(LINGER):
+            while await reader.read(_READ):
+                pass
 
 
 async def _answer(
@@ -212,15 +298,33 @@ async def _answer(
     handle: Handler,
     fail: Failure,
     max_body: int,
+    timeout: float,
+    gate: Gate | None,
+    key: object,
 ) -> Outgoing | None:
     """The answer to the request on `connection`; None when the client left first."""
+    pushed_out = False
+
+    def push_out() -> None:
+        nonlocal pushed_out
+        pushed_out = True
+        deadline.reschedule(-1.0)  # at once
+
     try:
-        request = await _request(connection, reader, max_body)
+        async with asyncio.timeout(timeout) as deadline:
+            if gate is not None:
+                gate.waiting(key, push_out)
+            request = await _request(connection, reader, max_body)
+    except TimeoutError:
+        raise _Late(pushed_out) from None
     except h11.RemoteProtocolError as exc:
         status = exc.error_status_hint
         return fail(status, f"bad request: {exc}" if status == 400 else _phrase(status).lower())
     except TooLarge as exc:
         return fail(413, str(exc))
+    finally:
+        if gate is not None:
+            gate.answering(key)
     if request is None:
         return None
     gone = asyncio.Event()
@@ -300,6 +404,18 @@ def _encode(connection: h11.Connection, answer: Outgoing) -> bytes:
         connection.send(event) or b""
         for event in (head, h11.Data(data=answer.body), h11.EndOfMessage())
     )
+
+
+def _raw(answer: Outgoing) -> bytes:
+    """An answer sent without h11: to a request not read (503) or not complete (408)."""
+    head = [
+        f"HTTP/1.1 {answer.status} {_phrase(answer.status)}",
+        *(f"{name}: {value}" for name, value in answer.headers),
+        f"Content-Type: {answer.content_type}",
+        f"Content-Length: {len(answer.body)}",
+        "Connection: close",
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + answer.body
 
 
 def _phrase(status: int) -> str:

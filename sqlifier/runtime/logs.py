@@ -10,6 +10,7 @@ in capitals, in brackets or before a colon (`ERROR ...`, `[warn] ...`, `error: .
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from pathlib import Path
+
+from sqlifier.runtime.space import SPACE
 
 __all__ = ["DEFAULT_LEVEL", "LogFile", "OutputTail", "classify"]
 
@@ -141,6 +144,8 @@ class LogFile:
             chunks.append(f'{head}{level}", "line": {encode_basestring(line)}}}\n')
         data = "".join(chunks).encode("utf-8")
         try:
+            if SPACE.low(self.path.parent):  # the last of the disk is for the state
+                raise OSError(errno.ENOSPC, "kept for the state")
             if self._size is None:
                 self._size = self.path.stat().st_size if self.path.exists() else 0
             if self._size + len(data) > self.max_bytes and self._size > 0:
@@ -150,6 +155,7 @@ class LogFile:
             self._size += len(data)
         except OSError:
             self.dropped += len(lines)
+            SPACE.drop(len(lines))
             self._size = None
         if self.on_lines is not None:
             self.on_lines(when, list(zip(levels, lines, strict=True)))

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlifier.errors import UserError
+from sqlifier.runtime.commands import service_argv
 from sqlifier.runtime.instance import Event, Instance, SecretHolder, StartFailed
 from sqlifier.runtime.lifecycle import Command, Lifecycle, State
 from sqlifier.runtime.logs import LogFile, OutputTail
@@ -31,7 +32,6 @@ from sqlifier.runtime.probes import ProbeTracker, run_probe
 from sqlifier.runtime.process import (
     Launched,
     LaunchError,
-    argv_for,
     instance_env,
     is_same_process,
     launch,
@@ -168,7 +168,11 @@ class InstanceRunner:
                 except UserError as exc:  # the message names the reference, never a value
                     raise LaunchError(str(exc)) from None
             launched = await launch(
-                argv_for(service), service.source, env, instance.name, instance.tail.path
+                service_argv(service, env, instance.name),
+                service.source,
+                env,
+                instance.name,
+                instance.tail.path,
             )
         except LaunchError as exc:
             self._apply(instance, instance.life.exited(self.clock(), None, str(exc)))

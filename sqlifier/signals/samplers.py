@@ -31,6 +31,7 @@ from sqlifier.engine.series import LOG, RESTART, SeriesStore
 from sqlifier.lang.signals import LOG_LEVELS
 from sqlifier.router.metrics import Counters, summarize
 from sqlifier.runtime.lifecycle import Lifecycle, State
+from sqlifier.runtime.space import free_bytes
 from sqlifier.runtime.supervisor import Instance, Supervisor
 
 __all__ = [
@@ -294,12 +295,15 @@ class Samplers:
         roots = {i.id: i.launched.pid for i in launched if i.launched is not None}
         samples = self._smoothed(self.processes.sample(roots, self.clock()))
         self.instances = {i.id: _describe(i, samples.get(i.id)) for i in instances}
+        free = free_bytes(self.supervisor.state_dir)
         for service in self.supervisor.services:
             # A draining instance is on its way out: its replacement or nothing counts.
             running = [i for i in launched if i.service.name == service and not i.draining]
             ready = [i for i in running if i.life.state is State.READY]
             self.store.put(service, "instances", t, len(running))
             self.store.put(service, "ready_instances", t, len(ready))
+            if free is not None:  # the same for every service: the stack's state folder
+                self.store.put(service, "disk_free", t, free)
             measured = [samples[i.id] for i in running if i.id in samples]
             cpus = [s.cpu for s in measured if s.cpu is not None]
             if cpus:

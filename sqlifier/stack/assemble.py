@@ -12,6 +12,7 @@ from sqlifier.diagnostics import Diagnostic
 from sqlifier.lang.errors import did_you_mean, quote
 from sqlifier.lang.source import Source, Span
 from sqlifier.stack import model as m
+from sqlifier.stack.expand import check_run
 from sqlifier.stack.reader import StackReader
 from sqlifier.stack.tomlpos import Path as KeyPath
 
@@ -290,6 +291,7 @@ def _build_all(
                 )
             continue
         services[name] = _service(name, merged, root)
+    check_run(reader, services, origin.paths, overlay, env)
     _check_dependencies(reader, services, origin)
     _check_routes(reader, services, origin)
     return services

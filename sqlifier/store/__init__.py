@@ -6,4 +6,6 @@ Module by module:
                   append-only and hash-chained
     decisions.py  every decision of the rule engine with its reason and values
     history.py    every service's signals in 10 s buckets, for backtests
+    files.py      damaged state files: the error that names them, kept aside
+    enginefile.py the rules' state in engine.json, restored or (corrupt) set aside and said
 """

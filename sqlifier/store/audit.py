@@ -28,6 +28,7 @@ the head, so blanking a chained entry's hash cannot get it re-chained.
 
 from __future__ import annotations
 
+import errno
 import getpass
 import hashlib
 import json
@@ -43,10 +44,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GENESIS", "HEAD_FILE", "AuditEntry", "AuditLog", "VerifyResult", "current_user"]
+from sqlifier.errors import UserError
+from sqlifier.store.files import unreadable
+
+__all__ = [
+    "GENESIS",
+    "HEAD_FILE",
+    "RESERVE_FILE",
+    "AuditEntry",
+    "AuditLog",
+    "AuditLogLost",
+    "VerifyResult",
+    "current_user",
+    "lost_entries",
+]
 
 GENESIS = "0" * 64  # the prev_hash of the first entry
 HEAD_FILE = "audit.head"
+# Space kept beside the log for when the disk fills up: released at the first "disk full",
+# it lets actions (failed ones included) still be recorded. Made again at the next start.
+RESERVE_FILE = "audit.reserve"
+RESERVE_SIZE = 1024 * 1024
 
 # The table as it was before the chain; the columns after it are added on open, with
 # defaults that let an older sqlifier still insert.
@@ -119,20 +137,76 @@ class _Head:
     hash: str
 
 
+class AuditLogLost(UserError):
+    """The audit log's entries are gone (the file emptied, replaced or removed) while its
+    head names entries: a new log is started only on purpose (`sqlifier audit reset`)."""
+
+
+def lost_entries(path: Path) -> str | None:
+    """Why the log at `path` lost every entry its head names, or None when it did not:
+    the database is missing or empty (with no write-ahead log holding its pages) or holds
+    no entry, while `audit.head` names one."""
+    head = _read_head_or_none(path.with_name(HEAD_FILE))
+    if head is None or head.id < 1:
+        return None
+    wal = path.with_name(path.name + "-wal")
+    pages = (path.stat().st_size if path.exists() else 0) + (
+        wal.stat().st_size if wal.exists() else 0
+    )
+    if not path.exists():
+        state = "missing"
+    elif pages == 0:
+        state = "empty"
+    else:
+        try:
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
+                tables = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'audit'").fetchall()
+                count = db.execute("SELECT COUNT(*) FROM audit").fetchone()[0] if tables else 0
+        except sqlite3.Error:
+            return None  # unreadable: opening it says so
+        if count:
+            return None
+        state = "without entries"
+    return f"the audit log is {state}, but {HEAD_FILE} names entry {head.id}"
+
+
 class AuditLog:
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        """Open (and create, or upgrade from before the chain) the log at `path`."""
+    def __init__(
+        self, path: Path, clock: Callable[[], float] = time.time, *, lost_ok: bool = False
+    ) -> None:
+        """Open (and create, or upgrade from before the chain) the log at `path`.
+
+        AuditLogLost when the log lost the entries its head names (unless `lost_ok`: to
+        read or verify what is left); StateFileError when it is not a readable database.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.clock = clock
         self.head_path = path.with_name(HEAD_FILE)
-        with closing(self._connect()) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-        with self._writing() as db:
-            _upgrade(db)
-            adopted = _chain_tail(db, _read_head_or_none(self.head_path))
+        if not lost_ok:
+            lost = lost_entries(path)
+            if lost is not None:
+                raise AuditLogLost(
+                    f"{path}: {lost}: its entries were lost (the file was emptied, replaced "
+                    "or removed). Restore it from a backup, or start a new log on purpose "
+                    "with `sqlifier audit reset` (the old files are kept aside and the reset "
+                    "is the new log's first entry)"
+                )
+        try:
+            with closing(self._connect()) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+            with self._writing() as db:
+                _upgrade(db)
+                adopted = _chain_tail(db, _read_head_or_none(self.head_path))
+        except sqlite3.DatabaseError as exc:
+            remedy = "`sqlifier audit reset` (the damaged file is kept aside)"
+            raise unreadable(path, "audit log", exc, remedy) from None
         if adopted is not None:
             _write_head(self.head_path, adopted)
+        self.reserve_path = path.with_name(RESERVE_FILE)
+        self.reserve_released = False  # by this process, for a full disk
+        if not lost_ok:
+            _make_reserve(self.reserve_path)
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=10, isolation_level=None)
@@ -170,6 +244,36 @@ class AuditLog:
         if service is None:
             service = _service_of(target)
         text = None if details is None else _json(details)
+        try:
+            entry = self._append(who, what, target, result, why, service, text)
+        except (OSError, sqlite3.OperationalError) as exc:
+            if not _disk_full(exc, self.path.parent) or not self._release_reserve():
+                raise
+            entry = self._append(who, what, target, result, why, service, text)
+        try:
+            _write_head(self.head_path, _Head(entry.id, entry.hash))
+        except OSError as exc:
+            # A head left behind the last entry is harmless: the next append moves it on.
+            if not _disk_full(exc, self.path.parent):
+                raise
+            if self._release_reserve():
+                _write_head(self.head_path, _Head(entry.id, entry.hash))
+        return entry
+
+    def _release_reserve(self) -> bool:
+        """Give the reserve's space back to the filesystem; False when there was none."""
+        try:
+            self.reserve_path.unlink()
+        except OSError:
+            return False
+        self.reserve_released = True
+        return True
+
+    def _append(
+        self, who: str, what: str, target: str, result: str, why: str, service: str | None,
+        text: str | None,
+    ) -> AuditEntry:  # fmt: skip
+        """Insert the next entry (the head is written by the caller)."""
         with self._writing() as db:
             head = _read_head_or_none(self.head_path)
             _chain_tail(db, head)
@@ -182,7 +286,6 @@ class AuditLog:
                 f"INSERT INTO audit ({_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (*fields, prev, digest),
             )
-        _write_head(self.head_path, _Head(entry_id, digest))
         return _entry((*fields, prev, digest))
 
     def entries(
@@ -227,6 +330,39 @@ class AuditLog:
 
 
 # --- writing -----------------------------------------------------------------------------
+
+
+def _make_reserve(path: Path) -> None:
+    """The reserve file, unless it is there or the disk has no room for it now."""
+    if path.exists():
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        return
+    try:
+        os.posix_fallocate(fd, 0, RESERVE_SIZE)
+    except OSError:
+        with suppress(OSError):
+            os.unlink(path)  # no room: a reserve only in name would be worse than none
+    finally:
+        os.close(fd)
+
+
+def _disk_full(exc: OSError | sqlite3.OperationalError, folder: Path) -> bool:
+    """Did `exc` come of a full disk? SQLite says "disk I/O error" when it cannot grow its
+    shared-memory file: then the filesystem of `folder` is asked."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
+    if code == sqlite3.SQLITE_FULL:
+        return True
+    if code != sqlite3.SQLITE_IOERR:
+        return False
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False
 
 
 def _upgrade(db: sqlite3.Connection) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlifier.engine.state import Decision
+from sqlifier.store.files import unreadable
 
 __all__ = ["DecisionLog"]
 
@@ -38,9 +39,18 @@ class DecisionLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.retention = retention
-        with closing(self._connect()) as db, db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+        try:
+            with closing(self._connect()) as db, db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise unreadable(
+                path,
+                "decision record",
+                exc,
+                f"`mv {path} {path}.old` (the rules' decisions "
+                "are then recorded from scratch; the audit log is not affected)",
+            ) from None
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=10)

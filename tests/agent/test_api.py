@@ -7,6 +7,7 @@ here are small endpoints of the test's, so each error can be provoked on purpose
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from sqlifier.agent.api import Api, Reply, Route, error
+from sqlifier.agent.api import Api, Reply, Route
 from sqlifier.agent.client import AgentClient
 from sqlifier.agent.endpoints import Endpoints
 from sqlifier.agent.files import agent_files
@@ -45,7 +46,7 @@ class Calls:
 class Served:
     """The API served on a unix socket by an event loop in a thread."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, **limits: Any) -> None:
         self.calls = Calls()
         routes = [
             Route("POST", "/v1/scale", Scale, self.calls.echo),
@@ -53,19 +54,16 @@ class Served:
             Route("GET", "/v1/status", Empty, self.calls.echo),
             Route("GET", "/v1/boom", Empty, self.calls.boom),
         ]
-        self.api = Api(TOKEN, routes)
+        self.api = Api(TOKEN, routes, **limits)
         self.files = agent_files(state_dir)
         self.files["token"].write_text(TOKEN)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: asyncio.Server | None = None
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await http.serve(reader, writer, self.api.handle, error)
-
     def start(self) -> None:
         self.thread.start()
-        opening = asyncio.start_unix_server(self._serve, path=str(self.files["socket"]))
+        opening = asyncio.start_unix_server(self.api.serve, path=str(self.files["socket"]))
         self.server = asyncio.run_coroutine_threadsafe(opening, self.loop).result(WAIT)
 
     def stop(self) -> None:
@@ -261,3 +259,78 @@ def test_every_route_of_the_agent_is_described_and_every_description_served() ->
     served = {(route.method.lower(), route.path) for route in endpoints.routes()}
     described = {(method, path) for path, item in OPENAPI["paths"].items() for method in item}
     assert served == described
+
+
+# -- clients that are slow, idle, too many or hostile -----------------------------------
+
+
+@pytest.fixture
+def impatient(tmp_path: Path) -> Iterator[Served]:
+    """An API that waits 0.3 s for a request and keeps 4 connections at most."""
+    server = Served(tmp_path, timeout=0.3, max_connections=4)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_an_idle_connection_is_answered_408_when_its_time_is_up(impatient: Served) -> None:
+    answer = Answer.parse(impatient.raw(b""))
+    assert (answer.status, answer.body) == (
+        408,
+        {"error": "request timeout: the request did not arrive within 0.3s"},
+    )
+
+
+def test_a_slowloris_client_is_answered_408_however_often_it_sends_a_byte(
+    impatient: Served,
+) -> None:
+    async def drip() -> bytes:
+        reader, writer = await asyncio.open_unix_connection(str(impatient.files["socket"]))
+        head = b"GET /v1/status HTTP/1.1\r\nHost: agent\r\nX-Padding: " + b"a" * 1000
+        answer = asyncio.create_task(reader.read())
+        for byte in head:  # a byte every 10 ms: each read is quick, the whole head is not
+            if answer.done():
+                break
+            with contextlib.suppress(ConnectionError):
+                writer.write(bytes([byte]))
+            await asyncio.wait([answer], timeout=0.01)
+        writer.close()
+        return await answer
+
+    answer = Answer.parse(asyncio.run(asyncio.wait_for(drip(), WAIT)))
+    assert answer.status == 408
+
+
+def test_the_connection_waiting_longest_is_pushed_out_for_a_new_one(impatient: Served) -> None:
+    async def crowd() -> tuple[list[bytes], Answer]:
+        socket = str(impatient.files["socket"])
+        idle = [await asyncio.open_unix_connection(socket) for _ in range(6)]
+        await asyncio.sleep(0)  # no wait for time: the server has taken the ones it will
+        head = f"GET /v1/status HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        reader, writer = await asyncio.open_unix_connection(socket)
+        writer.write(head.encode())
+        prompt = Answer.parse(await reader.read())
+        writer.close()
+        answers = [await r.read() for r, _ in idle]
+        for _, w in idle:
+            w.close()
+        return answers, prompt
+
+    answers, prompt = asyncio.run(asyncio.wait_for(crowd(), WAIT))
+    assert prompt.status == 200  # the prompt client is answered, crowd or not
+    statuses = sorted(Answer.parse(a).status for a in answers)
+    assert 503 in statuses and set(statuses) <= {408, 503}
+    pushed = next(Answer.parse(a) for a in answers if Answer.parse(a).status == 503)
+    assert pushed.body == {
+        "error": "too many connections at once: this one waited longest for its request"
+    }
+
+
+def test_a_body_nested_too_deeply_is_400_not_a_bug(served: Served) -> None:
+    answer = served.ask("POST", "/v1/scale", b"[" * 60000)
+    assert (answer.status, answer.body) == (
+        400,
+        {"error": "bad request: the body is nested too deeply"},
+    )

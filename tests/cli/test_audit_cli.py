@@ -240,5 +240,5 @@ def test_a_file_that_is_no_database_is_refused(stack_dir: Path) -> None:
     assert (result.returncode, result.stderr) == (
         1,
         "sqlifier: error: cannot open the audit log .sqlifier/dev/audit.db: "
-        "file is not a database\n",
+        "file is not a database; start a new log with `sqlifier audit reset`\n",
     )

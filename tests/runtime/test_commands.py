@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shlex
 import sys
 import time
@@ -13,12 +14,19 @@ from typing import Any
 import psutil
 import pytest
 
+from sqlifier.errors import DiagnosticsError
 from sqlifier.runtime.commands import (
     OUTPUT_LIMIT,
     RunResult,
     _Tail,
     run_command,
+    service_argv,
 )
+from sqlifier.runtime.process import LaunchError
+from sqlifier.runtime.supervisor import StartFailed, Supervisor
+from sqlifier.stack import load_stack
+from sqlifier.stack.expand import UnknownName, expand, names_in
+from sqlifier.stack.model import Service
 
 PY = shlex.quote(sys.executable)
 WAIT = 10.0  # generous bound on waiting for something that happens at once
@@ -154,3 +162,143 @@ def test_a_character_cut_in_two_at_the_front_is_dropped_whole() -> None:
     tail = _Tail()
     tail.data_received(("é" * 40_000 + "x").encode())  # 80_001 bytes: the cut splits an é
     assert tail.text() == "[... 14466 bytes cut]\n" + "é" * 32_767 + "x"
+
+
+# --- `$NAME` in a service's run ------------------------------------------------------------
+
+ARGV_APP = """\
+import json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+with open("argv.json", "w") as f:
+    json.dump(sys.argv[1:], f)
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+port = int(sys.argv[sys.argv.index("--port") + 1])
+ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"""
+
+
+def test_names_in_a_word_are_replaced_and_a_double_dollar_is_a_dollar() -> None:
+    env = {"PORT": "8001", "NAME": "a b", "X_1": "x"}
+    assert expand("--port=$PORT", env) == "--port=8001"
+    assert expand("${NAME}s", env) == "a bs"
+    assert expand("$X_1$PORT", env) == "x8001"
+    assert expand("$$PORT costs $5 and 5$", env) == "$PORT costs $5 and 5$"
+    assert names_in("$PORT ${NAME} $$HOME $5") == ["PORT", "NAME"]
+
+
+def test_an_unknown_or_malformed_name_is_an_error_that_names_it() -> None:
+    with pytest.raises(UnknownName, match=r"^\$NOPE is not set in the instance's environment"):
+        expand("--port $NOPE", {"PORT": "1"})
+    with pytest.raises(UnknownName, match=r"'\$\{1x\}' is not a variable reference"):
+        expand("${1x}", {})
+    with pytest.raises(UnknownName, match=r"'\$\{PORT' is not a variable reference"):
+        expand("${PORT", {"PORT": "1"})
+
+
+def test_service_argv_expands_each_word_without_a_shell() -> None:
+    web = Service(name="web", run="app --port $PORT --title '${TITLE}' $$HOME", source=Path())
+    env = {"PORT": "9000", "TITLE": "my shop; rm -rf /"}
+    assert service_argv(web, env, "web-0") == [
+        "app",
+        "--port",
+        "9000",
+        "--title",
+        "my shop; rm -rf /",
+        "$HOME",
+    ]
+    shell = Service(name="web", run="app --port $PORT", source=Path(), shell=True)
+    assert service_argv(shell, env, "web-0") == ["/bin/sh", "-c", "app --port $PORT"]
+    with pytest.raises(LaunchError, match=r"^web-0: run = 'app \$NOPE': \$NOPE is not set"):
+        service_argv(Service(name="web", run="app $NOPE", source=Path()), env, "web-0")
+
+
+def test_the_documented_run_gets_its_port_as_an_argument(tmp_path: Path) -> None:
+    """The stack-file reference's example, `--port $PORT` without a shell, started for real."""
+    (tmp_path / "app.py").write_text(ARGV_APP)
+    (tmp_path / "sqlifier.toml").write_text(
+        f'[stack]\nname = "t"\n[services.web]\nrun = "{sys.executable} app.py --port $PORT '
+        '--who ${INSTANCE}/${GREETING} $$HOME"\nenv = { GREETING = "hello there" }\n'
+        'probes.readiness = { http = "/", period = "100ms" }\n'
+    )
+    stack, _ = load_stack(tmp_path / "sqlifier.toml")
+
+    async def main() -> int:
+        supervisor = Supervisor(stack, "dev", tmp_path / ".sqlifier" / "dev")
+        try:
+            await supervisor.start(ready_timeout=20)
+            (instance,) = supervisor.snapshot()
+            return int(str(instance["port"]))
+        finally:
+            await supervisor.stop()
+
+    port = asyncio.run(main())
+    argv = json.loads((tmp_path / "argv.json").read_text())
+    assert argv == ["--port", str(port), "--who", "web-0/hello there", "$HOME"]
+
+
+def check_errors(tmp_path: Path, text: str) -> list[tuple[int, int, str]]:
+    path = tmp_path / "sqlifier.toml"
+    path.write_text(text)
+    with pytest.raises(DiagnosticsError) as caught:
+        load_stack(path, "sqlifier.toml")
+    return [(d.line, d.col, d.message) for d in caught.value.diagnostics]
+
+
+def test_check_names_an_unknown_variable_of_run_at_its_position(tmp_path: Path) -> None:
+    text = (
+        '[stack]\nname = "t"\n[services.web]\nrun = "app --port $PROT"\n'
+        '[services.api]\nrun = "api --port $PORT --db $DB --key $KEY --home $HOME"\n'
+        'env = { DB = "x" }\nsecrets = { KEY = "secret://local/key" }\n'
+        '[environments.prod.services.api]\nrun = "api ${MISSING}"\n'
+    )
+    assert check_errors(tmp_path, text) == [
+        (4, 7, "services.web.run uses $PROT, which its instances do not have"),
+        (10, 7, "services.api.run uses $MISSING, which its instances do not have"),
+    ]
+    assert check_errors(tmp_path, '[stack]\nname = "t"\n[services.web]\nrun = "a ${"\n') == [
+        (
+            4,
+            7,
+            "services.web.run: '${' is not a variable reference: write ${NAME} with a name "
+            "of letters, digits and '_', or $$ for a literal dollar",
+        ),
+    ]
+
+
+def test_a_name_only_an_env_file_or_the_agent_can_give_is_checked_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With an env file the check cannot know: the stack loads.
+    path = tmp_path / "sqlifier.toml"
+    path.write_text(
+        '[stack]\nname = "t"\n[services.web]\nrun = "app $FROM_FILE"\n'
+        '[environments.prod]\nenv_file = "prod.env"\n'
+    )
+    load_stack(path)
+    # The check's environment has the name; the agent that starts the instance does not.
+    monkeypatch.setenv("ONLY_AT_CHECK", "1")
+    (tmp_path / "app.py").write_text(ARGV_APP)
+    path.write_text(
+        f'[stack]\nname = "t"\n[services.web]\nrun = "{sys.executable} app.py $ONLY_AT_CHECK"\n'
+    )
+    stack, _ = load_stack(path)
+
+    async def main() -> None:
+        supervisor = Supervisor(stack, "dev", tmp_path / ".sqlifier" / "dev", base_env={})
+        try:
+            await supervisor.start(ready_timeout=5)
+        finally:
+            await supervisor.stop()
+
+    with pytest.raises(StartFailed, match=r"web-0: run = .*: \$ONLY_AT_CHECK is not set"):
+        asyncio.run(main())
