@@ -7,7 +7,9 @@ socket). Only h11 and the standard library are imported here: `ps` starts quickl
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,6 @@ import h11
 
 from sqlifier.agent.files import agent_files, read_info
 from sqlifier.errors import UserError
-from sqlifier.store.audit import current_user
 
 __all__ = ["AgentClient", "AgentNotRunning", "agent_alive", "read_info"]
 
@@ -29,15 +30,18 @@ class AgentNotRunning(UserError):
 
 def agent_alive(state_dir: Path) -> bool:
     """Is the agent that wrote `agent.json` still that same running process?"""
-    # psutil only when asked: importing this module stays quick
-    from sqlifier.runtime.process import is_same_process  # noqa: PLC0415
-
     info = read_info(state_dir)
     if not info or info.get("phase") in ("stopped", "failed"):
         return False
+    # psutil only when asked, and alone: runtime.process (the same test) would also load
+    # asyncio and subprocess, a third of the start-up of `sqlifier ps`.
+    import psutil  # noqa: PLC0415
+
     try:
-        return is_same_process(int(info["pid"]), float(info["started"]))
-    except (KeyError, TypeError, ValueError):
+        process = psutil.Process(int(info["pid"]))
+        same = abs(process.create_time() - float(info["started"])) < 0.05
+        return same and process.status() != psutil.STATUS_ZOMBIE
+    except (KeyError, TypeError, ValueError, psutil.Error):
         return False
 
 
@@ -57,7 +61,7 @@ class AgentClient:
             ("Host", "localhost"),
             ("Authorization", f"Bearer {token}"),
             ("Content-Type", "application/json"),
-            ("X-Sqlifier-User", current_user()),
+            ("X-Sqlifier-User", _current_user()),
         ]
         try:
             status, raw = self._exchange(method, path, headers, json.dumps(body or {}).encode())
@@ -105,3 +109,9 @@ class AgentClient:
         return AgentNotRunning(
             f"nothing is running for environment {self.env!r} (start it with sqlifier up)"
         )
+
+
+def _current_user() -> str:
+    # store.audit.current_user, without loading the audit log's module (sqlite3, hashlib)
+    # to start `sqlifier ps`.
+    return os.environ.get("SQLIFIER_USER") or getpass.getuser()

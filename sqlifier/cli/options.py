@@ -6,13 +6,22 @@ A value is checked in the command's body, not in a click callback: a bad value i
 `UserError` like any other, turned into a message and an exit code by `main.run()`, in
 the same order as the command's other checks.
 
+The same letters mean the same thing on every command: `-f` is `--file` (the stack file;
+`logs` follows with `--follow`/`-F`), `-s` is `--service`, `-e` is `--env`.
+tests/cli/test_options.py walks every command and holds them to it.
+
+`--env` is also an option of `sqlifier` itself, so it works before the subcommand as well
+as after it (`sqlifier --env production ps`); given in both places, the subcommand's wins.
+Every command resolves the environment the same way: `resolve_env`.
+
 Options that only look alike stay with their command: `--since` reads entries, lines or
 a window depending on the command (and `logs --since` has its own, narrower syntax);
-`--detach`, `--service`, `--approve` and `--timeout` mean something different on each.
+`--detach`, `--approve` and `--timeout` mean something different on each.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 
@@ -21,6 +30,7 @@ from click.decorators import FC
 
 from sqlifier.errors import UserError
 from sqlifier.lang.units import base_value
+from sqlifier.stack.model import DEFAULT_ENV
 
 __all__ = [
     "ENV",
@@ -28,12 +38,12 @@ __all__ = [
     "LOCK_WAIT",
     "LONGEST_OPTION",
     "STACK_FILE",
-    "STACK_FILE_LONG",
     "STACK_FILE_OF_FILES",
     "check_reason",
     "duration",
     "json_option",
     "reason_option",
+    "resolve_env",
 ]
 
 _STACK_FILE_HELP = "The stack file (default: found from here)."
@@ -44,8 +54,6 @@ STACK_FILE = click.option("-f", "--file", "stack_file", help=_STACK_FILE_HELP)
 STACK_FILE_OF_FILES = click.option(
     "-f", "--file", "stack_file", help="The stack file (default: sqlifier.toml here or above)."
 )
-# `logs` gives -f to --follow, as tail does.
-STACK_FILE_LONG = click.option("--file", "stack_file", help=_STACK_FILE_HELP)
 LOCK_WAIT = click.option(
     "--lock-wait", "lock_wait", help="Wait this long for the service's lock (30s, 5m)."
 )
@@ -53,6 +61,16 @@ LOCK_WAIT = click.option(
 # The longest duration an option takes: sqlifier keeps no older history, and no wait is
 # meant to outlast it.
 LONGEST_OPTION = 3650 * 86400.0
+
+
+def resolve_env(env: str | None) -> str:
+    """The environment a command works on: its own `--env`, else the one given to
+    `sqlifier --env E` before the subcommand, else $SQLIFIER_ENV, else dev."""
+    if env:
+        return env
+    context = click.get_current_context(silent=True)
+    outer = context.find_root().params.get("env") if context is not None else None
+    return str(outer or os.environ.get("SQLIFIER_ENV") or DEFAULT_ENV)
 
 
 def json_option(help: str = "Print JSON.") -> Callable[[FC], FC]:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from sqlifier.agent.client import AgentClient, agent_alive
-from sqlifier.cli.options import ENV, JSON, STACK_FILE, duration
+from sqlifier.cli.options import ENV, JSON, STACK_FILE, duration, resolve_env
 from sqlifier.cli.workspace import display_path, load_context
 from sqlifier.engine.compiled import CompiledRule
 from sqlifier.engine.machine import Settings
@@ -27,7 +27,7 @@ from sqlifier.engine.replay import (
 )
 from sqlifier.errors import DiagnosticsError, UserError
 from sqlifier.stack import load_stack
-from sqlifier.stack.model import DEFAULT_ENV, Stack
+from sqlifier.stack.model import Stack
 from sqlifier.stack.rulefiles import load_rules
 from sqlifier.store.decisions import DecisionLog
 from sqlifier.store.history import History
@@ -220,15 +220,14 @@ def _settings(stack: Stack | None) -> Settings:
 @click.option(
     "--samples", "samples_file", required=True, help="CSV: t,service,signal,value,message."
 )
-@click.option("--stack", "stack_file", help="A stack file: instance counts, services, [engine].")
 @click.option(
-    "--env",
-    "-e",
-    "env",
-    default=DEFAULT_ENV,
-    show_default=True,
-    help="The environment of the stack file.",
+    "-f",
+    "--file",
+    "--stack",
+    "stack_file",
+    help="A stack file: instance counts, services, [engine] (default: none).",
 )
+@ENV
 @click.option("--until", help="Run the clock to this time (default: the last sample's).")
 @click.option(
     "--explain", "with_decisions", is_flag=True, help="Also print the decisions not to act."
@@ -241,7 +240,7 @@ def test(
     rules: tuple[str, ...],
     samples_file: str,
     stack_file: str | None,
-    env: str,
+    env: str | None,
     until: str | None,
     with_decisions: bool,
     expect_file: str | None,
@@ -253,6 +252,7 @@ def test(
     the stack file's instance count (or 1), on release `current` with `previous_stable`
     before it.
     """
+    env = resolve_env(env)
     compiled, stack = _load(rules, stack_file)
     samples, epoch = read_samples(Path(samples_file), samples_file)
     end = _until(until, samples_file) if until else None
