@@ -29,7 +29,7 @@ _COLUMNS = ("time (utc)", "who", "what", "target", "result", "why")
 @STACK_FILE
 @JSON
 @click.option("--since", help="Only entries from the last D, like 30m, 24h or 7d.")
-@click.option("--service", help="Only entries about service S.")
+@click.option("--service", "-s", help="Only entries about service S.")
 @click.pass_context
 def group(
     ctx: click.Context,

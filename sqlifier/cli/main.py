@@ -109,11 +109,16 @@ def cli(env: str | None) -> None:
     """Run a small team's services and operate them with short, readable rules."""
 
 
-def run(argv: Sequence[str] | None = None, prog_name: str = "sqlifier") -> int:
-    """Run the CLI and return its exit code; never lets a traceback reach the user."""
+def run(
+    argv: Sequence[str] | None = None,
+    prog_name: str = "sqlifier",
+    command: click.Command | None = None,
+) -> int:
+    """Run the CLI (or one of its commands as a program of its own) and return its exit
+    code; never lets a traceback reach the user."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        result = cli.main(args=args, prog_name=prog_name, standalone_mode=False)
+        result = (command or cli).main(args=args, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
@@ -153,5 +158,8 @@ def main() -> None:
 
 
 def deploy_cli() -> None:
-    """The `deploy-cli` command: `sqlifier deploy` under the name the team already types."""
-    sys.exit(run(["deploy", *sys.argv[1:]], prog_name="deploy-cli"))
+    """The `deploy-cli` command: `sqlifier deploy` under the name the team already types,
+    as a program of its own, so that its usage line (`deploy-cli [OPTIONS]`) works as shown."""
+    from sqlifier.cli.deploy import group  # noqa: PLC0415
+
+    sys.exit(run(prog_name="deploy-cli", command=group))

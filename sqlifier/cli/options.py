@@ -43,6 +43,7 @@ __all__ = [
     "duration",
     "json_option",
     "reason_option",
+    "release_version_option",
     "resolve_env",
 ]
 
@@ -61,6 +62,34 @@ LOCK_WAIT = click.option(
 # The longest duration an option takes: sqlifier keeps no older history, and no wait is
 # meant to outlast it.
 LONGEST_OPTION = 3650 * 86400.0
+
+
+def release_version_option(help: str) -> Callable[[FC], FC]:
+    """`--version V` of `deploy` (the release to make), which also answers `--version`
+    alone as every program does: `deploy-cli --version` prints sqlifier's version."""
+    return click.option(
+        "--version",
+        "version",
+        metavar="V",
+        is_flag=False,
+        flag_value=_PROGRAM_VERSION,
+        is_eager=True,
+        callback=_program_version,
+        help=help + " Alone, without V: print sqlifier's version.",
+    )
+
+
+_PROGRAM_VERSION = "\0program"  # what `--version` without a value stands for
+
+
+def _program_version(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value != _PROGRAM_VERSION or ctx.resilient_parsing:
+        return value
+    from sqlifier import __version__  # noqa: PLC0415
+
+    name = ctx.find_root().info_name or "sqlifier"  # deploy-cli is a root of its own
+    click.echo(f"{name}{'' if name == 'sqlifier' else ' (sqlifier)'}, version {__version__}")
+    raise click.exceptions.Exit(0)
 
 
 def resolve_env(env: str | None) -> str:

@@ -1,0 +1,263 @@
+"""The same option means the same thing on every command: `-f` is `--file`, `-s` is
+`--service`, `-e` is `--env`; `--env` works before or after the subcommand and always
+honours SQLIFIER_ENV; every command that prints data has `--json`; `deploy-cli` is a
+program of its own whose usage line works.
+
+The first tests walk every command (the COMMANDS map, into each group), so a command
+added later is held to the same rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import click
+import pytest
+
+from sqlifier.cli.main import COMMANDS, SUMMARIES, cli
+from tests.conftest import BIN, run_sqlifier
+
+# Commands that print a message (or nothing) and no data: no --json. Every other command
+# must take --json; a new command has to be put on one side or the other.
+MESSAGES_ONLY = {
+    "approve",
+    "down",
+    "fmt",
+    "init",
+    "lock release",
+    "rollout",
+    "rules pause",
+    "rules resume",
+    "secret rm",
+    "secret rotate",
+    "secret set",
+    "up",
+}
+
+
+def _walk(command: click.Command, path: str) -> list[tuple[str, click.Command]]:
+    found = [(path, command)]
+    if isinstance(command, click.Group):
+        context = click.Context(command, info_name=path)
+        for name in command.list_commands(context):
+            sub = command.get_command(context, name)
+            assert sub is not None, f"{path} {name}"
+            found += _walk(sub, f"{path} {name}")
+    return found
+
+
+def _commands() -> list[tuple[str, click.Command]]:
+    context = click.Context(cli, info_name="sqlifier")
+    found = []
+    for name in COMMANDS:
+        command = cli.get_command(context, name)
+        assert command is not None, name
+        found += _walk(command, name)
+    return found
+
+
+ALL = _commands()
+
+
+def _options(command: click.Command) -> list[click.Option]:
+    return [p for p in command.params if isinstance(p, click.Option)]
+
+
+def test_the_walk_reaches_every_command_and_subcommand() -> None:
+    names = {name for name, _ in ALL}
+    assert {"ps", "logs", "rules test", "secret set", "lock release", "audit verify"} <= names
+    assert "deploy status" in names
+    assert set(SUMMARIES) == set(COMMANDS)
+
+
+@pytest.mark.parametrize(
+    ("short", "long"), [("-f", "--file"), ("-s", "--service"), ("-e", "--env")]
+)
+def test_a_short_option_means_one_long_option_on_every_command(short: str, long: str) -> None:
+    wrong = []
+    for name, command in ALL:
+        for option in _options(command):
+            if (short in option.opts) != (long in option.opts):
+                wrong.append(f"{name}: {'/'.join(option.opts)}")
+    assert wrong == []
+
+
+def test_every_command_that_takes_an_environment_takes_the_stack_file() -> None:
+    missing = [
+        name
+        for name, command in ALL
+        if any("--env" in o.opts for o in _options(command))
+        and not any("--file" in o.opts for o in _options(command))
+    ]
+    assert missing == []
+
+
+def test_every_command_that_prints_data_takes_json() -> None:
+    runs = [
+        (name, command)
+        for name, command in ALL
+        if not isinstance(command, click.Group) or command.invoke_without_command
+    ]
+    without = [
+        name
+        for name, command in runs
+        if name not in MESSAGES_ONLY and not any("--json" in o.opts for o in _options(command))
+    ]
+    assert without == []
+    assert {name for name, _ in runs} >= MESSAGES_ONLY  # no stale name in the list
+
+
+def test_logs_follows_with_capital_f_and_reads_the_stack_file_with_f() -> None:
+    logs = dict(ALL)["logs"]
+    follow = next(o for o in _options(logs) if o.name == "follow")
+    assert follow.opts == ["--follow", "-F"]
+
+
+STACK = """\
+[stack]
+name = "opts"
+rules = []
+
+[services.web]
+run = "python3 app.py"
+
+[environments.staging.services.web]
+instances = 5
+"""
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Path:
+    (tmp_path / "sqlifier.toml").write_text(STACK)
+    return tmp_path
+
+
+def _sqlifier(*args: str, cwd: Path, env: str | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("SQLIFIER_ENV", "SQLIFIER_DEBUG")}
+    if env is not None:
+        environ["SQLIFIER_ENV"] = env
+    return subprocess.run(
+        [str(BIN / "sqlifier"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
+        check=False,
+    )
+
+
+def _config_env(result: subprocess.CompletedProcess[str]) -> tuple[str, int]:
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    return data["env"], data["instances"]
+
+
+def test_env_works_before_and_after_the_subcommand(stack: Path) -> None:
+    assert _config_env(_sqlifier("--env", "staging", "config", "web", "--json", cwd=stack)) == (
+        "staging",
+        5,
+    )
+    assert _config_env(_sqlifier("-e", "staging", "config", "web", "--json", cwd=stack)) == (
+        "staging",
+        5,
+    )
+    assert _config_env(_sqlifier("config", "web", "--env", "staging", "--json", cwd=stack)) == (
+        "staging",
+        5,
+    )
+    assert _config_env(_sqlifier("config", "web", "--json", cwd=stack)) == ("dev", 1)
+
+
+def test_env_after_the_subcommand_wins_over_before_and_both_over_sqlifier_env(
+    stack: Path,
+) -> None:
+    both = _sqlifier("--env", "staging", "config", "web", "--env", "dev", "--json", cwd=stack)
+    assert _config_env(both) == ("dev", 1)
+    assert _config_env(_sqlifier("config", "web", "--json", cwd=stack, env="staging")) == (
+        "staging",
+        5,
+    )
+    given = _sqlifier("--env", "dev", "config", "web", "--json", cwd=stack, env="staging")
+    assert _config_env(given) == ("dev", 1)
+
+
+def test_a_bad_env_before_the_subcommand_is_named_like_one_after(stack: Path) -> None:
+    result = _sqlifier("--env", "Prod!", "ps", cwd=stack)
+    assert result.returncode == 1
+    assert "invalid environment 'Prod!' (from --env or SQLIFIER_ENV)" in result.stderr
+
+
+def _rules_test(
+    stack: Path, *args: str, env: str | None = None, before: tuple[str, ...] = ()
+) -> list[str]:
+    (stack / "r.sql").write_text(
+        "RULE hot ON cpu(service='web') > 90% DO SCALE 'web' TO instances + 1;\n"
+    )
+    (stack / "s.csv").write_text("t,service,signal,value,message\n0,web,cpu,95,\n")
+    result = _sqlifier(
+        *before, "rules", "test", "r.sql", "--samples", "s.csv", "--json", *args, cwd=stack, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    return [a["detail"] for a in json.loads(result.stdout)]
+
+
+def test_rules_test_honours_sqlifier_env_and_env_before_the_subcommand(stack: Path) -> None:
+    assert _rules_test(stack, "-f", "sqlifier.toml") == ["1 -> 2"]
+    assert _rules_test(stack, "-f", "sqlifier.toml", env="staging") == ["5 -> 6"]
+    assert _rules_test(stack, "--file", "sqlifier.toml", "--env", "staging") == ["5 -> 6"]
+    assert _rules_test(stack, "--stack", "sqlifier.toml", env="staging") == ["5 -> 6"]
+    assert _rules_test(stack, "-f", "sqlifier.toml", before=("-e", "staging")) == ["5 -> 6"]
+
+
+def test_logs_reads_the_stack_file_with_f_and_prints_json_lines(
+    stack: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    logs = stack / ".sqlifier" / "dev" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "web-0.log").write_text(
+        '{"t": 100.5, "stream": "stdout", "level": "info", "line": "hello"}\n'
+        '{"t": 101.0, "stream": "stderr", "level": "error", "line": "oh \\u00e9"}\n'
+    )
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    result = _sqlifier("logs", "web", "-f", str(stack / "sqlifier.toml"), "--json", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {"t": 100.5, "instance": "web-0", "stream": "stdout", "level": "info", "line": "hello"},
+        {"t": 101.0, "instance": "web-0", "stream": "stderr", "level": "error", "line": "oh é"},
+    ]
+    text = _sqlifier("logs", "web", "--file", str(stack / "sqlifier.toml"), cwd=elsewhere)
+    assert text.stdout.splitlines()[1].endswith("web-0 ERROR    oh é")
+
+
+def _deploy_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return run_sqlifier(*args, cwd=cwd, command="deploy-cli")
+
+
+def test_deploy_cli_usage_line_is_a_command_that_works(stack: Path) -> None:
+    usage = _deploy_cli("--help", cwd=stack).stdout.splitlines()[0]
+    assert usage == "Usage: deploy-cli [OPTIONS] [status DEPLOY_ID]"
+    status = _deploy_cli("status", "d-nope", cwd=stack)
+    assert (status.returncode, status.stderr) == (
+        1,
+        "deploy-cli: error: no deploy 'd-nope' in dev\n",
+    )
+    bare = _deploy_cli(cwd=stack)
+    assert bare.stderr == (
+        "deploy-cli: error: deploy needs --service SERVICE (or: deploy-cli status ID)\n"
+    )
+
+
+def test_deploy_cli_version_alone_is_the_program_version_and_with_a_value_the_release(
+    stack: Path,
+) -> None:
+    alone = _deploy_cli("--version", cwd=stack)
+    assert (alone.returncode, alone.stdout) == (0, "deploy-cli (sqlifier), version 0.1.0\n")
+    last = _deploy_cli("--service", "web", "--version", cwd=stack)
+    assert last.stdout == "deploy-cli (sqlifier), version 0.1.0\n"
+    release = _deploy_cli("--version", "v2", "--service", "web", "--yes", cwd=stack)
+    assert release.returncode == 1
+    assert "nothing is running for opts in dev: deploys go to a running stack" in release.stderr
+    assert run_sqlifier("--version").stdout == "sqlifier, version 0.1.0\n"
