@@ -16,7 +16,7 @@ __all__ = ["command"]
 
 
 @click.command("check")
-@click.argument("files", nargs=-1)
+@click.argument("files", nargs=-1, type=click.Path())
 @STACK_FILE_OF_FILES
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnostics as JSON on stdout.")
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too (for CI).")

@@ -24,6 +24,7 @@ from sqlifier.cli.options import (
     LOCK_WAIT,
     STACK_FILE,
     check_reason,
+    complete_services,
     duration,
     json_option,
     reason_option,
@@ -48,7 +49,7 @@ _FINAL_JSON = json_option("Print the final record as JSON.")
     subcommand_metavar="[status DEPLOY_ID]",
     context_settings={"ignore_unknown_options": False},
 )
-@click.option("--service", "-s", help="The service to deploy.")
+@click.option("--service", "-s", shell_complete=complete_services, help="The service to deploy.")
 @ENV
 @STACK_FILE
 @release_version_option(
@@ -166,7 +167,13 @@ def approve(deploy_id: str, env: str | None, stack_file: str | None) -> int:
 
 
 @click.command("rollback")
-@click.option("--service", "-s", required=True, help="The service to roll back.")
+@click.option(
+    "--service",
+    "-s",
+    required=True,
+    shell_complete=complete_services,
+    help="The service to roll back.",
+)
 @ENV
 @STACK_FILE
 @click.option(
@@ -226,7 +233,7 @@ def rollback(
 
 @click.command("rollout")
 @click.argument("action", type=click.Choice(["abort", "pause", "resume"]))
-@click.argument("service")
+@click.argument("service", shell_complete=complete_services)
 @ENV
 @STACK_FILE
 @reason_option()

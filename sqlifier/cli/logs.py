@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from sqlifier.cli.options import ENV, JSON, STACK_FILE
+from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services
 from sqlifier.cli.workspace import load_context
 from sqlifier.errors import UserError
 
@@ -29,7 +29,7 @@ _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @click.command("logs")
-@click.argument("service")
+@click.argument("service", shell_complete=complete_services)
 @ENV
 @STACK_FILE
 @click.option("--follow", "-F", is_flag=True, help="Keep printing new lines (Ctrl-C ends).")

@@ -24,13 +24,18 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from click.decorators import FC
 
-from sqlifier.errors import UserError
+from sqlifier.errors import SqlifierError, UserError
 from sqlifier.lang.units import base_value
 from sqlifier.stack.model import DEFAULT_ENV
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 __all__ = [
     "ENV",
@@ -40,6 +45,7 @@ __all__ = [
     "STACK_FILE",
     "STACK_FILE_OF_FILES",
     "check_reason",
+    "complete_services",
     "duration",
     "json_option",
     "reason_option",
@@ -50,10 +56,16 @@ __all__ = [
 _STACK_FILE_HELP = "The stack file (default: found from here)."
 
 ENV = click.option("--env", "-e", "env", help="The environment (default: $SQLIFIER_ENV, else dev).")
-STACK_FILE = click.option("-f", "--file", "stack_file", help=_STACK_FILE_HELP)
+# A path: the shells complete file names for it.
+_FILE = click.Path(dir_okay=False)
+STACK_FILE = click.option("-f", "--file", "stack_file", type=_FILE, help=_STACK_FILE_HELP)
 # `check` and `fmt` find the stack file from the files they are given (`resolve`).
 STACK_FILE_OF_FILES = click.option(
-    "-f", "--file", "stack_file", help="The stack file (default: sqlifier.toml here or above)."
+    "-f",
+    "--file",
+    "stack_file",
+    type=_FILE,
+    help="The stack file (default: sqlifier.toml here or above).",
 )
 LOCK_WAIT = click.option(
     "--lock-wait", "lock_wait", help="Wait this long for the service's lock (30s, 5m)."
@@ -90,6 +102,29 @@ def _program_version(ctx: click.Context, param: click.Parameter, value: str | No
     name = ctx.find_root().info_name or "sqlifier"  # deploy-cli is a root of its own
     click.echo(f"{name}{'' if name == 'sqlifier' else ' (sqlifier)'}, version {__version__}")
     raise click.exceptions.Exit(0)
+
+
+def complete_services(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of a service name: the services of the stack file the command
+    would use (`-f`, else found from here up) in its environment. Nothing when there is
+    no valid stack: completion never prints an error."""
+    from click.shell_completion import CompletionItem  # noqa: PLC0415 (when completing)
+
+    from sqlifier.stack import find_stack, load_stack  # noqa: PLC0415
+
+    given = ctx.params.get("stack_file")
+    try:
+        path = Path(given) if given else find_stack(Path.cwd())
+        if path is None:
+            return []
+        stack, _ = load_stack(path)
+        env = ctx.params.get("env") or ctx.find_root().params.get("env")
+        names = stack.services_for(resolve_env(env))
+    except (SqlifierError, OSError, ValueError):
+        return []
+    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
 
 
 def resolve_env(env: str | None) -> str:

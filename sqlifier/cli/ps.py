@@ -11,7 +11,7 @@ import click
 
 from sqlifier.agent.client import AgentClient, agent_alive
 from sqlifier.agent.files import read_info
-from sqlifier.cli.options import ENV, JSON, STACK_FILE
+from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services
 from sqlifier.cli.workspace import load_context
 from sqlifier.errors import UserError
 
@@ -140,7 +140,7 @@ class _ScaleCommand(click.Command):
 
 
 @click.command("scale", cls=_ScaleCommand)
-@click.argument("service")
+@click.argument("service", shell_complete=complete_services)
 @click.argument("instances", type=int)
 @ENV
 @STACK_FILE
@@ -162,7 +162,7 @@ def scale(
 
 
 @click.command("restart")
-@click.argument("service")
+@click.argument("service", shell_complete=complete_services)
 @ENV
 @STACK_FILE
 @JSON
