@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
-setup_venv
+setup_venv demo
 export PATH="$PWD/.venv/bin:$PATH"
 cd examples/shop
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -261,3 +262,33 @@ def test_deploy_cli_version_alone_is_the_program_version_and_with_a_value_the_re
     assert release.returncode == 1
     assert "nothing is running for opts in dev: deploys go to a running stack" in release.stderr
     assert run_sqlifier("--version").stdout == "sqlifier, version 0.1.0\n"
+
+
+# --- install: vault:// and the AWS references need an optional extra ---------------------
+
+
+@pytest.mark.parametrize(
+    ("reference", "blocked", "extra"),
+    [
+        ("vault://secret/shop/db#password", "hvac", "vault"),
+        ("aws-sm://shop/db#password", "botocore", "aws"),
+        ("ssm:///shop/db/password", "botocore", "aws"),
+    ],
+)
+def test_a_reference_whose_extra_is_not_installed_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, reference: str, blocked: str, extra: str
+) -> None:
+    """The test setup installs both extras; a module set to None in sys.modules is what
+    Python sees when it is not installed (`import` raises ImportError)."""
+    from sqlifier.secrets.errors import SecretError
+    from sqlifier.secrets.providers import Context, resolve
+
+    monkeypatch.setitem(sys.modules, blocked, None)
+    environ = {"VAULT_ADDR": "http://127.0.0.1:1", "VAULT_TOKEN": "t", "AWS_REGION": "eu-west-1"}
+    with pytest.raises(SecretError) as caught:
+        resolve(reference, Context("dev", tmp_path, tmp_path, environ))
+    package = "hvac" if extra == "vault" else "boto3"
+    assert str(caught.value) == (
+        f"{reference}: this reference needs {package}, which is not installed: install "
+        f"sqlifier with it, pipx install 'sqlifier[{extra}]' (or pipx inject sqlifier {package})"
+    )
