@@ -17,6 +17,10 @@ target and the ratio to it.
 The stacks are generated in a temporary folder; the running one is started with
 `sqlifier up --detach` and stopped with `sqlifier down` at the end.
 
+`--instructions` also runs each case once under valgrind (callgrind) and prints the
+instructions it executed: a count that does not move with the machine's load, where the
+wall times of a shared machine do (a run takes a minute more).
+
 sqlifier's modules are compiled to bytecode first (`compileall`), as `pip install` and
 `pipx install` do: a checkout installed in development mode, with PYTHONDONTWRITEBYTECODE
 set, would otherwise compile every module from source on every start (some 60 ms more).
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import resource
 import shutil
 import statistics
@@ -149,6 +154,7 @@ class Case:
     ratio: float | None = None
     times: list[float] | None = None
     cpu: list[float] | None = None
+    instructions: int | None = None
 
 
 def timed(argv: list[str], cwd: Path) -> tuple[float, float]:
@@ -167,7 +173,12 @@ def timed(argv: list[str], cwd: Path) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=15, help="rounds (default 15)")
+    parser.add_argument(
+        "--instructions", action="store_true", help="also count instructions (valgrind)"
+    )
     args = parser.parse_args()
+    if args.instructions and shutil.which("valgrind") is None:
+        sys.exit("--instructions needs valgrind (apt-get install valgrind)")
     if shutil.which("promtool") is None:
         sys.exit("promtool is not installed: it is the baseline (apt-get install prometheus)")
     env = {k: v for k, v in os.environ.items() if k not in ("SQLIFIER_ENV", "SQLIFIER_DEBUG")}
@@ -211,6 +222,8 @@ def main() -> None:
                 Case("sqlifier check, 1,000 rules", [SQLIFIER, "check"], stack1000.parent, 0.5),
             ]
             run_cases(cases, args.repeat)
+            if args.instructions:
+                count_instructions(cases)
         finally:
             subprocess.run([SQLIFIER, "down", "-f", str(running)], capture_output=True, check=False)
     report(cases)
@@ -226,6 +239,23 @@ def run_cases(cases: list[Case], repeat: int) -> None:
             wall, cpu = timed(case.argv, case.cwd)
             case.times.append(wall)
             case.cpu.append(cpu)
+
+
+def count_instructions(cases: list[Case]) -> None:
+    """Each case once under callgrind: the instructions it executed (promtool, a Go
+    program, does not run under valgrind: it has none)."""
+    for case in cases:
+        if case.argv[0] == "promtool":
+            continue
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *case.argv],
+            cwd=case.cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        case.instructions = int(found.group(1)) if found else None
 
 
 def report(cases: list[Case]) -> None:
@@ -255,6 +285,15 @@ def report(cases: list[Case]) -> None:
             f"{case.name:<44} {median * 1000:>4.0f} ms {spread:>13} {cpu * 1000:>4.0f} ms "
             f"{shown_target:>8} {ratio:>6} {(median - floor) * 1000:>5.0f} ms"
         )
+    if any(case.instructions for case in cases):
+        floor_count = cases[0].instructions or 1
+        print("\ninstructions executed (valgrind; the same on an idle or a busy machine):")
+        for case in cases:
+            if case.instructions:
+                print(
+                    f"  {case.name:<44} {case.instructions / 1e6:>6.0f} M  "
+                    f"{case.instructions / floor_count:>5.2f}x the floor"
+                )
     check = medians["sqlifier check, 100 rules"]
     promtool = medians["promtool check rules, 100 rules (baseline)"]
     print(
