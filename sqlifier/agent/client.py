@@ -33,16 +33,38 @@ def agent_alive(state_dir: Path) -> bool:
     info = read_info(state_dir)
     if not info or info.get("phase") in ("stopped", "failed"):
         return False
-    # psutil only when asked, and alone: runtime.process (the same test) would also load
-    # asyncio and subprocess, a third of the start-up of `sqlifier ps`.
+    try:
+        pid, started = int(info["pid"]), float(info["started"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    if os.path.exists("/proc/self/stat"):
+        found = _linux_start(pid)
+        return found is not None and abs(found - started) < 0.05
+    # Elsewhere psutil, alone: runtime.process (the same test) also loads asyncio.
     import psutil  # noqa: PLC0415
 
     try:
-        process = psutil.Process(int(info["pid"]))
-        same = abs(process.create_time() - float(info["started"])) < 0.05
+        process = psutil.Process(pid)
+        same = abs(process.create_time() - started) < 0.05
         return same and process.status() != psutil.STATUS_ZOMBIE
-    except (KeyError, TypeError, ValueError, psutil.Error):
+    except psutil.Error:
         return False
+
+
+def _linux_start(pid: int) -> float | None:
+    """When a live (not zombie) process started, as psutil's create_time() reckons it on
+    Linux (boot time + start ticks), read from /proc without importing psutil: a fifth of
+    the start-up of `sqlifier ps`."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rpartition(b")")[2].split()
+        with open("/proc/stat", "rb") as handle:
+            boot = next(float(line.split()[1]) for line in handle if line.startswith(b"btime"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    if len(fields) < 20 or fields[0] == b"Z":
+        return None
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
 class AgentClient:

@@ -292,3 +292,42 @@ def test_a_reference_whose_extra_is_not_installed_names_the_extra(
         f"{reference}: this reference needs {package}, which is not installed: install "
         f"sqlifier with it, pipx install 'sqlifier[{extra}]' (or pipx inject sqlifier {package})"
     )
+
+
+# --- start-up: `ps` checks the agent without psutil on Linux, as psutil would --------------
+
+
+def test_the_clients_liveness_check_agrees_with_psutil(tmp_path: Path) -> None:
+    """agent_alive reads /proc itself (psutil takes a fifth of `ps`'s start-up); on a live
+    process, a recycled pid (another start time), a zombie and a pid that is gone it must
+    say what runtime.process.is_same_process (psutil) says."""
+    import psutil
+
+    from sqlifier.agent.client import agent_alive
+    from sqlifier.runtime.process import is_same_process
+
+    def alive(pid: int, started: float) -> bool:
+        (tmp_path / "agent.json").write_text(
+            json.dumps({"pid": pid, "started": started, "phase": "running"})
+        )
+        return agent_alive(tmp_path)
+
+    sleeper = subprocess.Popen(["sleep", "30"])
+    exited = subprocess.Popen(["true"])
+    try:
+        started = psutil.Process(sleeper.pid).create_time()
+        exited_started = psutil.Process(exited.pid).create_time()
+        os.waitid(os.P_PID, exited.pid, os.WEXITED | os.WNOWAIT)  # exited, left a zombie
+        assert psutil.Process(exited.pid).status() == psutil.STATUS_ZOMBIE
+        cases = [
+            (sleeper.pid, started),
+            (sleeper.pid, started - 5),
+            (exited.pid, exited_started),
+            (2**22 + 7, started),
+        ]
+        assert [alive(pid, at) for pid, at in cases] == [True, False, False, False]
+        assert [is_same_process(pid, at) for pid, at in cases] == [True, False, False, False]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        exited.wait()
