@@ -331,3 +331,44 @@ def test_the_clients_liveness_check_agrees_with_psutil(tmp_path: Path) -> None:
         sleeper.kill()
         sleeper.wait()
         exited.wait()
+
+
+# --- start-up: what a command loads ------------------------------------------------------
+
+
+def _loaded(code: str, cwd: Path | None = None) -> set[str]:
+    script = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_help_lists_every_command_without_importing_one() -> None:
+    loaded = _loaded("from sqlifier.cli.main import run\nrun(['--help'])")
+    commands = {target.split(":")[0] for target in COMMANDS.values()}
+    assert sorted(commands & loaded) == []
+    assert "sqlifier.lang.parser" not in loaded
+
+
+def test_the_help_summaries_are_the_commands_own_short_help() -> None:
+    context = click.Context(cli, info_name="sqlifier")
+    for name in COMMANDS:
+        command = cli.get_command(context, name)
+        assert command is not None
+        assert command.get_short_help_str(100) == SUMMARIES[name]
+
+
+def test_reading_a_stack_file_loads_no_parser_unless_it_has_analysis_expressions(
+    stack: Path,
+) -> None:
+    read = "from pathlib import Path\nfrom sqlifier.stack import load_stack\nload_stack(Path('sqlifier.toml'))"
+    assert "sqlifier.lang.parser" not in _loaded(read, cwd=stack)
+    with (stack / "sqlifier.toml").open("a") as handle:
+        handle.write('\n[services.web.rollout]\nanalysis = ["error_rate() < 1%"]\n')
+    assert "sqlifier.lang.parser" in _loaded(read, cwd=stack)
