@@ -90,12 +90,14 @@ if __name__ == "__main__":
 '''
 
 
-def files(name: str, approver: str) -> dict[str, str]:
+def files(name: str, approver: str | None = None) -> dict[str, str]:
     """Relative path -> content of every file of a new stack called `name`, whose
-    production environment `approver` (the user running init) may approve deploys to."""
+    production environment `approver` (init: the user running it) may approve deploys to;
+    without one, it names no approver yet (and `check` warns about it)."""
+    # A JSON string is a valid TOML basic string: quotes and backslashes escaped.
+    approvers = json.dumps(approver) if approver is not None else ""
     return {
-        # A JSON string is a valid TOML basic string: quotes and backslashes escaped.
-        "sqlifier.toml": _STACK.format(name=name, approver=json.dumps(approver)),
+        "sqlifier.toml": _STACK.format(name=name, approver=approvers),
         GITIGNORE: _GITIGNORE,
         "rules/scale.sql": _SCALE,
         "rules/rollback.sql": _ROLLBACK,

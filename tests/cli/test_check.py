@@ -152,3 +152,23 @@ def test_strict_makes_warnings_fail_and_says_why(tmp_path: Path) -> None:
     clean = WARNED.replace('approval = "required"', 'approval = "required"\napprovers = ["a"]')
     (tmp_path / "sqlifier.toml").write_text(clean)
     assert run_sqlifier("check", "--strict", cwd=tmp_path).returncode == 0
+
+
+def test_init_names_the_user_who_ran_it_as_approver_so_strict_check_passes(
+    tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+
+    from tests.conftest import BIN
+
+    env = {**os.environ, "SQLIFIER_USER": 'al"ice'}
+    subprocess.run(
+        [str(BIN / "sqlifier"), "init", "shop"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    assert 'approvers = ["al\\"ice"]' in (tmp_path / "shop" / "sqlifier.toml").read_text()
+    assert run_sqlifier("check", "--strict", cwd=tmp_path / "shop").returncode == 0
