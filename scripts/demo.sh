@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
-setup_venv
+setup_venv demo
 export PATH="$PWD/.venv/bin:$PATH"
 demo=$(mktemp -d "${TMPDIR:-/tmp}/sqlifier-demo.XXXXXX")
 cp -R examples/shop "$demo/shop"

@@ -29,18 +29,33 @@ ensure_venv_module() {
     fi
 }
 
+# What each script installs into .venv beside sqlifier: the tests need the development
+# tools and both optional secret providers ([vault], [aws]) they test against real
+# servers; the demo needs no development tool, only the example shop's own dependency
+# (its payment ledger migrates with Alembic).
+DEV_EXTRAS='.[dev,vault,aws]'
+DEMO_PACKAGES='alembic==1.20.1'
+
+# setup_venv [dev|demo] (default dev). A .venv set up for dev also serves the demo.
 setup_venv() {
-    local python stamp wanted
+    local python stamp wanted mode=${1:-dev}
     python=$(find_python) || return 1
     wanted="$(cat pyproject.toml; "$python" --version 2>&1)"
     stamp=.venv/.sqlifier-installed
-    if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
-        return 0
+    if [ -x .venv/bin/python ] && [ -f "$stamp" ]; then
+        if [ "$(cat "$stamp")" = "dev:$wanted" ] ||
+            { [ "$mode" = demo ] && [ "$(cat "$stamp")" = "demo:$wanted" ]; }; then
+            return 0
+        fi
     fi
     ensure_venv_module "$python" || return 1
-    echo "setting up .venv (first run only)..." >&2
+    echo "setting up .venv for the $mode (first run only)..." >&2
     "$python" -m venv .venv || return 1
     .venv/bin/python -m pip install --quiet --upgrade pip || return 1
-    .venv/bin/python -m pip install --quiet -e '.[dev]' || return 1
-    printf '%s' "$wanted" >"$stamp"
+    if [ "$mode" = demo ]; then
+        .venv/bin/python -m pip install --quiet -e . "$DEMO_PACKAGES" || return 1
+    else
+        .venv/bin/python -m pip install --quiet -e "$DEV_EXTRAS" || return 1
+    fi
+    printf '%s' "$mode:$wanted" >"$stamp"
 }

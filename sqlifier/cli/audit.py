@@ -18,7 +18,7 @@ import click
 
 from sqlifier.agent.client import agent_alive
 from sqlifier.agent.files import keep_private
-from sqlifier.cli.options import ENV, JSON, STACK_FILE, duration
+from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services, duration
 from sqlifier.cli.workspace import Context, display_path, load_context
 from sqlifier.errors import UserError
 from sqlifier.store.audit import HEAD_FILE, AuditEntry, AuditLog, VerifyResult, lost_entries
@@ -35,7 +35,9 @@ _COLUMNS = ("time (utc)", "who", "what", "target", "result", "why")
 @STACK_FILE
 @JSON
 @click.option("--since", help="Only entries from the last D, like 30m, 24h or 7d.")
-@click.option("--service", help="Only entries about service S.")
+@click.option(
+    "--service", "-s", shell_complete=complete_services, help="Only entries about service S."
+)
 @click.pass_context
 def group(
     ctx: click.Context,

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from sqlifier.cli.options import ENV, JSON, STACK_FILE
+from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services
 from sqlifier.cli.workspace import load_context
 from sqlifier.errors import UserError
 from sqlifier.secrets.redact import MASK
@@ -22,7 +22,7 @@ _SECRETISH = re.compile(r"(PASSWORD|PASSWD|TOKEN|SECRET|API_KEY|PRIVATE_KEY|ACCE
 
 
 @click.command("config")
-@click.argument("service")
+@click.argument("service", shell_complete=complete_services)
 @ENV
 @STACK_FILE
 @JSON

@@ -24,9 +24,11 @@ from sqlifier.cli.options import (
     LOCK_WAIT,
     STACK_FILE,
     check_reason,
+    complete_services,
     duration,
     json_option,
     reason_option,
+    release_version_option,
 )
 from sqlifier.cli.releases import audit_plans
 from sqlifier.cli.workspace import Context, load_context
@@ -42,13 +44,16 @@ _FINAL_JSON = json_option("Print the final record as JSON.")
 
 
 @click.group(
-    "deploy", invoke_without_command=True, context_settings={"ignore_unknown_options": False}
+    "deploy",
+    invoke_without_command=True,
+    subcommand_metavar="[status DEPLOY_ID]",
+    context_settings={"ignore_unknown_options": False},
 )
-@click.option("--service", "-s", help="The service to deploy.")
+@click.option("--service", "-s", shell_complete=complete_services, help="The service to deploy.")
 @ENV
 @STACK_FILE
-@click.option(
-    "--version", "version", help="The version: a git tag, branch or commit, or a label "
+@release_version_option(
+    "The version: a git tag, branch or commit, or a label "
     "for a plain folder (default: the source's current commit or content)."
 )  # fmt: skip
 @click.option("--approve", is_flag=True, help="Approve the deploy (you must be an approver).")
@@ -76,7 +81,7 @@ def group(
     if ctx.invoked_subcommand is not None:
         return 0
     if service is None:
-        raise UserError("deploy needs --service SERVICE (or: sqlifier deploy status ID)")
+        raise UserError(f"deploy needs --service SERVICE (or: {ctx.command_path} status ID)")
     check_reason(reason)
     context = load_context(stack_file, env)
     services = context.stack.services_for(context.env)
@@ -162,7 +167,13 @@ def approve(deploy_id: str, env: str | None, stack_file: str | None) -> int:
 
 
 @click.command("rollback")
-@click.option("--service", "-s", required=True, help="The service to roll back.")
+@click.option(
+    "--service",
+    "-s",
+    required=True,
+    shell_complete=complete_services,
+    help="The service to roll back.",
+)
 @ENV
 @STACK_FILE
 @click.option(
@@ -222,7 +233,7 @@ def rollback(
 
 @click.command("rollout")
 @click.argument("action", type=click.Choice(["abort", "pause", "resume"]))
-@click.argument("service")
+@click.argument("service", shell_complete=complete_services)
 @ENV
 @STACK_FILE
 @reason_option()

@@ -29,7 +29,7 @@ SYNTAX_ERRORS = 3  # `fmt --check`: a file has syntax errors (2 is kept for bugs
 
 
 @click.command("fmt")
-@click.argument("files", nargs=-1)
+@click.argument("files", nargs=-1, type=click.Path())
 @click.option(
     "--check",
     "check_only",

@@ -9,6 +9,7 @@ import click
 
 from sqlifier.cli import scaffold
 from sqlifier.errors import UserError
+from sqlifier.store.audit import current_user
 
 __all__ = ["command"]
 
@@ -32,7 +33,7 @@ def command(directory: str, name: str | None) -> int:
             f"invalid stack name {stack_name!r}: use letters, digits, '.', '_' and '-' "
             "(at most 63 characters)"
         )
-    files = scaffold.files(stack_name)
+    files = scaffold.files(stack_name, current_user())
     existing = [path for path in files if (root / path).exists() and path != scaffold.GITIGNORE]
     if existing:
         raise UserError(

@@ -1,16 +1,22 @@
-"""`sqlifier logs`: what a service's instances wrote, filtered by instance, level, time."""
+"""`sqlifier logs`: what a service's instances wrote, filtered by instance, level, time.
+
+`--json` prints each line as the JSON object the log holds (`t`, `stream`, `level`,
+`line`) with the `instance` that wrote it: one object a line (JSON Lines), so that
+`--follow --json` can be read line by line as it goes.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from sqlifier.cli.options import ENV, STACK_FILE_LONG
+from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services
 from sqlifier.cli.workspace import load_context
 from sqlifier.errors import UserError
 
@@ -23,15 +29,16 @@ _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @click.command("logs")
-@click.argument("service")
+@click.argument("service", shell_complete=complete_services)
 @ENV
-@STACK_FILE_LONG
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C ends).")
+@STACK_FILE
+@click.option("--follow", "-F", is_flag=True, help="Keep printing new lines (Ctrl-C ends).")
 @click.option("--instance", "-i", help="Only this instance, like web-1.")
 @click.option(
     "--level", "-l", help="Only lines at this level or worse: debug, info, warn, error, critical."
 )
-@click.option("--since", "-s", help="Only lines from the last D, like 10m or 2h.")
+@click.option("--since", help="Only lines from the last D, like 10m or 2h.")
+@JSON
 def logs(
     service: str,
     env: str | None,
@@ -40,6 +47,7 @@ def logs(
     instance: str | None,
     level: str | None,
     since: str | None,
+    as_json: bool,
 ) -> int:
     """Print SERVICE's log lines, oldest first: time, instance, level, line."""
     context = load_context(stack_file, env)
@@ -59,16 +67,26 @@ def logs(
             f"no log of instance {instance!r} in {context.env}; "
             + (f"{service}'s instances with logs: {', '.join(kept)}" if kept else "none yet")
         )
-    lines: list[tuple[float, str]] = []
+    records: list[dict[str, Any]] = []
     offsets: dict[Path, int] = {}
     for path in [*_rotated(current), *current]:
         found, offsets[path] = _read(path, minimum, start)
-        lines.extend(found)
-    for _, line in sorted(lines, key=lambda item: item[0]):
-        click.echo(line)
+        records.extend(found)
+    show = _as_json if as_json else _as_text
+    for record in sorted(records, key=lambda item: float(item["t"])):
+        click.echo(show(record))
     if follow:
-        _follow(folder, mine, minimum, offsets)
+        _follow(folder, mine, minimum, offsets, show)
     return 0
+
+
+def _as_text(record: dict[str, Any]) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(record["t"]))
+    return f"{stamp} {record['instance']} {record['level'].upper():<8} {record['line']}"
+
+
+def _as_json(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False)
 
 
 def _files(folder: Path, mine: re.Pattern[str]) -> list[Path]:
@@ -106,8 +124,9 @@ def _rotated(paths: list[Path]) -> list[Path]:
 
 def _read(
     path: Path, minimum: int, start: float, offset: int = 0
-) -> tuple[list[tuple[float, str]], int]:
-    """The printable lines of one log file from `offset`, and where it stopped."""
+) -> tuple[list[dict[str, Any]], int]:
+    """The records of one log file from `offset` that pass the filters, each with the
+    instance that wrote it, and where it stopped."""
     instance = path.name.split(".log", 1)[0]
     try:
         with path.open("rb") as handle:
@@ -116,14 +135,12 @@ def _read(
     except OSError:
         return [], offset
     complete = data[: data.rfind(b"\n") + 1]
-    lines = []
+    records = []
     for raw in complete.splitlines():
         record = _record(raw)
         if record and _RANK.get(record["level"], 1) >= minimum and record["t"] >= start:
-            stamp = time.strftime("%H:%M:%S", time.localtime(record["t"]))
-            text = f"{stamp} {instance} {record['level'].upper():<8} {record['line']}"
-            lines.append((float(record["t"]), text))
-    return lines, offset + len(complete)
+            records.append({"t": record["t"], "instance": instance, **record})
+    return records, offset + len(complete)
 
 
 def _record(raw: bytes) -> dict[str, Any] | None:
@@ -131,11 +148,22 @@ def _record(raw: bytes) -> dict[str, Any] | None:
         record = json.loads(raw)
     except ValueError:
         return None
-    ok = isinstance(record, dict) and {"t", "level", "line"} <= record.keys()
+    ok = (
+        isinstance(record, dict)
+        and {"t", "level", "line"} <= record.keys()
+        and isinstance(record["t"], int | float)
+        and isinstance(record["level"], str)
+    )
     return record if ok else None
 
 
-def _follow(folder: Path, mine: re.Pattern[str], minimum: int, offsets: dict[Path, int]) -> None:
+def _follow(
+    folder: Path,
+    mine: re.Pattern[str],
+    minimum: int,
+    offsets: dict[Path, int],
+    show: Callable[[dict[str, Any]], str],
+) -> None:
     """Print what is appended from where the first read stopped; across a rotation, the
     rest of the old file (now `.1`) first."""
     try:
@@ -147,14 +175,14 @@ def _follow(folder: Path, mine: re.Pattern[str], minimum: int, offsets: dict[Pat
                 except FileNotFoundError:
                     continue  # between a rotation's rename and the next write
                 offset = offsets.get(path, 0)
-                lines: list[tuple[float, str]] = []
+                records: list[dict[str, Any]] = []
                 if size < offset:  # rotated: finish the old file, then start the new
                     older = path.with_name(path.name + ".1")
-                    lines, _ = _read(older, minimum, 0.0, offset)
+                    records, _ = _read(older, minimum, 0.0, offset)
                     offset = 0
                 more, offsets[path] = _read(path, minimum, 0.0, offset)
-                for _, line in [*lines, *more]:
-                    click.echo(line)
+                for record in [*records, *more]:
+                    click.echo(show(record))
     except KeyboardInterrupt:
         return
 

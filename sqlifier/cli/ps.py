@@ -11,7 +11,7 @@ import click
 
 from sqlifier.agent.client import AgentClient, agent_alive
 from sqlifier.agent.files import disk_line, read_info
-from sqlifier.cli.options import ENV, STACK_FILE
+from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services
 from sqlifier.cli.workspace import load_context
 from sqlifier.errors import UserError
 
@@ -47,13 +47,9 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
             click.echo(f"nothing is running for {context.stack.name} ({context.env})")
         return 0
     status = AgentClient(context.state_dir, context.env).request("GET", "/v1/status")
-    instances: list[dict[str, Any]] = status["instances"]
+    instances = _rows(status)
     traffic = status.get("traffic") or {}
-    measured = traffic.get("instances", {})
     counts: dict[str, dict[str, Any]] = status.get("counts") or {}
-    for row in instances:
-        row["traffic"] = measured.get(f"{row['instance']}_{row['port']}")
-        row["count_set_by"] = (counts.get(row["service"]) or {}).get("by")
     if as_json:
         click.echo(json.dumps(instances, indent=2))
         return 0
@@ -83,6 +79,18 @@ def _counts_set(counts: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _rows(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """The instances of an agent's status, each with what it served lately (or None) and
+    who set its service's count."""
+    measured = (status.get("traffic") or {}).get("instances", {})
+    counts: dict[str, dict[str, Any]] = status.get("counts") or {}
+    rows: list[dict[str, Any]] = status["instances"]
+    for row in rows:
+        row["traffic"] = measured.get(f"{row['instance']}_{row['port']}")
+        row["count_set_by"] = (counts.get(row["service"]) or {}).get("by")
+    return rows
+
+
 def _left_behind(state_dir: Path) -> list[dict[str, Any]]:
     """Instances a dead agent recorded that are still those processes."""
     from sqlifier.runtime.process import is_same_process  # noqa: PLC0415 (psutil: when asked)
@@ -107,7 +115,9 @@ def _left_behind(state_dir: Path) -> list[dict[str, Any]]:
         pid, started = record.get("pid"), record.get("started")
         if pid and started and is_same_process(int(pid), float(started)):
             alive.append({**record, "state": "orphaned", "reason": "its agent died"})
-    return alive
+    # One shape for every row, as `ps --json` prints them when the agent runs.
+    keys = dict.fromkeys(key for row in alive for key in (*row, "traffic", "count_set_by"))
+    return [{key: row.get(key) for key in keys} for row in alive]
 
 
 def table(rows: list[dict[str, Any]], with_traffic: bool = False) -> str:
@@ -148,11 +158,14 @@ class _ScaleCommand(click.Command):
 
 
 @click.command("scale", cls=_ScaleCommand)
-@click.argument("service")
+@click.argument("service", shell_complete=complete_services)
 @click.argument("instances", type=int)
 @ENV
 @STACK_FILE
-def scale(service: str, instances: int, env: str | None, stack_file: str | None) -> int:
+@JSON
+def scale(
+    service: str, instances: int, env: str | None, stack_file: str | None, as_json: bool
+) -> int:
     """Run INSTANCES instances of SERVICE: only the added or removed ones change.
 
     INSTANCES is 0 (stop them all, the service stays defined) to 1000.
@@ -162,23 +175,27 @@ def scale(service: str, instances: int, env: str | None, stack_file: str | None)
             f"cannot scale {service} to {instances} instances: the count is a whole number "
             f"from 0 to {MAX_INSTANCES} (0 stops every instance of {service})"
         )
-    return _operate("scale", {"service": service, "instances": instances}, env, stack_file)
+    body = {"service": service, "instances": instances}
+    return _operate("scale", body, env, stack_file, as_json)
 
 
 @click.command("restart")
-@click.argument("service")
+@click.argument("service", shell_complete=complete_services)
 @ENV
 @STACK_FILE
-def restart(service: str, env: str | None, stack_file: str | None) -> int:
+@JSON
+def restart(service: str, env: str | None, stack_file: str | None, as_json: bool) -> int:
     """Replace SERVICE's instances one at a time, each after its replacement is ready."""
-    return _operate("restart", {"service": service}, env, stack_file)
+    return _operate("restart", {"service": service}, env, stack_file, as_json)
 
 
-def _operate(what: str, body: dict[str, Any], env: str | None, stack_file: str | None) -> int:
+def _operate(
+    what: str, body: dict[str, Any], env: str | None, stack_file: str | None, as_json: bool
+) -> int:
     context = load_context(stack_file, env)
     answer = AgentClient(context.state_dir, context.env).request("POST", f"/v1/{what}", body)
     if not answer.get("ok"):
         raise UserError(str(answer.get("error")))
-    mine = [i for i in answer["status"]["instances"] if i["service"] == body["service"]]
-    click.echo(table(mine))
+    mine = [i for i in _rows(answer["status"]) if i["service"] == body["service"]]
+    click.echo(json.dumps(mine, indent=2) if as_json else table(mine))
     return 0

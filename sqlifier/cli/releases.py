@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from sqlifier.cli.options import ENV, JSON, STACK_FILE, duration
+from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services, duration
 from sqlifier.cli.workspace import load_context
 from sqlifier.delivery.dora import compute
 from sqlifier.delivery.events import read_events
@@ -24,7 +24,7 @@ __all__ = ["dora", "lock", "plan", "releases"]
 
 
 @click.command("releases")
-@click.argument("service")
+@click.argument("service", shell_complete=complete_services)
 @ENV
 @STACK_FILE
 @JSON
@@ -56,7 +56,13 @@ def audit_plans(state_dir: Path, stack: str, plans: list[ServicePlan]) -> None:
 
 
 @click.command("plan")
-@click.option("--service", "-s", "only", help="One service (default: every service).")
+@click.option(
+    "--service",
+    "-s",
+    "only",
+    shell_complete=complete_services,
+    help="One service (default: every service).",
+)
 @click.option("--version", "version", help="The version to plan for (default: built from HEAD).")
 @ENV
 @STACK_FILE
@@ -88,7 +94,9 @@ def plan(
 
 @click.command("dora")
 @click.option("--since", default="30d", show_default=True, help="The window: 7d, 30d, 90d.")
-@click.option("--service", "-s", help="One service (default: all).")
+@click.option(
+    "--service", "-s", shell_complete=complete_services, help="One service (default: all)."
+)
 @ENV
 @STACK_FILE
 @JSON
@@ -141,7 +149,7 @@ def list_locks(env: str | None, stack_file: str | None, as_json: bool) -> int:
 
 
 @lock.command("release")
-@click.argument("service")
+@click.argument("service", shell_complete=complete_services)
 @click.option("--force", is_flag=True, required=True, help="Break the lock (audited).")
 @click.option(
     "--even-if-alive",

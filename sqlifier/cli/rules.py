@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from sqlifier.agent.client import AgentClient, agent_alive
-from sqlifier.cli.options import ENV, JSON, STACK_FILE, duration
+from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services, duration, resolve_env
 from sqlifier.cli.workspace import display_path, load_context
 from sqlifier.engine.compiled import CompiledRule
 from sqlifier.engine.machine import Settings
@@ -27,7 +27,7 @@ from sqlifier.engine.replay import (
 )
 from sqlifier.errors import DiagnosticsError, UserError
 from sqlifier.stack import load_stack
-from sqlifier.stack.model import DEFAULT_ENV, Stack
+from sqlifier.stack.model import Stack
 from sqlifier.stack.rulefiles import load_rules
 from sqlifier.store.decisions import DecisionLog
 from sqlifier.store.history import History
@@ -88,7 +88,12 @@ def list_rules(env: str | None, stack_file: str | None, as_json: bool) -> int:
 
 @group.command("explain")
 @click.argument("rule")
-@click.option("--service", "-s", help="The service (default: every service the rule applies to).")
+@click.option(
+    "--service",
+    "-s",
+    shell_complete=complete_services,
+    help="The service (default: every service the rule applies to).",
+)
 @ENV
 @STACK_FILE
 @JSON
@@ -216,32 +221,39 @@ def _settings(stack: Stack | None) -> Settings:
 
 
 @group.command("test")
-@click.argument("rules", nargs=-1, required=True)
+@click.argument("rules", nargs=-1, required=True, type=click.Path())
 @click.option(
-    "--samples", "samples_file", required=True, help="CSV: t,service,signal,value,message."
+    "--samples",
+    "samples_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="CSV: t,service,signal,value,message.",
 )
-@click.option("--stack", "stack_file", help="A stack file: instance counts, services, [engine].")
 @click.option(
-    "--env",
-    "-e",
-    "env",
-    default=DEFAULT_ENV,
-    show_default=True,
-    help="The environment of the stack file.",
+    "-f",
+    "--file",
+    "--stack",
+    "stack_file",
+    type=click.Path(dir_okay=False),
+    help="A stack file: instance counts, services, [engine] (default: none).",
 )
+@ENV
 @click.option("--until", help="Run the clock to this time (default: the last sample's).")
 @click.option(
     "--explain", "with_decisions", is_flag=True, help="Also print the decisions not to act."
 )
 @click.option(
-    "--expect", "expect_file", help="Expected actions (JSON or CSV); exit 1 on any difference."
+    "--expect",
+    "expect_file",
+    type=click.Path(dir_okay=False),
+    help="Expected actions (JSON or CSV); exit 1 on any difference.",
 )
 @JSON
 def test(
     rules: tuple[str, ...],
     samples_file: str,
     stack_file: str | None,
-    env: str,
+    env: str | None,
     until: str | None,
     with_decisions: bool,
     expect_file: str | None,
@@ -253,6 +265,7 @@ def test(
     the stack file's instance count (or 1), on release `current` with `previous_stable`
     before it.
     """
+    env = resolve_env(env)
     compiled, stack = _load(rules, stack_file)
     samples, epoch = read_samples(Path(samples_file), samples_file)
     end = _until(until, samples_file) if until else None
@@ -331,7 +344,7 @@ def _until(text: str, where: str) -> float:
 
 
 @group.command("backtest")
-@click.argument("rules", nargs=-1)
+@click.argument("rules", nargs=-1, type=click.Path())
 @click.option("--since", default="24h", show_default=True, help="How far back: 30m, 24h, 7d.")
 @ENV
 @STACK_FILE

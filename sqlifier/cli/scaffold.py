@@ -7,6 +7,8 @@ repository often has one (`GITIGNORE_LINE`).
 
 from __future__ import annotations
 
+import json
+
 __all__ = ["GITIGNORE", "GITIGNORE_LINE", "files"]
 
 GITIGNORE = ".gitignore"
@@ -25,7 +27,7 @@ rules = ["rules/*.sql"]
 
 [environments.production]
 approval = "required"   # deploys to production need --approve from an approver
-approvers = []
+approvers = [{approver}]  # who may approve: the user names of your team (SQLIFIER_USER)
 
 [services.web]
 source = "services/web"
@@ -88,10 +90,14 @@ if __name__ == "__main__":
 '''
 
 
-def files(name: str) -> dict[str, str]:
-    """Relative path -> content of every file of a new stack called `name`."""
+def files(name: str, approver: str | None = None) -> dict[str, str]:
+    """Relative path -> content of every file of a new stack called `name`, whose
+    production environment `approver` (init: the user running it) may approve deploys to;
+    without one, it names no approver yet (and `check` warns about it)."""
+    # A JSON string is a valid TOML basic string: quotes and backslashes escaped.
+    approvers = json.dumps(approver) if approver is not None else ""
     return {
-        "sqlifier.toml": _STACK.format(name=name),
+        "sqlifier.toml": _STACK.format(name=name, approver=approvers),
         GITIGNORE: _GITIGNORE,
         "rules/scale.sql": _SCALE,
         "rules/rollback.sql": _ROLLBACK,

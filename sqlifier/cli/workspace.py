@@ -6,10 +6,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlifier.cli.options import resolve_env
 from sqlifier.errors import DiagnosticsError, UserError
 from sqlifier.lang.errors import Diagnostic, Severity
 from sqlifier.stack import STACK_FILE, Stack, find_stack, load_stack
-from sqlifier.stack.model import DEFAULT_ENV, ENV_NAME
+from sqlifier.stack.model import ENV_NAME
 
 __all__ = ["Context", "Workspace", "display_path", "load_context", "resolve"]
 
@@ -94,8 +95,8 @@ class Context:
 
 
 def load_context(stack_file: str | None, env: str | None) -> Context:
-    """The stack (an invalid one is refused with every diagnostic) and the environment:
-    `--env`, else $SQLIFIER_ENV, else dev."""
+    """The stack (an invalid one is refused with every diagnostic) and the environment
+    (`resolve_env`: `--env`, after or before the subcommand, else $SQLIFIER_ENV, else dev)."""
     path = Path(stack_file) if stack_file else find_stack(Path.cwd())
     if path is None:
         raise UserError(
@@ -103,7 +104,7 @@ def load_context(stack_file: str | None, env: str | None) -> Context:
             "create a stack with sqlifier init, or name one with -f FILE"
         )
     stack, warnings = load_stack(path, display_path(path))
-    env = env or os.environ.get("SQLIFIER_ENV") or DEFAULT_ENV
+    env = resolve_env(env)
     if not ENV_NAME.match(env):  # it names a folder under .sqlifier: nothing else
         raise UserError(
             f"invalid environment {env!r} (from --env or SQLIFIER_ENV): an environment is "

@@ -204,6 +204,13 @@ class SignalChecks(CheckerBase):
             error = self.cron_error(text)
             if error is not None:
                 self.error(value.span, f"invalid schedule: {error}", "like '0 9 * * mon-fri'")
+            elif (never := parse_cron(text).never_fires()) is not None:
+                self.warning(
+                    value.span,
+                    f"the schedule {quote(text)} can never fire: {never}",
+                    "a day of month is at most 29 in February and 30 in April, June, "
+                    "September and November",
+                )
         elif name == "service":
             self.service(text, value.span)
         elif spec.positional is expected and not text.strip():

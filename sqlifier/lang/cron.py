@@ -86,6 +86,34 @@ class CronSchedule:
             return day in self.days and weekday in self.weekdays
         return day in self.days or weekday in self.weekdays
 
+    def never_fires(self) -> str | None:
+        """Why no date ever matches (`0 0 31 2 *`: February has no day 31), or None."""
+        if self.days_any or not self.weekdays_any:
+            return None  # every day of the month, or (OR) every matching weekday
+        if any(day <= _DAYS_IN[month] for month in self.months for day in self.days):
+            return None
+        days = " or ".join(str(day) for day in sorted(self.days))
+        months = ", ".join(_MONTH_NAMES[month - 1] for month in sorted(self.months))
+        return f"{months} {'has' if len(self.months) == 1 else 'have'} no day {days}"
+
+
+# The longest each month gets (February in a leap year): what a schedule can ever match.
+_DAYS_IN = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30, 12: 31}
+_MONTH_NAMES = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+
 
 def parse_cron(text: str) -> CronSchedule:
     """Parse `*/5 9-17 * * mon-fri`; raise CronError saying what is wrong."""

@@ -109,6 +109,13 @@ class _Failure(Exception):
     """A provider's failure, worded without the reference; resolve() prefixes it."""
 
 
+# vault:// and the AWS references need an optional extra of the install (README.md).
+_MISSING = (
+    "this reference needs {package}, which is not installed: install sqlifier with it, "
+    "pipx install 'sqlifier[{extra}]' (or pipx inject sqlifier {package})"
+)
+
+
 def parse_reference(text: str) -> Reference:
     """The parts of a reference; SecretError when it is malformed."""
     for prefix, scheme, form in _SCHEMES:
@@ -210,8 +217,11 @@ def _file(reference: Reference, context: Context) -> str:
 
 def _vault(reference: Reference, context: Context) -> str:
     # hvac and requests load when a vault:// reference is resolved, not with every command.
-    import hvac  # noqa: PLC0415
-    import requests  # noqa: PLC0415
+    try:
+        import hvac  # noqa: PLC0415
+        import requests  # noqa: PLC0415
+    except ImportError:
+        raise _Failure(_MISSING.format(extra="vault", package="hvac")) from None
 
     environ = context.environ
     address = environ.get("VAULT_ADDR") or environ.get("BAO_ADDR")
@@ -361,7 +371,10 @@ def _ssm(reference: Reference, context: Context) -> str:
 def _aws_call(service: str, context: Context, call: Callable[[Any], Any]) -> Any:
     """`call(client)` with a client of `service`, its errors worded as failures."""
     # botocore loads when an AWS reference is resolved, not with every command.
-    from botocore import exceptions as aws  # noqa: PLC0415
+    try:
+        from botocore import exceptions as aws  # noqa: PLC0415
+    except ImportError:
+        raise _Failure(_MISSING.format(extra="aws", package="boto3")) from None
 
     try:
         client = _aws_client(service, context)

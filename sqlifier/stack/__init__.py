@@ -7,6 +7,8 @@
                   that need every service at once (dependencies, routes, ports)
     model.py      the typed model the rest of sqlifier trusts
     rulefiles.py  the rule files the stack names, parsed and checked
+    crosscheck.py what needs the rules and the stack together: a SCALE that a service's
+                  fixed port cannot hold
     envfile.py    an environment's env file
 
 Builds on the rule language (`lang`): rule files, and the analysis expressions of a

@@ -138,6 +138,7 @@ def assemble(reader: StackReader) -> m.Stack:
         if listen is not None:
             env_typed["listen"] = _listen(reader, ("environments", env, "listen"), listen)
         environments[env] = m.Environment(env, **env_typed)
+        _check_approvers(reader, environments[env], "approvers" in env_typed)
 
     root = reader.path.parent
     services = _build_all(reader, base, {}, origin, root, None)
@@ -149,6 +150,14 @@ def assemble(reader: StackReader) -> m.Stack:
                 env_origin.paths[(name, key)] = ("environments", env, "services", name, key)
         resolved[env] = _build_all(reader, base, overlay, env_origin, root, env)
     _check_ports(reader, services, router, origin)
+    for env, env_services in resolved.items():
+        env_origin = _Origin(dict(origin.paths))
+        for name, typed in overlays[env].items():
+            for key in typed:
+                env_origin.paths[(name, key)] = ("environments", env, "services", name, key)
+        if overlays[env]:  # the base's ports are checked above
+            _check_ports(reader, env_services, router, env_origin, env)
+    _check_listeners(reader, router, metrics, environments, services, resolved, origin)
     return m.Stack(
         path=reader.path,
         name=stack.get("name", reader.path.parent.name),
@@ -371,10 +380,31 @@ def _find_cycle(services: dict[str, m.Service]) -> list[str] | None:
     return None
 
 
+def _check_approvers(reader: StackReader, environment: m.Environment, written: bool) -> None:
+    """An environment that requires approval and names no approvers refuses every deploy:
+    `approve` needs someone on the list."""
+    if environment.approval is not m.Approval.REQUIRED or environment.approvers:
+        return
+    key = "approvers" if written else "approval"
+    reader.warning(
+        ("environments", environment.name, key),
+        f"environment {environment.name} requires approval but names no approvers: every "
+        "deploy to it will be refused",
+        'name who may approve, like approvers = ["alice", "bob"], or set approval = "none"',
+    )
+
+
 def _check_routes(reader: StackReader, services: dict[str, m.Service], origin: _Origin) -> None:
     claimed: dict[m.Route, str] = {}
     for name, service in services.items():
         for index, route in enumerate(service.routes):
+            if route in service.routes[:index]:
+                reader.warning(
+                    (*origin.paths[(name, "routes")], index),
+                    f"route {quote(str(route))} is listed twice in the routes of {name}",
+                    "remove one: the second changes nothing",
+                )
+                continue
             owner = claimed.setdefault(route, name)
             if owner != name:
                 reader.error(
@@ -385,22 +415,96 @@ def _check_routes(reader: StackReader, services: dict[str, m.Service], origin: _
 
 
 def _check_ports(
-    reader: StackReader, services: dict[str, m.Service], router: m.Router, origin: _Origin
+    reader: StackReader,
+    services: dict[str, m.Service],
+    router: m.Router,
+    origin: _Origin,
+    env: str | None = None,
 ) -> None:
     used: dict[int, str] = {router.port: "the router"}
+    where = f" in environment {env}" if env else ""
     for name, service in services.items():
         if service.port is None:
             continue
         for port in range(service.port, service.port + max(service.instances, 1)):
             owner = used.setdefault(port, name)
             if owner != name:
+                path = origin.paths[(name, "port")]
+                for changed in (name, owner):  # where the environment changed a count
+                    override = origin.paths.get((changed, "instances"), path)
+                    if env and override[0] == "environments":
+                        path = override
+                        break
                 reader.error(
-                    origin.paths[(name, "port")],
-                    f"port {port} of service {name} is already used by {owner}",
+                    path,
+                    f"port {port} of service {name}{where} is already used by {owner}",
                     f"instances of {name} use ports {service.port} to "
                     f"{service.port + max(service.instances, 1) - 1}",
                 )
                 break
+
+
+_WILDCARDS = ("", "0.0.0.0", "::", "*")
+
+
+def _same_address(a: tuple[str, int], b: tuple[str, int]) -> bool:
+    """Two listeners collide on one port when their hosts are equal or one is a wildcard."""
+    return a[1] == b[1] and (a[0] == b[0] or a[0] in _WILDCARDS or b[0] in _WILDCARDS)
+
+
+def _check_listeners(
+    reader: StackReader,
+    router: m.Router,
+    metrics: tuple[str, int] | None,
+    environments: dict[str, m.Environment],
+    services: dict[str, m.Service],
+    resolved: dict[str, dict[str, m.Service]],
+    origin: _Origin,
+) -> None:
+    """Two of sqlifier's listeners on one address: the second cannot start. The router
+    (per environment), /metrics, and the fixed ports of services' instances (127.0.0.1)."""
+    metrics_key: KeyPath = ("metrics", "listen")
+    listeners: list[tuple[str, tuple[str, int], KeyPath]] = []
+    for env in environments.values():
+        if env.listen is not None:
+            listeners.append(
+                (f"the router of {env.name}", env.listen, ("environments", env.name, "listen"))
+            )
+    listeners.append(("the router", (router.host, router.port), ("router", "listen")))
+    if metrics is not None:
+        listeners.append(("/metrics", metrics, metrics_key))
+    for first, (name, address, path) in enumerate(listeners):
+        for other, other_address, other_path in listeners[first + 1 :]:
+            if name.startswith("the router") and other.startswith("the router"):
+                continue  # one router runs per environment
+            if _same_address(address, other_address):
+                written = path if reader.positions.value(path) else other_path
+                reader.warning(
+                    written,
+                    f"{name} and {other} both listen on {address[0]}:{address[1]}",
+                    "give each its own port: the second one cannot start",
+                )
+    seen: set[tuple[str, int, str]] = set()  # an environment repeats the base's findings
+    for env_name, env_services in [(None, services), *resolved.items()]:
+        for service_name, service in env_services.items():
+            if service.port is None:
+                continue
+            ports = range(service.port, service.port + max(service.instances, 1))
+            for name, address, _ in listeners:
+                if name == "the router" or (
+                    name.startswith("the router of") and name != f"the router of {env_name}"
+                ):
+                    continue  # a fixed port on the base router's is an error (_check_ports)
+                clash = address[1] in ports and _same_address(address, ("127.0.0.1", address[1]))
+                if clash and (service_name, address[1], name) not in seen:
+                    seen.add((service_name, address[1], name))
+                    where = f" in environment {env_name}" if env_name else ""
+                    reader.warning(
+                        origin.paths[(service_name, "port")],
+                        f"instance {service_name}-{address[1] - service.port}{where} would "
+                        f"listen on port {address[1]}, where {name} listens",
+                        f"move services.{service_name}.port or {name}'s listen address",
+                    )
 
 
 def read_stack(

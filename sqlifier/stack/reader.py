@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlifier.diagnostics import Diagnostic, Severity
-from sqlifier.lang.analysis import analysis_problems
 from sqlifier.lang.errors import did_you_mean, quote
 from sqlifier.lang.source import Source, Span
 from sqlifier.stack import model as m
@@ -350,6 +349,10 @@ class StackReader:
         return m.Probe(kind, target, **fields)
 
     def analysis(self, value: object, path: KeyPath) -> Any:
+        # The rule language's parser and checker, only for a stack that has expressions:
+        # `sqlifier ps` reads the stack file too, and starts quicker without them.
+        from sqlifier.lang.analysis import analysis_problems  # noqa: PLC0415
+
         items = self.text_list(value, path)
         if items is _INVALID:
             return _INVALID

@@ -96,3 +96,79 @@ def test_unknown_option_is_a_usage_error_with_exit_1(tmp_path: Path) -> None:
     result = run_sqlifier("check", "--bogus", cwd=tmp_path)
     assert result.returncode == 1
     assert "No such option '--bogus'" in result.stderr
+
+
+WARNED = """\
+[stack]
+name = "w"
+
+[environments.production]
+approval = "required"
+
+[services.web]
+run = "python3 app.py"
+port = 9000
+
+[services.api]
+run = "python3 app.py"
+port = 9004
+"""
+
+
+def test_stack_and_rule_warnings_are_positioned_and_exit_0(tmp_path: Path) -> None:
+    (tmp_path / "sqlifier.toml").write_text(WARNED)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.sql").write_text(
+        "ON cpu(service='web') > 80% DO SCALE 'web' TO instances + 1 LIMIT 10;\n"
+        "ON schedule('0 0 31 2 *') DO RESTART 'web';\n"
+    )
+    result = run_sqlifier("check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    headlines = [line for line in result.stderr.splitlines() if ": warning: " in line]
+    assert headlines == [
+        "sqlifier.toml:5:12: warning: environment production requires approval but names no "
+        "approvers: every deploy to it will be refused",
+        "rules/r.sql:1:32: warning: this SCALE can run up to 10 instances of web, on ports "
+        "9000 to 9009 from its fixed port, but port 9004 is taken by api-0",
+        "rules/r.sql:2:13: warning: the schedule '0 0 31 2 *' can never fire: February has "
+        "no day 31",
+    ]
+    assert "hint: add LIMIT 4 (the most that fit from port 9000), or move a port" in result.stderr
+    assert result.stdout.startswith("3 warnings in 1 rule file, 2 rules, stack 'w'")
+
+
+def test_strict_makes_warnings_fail_and_says_why(tmp_path: Path) -> None:
+    (tmp_path / "sqlifier.toml").write_text(WARNED)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.sql").write_text("ON cpu() > 80% DO RESTART 'web';\n")
+    result = run_sqlifier("check", "--strict", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "1 warning in 1 rule file, 1 rule, stack 'w' (2 services) (--strict: warnings fail)"
+    )
+    as_json = run_sqlifier("check", "--strict", "--json", cwd=tmp_path)
+    assert as_json.returncode == 1
+    assert [d["severity"] for d in json.loads(as_json.stdout)] == ["warning"]
+    clean = WARNED.replace('approval = "required"', 'approval = "required"\napprovers = ["a"]')
+    (tmp_path / "sqlifier.toml").write_text(clean)
+    assert run_sqlifier("check", "--strict", cwd=tmp_path).returncode == 0
+
+
+def test_init_names_the_user_who_ran_it_as_approver_so_strict_check_passes(
+    tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+
+    from tests.conftest import BIN
+
+    env = {**os.environ, "SQLIFIER_USER": 'al"ice'}
+    subprocess.run(
+        [str(BIN / "sqlifier"), "init", "shop"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    assert 'approvers = ["al\\"ice"]' in (tmp_path / "shop" / "sqlifier.toml").read_text()
+    assert run_sqlifier("check", "--strict", cwd=tmp_path / "shop").returncode == 0

@@ -142,7 +142,7 @@ def test_deploy_cli_takes_the_seed_command_verbatim_and_says_what_is_missing(
 def test_deploy_cli_help_is_the_deploy_help() -> None:
     result = run_sqlifier("--help", command="deploy-cli")
     assert result.returncode == 0
-    assert "Usage: deploy-cli deploy [OPTIONS]" in result.stdout
+    assert "Usage: deploy-cli [OPTIONS] [status DEPLOY_ID]" in result.stdout
     assert "--approve" in result.stdout
 
 

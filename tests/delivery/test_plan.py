@@ -51,7 +51,7 @@ def stack(tmp_path: Path, text: str) -> Stack:
     path = tmp_path / "sqlifier.toml"
     path.write_text(text)
     loaded, warnings = load_stack(path)
-    assert warnings == []
+    assert all("names no approvers" in w.message for w in warnings)  # the one case without
     return loaded
 
 

@@ -96,3 +96,15 @@ def test_duration_over_duration_is_a_number_of_instances() -> None:
 def test_every_error_of_a_rule_is_reported() -> None:
     found = diagnose("ON hig_cpu(>80%) IF service.nme = 'a' DO NOTIFY '{x}' LIMIT 3;")
     assert [d.col for d in found] == [4, 21, 50, 55]
+
+
+def test_a_schedule_that_can_never_fire_is_a_warning_at_the_expression() -> None:
+    found = diagnose("ON schedule('0 0 31 2 *') DO RESTART 'web';\n")
+    assert [(d.severity, d.line, d.col, d.message) for d in found] == [
+        (
+            Severity.WARNING,
+            1,
+            13,
+            "the schedule '0 0 31 2 *' can never fire: February has no day 31",
+        )
+    ]

@@ -182,3 +182,38 @@ def test_schedules_fire_when_croniter_says_cron_fires(expression: str, moment: d
     moment = moment.replace(second=0, microsecond=0)
     assert fires(expression, moment) == croniter.match(expression, moment), moment
     assert fire_days(schedule) == croniter_days(expression)
+
+
+# --- a schedule that can never fire (a warning of `check`) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expression", "why"),
+    [
+        ("0 0 31 2 *", "February has no day 31"),
+        ("0 0 30,31 2 *", "February has no day 30 or 31"),
+        ("0 0 31 4,6 *", "April, June have no day 31"),
+        ("0 0 31 2 mon", None),  # with a weekday as well: every Monday of February (OR)
+        ("0 0 29 2 *", None),  # leap years
+        ("0 0 30,31 2,4 *", None),  # April 30th
+        ("0 0 * 2 *", None),
+        ("0 0 31 */2 *", None),  # January
+    ],
+)
+def test_a_schedule_that_never_fires_says_why(expression: str, why: str | None) -> None:
+    assert parse_cron(expression).never_fires() == why
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    days=st.sets(st.integers(28, 31), min_size=1, max_size=2),
+    months=st.sets(st.integers(1, 12), min_size=1, max_size=3),
+)
+def test_never_fires_agrees_with_croniter(days: set[int], months: set[int]) -> None:
+    expression = f"0 0 {','.join(map(str, sorted(days)))} {','.join(map(str, sorted(months)))} *"
+    try:
+        croniter(expression, datetime(2027, 1, 1)).get_next(datetime)
+        fires_some_day = True
+    except Exception:  # croniter: CroniterBadDateError, no such date in the years it searches
+        fires_some_day = False
+    assert (parse_cron(expression).never_fires() is None) == fires_some_day

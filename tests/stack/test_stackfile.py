@@ -22,7 +22,7 @@ def test_a_valid_stack(tmp_path: Path) -> None:
     path = tmp_path / "sqlifier.toml"
     path.write_text(
         '[stack]\nname = "shop"\nrules = ["r/*.sql"]\n\n[services.web]\nrun = "x"\n\n'
-        '[services.api]\nrun = "y"\n\n[environments.production]\napproval = "required"\n'
+        '[services.api]\nrun = "y"\n\n[environments.production]\napproval = "required"\napprovers = ["al"]\n'
     )
     stack, warnings = load_stack(path)
     assert warnings == []
