@@ -5,14 +5,22 @@ A line's level comes from, in order: a JSON object's `level`, `severity`, `lvl` 
 in capitals, in brackets or before a colon (`ERROR ...`, `[warn] ...`, `error: ...`,
 `2026-01-01 12:00:00 CRITICAL ...`, Python's `ERROR:root:...`). A line with no level is
 `info`, on stdout and stderr alike: many programs write ordinary output to stderr.
+
+Reading an instance's output, masking, classifying and writing it (`OutputTail.read`) is
+the costly part, some 5 µs a line: a chatty instance's poll takes tens of milliseconds. The
+agent runs it on a worker thread (`OutputTail.poll_off_loop`), so its event loop — the API,
+probes, deploys — carries on meanwhile; only handing the lines to the signals
+(`LogFile.tell`, the series store) runs on the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
@@ -124,7 +132,19 @@ class LogFile:
         return self.write_many(when, stream, [line])[-1]
 
     def write_many(self, when: float, stream: str, lines: list[str]) -> list[str]:
-        """Classify and append lines in one write; return their levels."""
+        """Classify and append lines in one write, and tell `on_lines`; return their levels."""
+        pairs = self.append(when, stream, lines)
+        self.tell(when, pairs)
+        return [level for level, _ in pairs]
+
+    def tell(self, when: float, pairs: list[tuple[str, str]]) -> None:
+        """Hand written lines, `(level, line)`, to `on_lines` (on the agent's event loop)."""
+        if self.on_lines is not None:
+            self.on_lines(when, pairs)
+
+    def append(self, when: float, stream: str, lines: list[str]) -> list[tuple[str, str]]:
+        """Mask, classify and append lines in one write, without telling `on_lines`: the
+        part of `write_many` that may run on a worker thread. Returns `(level, line)`."""
         levels = []
         chunks = []
         # Each record is written as json.dumps(record, ensure_ascii=False) would write it,
@@ -151,9 +171,7 @@ class LogFile:
         except OSError:
             self.dropped += len(lines)
             self._size = None
-        if self.on_lines is not None:
-            self.on_lines(when, list(zip(levels, lines, strict=True)))
-        return levels
+        return list(zip(levels, lines, strict=True))
 
     def _rotate(self) -> None:
         for index in range(self.keep - 1, 0, -1):
@@ -192,13 +210,35 @@ class OutputTail:
     skipped: int = 0  # bytes never read: a backlog too large, or a truncation race
     _partial: bytes = b""
     _cutting: bool = False  # inside a line already cut at MAX_LINE: drop to its end
+    # A read on a worker thread and a flush on the event loop take turns.
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def poll(self, when: float) -> int:
         """Move new complete lines into the log; how many there were."""
+        pairs = self.read(when)
+        if pairs:
+            self.log.tell(when, pairs)
+        return len(pairs)
+
+    async def poll_off_loop(self, when: float) -> int:
+        """`poll`, with the reading, masking, classifying and writing on a worker thread;
+        only telling the signals runs on the event loop."""
+        pairs = await asyncio.to_thread(self.read, when)
+        if pairs:
+            self.log.tell(when, pairs)
+        return len(pairs)
+
+    def read(self, when: float) -> list[tuple[str, str]]:
+        """Move new complete lines into the log without telling the signals; the lines
+        written, `(level, line)`. Safe on a worker thread."""
+        with self._lock:
+            return self._read(when)
+
+    def _read(self, when: float) -> list[tuple[str, str]]:
         try:
             size = os.stat(self.path).st_size
             if size == self.offset:
-                return 0
+                return []
             if size < self.offset:  # emptied by someone else: start again
                 self.offset = 0
             if size - self.offset > BACKLOG:
@@ -209,25 +249,25 @@ class OutputTail:
                 handle.seek(self.offset)
                 data = handle.read(min(size - self.offset, READ_AT_ONCE))
         except OSError:
-            return 0
+            return []
         self.offset += len(data)
         lines = self._lines(data)
-        if lines:
-            self.log.write_many(when, "out", lines)
+        pairs = self.log.append(when, "out", lines) if lines else []
         if self.offset >= TRUNCATE_AT and not self._partial:
             with contextlib.suppress(OSError):
                 size = os.stat(self.path).st_size
                 os.truncate(self.path, 0)
                 self.skipped += size - self.offset
                 self.offset = 0
-        return len(lines)
+        return pairs
 
     def flush(self, when: float) -> None:
         """The process ended: its unfinished last line is a line too."""
-        self.poll(when)
-        if self._partial:
-            self.log.write(when, "out", self._partial.decode("utf-8", "replace"))
-        self._partial, self._cutting = b"", False
+        with self._lock:
+            self.poll(when)
+            if self._partial:
+                self.log.write(when, "out", self._partial.decode("utf-8", "replace"))
+            self._partial, self._cutting = b"", False
 
     def _lines(self, data: bytes) -> list[str]:
         pieces = (self._partial + data).split(b"\n")

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sqlifier.runtime.logs import MAX_LINE, READ_AT_ONCE, LogFile, OutputTail, classify
+from sqlifier.runtime.supervisor import Supervisor
+from sqlifier.stack import load_stack
+from tests.apps import APP
 
 
 @pytest.mark.parametrize(
@@ -160,3 +166,66 @@ def test_a_flood_is_read_in_bounded_pieces_and_an_old_backlog_skipped(tmp_path: 
     tail = OutputTail(out, LogFile(tmp_path / "web-0.log", max_bytes=100 * 1024 * 1024))
     assert tail.poll(1.0) <= READ_AT_ONCE // len(b"ERROR flood line\n") + 1
     assert tail.skipped > 0
+
+
+def test_polling_off_the_loop_classifies_on_a_worker_and_tells_on_the_loop(tmp_path: Path) -> None:
+    out = tmp_path / "web-0.out"
+    out.write_bytes(b"ERROR one\nINFO two\n")
+    seen: list[tuple[str, threading.Thread]] = []
+    told: list[tuple[list[tuple[str, str]], threading.Thread]] = []
+
+    def redact(line: str) -> str:
+        seen.append((line, threading.current_thread()))
+        return line
+
+    log = LogFile(
+        tmp_path / "web-0.log",
+        redact=redact,
+        on_lines=lambda _, pairs: told.append((pairs, threading.current_thread())),
+    )
+    tail = OutputTail(out, log)
+    assert asyncio.run(tail.poll_off_loop(1.0)) == 2
+    loop_thread = threading.current_thread()  # asyncio.run's loop runs on this thread
+    assert [line for line, _ in seen] == ["ERROR one", "INFO two"]
+    assert all(thread is not loop_thread for _, thread in seen)
+    assert told == [([("error", "ERROR one"), ("info", "INFO two")], loop_thread)]
+    assert log.counts == {"error": 1, "info": 1}
+
+
+def test_the_supervisor_reads_output_off_its_event_loop(tmp_path: Path) -> None:
+    # A real instance's output: masked and classified on a worker thread, counted for the
+    # signals on the loop's thread.
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "sqlifier.toml").write_text(
+        f'[stack]\nname = "t"\n\n[services.web]\nrun = "{sys.executable} app.py"\n'
+        'probes.readiness = { http = "/", period = "100ms" }\n'
+    )
+    stack, _ = load_stack(tmp_path / "sqlifier.toml")
+    masked: list[tuple[str, threading.Thread]] = []
+    counted: list[tuple[str, threading.Thread]] = []
+
+    def redact(line: str) -> str:
+        masked.append((line, threading.current_thread()))
+        return line
+
+    def on_lines(service: str, when: float, pairs: list[tuple[str, str]]) -> None:
+        counted.extend((line, threading.current_thread()) for _, line in pairs)
+
+    async def main() -> None:
+        supervisor = Supervisor(
+            stack, "dev", tmp_path / ".sqlifier" / "dev", on_lines=on_lines, redactor=redact
+        )
+        try:
+            await supervisor.start(ready_timeout=20)
+            for _ in range(200):
+                if counted:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await supervisor.stop()
+
+    asyncio.run(main())
+    loop_thread = threading.current_thread()
+    listening = [t for line, t in masked if line.startswith("INFO listening")]
+    assert listening and all(t is not loop_thread for t in listening)
+    assert [t for line, t in counted if line.startswith("INFO listening")] == [loop_thread]
