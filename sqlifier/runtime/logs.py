@@ -9,8 +9,11 @@ in capitals, in brackets or before a colon (`ERROR ...`, `[warn] ...`, `error: .
 Reading an instance's output, masking, classifying and writing it (`OutputTail.read`) is
 the costly part, some 5 µs a line: a chatty instance's poll takes tens of milliseconds. The
 agent runs it on a worker thread (`OutputTail.poll_off_loop`), so its event loop — the API,
-probes, deploys — carries on meanwhile; only handing the lines to the signals
-(`LogFile.tell`, the series store) runs on the loop.
+probes, deploys — carries on meanwhile. The worker gives up the interpreter every SLICE
+lines: a thread waiting for it (the loop's, with a request to answer) would otherwise wait
+for the interpreter's switch interval (5 ms) at every step, which made the API slower than
+with the work on the loop. Handing the lines to the signals (`LogFile.tell`, the series
+store, not thread-safe) stays on the loop, TELL_AT_ONCE lines at a time.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
@@ -142,9 +146,16 @@ class LogFile:
         if self.on_lines is not None:
             self.on_lines(when, pairs)
 
-    def append(self, when: float, stream: str, lines: list[str]) -> list[tuple[str, str]]:
+    def append(
+        self,
+        when: float,
+        stream: str,
+        lines: list[str],
+        pause: Callable[[], object] | None = None,
+    ) -> list[tuple[str, str]]:
         """Mask, classify and append lines in one write, without telling `on_lines`: the
-        part of `write_many` that may run on a worker thread. Returns `(level, line)`."""
+        part of `write_many` that may run on a worker thread, which passes `pause` to be
+        called every SLICE lines. Returns `(level, line)`."""
         levels = []
         chunks = []
         # Each record is written as json.dumps(record, ensure_ascii=False) would write it,
@@ -154,7 +165,9 @@ class LogFile:
         if self.redact is not None:
             lines = [self.redact(line) for line in lines]
         counts = self.counts
-        for line in lines:
+        for index, line in enumerate(lines):
+            if pause is not None and index % SLICE == 0:
+                pause()
             level = classify(line)
             levels.append(level)
             counts[level] = counts.get(level, 0) + 1
@@ -181,6 +194,12 @@ class LogFile:
         self.path.replace(self.path.with_name(f"{self.path.name}.1"))
         self._size = 0
 
+
+# Lines between two pauses of a worker (letting the event loop's thread take the
+# interpreter back at once, not after its switch interval of 5 ms), and lines handed to the
+# signals at a time on the event loop.
+SLICE = 100
+TELL_AT_ONCE = 500
 
 # The raw output file is emptied once this much of it has been read into the log.
 TRUNCATE_AT = 1024 * 1024
@@ -223,18 +242,20 @@ class OutputTail:
     async def poll_off_loop(self, when: float) -> int:
         """`poll`, with the reading, masking, classifying and writing on a worker thread;
         only telling the signals runs on the event loop."""
-        pairs = await asyncio.to_thread(self.read, when)
-        if pairs:
-            self.log.tell(when, pairs)
+        pairs = await asyncio.to_thread(self.read, when, True)
+        for start in range(0, len(pairs), TELL_AT_ONCE):
+            if start:
+                await asyncio.sleep(0)
+            self.log.tell(when, pairs[start : start + TELL_AT_ONCE])
         return len(pairs)
 
-    def read(self, when: float) -> list[tuple[str, str]]:
+    def read(self, when: float, on_worker: bool = False) -> list[tuple[str, str]]:
         """Move new complete lines into the log without telling the signals; the lines
-        written, `(level, line)`. Safe on a worker thread."""
+        written, `(level, line)`. Safe on a worker thread (`on_worker`)."""
         with self._lock:
-            return self._read(when)
+            return self._read(when, _pause if on_worker else None)
 
-    def _read(self, when: float) -> list[tuple[str, str]]:
+    def _read(self, when: float, pause: Callable[[], object] | None) -> list[tuple[str, str]]:
         try:
             size = os.stat(self.path).st_size
             if size == self.offset:
@@ -252,7 +273,7 @@ class OutputTail:
             return []
         self.offset += len(data)
         lines = self._lines(data)
-        pairs = self.log.append(when, "out", lines) if lines else []
+        pairs = self.log.append(when, "out", lines, pause) if lines else []
         if self.offset >= TRUNCATE_AT and not self._partial:
             with contextlib.suppress(OSError):
                 size = os.stat(self.path).st_size
@@ -283,6 +304,12 @@ class OutputTail:
                 lines.append(_text(self._partial))
             self._partial, self._cutting = b"", True
         return lines
+
+
+def _pause() -> None:
+    """Give up the interpreter for a moment: a thread waiting for it (the event loop's)
+    takes it now."""
+    time.sleep(0)
 
 
 def _text(raw: bytes) -> str:

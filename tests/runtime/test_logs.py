@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from sqlifier.runtime.logs import MAX_LINE, READ_AT_ONCE, LogFile, OutputTail, classify
+from sqlifier.runtime.logs import (
+    MAX_LINE,
+    READ_AT_ONCE,
+    SLICE,
+    TELL_AT_ONCE,
+    LogFile,
+    OutputTail,
+    classify,
+)
 from sqlifier.runtime.supervisor import Supervisor
 from sqlifier.stack import load_stack
 from tests.apps import APP
@@ -229,3 +237,18 @@ def test_the_supervisor_reads_output_off_its_event_loop(tmp_path: Path) -> None:
     listening = [t for line, t in masked if line.startswith("INFO listening")]
     assert listening and all(t is not loop_thread for t in listening)
     assert [t for line, t in counted if line.startswith("INFO listening")] == [loop_thread]
+
+
+def test_a_worker_pauses_every_slice_and_the_loop_is_told_in_pieces(tmp_path: Path) -> None:
+    # The worker lets the event loop's thread have the interpreter every SLICE lines; the
+    # loop hands the lines to the signals TELL_AT_ONCE at a time, letting others in between.
+    out = tmp_path / "web-0.out"
+    out.write_bytes(b"INFO line\n" * 1200)
+    told: list[int] = []
+    log = LogFile(tmp_path / "web-0.log", on_lines=lambda _, pairs: told.append(len(pairs)))
+    tail = OutputTail(out, log)
+    assert asyncio.run(tail.poll_off_loop(1.0)) == 1200
+    assert told == [TELL_AT_ONCE, TELL_AT_ONCE, 1200 - 2 * TELL_AT_ONCE]
+    pauses: list[int] = []
+    log.append(1.0, "out", ["x"] * (2 * SLICE + 1), pause=lambda: pauses.append(1))
+    assert len(pauses) == 3  # before lines 0, SLICE and 2 * SLICE
