@@ -6,14 +6,13 @@ in capitals, in brackets or before a colon (`ERROR ...`, `[warn] ...`, `error: .
 `2026-01-01 12:00:00 CRITICAL ...`, Python's `ERROR:root:...`). A line with no level is
 `info`, on stdout and stderr alike: many programs write ordinary output to stderr.
 
-Reading an instance's output, masking, classifying and writing it (`OutputTail.read`) is
-the costly part, some 5 µs a line: a chatty instance's poll takes tens of milliseconds. The
-agent runs it on a worker thread (`OutputTail.poll_off_loop`), so its event loop — the API,
-probes, deploys — carries on meanwhile. The worker gives up the interpreter every SLICE
-lines: a thread waiting for it (the loop's, with a request to answer) would otherwise wait
-for the interpreter's switch interval (5 ms) at every step, which made the API slower than
-with the work on the loop. Handing the lines to the signals (`LogFile.tell`, the series
-store, not thread-safe) stays on the loop, TELL_AT_ONCE lines at a time.
+Masking, classifying and writing an instance's output costs some 5 µs a line: a chatty
+instance's poll (256 KiB, some 3,700 lines) is tens of milliseconds of work. The agent does
+it in slices of SLICE lines (`OutputTail.poll_in_slices`), letting its event loop — the
+API, probes, deploys — run between two slices, so none waits for more than one slice. A
+worker thread was measured too (benchmarks/logs.py) and made the API slower: the thread
+and the loop take turns at the interpreter, and at every socket call the loop's thread
+waited for the worker's switch interval (5 ms).
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ import contextlib
 import json
 import os
 import re
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
@@ -142,20 +139,13 @@ class LogFile:
         return [level for level, _ in pairs]
 
     def tell(self, when: float, pairs: list[tuple[str, str]]) -> None:
-        """Hand written lines, `(level, line)`, to `on_lines` (on the agent's event loop)."""
+        """Hand written lines, `(level, line)`, to `on_lines`."""
         if self.on_lines is not None:
             self.on_lines(when, pairs)
 
-    def append(
-        self,
-        when: float,
-        stream: str,
-        lines: list[str],
-        pause: Callable[[], object] | None = None,
-    ) -> list[tuple[str, str]]:
-        """Mask, classify and append lines in one write, without telling `on_lines`: the
-        part of `write_many` that may run on a worker thread, which passes `pause` to be
-        called every SLICE lines. Returns `(level, line)`."""
+    def append(self, when: float, stream: str, lines: list[str]) -> list[tuple[str, str]]:
+        """Mask, classify and append lines in one write, without telling `on_lines`.
+        Returns `(level, line)`."""
         levels = []
         chunks = []
         # Each record is written as json.dumps(record, ensure_ascii=False) would write it,
@@ -165,9 +155,7 @@ class LogFile:
         if self.redact is not None:
             lines = [self.redact(line) for line in lines]
         counts = self.counts
-        for index, line in enumerate(lines):
-            if pause is not None and index % SLICE == 0:
-                pause()
+        for line in lines:
             level = classify(line)
             levels.append(level)
             counts[level] = counts.get(level, 0) + 1
@@ -195,11 +183,9 @@ class LogFile:
         self._size = 0
 
 
-# Lines between two pauses of a worker (letting the event loop's thread take the
-# interpreter back at once, not after its switch interval of 5 ms), and lines handed to the
-# signals at a time on the event loop.
-SLICE = 100
-TELL_AT_ONCE = 500
+# Lines masked, classified, written and counted at a time by `poll_in_slices`: a quarter
+# of a millisecond of work or so, after which the event loop runs whatever else waits.
+SLICE = 50
 
 # The raw output file is emptied once this much of it has been read into the log.
 TRUNCATE_AT = 1024 * 1024
@@ -229,33 +215,25 @@ class OutputTail:
     skipped: int = 0  # bytes never read: a backlog too large, or a truncation race
     _partial: bytes = b""
     _cutting: bool = False  # inside a line already cut at MAX_LINE: drop to its end
-    # A read on a worker thread and a flush on the event loop take turns.
-    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def poll(self, when: float) -> int:
         """Move new complete lines into the log; how many there were."""
-        pairs = self.read(when)
-        if pairs:
-            self.log.tell(when, pairs)
-        return len(pairs)
+        lines = self._take()
+        if lines:
+            self.log.write_many(when, "out", lines)
+        return len(lines)
 
-    async def poll_off_loop(self, when: float) -> int:
-        """`poll`, with the reading, masking, classifying and writing on a worker thread;
-        only telling the signals runs on the event loop."""
-        pairs = await asyncio.to_thread(self.read, when, True)
-        for start in range(0, len(pairs), TELL_AT_ONCE):
+    async def poll_in_slices(self, when: float) -> int:
+        """`poll`, SLICE lines at a time, letting the event loop run between slices."""
+        lines = self._take()
+        for start in range(0, len(lines), SLICE):
             if start:
                 await asyncio.sleep(0)
-            self.log.tell(when, pairs[start : start + TELL_AT_ONCE])
-        return len(pairs)
+            self.log.write_many(when, "out", lines[start : start + SLICE])
+        return len(lines)
 
-    def read(self, when: float, on_worker: bool = False) -> list[tuple[str, str]]:
-        """Move new complete lines into the log without telling the signals; the lines
-        written, `(level, line)`. Safe on a worker thread (`on_worker`)."""
-        with self._lock:
-            return self._read(when, _pause if on_worker else None)
-
-    def _read(self, when: float, pause: Callable[[], object] | None) -> list[tuple[str, str]]:
+    def _take(self) -> list[str]:
+        """The new complete lines of the output file (at most READ_AT_ONCE bytes)."""
         try:
             size = os.stat(self.path).st_size
             if size == self.offset:
@@ -273,22 +251,20 @@ class OutputTail:
             return []
         self.offset += len(data)
         lines = self._lines(data)
-        pairs = self.log.append(when, "out", lines, pause) if lines else []
         if self.offset >= TRUNCATE_AT and not self._partial:
             with contextlib.suppress(OSError):
                 size = os.stat(self.path).st_size
                 os.truncate(self.path, 0)
                 self.skipped += size - self.offset
                 self.offset = 0
-        return pairs
+        return lines
 
     def flush(self, when: float) -> None:
         """The process ended: its unfinished last line is a line too."""
-        with self._lock:
-            self.poll(when)
-            if self._partial:
-                self.log.write(when, "out", self._partial.decode("utf-8", "replace"))
-            self._partial, self._cutting = b"", False
+        self.poll(when)
+        if self._partial:
+            self.log.write(when, "out", self._partial.decode("utf-8", "replace"))
+        self._partial, self._cutting = b"", False
 
     def _lines(self, data: bytes) -> list[str]:
         pieces = (self._partial + data).split(b"\n")
@@ -304,12 +280,6 @@ class OutputTail:
                 lines.append(_text(self._partial))
             self._partial, self._cutting = b"", True
         return lines
-
-
-def _pause() -> None:
-    """Give up the interpreter for a moment: a thread waiting for it (the event loop's)
-    takes it now."""
-    time.sleep(0)
 
 
 def _text(raw: bytes) -> str:

@@ -288,9 +288,9 @@ class InstanceRunner:
             ticks += 1
             for instance in self.all_instances():
                 if ticks % 5 == 0:
-                    # On a worker thread: an instance that writes a lot must not hold up
-                    # the API and the deploys.
-                    await instance.tail.poll_off_loop(time.time())
+                    # In slices: an instance that writes a lot must not hold up the API
+                    # and the deploys.
+                    await instance.tail.poll_in_slices(time.time())
                 if instance.life.restart_at is not None:
                     self._apply(instance, instance.life.tick(now))
                 if instance.launched is not None:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,14 +15,12 @@ from sqlifier.runtime.logs import (
     MAX_LINE,
     READ_AT_ONCE,
     SLICE,
-    TELL_AT_ONCE,
     LogFile,
     OutputTail,
     classify,
 )
 from sqlifier.runtime.supervisor import Supervisor
 from sqlifier.stack import load_stack
-from tests.apps import APP
 
 
 @pytest.mark.parametrize(
@@ -176,79 +173,65 @@ def test_a_flood_is_read_in_bounded_pieces_and_an_old_backlog_skipped(tmp_path: 
     assert tail.skipped > 0
 
 
-def test_polling_off_the_loop_classifies_on_a_worker_and_tells_on_the_loop(tmp_path: Path) -> None:
+def test_polling_in_slices_lets_the_event_loop_run_between_them(tmp_path: Path) -> None:
     out = tmp_path / "web-0.out"
-    out.write_bytes(b"ERROR one\nINFO two\n")
-    seen: list[tuple[str, threading.Thread]] = []
-    told: list[tuple[list[tuple[str, str]], threading.Thread]] = []
-
-    def redact(line: str) -> str:
-        seen.append((line, threading.current_thread()))
-        return line
-
+    out.write_bytes(b"ERROR one\n" + b"INFO more\n" * (2 * SLICE))
+    ticks = 0
+    told: list[tuple[int, int]] = []  # (lines, ticks of the other task so far)
     log = LogFile(
-        tmp_path / "web-0.log",
-        redact=redact,
-        on_lines=lambda _, pairs: told.append((pairs, threading.current_thread())),
+        tmp_path / "web-0.log", on_lines=lambda _, pairs: told.append((len(pairs), ticks))
     )
     tail = OutputTail(out, log)
-    assert asyncio.run(tail.poll_off_loop(1.0)) == 2
-    loop_thread = threading.current_thread()  # asyncio.run's loop runs on this thread
-    assert [line for line, _ in seen] == ["ERROR one", "INFO two"]
-    assert all(thread is not loop_thread for _, thread in seen)
-    assert told == [([("error", "ERROR one"), ("info", "INFO two")], loop_thread)]
-    assert log.counts == {"error": 1, "info": 1}
+
+    async def other() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def main() -> int:
+        task = asyncio.create_task(other())
+        await asyncio.sleep(0)
+        try:
+            return await tail.poll_in_slices(1.0)
+        finally:
+            task.cancel()
+
+    assert asyncio.run(main()) == 2 * SLICE + 1
+    assert [n for n, _ in told] == [SLICE, SLICE, 1]
+    assert told[0][1] < told[1][1] < told[2][1]  # the other task ran between the slices
+    assert log.counts == {"error": 1, "info": 2 * SLICE}
 
 
-def test_the_supervisor_reads_output_off_its_event_loop(tmp_path: Path) -> None:
-    # A real instance's output: masked and classified on a worker thread, counted for the
-    # signals on the loop's thread.
-    (tmp_path / "app.py").write_text(APP)
+def test_the_supervisor_hands_a_burst_of_output_on_in_slices(tmp_path: Path) -> None:
+    # A real instance that prints 1,000 lines at once: its supervisor masks, classifies
+    # and counts them a slice at a time, never the whole burst in one go.
+    (tmp_path / "app.py").write_text(
+        "import sys, time\n"
+        "sys.stdout.write('INFO burst\\n' * 1000)\n"
+        "sys.stdout.flush()\n"
+        "time.sleep(60)\n"
+    )
     (tmp_path / "sqlifier.toml").write_text(
         f'[stack]\nname = "t"\n\n[services.web]\nrun = "{sys.executable} app.py"\n'
-        'probes.readiness = { http = "/", period = "100ms" }\n'
     )
     stack, _ = load_stack(tmp_path / "sqlifier.toml")
-    masked: list[tuple[str, threading.Thread]] = []
-    counted: list[tuple[str, threading.Thread]] = []
-
-    def redact(line: str) -> str:
-        masked.append((line, threading.current_thread()))
-        return line
+    batches: list[int] = []
 
     def on_lines(service: str, when: float, pairs: list[tuple[str, str]]) -> None:
-        counted.extend((line, threading.current_thread()) for _, line in pairs)
+        batches.append(len(pairs))
 
     async def main() -> None:
-        supervisor = Supervisor(
-            stack, "dev", tmp_path / ".sqlifier" / "dev", on_lines=on_lines, redactor=redact
-        )
+        supervisor = Supervisor(stack, "dev", tmp_path / ".sqlifier" / "dev", on_lines=on_lines)
         try:
             await supervisor.start(ready_timeout=20)
             for _ in range(200):
-                if counted:
+                if sum(batches) >= 1000:
                     break
                 await asyncio.sleep(0.05)
         finally:
             await supervisor.stop()
 
     asyncio.run(main())
-    loop_thread = threading.current_thread()
-    listening = [t for line, t in masked if line.startswith("INFO listening")]
-    assert listening and all(t is not loop_thread for t in listening)
-    assert [t for line, t in counted if line.startswith("INFO listening")] == [loop_thread]
-
-
-def test_a_worker_pauses_every_slice_and_the_loop_is_told_in_pieces(tmp_path: Path) -> None:
-    # The worker lets the event loop's thread have the interpreter every SLICE lines; the
-    # loop hands the lines to the signals TELL_AT_ONCE at a time, letting others in between.
-    out = tmp_path / "web-0.out"
-    out.write_bytes(b"INFO line\n" * 1200)
-    told: list[int] = []
-    log = LogFile(tmp_path / "web-0.log", on_lines=lambda _, pairs: told.append(len(pairs)))
-    tail = OutputTail(out, log)
-    assert asyncio.run(tail.poll_off_loop(1.0)) == 1200
-    assert told == [TELL_AT_ONCE, TELL_AT_ONCE, 1200 - 2 * TELL_AT_ONCE]
-    pauses: list[int] = []
-    log.append(1.0, "out", ["x"] * (2 * SLICE + 1), pause=lambda: pauses.append(1))
-    assert len(pauses) == 3  # before lines 0, SLICE and 2 * SLICE
+    assert sum(batches) == 1000
+    assert max(batches) <= SLICE
