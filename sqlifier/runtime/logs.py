@@ -215,21 +215,27 @@ class OutputTail:
     skipped: int = 0  # bytes never read: a backlog too large, or a truncation race
     _partial: bytes = b""
     _cutting: bool = False  # inside a line already cut at MAX_LINE: drop to its end
+    _queued: list[str] = field(default_factory=list)  # read, not written yet (in slices)
 
     def poll(self, when: float) -> int:
         """Move new complete lines into the log; how many there were."""
-        lines = self._take()
+        lines = self._queued + self._take()
+        self._queued = []
         if lines:
             self.log.write_many(when, "out", lines)
         return len(lines)
 
     async def poll_in_slices(self, when: float) -> int:
-        """`poll`, SLICE lines at a time, letting the event loop run between slices."""
+        """`poll`, SLICE lines at a time, letting the event loop run between slices. Lines
+        not written yet wait in `_queued`: a `poll` or `flush` meanwhile writes them first,
+        so the log keeps the order the instance wrote in."""
         lines = self._take()
-        for start in range(0, len(lines), SLICE):
-            if start:
+        self._queued += lines
+        while self._queued:
+            piece, self._queued = self._queued[:SLICE], self._queued[SLICE:]
+            self.log.write_many(when, "out", piece)
+            if self._queued:
                 await asyncio.sleep(0)
-            self.log.write_many(when, "out", lines[start : start + SLICE])
         return len(lines)
 
     def _take(self) -> list[str]:

@@ -235,3 +235,21 @@ def test_the_supervisor_hands_a_burst_of_output_on_in_slices(tmp_path: Path) -> 
     asyncio.run(main())
     assert sum(batches) == 1000
     assert max(batches) <= SLICE
+
+
+def test_a_flush_between_two_slices_keeps_the_lines_in_order(tmp_path: Path) -> None:
+    out = tmp_path / "web-0.out"
+    out.write_bytes(b"".join(b"line %d\n" % i for i in range(2 * SLICE)))
+    tail = OutputTail(out, LogFile(tmp_path / "web-0.log"))
+
+    async def main() -> None:
+        polling = asyncio.create_task(tail.poll_in_slices(1.0))
+        await asyncio.sleep(0)  # the first slice is written
+        with out.open("ab") as handle:
+            handle.write(b"last line")  # the process ends: unfinished last line
+        tail.flush(2.0)
+        await polling
+
+    asyncio.run(main())
+    lines = [json.loads(x)["line"] for x in (tmp_path / "web-0.log").read_text().splitlines()]
+    assert lines == [f"line {i}" for i in range(2 * SLICE)] + ["last line"]
