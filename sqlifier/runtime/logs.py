@@ -133,19 +133,7 @@ class LogFile:
         return self.write_many(when, stream, [line])[-1]
 
     def write_many(self, when: float, stream: str, lines: list[str]) -> list[str]:
-        """Classify and append lines in one write, and tell `on_lines`; return their levels."""
-        pairs = self.append(when, stream, lines)
-        self.tell(when, pairs)
-        return [level for level, _ in pairs]
-
-    def tell(self, when: float, pairs: list[tuple[str, str]]) -> None:
-        """Hand written lines, `(level, line)`, to `on_lines`."""
-        if self.on_lines is not None:
-            self.on_lines(when, pairs)
-
-    def append(self, when: float, stream: str, lines: list[str]) -> list[tuple[str, str]]:
-        """Mask, classify and append lines in one write, without telling `on_lines`.
-        Returns `(level, line)`."""
+        """Classify and append lines in one write; return their levels."""
         levels = []
         chunks = []
         # Each record is written as json.dumps(record, ensure_ascii=False) would write it,
@@ -172,7 +160,9 @@ class LogFile:
         except OSError:
             self.dropped += len(lines)
             self._size = None
-        return list(zip(levels, lines, strict=True))
+        if self.on_lines is not None:
+            self.on_lines(when, list(zip(levels, lines, strict=True)))
+        return levels
 
     def _rotate(self) -> None:
         for index in range(self.keep - 1, 0, -1):
