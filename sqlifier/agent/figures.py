@@ -2,6 +2,7 @@
 
 `signals/exposition.py` renders it in the text format; this module only gathers it: the
 latest level of each signal per service, restarts and log lines counted per service, the
+router's requests and latency histogram per service and track (monotonic counters), the
 state of every rule, the actions the rules took and the decisions they recorded, and
 how long the engine's last tick took.
 """
@@ -39,6 +40,7 @@ def metrics(automation: Automation) -> dict[str, Any]:
         "stack": automation.stack.name,
         "env": automation.env,
         "services": services,
+        "router": automation.samplers.router_totals.rows(),
         "instances": list(automation.samplers.instances.values()),
         "rules": [
             {"rule": r["rule"], "service": r["service"], "state": r["state"].replace(" ", "_")}

@@ -132,6 +132,9 @@ class CompiledRule:
     services: frozenset[str] | None  # None: every service of the stack
     has_level: bool
     simple: Test | None = None  # the one level test of a rule without IF (a fast path)
+    # A rule without IF whose tests are all plain level tests, combined with AND / OR:
+    # the fast path evaluates its tree and hands on only the services whose state changes.
+    levels_only: bool = False
 
     def candidates(self, all_services: Collection[str]) -> list[str]:
         if self.services is None:
@@ -163,6 +166,7 @@ def compile_rule(rule: ast.Rule, path: str) -> CompiledRule:
         services=frozenset(services) if services is not None else None,
         has_level=any(t.kind is SignalKind.LEVEL for t in tests),
         simple=_simple(tests, tree, rule.condition),
+        levels_only=rule.condition is None and all(_plain_level(t) for t in tests),
     )
 
 
@@ -170,9 +174,11 @@ def _simple(tests: list[Test], tree: Tree, condition: ast.Condition | None) -> T
     if condition is not None or not isinstance(tree, int):
         return None
     test = tests[tree]
-    if test.kind is not SignalKind.LEVEL or test.memory_percent or test.op is None:
-        return None
-    return test
+    return test if _plain_level(test) else None
+
+
+def _plain_level(test: Test) -> bool:
+    return test.kind is SignalKind.LEVEL and not test.memory_percent and test.op is not None
 
 
 def _seconds(q: ast.Quantity) -> float:

@@ -67,6 +67,7 @@ __all__ = [
 ]
 
 _DURATION = Type.DURATION
+_PENDING, _INACTIVE, _COOLDOWN = State.PENDING, State.INACTIVE, State.COOLDOWN
 
 
 class Engine:
@@ -116,6 +117,10 @@ class Engine:
             candidates = rule.candidates(all_services)
             if rule.simple is not None:
                 candidates = self._sweep(rule, rule.simple, states, candidates, now, world)
+            elif rule.levels_only:
+                candidates = self._sweep_tree(rule, states, candidates, now, world)
+            else:
+                candidates = self._sweep_quiet(states, candidates, now, world)
             for service in candidates:
                 firing = self._evaluate(rule, states, service, now, world, result)
                 if firing is not None:
@@ -147,7 +152,8 @@ class Engine:
         for service in candidates:
             st = states.get(service)
             if st is None or st.running is not None or st.cooldown_until is not None:
-                rest.append(service)
+                if not self._quiet(st, service, now, world):
+                    rest.append(service)
                 continue
             if service not in views:
                 views[service] = world.service(service)
@@ -170,6 +176,58 @@ class Engine:
             if since is None or st.state is not State.PENDING or now - since >= window - EPSILON:
                 rest.append(service)
         return rest
+
+    def _sweep_tree(
+        self,
+        rule: CompiledRule,
+        states: dict[str, RuleState],
+        candidates: list[str],
+        now: float,
+        world: World,
+    ) -> list[str]:
+        """`_sweep` for a rule of several level tests (AND, OR) and no IF: its tree is
+        evaluated here, and a service goes on to the full evaluation only when the rule's
+        state would change. A storm keeps many such rules pending for their whole FOR."""
+        rest = []
+        tree, views = rule.tree, self._views
+        for service in candidates:
+            st = states.get(service)
+            if st is None or st.running is not None or st.cooldown_until is not None:
+                if not self._quiet(st, service, now, world):
+                    rest.append(service)
+                continue
+            if service not in views:
+                views[service] = world.service(service)
+            if views[service] is None:
+                rest.append(service)
+                continue
+            satisfied, current = tree_result(rule, tree, st, service, now, world)
+            if satisfied is not False or st.state is not (_PENDING if current else _INACTIVE):
+                rest.append(service)
+        return rest
+
+    def _sweep_quiet(
+        self, states: dict[str, RuleState], candidates: list[str], now: float, world: World
+    ) -> list[str]:
+        """For any other rule: only leaves out the services `_quiet` says may be."""
+        quiet = self._quiet
+        return [s for s in candidates if not quiet(states.get(s), s, now, world)]
+
+    def _quiet(self, st: RuleState | None, service: str, now: float, world: World) -> bool:
+        """Whether `_evaluate` would leave this state as it is without reading a signal:
+        the rule is acting on the service, or cooling down for it (its state and note
+        already say so)."""
+        if st is None:
+            return False
+        if st.running is not None:
+            return True
+        until = st.cooldown_until
+        if until is None or now >= until or st.state is not _COOLDOWN:
+            return False
+        views = self._views
+        if service not in views:
+            views[service] = world.service(service)
+        return views[service] is not None
 
     def state_of(self, key: tuple[str, str]) -> RuleState:
         state = self.states.get(key)
@@ -285,14 +343,11 @@ class Engine:
                         stopped = f"sqlifier stopped acting on {target}: {why}"
                         self._tell(rule, service, now, stopped, result)
                     return None
-        values = {t.text: shown(t, st.values.get(t.index)) for t in rule.tests}
-        reason = values_text(rule, st)
-        if rule.for_ and rule.has_level:
-            reason += f" for {show_value(rule.for_, _DURATION)}"
+        first = rule.tests[0] if rule.tests else None
         extra = {
             "rule": rule.id,
-            "value": next(iter(values.values()), ""),
-            "signal": rule.tests[0].text if rule.tests else "",
+            "value": shown(first, st.values.get(first.index)) if first is not None else "",
+            "signal": first.text if first is not None else "",
         }
         delay = self.settings.scale_down_delay
         planned = [
@@ -302,7 +357,27 @@ class Engine:
             )
             for a in rule.rule.actions
         ]  # fmt: skip
+        if self._still_blocked(st, planned):
+            return None
+        values = {t.text: shown(t, st.values.get(t.index)) for t in rule.tests}
+        reason = values_text(rule, st)
+        if rule.for_ and rule.has_level:
+            reason += f" for {show_value(rule.for_, _DURATION)}"
         return Firing(rule, service, key, reason, values, planned, view)
+
+    @staticmethod
+    def _still_blocked(st: RuleState, planned: list[Planned]) -> bool:
+        """Every action refused for the reason already recorded (`_blocked`): the state
+        stays as it is, and no reason needs writing. In a storm, a rule held but refused
+        (a rollback already done, LIMIT reached) is asked again at every tick."""
+        acting = [p for p in planned if p.verb in ACTING]
+        if not acting or not all(p.skipped is not None for p in acting):
+            return False
+        why = "; ".join(f"{p.verb} {p.detail}: {p.skipped}" for p in acting)
+        if st.skip != why:
+            return False
+        st.state, st.note = State.PENDING, f"held, but {why}"
+        return True
 
     def _fire(self, firing: Firing, now: float, world: World, result: TickResult) -> None:
         rule, st, key = firing.rule, self.state_of(firing.key), firing.key

@@ -92,6 +92,7 @@ class HAProxyPlane:
     _servers: dict[str, _Server] = field(default_factory=dict)
     _deleting: dict[str, str] = field(default_factory=dict)  # id -> backend, once drained
     _latency: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    _latency_sum: Counter[tuple[str, str]] = field(default_factory=Counter)  # ms
     _master: Master | None = None
     _follower: asyncio.Task[None] | None = None
     _generation: int = 0
@@ -333,12 +334,14 @@ class HAProxyPlane:
         if len(parts) != 3 or not parts[2].isdigit():
             return  # HAProxy's own messages (a server changed state)
         backend, server = parts[0].decode(), parts[1].decode()
-        bucket = bisect.bisect_left(BUCKETS_MS, int(parts[2]))
+        ms = int(parts[2])
+        bucket = bisect.bisect_left(BUCKETS_MS, ms)
         for key in ((backend, server), (backend, "BACKEND")):
             histogram = self._latency.get(key)
             if histogram is None:
                 histogram = self._latency[key] = [0] * (len(BUCKETS_MS) + 1)
             histogram[bucket] += count
+            self._latency_sum[key] += ms * count
 
     # --- what the agent asks for ----------------------------------------------------
 
@@ -497,6 +500,7 @@ class HAProxyPlane:
             histogram = self._latency.get((row["pxname"], row["svname"]))
             if histogram is not None:
                 counters.latency = list(histogram)
+                counters.latency_sum = float(self._latency_sum[row["pxname"], row["svname"]])
             if row["svname"] == "BACKEND":
                 counters.requests = sum(counters.status.values())
                 services.setdefault(service, {})[track] = counters.to_json()

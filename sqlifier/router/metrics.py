@@ -3,7 +3,9 @@
 Both data planes keep cumulative counters per backend (one instance of one track); the
 agent reads them every second and works out rates and percentiles from the difference
 between two readings. Latencies fall into fixed buckets (milliseconds, upper bounds), so
-histograms from different backends, data planes and seconds simply add up.
+histograms from different backends, data planes and seconds simply add up; beside the
+buckets, the sum of the latencies counted (milliseconds) makes the histogram a Prometheus
+one (`_bucket`, `_sum`, `_count` on the agent's /metrics).
 """
 
 from __future__ import annotations
@@ -30,13 +32,16 @@ class Counters:
     status: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLASSES, 0))
     failed: int = 0  # no response from the instance (refused, reset, timed out)
     latency: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS_MS) + 1))
+    latency_sum: float = 0.0  # milliseconds, of the latencies in `latency`
 
     def record(self, status: int, seconds: float) -> None:
         self.requests += 1
         key = f"{status // 100}xx"
         if key in self.status:
             self.status[key] += 1
-        self.latency[bisect.bisect_left(BUCKETS_MS, seconds * 1000)] += 1
+        ms = seconds * 1000
+        self.latency[bisect.bisect_left(BUCKETS_MS, ms)] += 1
+        self.latency_sum += ms
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -44,6 +49,7 @@ class Counters:
             "status": dict(self.status),
             "failed": self.failed,
             "latency": list(self.latency),
+            "latency_sum": self.latency_sum,
         }
 
     @classmethod
@@ -56,6 +62,9 @@ class Counters:
                 counters.status[key] = _int(status.get(key))
         if isinstance(latency, list) and len(latency) == len(counters.latency):
             counters.latency = [_int(x) for x in latency]
+        latency_sum = data.get("latency_sum")
+        if isinstance(latency_sum, int | float) and not isinstance(latency_sum, bool):
+            counters.latency_sum = float(latency_sum)
         return counters
 
     def minus(self, earlier: Counters) -> Counters:
@@ -68,6 +77,7 @@ class Counters:
             {k: self.status[k] - earlier.status[k] for k in CLASSES},
             self.failed - earlier.failed,
             [a - b for a, b in zip(self.latency, earlier.latency, strict=True)],
+            self.latency_sum - earlier.latency_sum,
         )
 
     def add(self, other: Counters) -> None:
@@ -76,6 +86,7 @@ class Counters:
         for key in CLASSES:
             self.status[key] += other.status[key]
         self.latency = [a + b for a, b in zip(self.latency, other.latency, strict=True)]
+        self.latency_sum += other.latency_sum
 
 
 def percentile(latency: list[int], q: float) -> float | None:

@@ -291,10 +291,10 @@ class InstanceRunner:
             now = self.clock()
             ticks += 1
             for instance in self.all_instances():
-                if ticks % 5 == 0 and instance.tail.poll(time.time()):
-                    # An instance that writes a lot must not hold up the API and the
-                    # deploys: the loop lets them in after each busy read.
-                    await asyncio.sleep(0)
+                if ticks % 5 == 0:
+                    # In slices: an instance that writes a lot must not hold up the API
+                    # and the deploys.
+                    await instance.tail.poll_in_slices(time.time())
                 if instance.life.restart_at is not None:
                     self._apply(instance, instance.life.tick(now))
                 if instance.launched is not None:

@@ -5,6 +5,7 @@ Module by module:
     samplers.py    each tick: process trees (cpu, memory) with psutil, the router's
                    counters (rps, errors, latency by track), log lines by level, restarts
     prometheus.py  `prometheus('...')` signals: instant queries to a Prometheus server
+    totals.py      the router's counters for `/metrics`, monotonic across data plane restarts
     exposition.py  the agent's `/metrics` in Prometheus' text format
 
 The series store itself (`engine/series.py`) is pure and belongs to the engine; the

@@ -6,6 +6,14 @@ ratios where 1.0 is 100%), `_total` on counters, and every series labelled with 
 stack and environment. A value that is missing or None has no sample: its line is left
 out, never written as 0. A family without any sample is left out as well.
 
+The router's own counts are counters and a histogram, so that `rate()`, `sum by` and
+`histogram_quantile()` work on them: `sqlifier_router_requests_total` by service, track and
+status class (`code="2xx"`), and `sqlifier_router_request_duration_seconds` (`_bucket`
+with `le` in seconds, `_sum`, `_count`) by service and track. They come from the data
+plane's cumulative counts, kept monotonic across its restarts (`totals.py`); the gauges
+beside them (`sqlifier_service_requests_per_second`, `..._latency_seconds`) are the same
+measurements over the last ten seconds, as the rules see them.
+
 `sqlifier_instance_state` has an `instance` label, which Prometheus also attaches to
 every target: a scrape configuration without `honor_labels: true` keeps the agent's as
 `exported_instance`.
@@ -19,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlifier.lang.signals import LOG_LEVELS, QUANTILES
+from sqlifier.router.metrics import BUCKETS_MS, CLASSES
 
 __all__ = ["CONTENT_TYPE", "render"]
 
@@ -31,7 +40,7 @@ Sample = tuple[Labels, Any]
 @dataclass(frozen=True, slots=True)
 class Family:
     name: str
-    kind: str  # "gauge" or "counter"
+    kind: str  # "gauge", "counter" or "histogram"
     help: str
 
 
@@ -63,6 +72,16 @@ _SERVICE_COUNTS = (
     ("restarts_total", _counter("service_restarts", "Instance restarts.")),
 )
 _LOG_LINES = _counter("service_log_lines", "Log lines from the service's instances, by level.")
+_ROUTER_REQUESTS = _counter(
+    "router_requests", "Requests through the router, by service, track and status class."
+)
+_ROUTER_LATENCY = Family(
+    "sqlifier_router_request_duration_seconds",
+    "histogram",
+    "Latency of requests through the router, by service and track.",
+)
+# The histogram's upper bounds in seconds, as `le` values; the last is +Inf.
+_LE = (*(format(ms / 1000, "g") for ms in BUCKETS_MS), "+Inf")
 _INSTANCE_STATE = _gauge("instance_state", "1 for the instance's current state.")
 _INSTANCE_CPU = _gauge("instance_cpu_ratio", "CPU use of the instance; 1.0 is one core.")
 _INSTANCE_MEMORY = _gauge("instance_memory_bytes", "Resident memory of the instance.")
@@ -87,13 +106,17 @@ def render(snapshot: Mapping[str, Any]) -> str:
         lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
         lines.append(f"# TYPE {family.name} {family.kind}")
         for labels, value in present:
-            lines.append(f"{family.name}{_labels(common + labels)} {_value(value)}")
+            if family.kind == "histogram":
+                lines.extend(_histogram(family.name, common + labels, value))
+            else:
+                lines.append(f"{family.name}{_labels(common + labels)} {_value(value)}")
     return "".join(line + "\n" for line in lines)
 
 
 def _families(snapshot: Mapping[str, Any]) -> Iterator[tuple[Family, list[Sample]]]:
     services = sorted((snapshot.get("services") or {}).items())
     yield from _service_families(services)
+    yield from _router_families(snapshot.get("router") or [])
     instances = sorted(snapshot.get("instances") or [], key=lambda i: (i["service"], i["instance"]))
     yield from _instance_families(instances)
     rules = sorted(snapshot.get("rules") or [], key=lambda r: (r["rule"], r["service"]))
@@ -128,6 +151,35 @@ def _service_families(
             for level, count in sorted((values.get("log_lines_total") or {}).items(), key=_severity)
         ],
     )
+
+
+def _router_families(
+    rows: Iterable[Mapping[str, Any]],
+) -> Iterator[tuple[Family, list[Sample]]]:
+    rows = sorted(rows, key=lambda r: (r["service"], r["track"]))
+    yield (
+        _ROUTER_REQUESTS,
+        [
+            ((*_pick(row, "service", "track"), ("code", code)), row["status"].get(code, 0))
+            for row in rows
+            for code in CLASSES
+        ],
+    )
+    yield (
+        _ROUTER_LATENCY,
+        [(_pick(row, "service", "track"), (row["latency"], row["latency_sum"])) for row in rows],
+    )
+
+
+def _histogram(name: str, labels: Labels, value: tuple[list[int], float]) -> Iterator[str]:
+    """A histogram's lines: cumulative `_bucket`s by `le`, then `_sum` and `_count`."""
+    buckets, total = value
+    seen = 0
+    for le, count in zip(_LE, buckets, strict=True):
+        seen += count
+        yield f"{name}_bucket{_labels((*labels, ('le', le)))} {seen}"
+    yield f"{name}_sum{_labels(labels)} {_value(total)}"
+    yield f"{name}_count{_labels(labels)} {seen}"
 
 
 def _instance_families(

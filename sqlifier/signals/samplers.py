@@ -9,7 +9,8 @@
   each restart an instance's lifecycle counts.
 - **The router.** Requests per second, error rate and latency quantiles per service over
   the last ten seconds of the data plane's readings, for all tracks together (`rps`) and
-  for each (`rps.canary`).
+  for each (`rps.canary`); and the data plane's counters themselves, kept monotonic
+  across its restarts (`totals.py`), for `/metrics`.
 - **Logs.** Every classified line an instance writes becomes a `log` event carrying its
   level's rank (`Samplers.on_lines`, given to the supervisor as its `on_lines`).
 
@@ -33,6 +34,7 @@ from sqlifier.router.metrics import Counters, summarize
 from sqlifier.runtime.lifecycle import Lifecycle, State
 from sqlifier.runtime.space import free_bytes
 from sqlifier.runtime.supervisor import Instance, Supervisor
+from sqlifier.signals.totals import RouterTotals
 
 __all__ = [
     "WINDOW",
@@ -268,6 +270,8 @@ class Samplers:
         self.instances: dict[str, dict[str, object]] = {}
         # Service -> level -> log lines since the agent started (a counter for /metrics).
         self.log_totals: dict[str, dict[str, int]] = {}
+        # The router's requests and latencies per service and track (counters for /metrics).
+        self.router_totals = RouterTotals()
         self._restarts: dict[str, tuple[Lifecycle, int]] = {}
         self._cpu_history: dict[str, deque[float]] = {}
         self._reading: Reading | None = None  # the newest router reading already written
@@ -342,9 +346,10 @@ class Samplers:
 
     def _sample_traffic(self, history: Sequence[Reading], t: float) -> None:
         # Only a new reading is written: a router that stopped answering goes stale.
-        if len(history) < 2 or history[-1] is self._reading:
+        if not history or history[-1] is self._reading:
             return
         self._reading = history[-1]
+        self.router_totals.observe(self._reading.services)
         for service, values in traffic_levels(history).items():
             for key, value in values.items():
                 self.store.put(service, key, t, value)

@@ -62,3 +62,17 @@ def test_summary_rates_and_error_share() -> None:
     assert summary["rps"] == 5.0
     assert summary["error_rate"] == 0.1
     assert summarize([Counters()], 1.0)["p99"] is None
+
+
+def test_the_sum_of_latencies_in_milliseconds_follows_the_counts() -> None:
+    earlier = Counters()
+    earlier.record(200, 0.25)
+    later = Counters.from_json(earlier.to_json())
+    later.record(200, 0.5)
+    assert later.latency_sum == 750.0
+    assert later.minus(earlier).latency_sum == 500.0
+    both = Counters()
+    both.add(later)
+    both.add(earlier)
+    assert both.latency_sum == 1000.0
+    assert Counters.from_json({"requests": 1}).latency_sum == 0.0  # an older data plane

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sqlifier.runtime.logs import MAX_LINE, READ_AT_ONCE, LogFile, OutputTail, classify
+from sqlifier.runtime.logs import (
+    MAX_LINE,
+    READ_AT_ONCE,
+    SLICE,
+    LogFile,
+    OutputTail,
+    classify,
+)
+from sqlifier.runtime.supervisor import Supervisor
+from sqlifier.stack import load_stack
 
 
 @pytest.mark.parametrize(
@@ -160,3 +171,85 @@ def test_a_flood_is_read_in_bounded_pieces_and_an_old_backlog_skipped(tmp_path: 
     tail = OutputTail(out, LogFile(tmp_path / "web-0.log", max_bytes=100 * 1024 * 1024))
     assert tail.poll(1.0) <= READ_AT_ONCE // len(b"ERROR flood line\n") + 1
     assert tail.skipped > 0
+
+
+def test_polling_in_slices_lets_the_event_loop_run_between_them(tmp_path: Path) -> None:
+    out = tmp_path / "web-0.out"
+    out.write_bytes(b"ERROR one\n" + b"INFO more\n" * (2 * SLICE))
+    ticks = 0
+    told: list[tuple[int, int]] = []  # (lines, ticks of the other task so far)
+    log = LogFile(
+        tmp_path / "web-0.log", on_lines=lambda _, pairs: told.append((len(pairs), ticks))
+    )
+    tail = OutputTail(out, log)
+
+    async def other() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def main() -> int:
+        task = asyncio.create_task(other())
+        await asyncio.sleep(0)
+        try:
+            return await tail.poll_in_slices(1.0)
+        finally:
+            task.cancel()
+
+    assert asyncio.run(main()) == 2 * SLICE + 1
+    assert [n for n, _ in told] == [SLICE, SLICE, 1]
+    assert told[0][1] < told[1][1] < told[2][1]  # the other task ran between the slices
+    assert log.counts == {"error": 1, "info": 2 * SLICE}
+
+
+def test_the_supervisor_hands_a_burst_of_output_on_in_slices(tmp_path: Path) -> None:
+    # A real instance that prints 1,000 lines at once: its supervisor masks, classifies
+    # and counts them a slice at a time, never the whole burst in one go.
+    (tmp_path / "app.py").write_text(
+        "import sys, time\n"
+        "sys.stdout.write('INFO burst\\n' * 1000)\n"
+        "sys.stdout.flush()\n"
+        "time.sleep(60)\n"
+    )
+    (tmp_path / "sqlifier.toml").write_text(
+        f'[stack]\nname = "t"\n\n[services.web]\nrun = "{sys.executable} app.py"\n'
+    )
+    stack, _ = load_stack(tmp_path / "sqlifier.toml")
+    batches: list[int] = []
+
+    def on_lines(service: str, when: float, pairs: list[tuple[str, str]]) -> None:
+        batches.append(len(pairs))
+
+    async def main() -> None:
+        supervisor = Supervisor(stack, "dev", tmp_path / ".sqlifier" / "dev", on_lines=on_lines)
+        try:
+            await supervisor.start(ready_timeout=20)
+            for _ in range(200):
+                if sum(batches) >= 1000:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await supervisor.stop()
+
+    asyncio.run(main())
+    assert sum(batches) == 1000
+    assert max(batches) <= SLICE
+
+
+def test_a_flush_between_two_slices_keeps_the_lines_in_order(tmp_path: Path) -> None:
+    out = tmp_path / "web-0.out"
+    out.write_bytes(b"".join(b"line %d\n" % i for i in range(2 * SLICE)))
+    tail = OutputTail(out, LogFile(tmp_path / "web-0.log"))
+
+    async def main() -> None:
+        polling = asyncio.create_task(tail.poll_in_slices(1.0))
+        await asyncio.sleep(0)  # the first slice is written
+        with out.open("ab") as handle:
+            handle.write(b"last line")  # the process ends: unfinished last line
+        tail.flush(2.0)
+        await polling
+
+    asyncio.run(main())
+    lines = [json.loads(x)["line"] for x in (tmp_path / "web-0.log").read_text().splitlines()]
+    assert lines == [f"line {i}" for i in range(2 * SLICE)] + ["last line"]

@@ -37,6 +37,15 @@ RICH: dict[str, Any] = {
         },
         "checkout": {"cpu": 1.5, "memory": None, "instances": 1, "ready_instances": 0},
     },
+    "router": [
+        {
+            "service": "storefront",
+            "track": "stable",
+            "status": {"1xx": 0, "2xx": 40, "3xx": 1, "4xx": 2, "5xx": 3},
+            "latency": [1, 2, 3, *[0] * 22, 4],
+            "latency_sum": 120.5,
+        },
+    ],
     "instances": [
         {"service": "storefront", "instance": "storefront-1", "state": "ready", "cpu": 0.5},
         {
@@ -95,7 +104,7 @@ def test_every_family_is_announced_once_and_every_series_carries_stack_and_env()
     helps = [line.split()[2] for line in text.splitlines() if line.startswith("# HELP ")]
     types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
     assert helps == types
-    assert len(set(helps)) == len(helps) == 18
+    assert len(set(helps)) == len(helps) == 20
     samples = [line for line in text.splitlines() if not line.startswith("#")]
     assert all(line.startswith(tuple(helps)) for line in samples)
     assert all('{stack="shop",env="dev"' in line for line in samples)
@@ -107,11 +116,48 @@ def test_counters_end_in_total_and_gauges_do_not() -> None:
     assert {name for name, kind in types if kind == "counter"} == {
         "sqlifier_service_restarts_total",
         "sqlifier_service_log_lines_total",
+        "sqlifier_router_requests_total",
         "sqlifier_rule_actions_total",
         "sqlifier_rule_decisions_total",
         "sqlifier_engine_ticks_total",
     }
-    assert all(kind == "gauge" for name, kind in types if not name.endswith("_total"))
+    assert {name for name, kind in types if kind == "histogram"} == {
+        "sqlifier_router_request_duration_seconds"
+    }
+    assert all(
+        kind == "gauge"
+        for name, kind in types
+        if not name.endswith("_total") and name != "sqlifier_router_request_duration_seconds"
+    )
+
+
+def test_router_requests_are_counted_by_service_track_and_status_class() -> None:
+    assert lines_of(render(RICH), "sqlifier_router_requests_total") == [
+        f'sqlifier_router_requests_total{{stack="shop",env="dev",service="storefront",track="stable",code="{code}"}} {n}'
+        for code, n in (("1xx", 0), ("2xx", 40), ("3xx", 1), ("4xx", 2), ("5xx", 3))
+    ]
+
+
+def test_router_latency_is_a_histogram_with_cumulative_buckets_in_seconds() -> None:
+    text = render(RICH)
+    name = "sqlifier_router_request_duration_seconds"
+    labels = 'stack="shop",env="dev",service="storefront",track="stable"'
+    buckets = lines_of(text, f"{name}_bucket")
+    assert len(buckets) == 26
+    assert buckets[:4] == [
+        f'{name}_bucket{{{labels},le="0.0005"}} 1',
+        f'{name}_bucket{{{labels},le="0.001"}} 3',
+        f'{name}_bucket{{{labels},le="0.002"}} 6',
+        f'{name}_bucket{{{labels},le="0.003"}} 6',
+    ]
+    assert buckets[-2:] == [
+        f'{name}_bucket{{{labels},le="30"}} 6',
+        f'{name}_bucket{{{labels},le="+Inf"}} 10',
+    ]
+    assert lines_of(text, f"{name}_sum") == [f"{name}_sum{{{labels}}} 120.5"]
+    assert lines_of(text, f"{name}_count") == [f"{name}_count{{{labels}}} 10"]
+    start = text.index(f"# HELP {name} ")
+    assert text[start:].splitlines()[1] == f"# TYPE {name} histogram"
 
 
 def test_latency_is_a_gauge_per_percentile_in_seconds() -> None:
