@@ -149,7 +149,7 @@ class Stack:
         done = self.sqlifier("rules", "list", "--json")
         if done.returncode != 0:
             return None
-        found = json.loads(done.stdout)["rules"]
+        found = json.loads(done.stdout)
         return next((r["state"] for r in found if r["service"] == SERVICE), None)
 
     def heat(self, on: bool) -> None:

@@ -106,7 +106,7 @@ import json, subprocess, sys, time
 rule, deadline = sys.argv[1], time.time() + float(sys.argv[2])
 shown = 0.0
 while time.time() < deadline:
-    rows = json.loads(subprocess.run(["sqlifier", "rules", "list", "--json"], capture_output=True, text=True).stdout)["rules"]
+    rows = json.loads(subprocess.run(["sqlifier", "rules", "list", "--json"], capture_output=True, text=True).stdout)
     row = next(r for r in rows if r["rule"] == rule)
     if row["last_fired"]:
         sys.exit(0)

@@ -35,7 +35,9 @@ from sqlifier.engine.machine import Command, Decision, Engine, Settings
 from sqlifier.engine.persist import save_state
 from sqlifier.engine.replay import compile_rules
 from sqlifier.engine.series import LOG, RESTART
+from sqlifier.engine.wording import clock as clock_time
 from sqlifier.platform import Platform
+from sqlifier.runtime.space import free_bytes
 from sqlifier.signals import prometheus
 from sqlifier.signals.samplers import Samplers
 from sqlifier.stack.model import Stack
@@ -93,6 +95,10 @@ class Automation:
         self.notifier = Notifier(stack.notify.webhook, stack.notify.timeout, self._delivered)
         self.actions = Actions(stack, env, platform, deployer, self.notifier, self.engine, redact)
         self.rule_error: str | None = None
+        # The decision record cannot be written (a full disk): said in `sqlifier rules`,
+        # audited once when it starts and once when it ends.
+        self.decisions_error: str | None = None
+        self.unrecorded = 0  # decisions lost while it lasts
         self.sources: dict[str, str] = {}  # prometheus query -> why it has no data
         self.last_tick_seconds = 0.0
         self.counts: dict[tuple[str, str, str, str], int] = {}  # actions done and failed
@@ -199,11 +205,48 @@ class Automation:
 
     def _write_decisions(self) -> None:
         pending, self._pending = self._pending, []
-        if pending:
-            try:
-                self.decisions.record(pending)
-            except Exception as exc:  # a full disk: say so, keep evaluating
-                self.rule_error = f"cannot record decisions: {exc}"
+        if not pending:
+            return
+        try:
+            self.decisions.record(pending)
+        except Exception as exc:  # a full disk: say so, keep evaluating and acting
+            self._decisions_failed(exc, len(pending))
+            return
+        if self.unrecorded:
+            # The episode is over; its gap in the record stays said until the agent stops.
+            lost, self.unrecorded = self.unrecorded, 0
+            path = self.decisions.path
+            self.decisions_error = (
+                f"{lost} decisions until {clock_time(self.clock())} were not recorded: "
+                f"cannot record decisions in {path} while the filesystem of {path.parent} "
+                "was full; recorded again since"
+            )
+            result = f"ok: recorded again; {lost} decisions were not recorded meanwhile"
+            self.audit.record("agent", "decisions", self.stack.name, result)
+            self.say(f"rules: decisions are {result.removeprefix('ok: ')}")
+
+    def _decisions_failed(self, exc: Exception, count: int) -> None:
+        """Name the file and its disk in `sqlifier rules`; the audit log (which keeps a
+        reserve for a full disk) hears of it once per episode, not once per tick."""
+        self.unrecorded += count
+        path = self.decisions.path
+        free = free_bytes(path.parent)
+        room = "unknown" if free is None else f"{free // 1024} KiB"
+        first = self.unrecorded == count
+        self.decisions_error = (
+            f"cannot record decisions in {path} ({exc}); the filesystem of {path.parent} "
+            f"has {room} free. Rules keep evaluating and acting; {self.unrecorded} decisions "
+            "not recorded so far. Free some space: recording resumes by itself"
+        )
+        if first:
+            self.audit.record(
+                "agent",
+                "decisions",
+                self.stack.name,
+                f"failed: cannot record decisions in {path} ({exc}); "
+                f"the filesystem of {path.parent} has {room} free",
+            )
+            self.say(f"rules: {self.decisions_error}")
 
     def _save(self, now: float) -> None:
         state = save_state(self.engine)
@@ -373,6 +416,7 @@ class Automation:
             "rules": rule_rows(self.engine, self.platform.services()),
             "paused": self.engine.paused_all,
             "error": self.rule_error,
+            "decisions_error": self.decisions_error,
             "sources": dict(self.sources),
         }
 

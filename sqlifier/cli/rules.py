@@ -65,13 +65,17 @@ def list_rules(env: str | None, stack_file: str | None, as_json: bool) -> int:
     """One line per rule and service: state, current values, last firing."""
     answer = _client(env, stack_file).request("GET", "/v1/rules")
     rows: list[dict[str, Any]] = answer["rules"]
+    # What concerns every rule goes to stderr, so that --json prints the rows alone.
+    for problem in (answer.get("error"), answer.get("decisions_error")):
+        if problem:
+            click.echo(f"rules: {problem}\n", err=True)
     if as_json:
-        click.echo(json.dumps(answer, indent=2))
+        # One object per rule and service, like every other listing; a paused engine
+        # shows in each row's state.
+        click.echo(json.dumps(rows, indent=2))
         return 0
     if answer.get("paused"):
         click.echo("all rules are paused (sqlifier rules resume turns them back on)\n")
-    if answer.get("error"):
-        click.echo(f"rules: {answer['error']}\n", err=True)
     if not rows:
         click.echo("no rules are evaluated yet")
         return 0

@@ -29,6 +29,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,10 +38,12 @@ from typing import Any
 
 from sqlifier.router.haproxy_admin import admin, drain, parse_servers_state, parse_stat, unrouted
 from sqlifier.router.haproxy_config import (
+    ERROR_PAGES,
     SAMPLE_RANGE,
     Files,
     HAProxyError,
     check_config,
+    error_page,
     map_text,
     render_config,
     service_numbers,
@@ -100,6 +103,12 @@ class HAProxyPlane:
     _closing: bool = False
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _kept: int = SAMPLE_RANGE  # the log sample's size now, of SAMPLE_RANGE
+    # A configuration or map that could not be written (a full disk): HAProxy goes on
+    # with the one it runs, and the next change writes the whole state again.
+    _unwritten: bool = False
+    _running_routes: dict[str, Any] = field(default_factory=dict)  # the routes HAProxy has
+    write_failures: int = 0
+    write_error: str | None = None
 
     def __post_init__(self) -> None:
         self.files = Files(self.root, socket_dir(self.root))
@@ -170,6 +179,7 @@ class HAProxyPlane:
             for b in traffic.backends
         }
         self._structure = structure(state)
+        self._running_routes = dict(state.routes)
         self._servers, self._deleting = {}, {}
         for row in rows:
             backend, key = row["be_name"], row["srv_name"]
@@ -191,15 +201,27 @@ class HAProxyPlane:
                 self._deleting[key] = backend
         return True
 
-    def _write_config(self) -> None:
+    def _write_files(self) -> None:
+        """The configuration and the files it names, for the state now (OSError when the
+        disk refuses; each file is replaced whole or not at all)."""
         state = self._state
+        self.files.errors.mkdir(exist_ok=True)
+        for status in ERROR_PAGES:
+            _write(self.files.errors / f"{status}.http", error_page(status), unchanged=True)
         _write(self.files.canary_map, map_text(state))
         _write(self.files.sample_map, f"0:{self._kept - 1} 0\n")
         _write(self.files.config, render_config(state, self.host, self.port, self.files))
         check_config(self.binary, self.files.config)
         if not self.files.state.exists():
             _write(self.files.state, "")
+        self._unwritten = False
+        self.write_error = None
+
+    def _write_config(self) -> None:
+        state = self._state
+        self._write_files()
         self._structure = structure(state)
+        self._running_routes = dict(state.routes)
         self._servers = {
             b.id: _Server(b, track_backend(name, b.track))
             for name, traffic in state.services.items()
@@ -208,8 +230,25 @@ class HAProxyPlane:
         }
         self._deleting.clear()
 
+    def _write_failed(self, exc: OSError) -> None:
+        """Count and say a failed write (the way control.py does for the router's state):
+        the running configuration goes on serving; the next change writes it all again."""
+        self._unwritten = True
+        self.write_failures += 1
+        self.write_error = f"cannot write {self.files.config}: {exc.strerror or exc}"
+        print(
+            f"router: {self.write_error} ({self.write_failures}); haproxy keeps its running"
+            " configuration, and the next change writes it again",
+            file=sys.stderr,
+            flush=True,
+        )
+
     async def _launch(self) -> None:
-        self._write_config()
+        try:
+            self._write_config()
+        except OSError as exc:
+            # No HAProxy runs to keep serving: say what stopped it starting.
+            raise HAProxyError(f"cannot write {self.files.config}: {exc.strerror or exc}") from exc
         process = await asyncio.create_subprocess_exec(
             self.binary,
             *("-W", "-db", "-f", str(self.files.config), "-p", str(self.files.pid)),
@@ -233,16 +272,36 @@ class HAProxyPlane:
             await asyncio.sleep(0.05)
         raise HAProxyError("haproxy did not open its admin socket within 10 s")
 
-    async def _reload(self) -> None:
+    async def _reload(self) -> bool:
         """A new configuration: the master starts a new worker; the old one finishes the
-        requests it has and leaves. The server-state file carries states across."""
+        requests it has and leaves. The server-state file carries states across. False
+        when the configuration could not be written (the running one stays)."""
         await self._save_server_state()
         old = await self._worker_pid()
-        self._write_config()
+        try:
+            self._write_config()
+        except OSError as exc:
+            self._write_failed(exc)
+            return False
         assert self._master is not None
         self._master.signal(signal.SIGUSR2)
         await self._wait_admin(old)
         self._follow_log()
+        return True
+
+    async def _apply_within(self, previous: DesiredState, state: DesiredState) -> None:
+        """The new configuration could not be written: put in force what the running one
+        can hold, the instances and shares of the services it routes."""
+        routes = self._running_routes
+
+        def within(s: DesiredState) -> DesiredState:
+            services = {name: t for name, t in s.services.items() if name in routes}
+            return DesiredState(routes=dict(routes), services=services)
+
+        try:
+            await self._apply_changes(within(previous), within(state))
+        except HAProxyError as exc:
+            print(f"haproxy runtime change failed ({exc})", flush=True)
 
     async def _worker_pid(self) -> str | None:
         with contextlib.suppress(OSError, TimeoutError):
@@ -349,7 +408,8 @@ class HAProxyPlane:
         async with self._lock:
             previous, self._state = self._state, state
             if structure(state) != self._structure:
-                await self._reload()
+                if not await self._reload():
+                    await self._apply_within(previous, state)
             else:
                 try:
                     await self._apply_changes(previous, state)
@@ -358,6 +418,12 @@ class HAProxyPlane:
                     # just recorded: a reload from the whole state puts it right.
                     print(f"haproxy runtime change failed ({exc}); reloading", flush=True)
                     await self._reload()
+                if self._unwritten:
+                    # The running HAProxy has it all; the files a restart reads lag.
+                    try:
+                        self._write_files()
+                    except OSError as exc:
+                        self._write_failed(exc)
             await self._save_server_state()
             self._generation += 1
             return self._generation
@@ -419,7 +485,10 @@ class HAProxyPlane:
             await self._run(commands)
         await self._delete_drained()
         if any(c.startswith("set map") for c in commands):
-            _write(self.files.canary_map, map_text(state))
+            try:
+                _write(self.files.canary_map, map_text(state))
+            except OSError as exc:  # HAProxy has the share already; only a restart reads it
+                self._write_failed(exc)
 
     async def _run(self, commands: Iterable[str]) -> None:
         for command in commands:
@@ -519,6 +588,8 @@ class HAProxyPlane:
             }
         return {
             "generation": self._generation,
+            "write_failures": self.write_failures,
+            "write_error": self.write_error,
             "unrouted": unrouted(rows),
             "backends": backends,
             "services": services,
@@ -537,7 +608,18 @@ def _fields(backend: Backend) -> dict[str, Any]:
     return {name: getattr(backend, name) for name in Backend.__slots__}
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path, text: str, unchanged: bool = False) -> None:
+    """Replace `path` whole or not at all; `unchanged=True` leaves alone a file that
+    already holds `text` (no write at all on a full disk)."""
+    if unchanged:
+        with contextlib.suppress(OSError):
+            if path.read_text() == text:
+                return
     temp = path.with_name(path.name + ".tmp")
-    temp.write_text(text)
-    os.replace(temp, path)
+    try:
+        temp.write_text(text)
+        os.replace(temp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temp.unlink()  # a half-written file would only take more room
+        raise

@@ -15,6 +15,7 @@ rather than computed per request.
 from __future__ import annotations
 
 import hashlib
+import http
 import os
 import stat
 import subprocess
@@ -28,11 +29,13 @@ from sqlifier.stack.model import Timeouts
 
 __all__ = [
     "CANARY_TURN",
+    "ERROR_PAGES",
     "RING_SIZE",
     "SAMPLE_RANGE",
     "Files",
     "HAProxyError",
     "check_config",
+    "error_page",
     "map_text",
     "render_config",
     "service_numbers",
@@ -44,6 +47,27 @@ __all__ = [
 RING_SIZE = 4 * 1024 * 1024  # request log lines HAProxy keeps until they are read
 SAMPLE_RANGE = 65536  # a request's random number for the log sample is below this
 CANARY_TURN = f"{{ var(txn.c) -m int ge {RESOLUTION} }}"  # this request goes to the canary
+
+
+# HAProxy's own answers (a head it cannot parse, one that took too long, a server that
+# failed) in the embedded data plane's words and shape: plain text, one line, instead of
+# HAProxy's HTML page. These are the statuses HAProxy can answer of its own (`errorfile`);
+# 401 and 407 would need a challenge header, and nothing here asks for a password.
+ERROR_PAGES: dict[int, str] = {
+    400: "bad request: the request head is malformed or too large\n",
+    403: "forbidden\n",
+    405: "method not allowed\n",
+    408: "the request head did not arrive in time\n",
+    410: "gone\n",
+    413: "request body too large\n",
+    425: "too early\n",
+    429: "too many requests\n",
+    500: "the router failed on this request\n",
+    501: "the request uses what the router does not support\n",
+    502: "the instance failed\n",
+    503: "no instance ready\n",
+    504: "the instance did not answer\n",
+}
 
 
 class HAProxyError(Exception):
@@ -87,12 +111,27 @@ class Files:
         return self.root / "haproxy.state"
 
     @property
+    def errors(self) -> Path:
+        """The error pages' folder: one `STATUS.http` file per status in ERROR_PAGES."""
+        return self.root / "errors"
+
+    @property
     def canary_map(self) -> Path:
         return self.root / "canary.map"
 
     @property
     def sample_map(self) -> Path:
         return self.root / "sample.map"
+
+
+def error_page(status: int) -> str:
+    """The error page file for `status`: a whole HTTP answer in the shape of the embedded
+    data plane's (`h1.reply`), its `Connection` header left to HAProxy."""
+    body = ERROR_PAGES[status]
+    return (
+        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {len(body.encode())}\r\n\r\n{body}"
+    )
 
 
 def track_backend(service: str, track: Track) -> str:
@@ -147,10 +186,10 @@ def render_config(
         "    retry-on conn-failure empty-response response-timeout",
         "    option forwardfor",
         "    http-reuse safe",
-        '    http-error status 503 content-type text/plain string "no instance ready"',
-        '    http-error status 502 content-type text/plain string "the instance failed"',
-        '    http-error status 504 content-type text/plain string "the instance did not answer"',
-        '    http-error status 400 content-type text/plain string "bad request"',
+        *(
+            f"    errorfile {status} {files.errors / f'{status}.http'}"
+            for status in (ERROR_PAGES if control else ())
+        ),
         "",
         f"frontend {name}",
         f"    bind {host}:{port}",

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from sqlifier.router.h1 import MAX_FIELDS, MAX_HEAD
+from sqlifier.router.haproxy_config import ERROR_PAGES
 from tests.router.test_dataplanes import Plane, backend
 from tests.router.test_proxy_edges import raw
 from tests.router.test_strict_heads import Recorder
@@ -83,8 +84,11 @@ def planes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple
             running[kind] = (plane, recorder)
             plane.start()
             plane.sync(
-                {"web": [{"host": None, "path": "/"}]},
-                {"web": {"backends": [backend("web-0", int(recorder.server_address[1]))]}},
+                {"web": [{"host": None, "path": "/"}], "idle": [{"host": None, "path": "/idle"}]},
+                {
+                    "web": {"backends": [backend("web-0", int(recorder.server_address[1]))]},
+                    "idle": {"backends": []},
+                },
             )
         yield running
     finally:
@@ -124,3 +128,41 @@ def test_content_length_with_transfer_encoding_reaches_the_instance_chunked_only
             received = recorder.received.lower()
         assert b"content-length" not in received.partition(b"\r\n\r\n")[0], kind
         assert b"5\r\nhello\r\n0\r\n\r\n" in received, kind
+
+
+def _answer(plane: Plane, data: bytes) -> tuple[bytes, bytes]:
+    """The head (status line and fields, lowercased) and the body of the answer to `data`."""
+    head, _, body = raw(plane.port, data, wait=5).partition(b"\r\n\r\n")
+    return head.lower(), body
+
+
+def test_haproxy_answers_its_own_errors_in_the_embedded_data_planes_words(
+    planes: dict[str, tuple[Plane, Recorder]],
+) -> None:
+    """A service with no instance ready: HAProxy's own 503 is the embedded data plane's
+    plain-text answer, byte for byte in its body (`errorfile`, not HAProxy's HTML page)."""
+    bodies = {}
+    for kind, (plane, _) in planes.items():
+        head, bodies[kind] = _answer(plane, _head().replace(b"GET /", b"GET /idle"))
+        assert head.startswith(b"http/1.1 503 "), (kind, head)
+        assert b"content-type: text/plain" in head, (kind, head)
+    assert bodies == {"embedded": b"no instance ready\n", "haproxy": b"no instance ready\n"}
+    assert ERROR_PAGES[503] == "no instance ready\n"
+
+
+@pytest.mark.parametrize(
+    "case", ["a head past HAProxy's buffer", "a transfer coding other than a final chunked"]
+)
+def test_haproxy_2_6_answers_its_parser_errors_with_its_built_in_page(
+    planes: dict[str, tuple[Plane, Recorder]], case: str
+) -> None:
+    """The documented difference: HAProxy before 3.2 answers what its HTTP parser refuses
+    with its compiled-in HTML page, whatever `errorfile 400` says (haproxy issue 3032).
+    The day the installed HAProxy honours the error file, this fails: then the page is
+    sqlifier's, and docs/traffic.md says so."""
+    head, body = _answer(planes["haproxy"][0], CASES[case][0])
+    assert head.startswith(b"http/1.1 400 "), head
+    assert b"<html>" in body, body
+    embedded_head, embedded_body = _answer(planes["embedded"][0], CASES[case][0])
+    assert b"content-type: text/plain" in embedded_head
+    assert b"<html>" not in embedded_body

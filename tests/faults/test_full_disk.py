@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,3 +166,47 @@ def test_rules_can_read_the_free_space_of_the_state(tmp_path: Path) -> None:
     expected = free_bytes(tmp_path / ".sqlifier" / "dev")
     assert free is not None and expected is not None
     assert abs(free - expected) < 64 * 1024 * 1024  # the disk is shared: others write too
+
+
+def test_decisions_that_cannot_be_recorded_are_audited_once_and_named_in_rules(
+    stack: tuple[Path, int],
+) -> None:
+    """The first failure releases the audit log's reserve to record itself, which makes
+    room for the decisions too: the episode ends, said in the audit log and in `rules`."""
+    root, port = stack
+    toml = root / "sqlifier.toml"
+    toml.write_text(toml.read_text().replace('name = "t"\n', 'name = "t"\nrules = ["r.sql"]\n'))
+    (root / "r.sql").write_text("RULE boom ON log_error(service='web') > 0 DO NOTIFY 'boom';\n")
+    up = run_sqlifier("up", "--detach", cwd=root)
+    assert up.returncode == 0, up.stderr
+    assert get(port) == "web-0"
+
+    fill(root / ".sqlifier")
+    database = root / ".sqlifier" / "dev" / "decisions.db"
+
+    deadline = time.monotonic() + 20
+    listed = run_sqlifier("rules", "list", cwd=root)
+    while "recorded again since" not in listed.stderr:  # the failure, then room again
+        assert time.monotonic() < deadline, listed.stdout + listed.stderr
+        get(port, "/boom")  # an error line: the rule fires, and its decisions have no room
+        time.sleep(0.5)
+        listed = run_sqlifier("rules", "list", cwd=root)
+    assert listed.returncode == 0
+    assert "boom" in listed.stdout  # the table still lists the rules
+    assert re.search(
+        "^rules: [0-9]+ decisions until [0-9:]+Z were not recorded: cannot record decisions in "
+        f"{re.escape(str(database))} while the filesystem of {re.escape(str(database.parent))} "
+        "was full; recorded again since$",
+        listed.stderr,
+        re.MULTILINE,
+    ), listed.stderr
+
+    assert run_sqlifier("down", cwd=root).returncode == 0
+    audit = run_sqlifier("audit", "--json", cwd=root)
+    assert audit.returncode == 0, audit.stderr
+    failed, again = [e for e in json.loads(audit.stdout) if e["what"] == "decisions"]
+    assert failed["result"].startswith(f"failed: cannot record decisions in {database} (")
+    assert f"the filesystem of {database.parent} has 0 KiB free" in failed["result"]
+    assert re.fullmatch(
+        "ok: recorded again; [0-9]+ decisions were not recorded meanwhile", again["result"]
+    )
