@@ -68,6 +68,7 @@ PREEMPT_WAIT = 30.0  # a rollback waits this long for the rollout's traffic to b
 WITHDRAWN = "its client went away while it waited for the lock: nothing was done"
 CLEANUP_WAIT = 30.0  # a new deploy waits this long for an ended one's clean-up
 STOPPING = "the agent is stopping (sqlifier down): nothing new starts; start the stack again"
+DOWN = "the stack was stopped (sqlifier down) during the rollout"
 TERMINAL = TERMINAL_STATES
 
 
@@ -587,6 +588,29 @@ class Deployer:
         self._start_task(self._guarded(run))
         self.executor.save(run)
 
+    @staticmethod
+    def _undecided(run: DeployRun) -> bool:
+        """A rollout whose outcome nothing has decided yet: neither promoted nor being
+        aborted (those keep their outcome when the agent stops)."""
+        machine = run.machine
+        return (
+            run.kind == "deploy"
+            and isinstance(machine, Rollout)
+            and not machine.promoted
+            and not run.phase.terminal
+            and run.phase is not Phase.ABORTING
+        )
+
+    def _stopped_by_down(self, run: DeployRun) -> None:
+        """The stack stops (`down`) while the rollout runs: the user's choice, not a
+        failure of the release. The rollout ends aborted — its canaries stop with the
+        stack, and the next `up` runs the stable release — and the release stays as it
+        was, free to be deployed again. Audited outside the deploy events' vocabulary,
+        so DORA counts it neither as a deployment nor as a failed one."""
+        self.executor.finish(run, Phase.ABORTED, DOWN)
+        target = f"{self.stack.name}/{self.env}/{run.service} {run.version}"
+        self.audit.record("agent", "deploy", target, "aborted", why=DOWN, service=run.service)
+
     def _start_task(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
@@ -600,6 +624,8 @@ class Deployer:
             if run.phase is Phase.AWAITING_APPROVAL:
                 # Nothing started: the next agent takes the request up again.
                 executor.line(run, "the agent stopped: the next one keeps awaiting approval")
+            elif self.stopping and self._undecided(run):
+                self._stopped_by_down(run)
             else:
                 executor.interrupt(run, "the agent stopped during the " + run.kind)
             raise

@@ -200,3 +200,32 @@ def test_a_count_a_rule_set_survives_an_agent_killed(tmp_path: Path) -> None:
         assert {row["count_set_by"] for row in ps(tmp_path)} == {"rule:hot"}
     finally:
         run_sqlifier("down", cwd=tmp_path)
+
+
+DOWN = "the stack was stopped (sqlifier down) during the rollout"
+
+
+def test_a_down_during_a_rollout_ends_it_aborted_and_the_release_not_failed(
+    make_shop: Any,
+) -> None:
+    """A clean `down` is the user's choice, not a failure of the release: the rollout ends
+    aborted with that reason, its release can be deployed again, and the next `up` runs
+    the stable release with the rollout not taken up again."""
+    shop, record = paused_rollout(make_shop)
+    assert shop.run("down").returncode == 0
+    ended = record()
+    assert (ended["state"], ended["error"], ended["done"]) == ("aborted", DOWN, True)
+    assert shop.releases("storefront")["v1"]["status"] == "built"  # not failed
+    audit = json.loads(shop.run("audit", "--json").stdout)
+    assert not [e for e in audit if e["what"] == "rollout abort"]  # no failed deployment
+    ends = [(e["what"], e["target"], e["result"], e["why"]) for e in audit if e["why"] == DOWN]
+    assert ends == [("deploy", "shop/dev/storefront v1", "aborted", DOWN)]
+
+    assert shop.run("up", "--detach").returncode == 0
+    assert record()["state"] == "aborted"
+    assert canary_pids(shop) == set()
+    stable = next(v for v, r in shop.releases("storefront").items() if r["status"] == "live")
+    with Load(shop.port, "/storefront") as load:
+        all_from(load, stable)
+    again = shop.run("deploy", "-s", "storefront", "--version", "v1", "--yes", "--detach")
+    assert again.returncode == 0, again.stderr  # the same release deploys again
