@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -222,7 +223,7 @@ class Automation:
                 "was full; recorded again since"
             )
             result = f"ok: recorded again; {lost} decisions were not recorded meanwhile"
-            self.audit.record("agent", "decisions", self.stack.name, result)
+            self._audit_decisions(result)
             self.say(f"rules: decisions are {result.removeprefix('ok: ')}")
 
     def _decisions_failed(self, exc: Exception, count: int) -> None:
@@ -239,14 +240,19 @@ class Automation:
             "not recorded so far. Free some space: recording resumes by itself"
         )
         if first:
-            self.audit.record(
-                "agent",
-                "decisions",
-                self.stack.name,
+            self._audit_decisions(
                 f"failed: cannot record decisions in {path} ({exc}); "
-                f"the filesystem of {path.parent} has {room} free",
+                f"the filesystem of {path.parent} has {room} free"
             )
             self.say(f"rules: {self.decisions_error}")
+
+    def _audit_decisions(self, result: str) -> None:
+        """Audit a change in the decision record's fortunes; should the audit log have no
+        room either (its reserve spent), `sqlifier rules` still says it."""
+        try:
+            self.audit.record("agent", "decisions", self.stack.name, result)
+        except (OSError, sqlite3.Error) as exc:
+            self.say(f"rules: the audit log could not record it either ({exc})")
 
     def _save(self, now: float) -> None:
         state = save_state(self.engine)
