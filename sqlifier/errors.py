@@ -12,6 +12,12 @@
     │   │                         decrypted
     │   ├── LaunchError           runtime.process: an instance's command could not start
     │   ├── RouterFailed          platform.traffic: the data plane could not start
+    │   ├── UnknownName           stack.expand: a `$NAME` in a service's run that names no
+    │   │                         variable of the instance's environment
+    │   ├── StateFileError        store.files: a state file sqlifier cannot use (damaged,
+    │   │                         unreadable): the message names the file and what to do
+    │   ├── AuditLogLost          store.audit: the audit log's entries are gone while its
+    │   │                         head names some (a new log only by `sqlifier audit reset`)
     │   └── AgentNotRunning       agent.client: no agent answers for this stack and env
     ├── ParseError                lang.errors: abandons one statement inside the parser,
     │                             which reports it as a Diagnostic
@@ -37,10 +43,13 @@ it is caught (a caller that lets one escape has a bug):
     ├── NotHttp                   runtime.http: bytes that are not an HTTP message
     │   ├── ClosedEarly           the connection closed before a byte of the answer
     │   └── TooLarge              a body longer than the caller allowed
+    ├── _Late                     runtime.http: a request that did not arrive in time, or
+    │                             whose connection was pushed out for a newer (408/503)
     ├── _Failure                  secrets.providers: a provider's failure, before wording
     ├── _Corrupt                  store.history: a chunk of history that does not decode
     ├── _Refused                  agent.deployer: a deploy or rollback request refused, with
-    │                             nothing changed (answered with the reason, audited)
+    │   │                         nothing changed (answered with the reason, audited)
+    │   └── _Withdrawn            its client went away while it waited for the lock
     ├── _Unreadable               agent.deployer: a schema revision that cannot be read
     └── FormatterBug              cli.fmt: formatting would change what rules mean (a bug:
                                   exit code 2, never written out)
