@@ -25,6 +25,7 @@ from sqlifier.stack.model import (
     Route,
     SecretRef,
     Service,
+    Timeouts,
     Warmup,
 )
 
@@ -133,6 +134,7 @@ def service_from_config(config: Mapping[str, Any]) -> Service:
     probes = values.get("probes") or {}
     values["probes"] = Probes(*(probe(probes.get(k)) for k in ("startup", "readiness", "liveness")))
     values["warmup"] = Warmup(**values.get("warmup", {}))
+    values["timeouts"] = Timeouts(**values.get("timeouts", {}))
     rollout = dict(values.get("rollout", {}))
     for key in ("steps", "analysis"):
         if key in rollout:
