@@ -36,7 +36,8 @@ The deploy record is what `sqlifier deploy status ID --json` prints (`detected_a
    fails the step when the errors seen are enough to fail it even if every request still
    needed succeeded (shown as "(certain)"), else the step waits for the next verdict.
 2. The early check: the same bad release at the 1% step, with the analysis interval at
-   10 s and at 60 s (`--early-intervals`), once with the early check (the default: twice
+   10 s and at 60 s (`--early-intervals`; `pause` at least the interval, so that the
+   first verdict comes at the interval, not at the step's end), once with the early check (the default: twice
    a second between verdicts, a failure already certain aborts at once) and once without
    it (`early_abort = false`: the interval's verdict alone, the behaviour before it), side
    by side in the same run. Measured on the load generator's answers: from the first 5xx
@@ -444,11 +445,20 @@ class Safe:
 
 
 def time_to_safe(
-    stack: Stack, interval: float, version: str, threads: int, early: bool = True
+    stack: Stack,
+    interval: float,
+    version: str,
+    threads: int,
+    early: bool = True,
+    pause: float | None = None,
 ) -> Safe:
     """A bad release deployed under load; `early` False turns the early check off
-    (`early_abort = false`): the interval's verdict alone, the behaviour before it."""
+    (`early_abort = false`): the interval's verdict alone, the behaviour before it. With
+    `pause` (seconds), the step lasts that long: a step's end is always judged, so an
+    interval longer than the pause (30 s by default) needs a pause as long to mean it."""
     rollout = {"interval": f'"{interval:g}s"', "bake": '"1s"'}
+    if pause is not None:
+        rollout["pause"] = f'"{pause:g}s"'
     if not early:
         rollout["early_abort"] = "false"
     stack.configure(rollout, bad=True)
@@ -924,7 +934,10 @@ def run_all(args: argparse.Namespace, folder: Path) -> None:
                     for early in (True, False):  # side by side: the baseline in the same run
                         what = "early" if early else "interval-only"
                         version = f"bad-{what}-i{interval:g}-{n}"
-                        found = time_to_safe(stack, interval, version, args.threads, early)
+                        pause = max(30.0, interval)  # the first verdict at the interval
+                        found = time_to_safe(
+                            stack, interval, version, args.threads, early, pause
+                        )
                         earlies.append(found)
                         print(
                             f"{kind}: bad release, {what}, interval {interval:g} s, run {n}:"
