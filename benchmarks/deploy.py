@@ -37,13 +37,13 @@ The deploy record is what `sqlifier deploy status ID --json` prints (`detected_a
    needed succeeded (shown as "(certain)"), else the step waits for the next verdict.
 2. The early check: the same bad release at the 1% step, with the analysis interval at
    10 s and at 60 s (`--early-intervals`; `pause` at least the interval, so that the
-   first verdict comes at the interval, not at the step's end), once with the early check (the default: twice
-   a second between verdicts, a failure already certain aborts at once) and once without
-   it (`early_abort = false`: the interval's verdict alone, the behaviour before it), side
-   by side in the same run. Measured on the load generator's answers: from the first 5xx
-   to the bad release's last answer (the traffic back on stable), printed beside the
-   interval-only figure as a ratio, with what aborted it (the early check or the verdict)
-   and the canary's requests at the abort.
+   first verdict comes at the interval, not at the step's end), once with the early
+   check (the default: twice a second between verdicts, a failure already certain aborts
+   at once) and once without it (`early_abort = false`: the interval's verdict alone,
+   the behaviour before it), side by side in the same run. Measured on the load
+   generator's answers: from the first 5xx to the bad release's last answer (the traffic
+   back on stable), printed beside the interval-only figure as a ratio, with what aborted
+   it (the early check or the verdict) and the canary's requests at the abort.
 3. Rollback: a good release is deployed with one step of 100% (`pause = "120s"`); once
    the canary takes all the traffic, first the baseline, the bare share switch through the
    agent API (POST /v1/traffic canary_percent 0, then back to 100), then `sqlifier rollback
@@ -935,9 +935,7 @@ def run_all(args: argparse.Namespace, folder: Path) -> None:
                         what = "early" if early else "interval-only"
                         version = f"bad-{what}-i{interval:g}-{n}"
                         pause = max(30.0, interval)  # the first verdict at the interval
-                        found = time_to_safe(
-                            stack, interval, version, args.threads, early, pause
-                        )
+                        found = time_to_safe(stack, interval, version, args.threads, early, pause)
                         earlies.append(found)
                         print(
                             f"{kind}: bad release, {what}, interval {interval:g} s, run {n}:"
