@@ -44,6 +44,7 @@ The deploy record is what `sqlifier deploy status ID --json` prints (`detected_a
    generator's answers: from the first 5xx to the bad release's last answer (the traffic
    back on stable), printed beside the interval-only figure as a ratio, with what aborted
    it (the early check or the verdict) and the canary's requests at the abort.
+   `--early-errors 0.5` deploys a release failing half its requests instead.
 3. Rollback: a good release is deployed with one step of 100% (`pause = "120s"`); once
    the canary takes all the traffic, first the baseline, the bare share switch through the
    agent API (POST /v1/traffic canary_percent 0, then back to 100), then `sqlifier rollback
@@ -239,9 +240,10 @@ class Stack:
         (folder / "src").mkdir(parents=True)
         shutil.copy(SHOP, folder / "src" / "shop_service.py")
 
-    def configure(self, rollout: dict[str, str], bad: bool = False) -> None:
-        """The stack file the next release is made from: its env and its rollout."""
-        env = 'env = { ERROR_RATE = "1" }\n' if bad else ""
+    def configure(self, rollout: dict[str, str], bad: bool = False, errors: float = 1.0) -> None:
+        """The stack file the next release is made from: its env and its rollout; a `bad`
+        release answers `errors` of its requests (a fraction) with a 500."""
+        env = f'env = {{ ERROR_RATE = "{errors:g}" }}\n' if bad else ""
         table = "".join(f"{key} = {value}\n" for key, value in rollout.items())
         (self.folder / "sqlifier.toml").write_text(
             f'[stack]\nname = "deploy-{self.kind}"\n\n'
@@ -401,6 +403,7 @@ class Safe:
     other_failures: int = 0  # answers neither 200 nor the bad release's 500
     note: str = ""
     early: bool = True  # the early check on (`early_abort`, the default)
+    errors: float = 1.0  # the share of the bad release's answers that are 500s
     last_canary: float | None = None  # the bad release's last answer, whatever its status
     reason: str = ""  # the deploy's error: the abort's reason
 
@@ -451,6 +454,7 @@ def time_to_safe(
     threads: int,
     early: bool = True,
     pause: float | None = None,
+    errors: float = 1.0,
 ) -> Safe:
     """A bad release deployed under load; `early` False turns the early check off
     (`early_abort = false`): the interval's verdict alone, the behaviour before it. With
@@ -461,8 +465,8 @@ def time_to_safe(
         rollout["pause"] = f'"{pause:g}s"'
     if not early:
         rollout["early_abort"] = "false"
-    stack.configure(rollout, bad=True)
-    result = Safe(stack.kind, interval, early=early)
+    stack.configure(rollout, bad=True, errors=errors)
+    result = Safe(stack.kind, interval, early=early, errors=errors)
     with Load(stack.port, threads) as load:
         time.sleep(SETTLE)
         deploy_id = stack.deploy(version)
@@ -684,8 +688,9 @@ def safe_table(results: list[Safe]) -> None:
 
 
 def early_table(results: list[Safe]) -> None:
+    errors = "every answer" if results[0].errors >= 1 else f"{results[0].errors:.0%} of answers"
     print(
-        "\nearly check: a bad release (every answer a 500) at the 1% step, from its first 5xx"
+        f"\nearly check: a bad release ({errors} a 500) at the 1% step, from its first 5xx"
         " to its last answer (the traffic\nback on stable), with the early check (default) and"
         " without it (`early_abort = false`: the interval's verdict alone)\n"
     )
@@ -935,7 +940,10 @@ def run_all(args: argparse.Namespace, folder: Path) -> None:
                         what = "early" if early else "interval-only"
                         version = f"bad-{what}-i{interval:g}-{n}"
                         pause = max(30.0, interval)  # the first verdict at the interval
-                        found = time_to_safe(stack, interval, version, args.threads, early, pause)
+                        found = time_to_safe(
+                            stack, interval, version, args.threads, early, pause,
+                            args.early_errors,
+                        )  # fmt: skip
                         earlies.append(found)
                         print(
                             f"{kind}: bad release, {what}, interval {interval:g} s, run {n}:"
@@ -995,6 +1003,12 @@ def main() -> None:
         type=lambda text: [float(k) for k in text.split(",") if k.strip()],
         default=[10.0, 60.0],
         help="analysis intervals of the early-check case (on, then off), seconds",
+    )
+    parser.add_argument(
+        "--early-errors",
+        type=float,
+        default=1.0,
+        help="the share of its requests the bad release of the early-check case fails (1: all)",
     )
     parser.add_argument(
         "--cases",
