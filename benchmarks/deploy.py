@@ -3,6 +3,8 @@ puts the traffic back on stable, with real stacks on both data planes.
 
     .venv/bin/python benchmarks/deploy.py [--runs 3] [--quick] [--threads 4]
                                           [--kinds haproxy,embedded] [--intervals 10,2]
+                                          [--early-intervals 10,60]
+                                          [--cases safe,early,rollback]
 
 For each data plane (`[router] kind = "haproxy"`, then `"embedded"`) one stack in a
 temporary folder: the service `web` (examples/shop/services/shop_service.py, 2 instances,
@@ -33,7 +35,17 @@ The deploy record is what `sqlifier deploy status ID --json` prints (`detected_a
    when the router carries 5,000 requests per interval; with fewer, the analysis still
    fails the step when the errors seen are enough to fail it even if every request still
    needed succeeded (shown as "(certain)"), else the step waits for the next verdict.
-2. Rollback: a good release is deployed with one step of 100% (`pause = "120s"`); once
+2. The early check: the same bad release at the 1% step, with the analysis interval at
+   10 s and at 60 s (`--early-intervals`; `pause` at least the interval, so that the
+   first verdict comes at the interval, not at the step's end), once with the early
+   check (the default: twice a second between verdicts, a failure already certain aborts
+   at once) and once without it (`early_abort = false`: the interval's verdict alone,
+   the behaviour before it), side by side in the same run. Measured on the load
+   generator's answers: from the first 5xx to the bad release's last answer (the traffic
+   back on stable), printed beside the interval-only figure as a ratio, with what aborted
+   it (the early check or the verdict) and the canary's requests at the abort.
+   `--early-errors 0.5` deploys a release failing half its requests instead.
+3. Rollback: a good release is deployed with one step of 100% (`pause = "120s"`); once
    the canary takes all the traffic, first the baseline, the bare share switch through the
    agent API (POST /v1/traffic canary_percent 0, then back to 100), then `sqlifier rollback
    --service web`, which pre-empts the rollout: the traffic goes back to stable (v1).
@@ -50,9 +62,12 @@ hundred answers means the router does not keep its connections to the instances 
 (each request a new connection, and a dozen log lines the agent has to read).
 
 Targets: the last 5xx <= interval + 1 s after the first (judged on the slowest run);
+with the early check, the bad release's last answer <= 1 s after its first 5xx, at any
+interval (slowest run);
 a rollback's traffic on stable <= 100 ms after the decision (the first stable answer
 seen by the load generator, slowest run) with no failed request. A full run takes about
-5 minutes; `--quick` runs each case once.
+20 minutes (the interval-only runs at 60 s take a minute each); `--quick` runs each case
+once.
 
 Needs `haproxy` for its data plane (skipped, and said so, without it). Every address is
 on 127.0.0.1. The machine should be otherwise idle: the load generator, the router, the
@@ -93,6 +108,7 @@ T = TypeVar("T")
 
 SAFE_AFTER_INTERVAL = 1.0  # last 5xx - first 5xx, at most interval + this (seconds)
 MOVE_MS = 100.0  # rollback: first stable answer after the decision, at most (ms)
+EARLY_TARGET = 1.0  # early check: first 5xx to the canary's last answer, at most (seconds)
 
 SETTLE = 1.0  # seconds of load before a deploy, and after its traffic is back on stable
 POLL = 0.1  # seconds between looks at a deploy's record (the file the agent rewrites)
@@ -224,9 +240,10 @@ class Stack:
         (folder / "src").mkdir(parents=True)
         shutil.copy(SHOP, folder / "src" / "shop_service.py")
 
-    def configure(self, rollout: dict[str, str], bad: bool = False) -> None:
-        """The stack file the next release is made from: its env and its rollout."""
-        env = 'env = { ERROR_RATE = "1" }\n' if bad else ""
+    def configure(self, rollout: dict[str, str], bad: bool = False, errors: float = 1.0) -> None:
+        """The stack file the next release is made from: its env and its rollout; a `bad`
+        release answers `errors` of its requests (a fraction) with a 500."""
+        env = f'env = {{ ERROR_RATE = "{errors:g}" }}\n' if bad else ""
         table = "".join(f"{key} = {value}\n" for key, value in rollout.items())
         (self.folder / "sqlifier.toml").write_text(
             f'[stack]\nname = "deploy-{self.kind}"\n\n'
@@ -385,6 +402,17 @@ class Safe:
     failed_check: str = ""
     other_failures: int = 0  # answers neither 200 nor the bad release's 500
     note: str = ""
+    early: bool = True  # the early check on (`early_abort`, the default)
+    errors: float = 1.0  # the share of the bad release's answers that are 500s
+    last_canary: float | None = None  # the bad release's last answer, whatever its status
+    reason: str = ""  # the deploy's error: the abort's reason
+
+    @property
+    def back(self) -> float | None:
+        """From the first 5xx to the canary's last answer: the traffic back on stable."""
+        if self.first_5xx is None or self.last_canary is None:
+            return None
+        return self.last_canary - self.first_5xx
 
     @property
     def safe(self) -> float | None:
@@ -419,14 +447,31 @@ class Safe:
         return (self.last_5xx - self.restored_at) * 1e3
 
 
-def time_to_safe(stack: Stack, interval: float, version: str, threads: int) -> Safe:
-    stack.configure({"interval": f'"{interval:g}s"', "bake": '"1s"'}, bad=True)
-    result = Safe(stack.kind, interval)
+def time_to_safe(
+    stack: Stack,
+    interval: float,
+    version: str,
+    threads: int,
+    early: bool = True,
+    pause: float | None = None,
+    errors: float = 1.0,
+) -> Safe:
+    """A bad release deployed under load; `early` False turns the early check off
+    (`early_abort = false`): the interval's verdict alone, the behaviour before it. With
+    `pause` (seconds), the step lasts that long: a step's end is always judged, so an
+    interval longer than the pause (30 s by default) needs a pause as long to mean it."""
+    rollout = {"interval": f'"{interval:g}s"', "bake": '"1s"'}
+    if pause is not None:
+        rollout["pause"] = f'"{pause:g}s"'
+    if not early:
+        rollout["early_abort"] = "false"
+    stack.configure(rollout, bad=True, errors=errors)
+    result = Safe(stack.kind, interval, early=early, errors=errors)
     with Load(stack.port, threads) as load:
         time.sleep(SETTLE)
         deploy_id = stack.deploy(version)
         # 1% needs up to 3 pauses of 30 s for data before it gives up waiting.
-        if stack.wait_done(deploy_id, 4 * 30 + 60) is None:
+        if stack.wait_done(deploy_id, 4 * max(30, interval) + 60) is None:
             stack.sqlifier("rollout", "abort", SERVICE, "--reason", "benchmark: never aborted")
             result.note = "the rollout did not end by itself; aborted by hand"
             stack.wait_done(deploy_id, 30)
@@ -442,6 +487,10 @@ def time_to_safe(stack: Stack, interval: float, version: str, threads: int) -> S
     )
     if bad:
         result.first_5xx, result.last_5xx = bad[0].t, bad[-1].t
+    canary = [a for a in answers if a.release == version]
+    if canary:
+        result.last_canary = canary[-1].t
+    result.reason = str(record.get("error") or "")
     result.detected_at = record.get("detected_at")
     result.restored_at = record.get("restored_at")
     lines = record.get("lines", [])
@@ -638,6 +687,87 @@ def safe_table(results: list[Safe]) -> None:
     )
 
 
+def early_table(results: list[Safe]) -> None:
+    errors = "every answer" if results[0].errors >= 1 else f"{results[0].errors:.0%} of answers"
+    print(
+        f"\nearly check: a bad release ({errors} a 500) at the 1% step, from its first 5xx"
+        " to its last answer (the traffic\nback on stable), with the early check (default) and"
+        " without it (`early_abort = false`: the interval's verdict alone)\n"
+    )
+    print(
+        f"{'plane':9} {'interval':>8} {'run':>6} {'req/s':>6} {'early s':>8} {'canary req':>11}"
+        f" {'interval-only s':>16} {'ratio':>7}  aborted by"
+    )
+    groups: dict[tuple[str, float], tuple[list[Safe], list[Safe]]] = {}
+    for r in results:
+        early, late = groups.setdefault((r.kind, r.interval), ([], []))
+        (early if r.early else late).append(r)
+    for (kind, interval), (early, late) in groups.items():
+        for n in range(max(len(early), len(late))):
+            e = early[n] if n < len(early) else None
+            b = late[n] if n < len(late) else None
+            ratio = None
+            if e is not None and b is not None and e.back and b.back is not None:
+                ratio = b.back / e.back
+            either = e or b
+            rps = either.rps if either is not None else 0.0
+            print(
+                f"{kind:9} {interval:7g}s {n + 1:6d} {rps:6.0f}"
+                f" {number(e.back if e else None, 8)}"
+                f" {number(e.canary_requests if e else None, 11, 0)}"
+                f" {number(b.back if b else None, 16)} {number(ratio, 6, 1)}x"
+                f"  {_by(e)} / {_by(b)}"
+            )
+            for one in (e, b):
+                if one is not None and one.note:
+                    print(f"{'':16} note: {one.note}")
+        if len(early) > 1 or len(late) > 1:
+            e_med = median([r.back for r in early])
+            b_med = median([r.back for r in late])
+            ratio = b_med / e_med if e_med and b_med else None
+            print(
+                f"{kind:9} {interval:7g}s {'median':>6} {'':6} {number(e_med, 8)} {'':11}"
+                f" {number(b_med, 16)} {number(ratio, 6, 1)}x"
+            )
+    print(
+        "seconds from the load generator's first 500 from the bad release to its last answer"
+        " from it; canary req: the\ncanary's requests at the abort; ratio: interval-only over"
+        " early (how many times sooner the traffic is safe);\naborted by: the early check"
+        " (certain failure) or the interval's verdict"
+    )
+
+
+def _by(result: Safe | None) -> str:
+    if result is None:
+        return "-"
+    if result.reason.startswith("early analysis"):
+        return "early"
+    if result.reason.startswith("analysis failed"):
+        return "verdict"
+    return result.state
+
+
+def early_targets(results: list[Safe], kinds: list[str]) -> None:
+    intervals = sorted({r.interval for r in results})
+    for kind in kinds:
+        for interval in intervals:
+            early = [r for r in results if (r.kind, r.interval, r.early) == (kind, interval, True)]
+            late = [r for r in results if (r.kind, r.interval, r.early) == (kind, interval, False)]
+            if not early:
+                continue
+            worst = slowest([r.back for r in early])
+            base = median([r.back for r in late])
+            ok = worst is not None and worst <= EARLY_TARGET
+            shown = "-" if worst is None else f"{worst:.2f} s"
+            verdict = "not measured" if worst is None else "met" if ok else "NOT MET"
+            ratio = f"{base / worst:.1f}x" if worst and base else "-"
+            print(
+                f"  {f'early check, {kind}, interval {interval:g} s':50} {shown:>11}   target"
+                f" {f'<= {EARLY_TARGET:g} s':18} {verdict}; interval-only"
+                f" {number(base, 0)} s, {ratio} sooner"
+            )
+
+
 def rollback_table(results: list[Rollback]) -> None:
     print("\nrollback: the canary (a good release) at 100% of the traffic, moved back to stable\n")
     print(
@@ -785,6 +915,7 @@ def run_all(args: argparse.Namespace, folder: Path) -> None:
         flush=True,
     )
     safes: list[Safe] = []
+    earlies: list[Safe] = []
     rollbacks: list[Rollback] = []
     problems: list[str] = []
     for kind in kinds:
@@ -793,7 +924,7 @@ def run_all(args: argparse.Namespace, folder: Path) -> None:
             if problem is not None:
                 problems.append(f"{kind}: {problem}")
                 print(f"{kind}: WARNING: {problem}", flush=True)
-            for interval in args.intervals:
+            for interval in args.intervals if "safe" in args.cases else []:
                 for n in range(1, runs + 1):
                     version = f"bad-i{interval:g}-{n}"
                     safe = time_to_safe(stack, interval, version, args.threads)
@@ -803,7 +934,24 @@ def run_all(args: argparse.Namespace, folder: Path) -> None:
                         f" {number(safe.safe, 0)} s after the first ({safe.state})",
                         flush=True,
                     )
-            for n in range(1, runs + 1):
+            for interval in args.early_intervals if "early" in args.cases else []:
+                for n in range(1, runs + 1):
+                    for early in (True, False):  # side by side: the baseline in the same run
+                        what = "early" if early else "interval-only"
+                        version = f"bad-{what}-i{interval:g}-{n}"
+                        pause = max(30.0, interval)  # the first verdict at the interval
+                        found = time_to_safe(
+                            stack, interval, version, args.threads, early, pause,
+                            args.early_errors,
+                        )  # fmt: skip
+                        earlies.append(found)
+                        print(
+                            f"{kind}: bad release, {what}, interval {interval:g} s, run {n}:"
+                            f" last canary answer {number(found.back, 0)} s after the first 5xx"
+                            f" ({found.state}, by {_by(found)})",
+                            flush=True,
+                        )
+            for n in range(1, runs + 1) if "rollback" in args.cases else []:
                 moved = rollback(stack, f"good-{n}", args.threads)
                 rollbacks.append(moved)
                 first = moved.rollback.ms(moved.rollback.first_stable) if moved.rollback else None
@@ -821,9 +969,14 @@ def run_all(args: argparse.Namespace, folder: Path) -> None:
                     " (each one a new connection, and log lines the agent has to read)"
                 )
     print()
-    safe_table(safes)
-    rollback_table(rollbacks)
+    if safes:
+        safe_table(safes)
+    if earlies:
+        early_table(earlies)
+    if rollbacks:
+        rollback_table(rollbacks)
     targets(safes, rollbacks, kinds)
+    early_targets(earlies, kinds)
     for problem in problems:
         print(f"warning: {problem}")
 
@@ -844,6 +997,24 @@ def main() -> None:
         type=lambda text: [float(k) for k in text.split(",") if k.strip()],
         default=[10.0, 2.0],
         help="analysis intervals of the bad release, seconds, comma separated",
+    )
+    parser.add_argument(
+        "--early-intervals",
+        type=lambda text: [float(k) for k in text.split(",") if k.strip()],
+        default=[10.0, 60.0],
+        help="analysis intervals of the early-check case (on, then off), seconds",
+    )
+    parser.add_argument(
+        "--early-errors",
+        type=float,
+        default=1.0,
+        help="the share of its requests the bad release of the early-check case fails (1: all)",
+    )
+    parser.add_argument(
+        "--cases",
+        type=lambda text: {k.strip() for k in text.split(",") if k.strip()},
+        default={"safe", "early", "rollback"},
+        help="which cases: safe, early, rollback (comma separated)",
     )
     args = parser.parse_args()
 

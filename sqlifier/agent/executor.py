@@ -99,14 +99,17 @@ class Executor:
 
     # --- feeding the machine --------------------------------------------------------------
 
-    def feed(self, run: DeployRun, seen: Observation) -> None:
+    def feed(self, run: DeployRun, seen: Observation, quiet: bool = False) -> None:
         """Tell the run's machine; its commands join the queue (the record's at once when
-        nothing is under way)."""
-        run.queue.extend(run.machine.step(self.clock(), seen))
+        nothing is under way). `quiet`: an observation that usually changes nothing (the
+        early check's counters, twice a second): the record is saved only if it did."""
+        commands = run.machine.step(self.clock(), seen)
+        run.queue.extend(commands)
         if not run.busy:
             while run.queue and isinstance(run.queue[0], RECORD):
                 self.record(run, run.queue.popleft())
-        if not run.queue:  # else saved once what is next is done: an abort waits for nothing
+        # Else saved once what is next is done: an abort waits for nothing.
+        if not run.queue and (commands or not quiet):
             self.save(run)
         run.progress.set()
         run.wake.set()
@@ -134,7 +137,8 @@ class Executor:
                 finally:
                     run.busy = False
                 if answer is not None:
-                    self.feed(run, answer)
+                    early = isinstance(command, ReadCounters) and command.early
+                    self.feed(run, answer, quiet=early)
             if run.machine.ended:
                 return
             deadline = run.machine.deadline
@@ -189,7 +193,7 @@ class Executor:
                 platform.set_instance_weight(name, list(instances), weight)
             case SetShare(percent):
                 return await self._set_share(run, percent)
-            case ReadCounters():
+            case ReadCounters():  # for a verdict, or the early check between them
                 tracks = await platform.track_counters(name)
                 return CountersRead(tracks["stable"], tracks["canary"])
             case StopCanaries():

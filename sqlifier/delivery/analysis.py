@@ -43,6 +43,9 @@ from sqlifier.lang.units import Type
 from sqlifier.router.metrics import Counters, percentile
 
 __all__ = [
+    "CERTAIN_ALPHA",
+    "CERTAIN_ERRORS",
+    "CERTAIN_MARGIN",
     "MIN_ERROR_RATE_INCREASE",
     "MIN_P95_INCREASE",
     "MIN_P95_INCREASE_MS",
@@ -53,6 +56,8 @@ __all__ = [
     "Outcome",
     "Verdict",
     "analyse",
+    "binomial_tail",
+    "certain_failure",
     "mann_whitney_u",
     "parse_expression",
     "two_proportion_test",
@@ -61,6 +66,11 @@ __all__ = [
 MIN_ERROR_RATE_INCREASE = 0.005  # absolute: half a percentage point
 MIN_P95_INCREASE = 0.10  # relative: the canary's p95 at least 10% above the stable one's
 MIN_P95_INCREASE_MS = 20.0  # and absolute: at least 20 ms above it
+
+# The early check (`certain_failure`): a failure so blatant it needs no interval to tell.
+CERTAIN_ERRORS = 3  # never fewer errors than this
+CERTAIN_MARGIN = 0.05  # a release failing 5 points more often than stable could show them...
+CERTAIN_ALPHA = 0.001  # ...with a probability below this (exact binomial tail)
 
 Outcome = Literal["pass", "fail", "inconclusive"]
 
@@ -165,6 +175,38 @@ def mann_whitney_u(hist_a: Sequence[int], hist_b: Sequence[int]) -> tuple[float,
         return u, 1.0
     z = (u - n_a * n_b / 2 - 0.5) / math.sqrt(variance)
     return u, _upper_tail(z)
+
+
+def binomial_tail(bad: int, n: int, rate: float) -> float:
+    """P(X >= bad) for X binomial over `n` requests that each fail with probability `rate`:
+    how likely a release failing at `rate` shows `bad` errors or more in `n` requests.
+
+    Exact, summed from `bad` up in log space; the terms fall geometrically once past the
+    mean, so it stops when they no longer change the sum. At or below the mean it is at
+    least one half, and 1.0 is returned: no evidence of anything.
+    """
+    if n < 0 or not 0 <= bad <= n:
+        raise ValueError(f"a proportion needs 0 <= bad <= n, not {bad} of {n}")
+    if not 0 <= rate <= 1:
+        raise ValueError(f"a rate is between 0 and 1, not {rate}")
+    if bad == 0 or bad <= n * rate:
+        return 1.0
+    if rate == 0:
+        return 0.0
+    if rate == 1:
+        return 1.0
+    log_rate, log_rest = math.log(rate), math.log1p(-rate)
+    log_term = (
+        math.lgamma(n + 1) - math.lgamma(bad + 1) - math.lgamma(n - bad + 1)
+        + bad * log_rate + (n - bad) * log_rest
+    )  # fmt: skip
+    term, total = math.exp(log_term), 0.0
+    for k in range(bad, n + 1):
+        total += term
+        if term <= total * 1e-15:
+            break
+        term *= (n - k) / (k + 1) * rate / (1 - rate)
+    return min(1.0, total)
 
 
 def _upper_tail(z: float) -> float:
@@ -462,6 +504,106 @@ def _certain_failure(
         if check.passed is False:
             return replace(check, name=f"{check.name} (certain)", detail=prefix + check.detail)
     return None
+
+
+def certain_failure(
+    canary: Counters,
+    stable: Counters,
+    expressions: Sequence[str],
+    min_requests: int = 50,
+    alpha: float = 0.01,
+) -> Verdict | None:
+    """The early check, run between the interval's verdicts: a failing Verdict when the
+    step's failure is already certain, else None (the interval's verdict decides).
+
+    Certain means both:
+
+    - **the step's own verdict fails now**: an error-rate expression, or the comparison of
+      error rates with the stable track, fails on the requests so far, counting the ones
+      still missing to reach `min_requests` as successes (the test `analyse` makes with too
+      few requests); and
+    - **beyond doubt**: at least `CERTAIN_ERRORS` errors, and a release failing
+      `CERTAIN_MARGIN` (5 percentage points) more often than the line it failed — the
+      stable track's error rate, or the expression's bound — would show that many errors
+      in that many requests with a probability below `CERTAIN_ALPHA` (one in a thousand;
+      exact binomial tail).
+
+    The second keeps the early check to blatant failures: a canary failing 1% of its
+    requests against 0.03% on stable is left to the interval's verdict, however many
+    requests it has answered, while one answering 100% 5xx is certain at its third error.
+    """
+    parsed = [parse_expression(text) for text in expressions]
+    needed = max(min_requests, 1)
+    bad, n = _bad(canary), canary.requests
+    if bad < CERTAIN_ERRORS:
+        return None
+    found = _failing_now(canary, stable, parsed, needed, alpha)
+    if found is None:
+        return None
+    failing, line, against = found
+    bound = min(1.0, line + CERTAIN_MARGIN)
+    p = binomial_tail(bad, n, bound)
+    if p >= CERTAIN_ALPHA:
+        return None
+    doubt = Check(
+        "beyond doubt",
+        False,
+        f"{bad} errors in {n} requests",
+        f"p >= {CERTAIN_ALPHA:g} at {_pct(bound)}",
+        f"a release failing {_pp(CERTAIN_MARGIN)} percentage points more often than "
+        f"{against}, {_pct(bound)} of its requests, would show {bad} or more errors in {n} "
+        f"requests with probability {p:.2g} (exact binomial tail), below {CERTAIN_ALPHA:g}: "
+        "the failure is certain, and no later request can make it a pass worth waiting for.",
+    )
+    gate = Check(
+        "requests",
+        True,
+        str(n),
+        f">= {CERTAIN_ERRORS} errors",
+        f"the canary answered {n} requests in this step so far, {bad} of them errors: "
+        "enough to tell a blatant failure, whatever the interval.",
+    )
+    return Verdict("fail", (gate, failing, doubt), n, stable.requests)
+
+
+def _failing_now(
+    canary: Counters,
+    stable: Counters,
+    expressions: Sequence[Expression],
+    needed: int,
+    alpha: float,
+) -> tuple[Check, float, str] | None:
+    """The step's own error-rate check that fails on the requests so far (padded with
+    successes up to `needed`, as `analyse` would), the error rate it failed to stay
+    within (the stable track's, or the expression's bound) and that line in words."""
+    padded = canary.requests < needed
+    if padded:
+        check = _certain_failure(canary, stable, expressions, needed, alpha)
+    else:
+        check = None
+        tracks = {"canary": canary, "stable": stable}
+        for expression in expressions:
+            if not all(t.signal == "error_rate" and not t.key.partition(".")[2] for t in
+                       expression.tests):  # fmt: skip
+                continue
+            found = _expression_check(expression, tracks, None)
+            if found.passed is False:
+                check = replace(found, name=f"{found.name} (certain)")
+                break
+        if check is None and stable.requests >= needed:
+            found = _error_rate_comparison(canary, stable, needed, alpha)
+            if found.passed is False:
+                check = replace(found, name=f"{found.name} (certain)")
+    if check is None:
+        return None
+    if check.name.startswith("error_rate vs stable"):
+        rate = _bad(stable) / stable.requests
+        return check, rate, f"the stable track's {_pct(rate)}"
+    text = check.name.removesuffix(" (certain)")
+    expression = next(e for e in expressions if e.text == text)
+    bounds = [t.threshold for t in expression.tests if t.threshold is not None]
+    line = max(bounds, default=0.0)
+    return check, line, f"the bound of {text}, {_pct(line)}"
 
 
 def _outcome(checks: Sequence[Check]) -> Outcome:

@@ -115,6 +115,7 @@ class Rollout:
     min_requests: int = 50
     bake: float = 30.0
     interval: float = 10.0  # the analysis judges the step this often; a failure aborts
+    early_abort: bool = True  # between verdicts, a certain failure aborts at once
 
 
 @dataclass(frozen=True, slots=True)

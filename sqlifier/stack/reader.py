@@ -424,6 +424,7 @@ class StackReader:
                     "min_requests": self.integer(1, 1_000_000),
                     "bake": self.duration,
                     "interval": self.duration,
+                    "early_abort": self.boolean,
                 },
                 "rollout",
             ),

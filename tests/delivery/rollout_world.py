@@ -67,6 +67,7 @@ def service(
     migrate: str | None = None,
     schema_version: str | None = None,
     analysis: tuple[str, ...] = (),
+    early_abort: bool = True,
 ) -> Service:
     return Service(
         "web",
@@ -83,6 +84,7 @@ def service(
             bake=bake,
             min_requests=min_requests,
             analysis=analysis,
+            early_abort=early_abort,
         ),
     )
 
@@ -116,6 +118,8 @@ def show(command: Command) -> str:
             return f"run {what}"
         case Retire(instances):
             return f"retire {','.join(instances)}"
+    if isinstance(command, ReadCounters) and command.early:
+        return "peek counters"  # the early check between verdicts
     return {
         CountStable: "count stable",
         ReadCounters: "read counters",
@@ -128,21 +132,31 @@ def show(command: Command) -> str:
 @dataclass
 class Traffic:
     """Requests per second over both tracks, split by the canary's share; the canary's
-    answers fail at `canary_errors` (a fraction), from `errors_from` seconds on."""
+    answers fail at `canary_errors` (a fraction), from `errors_from` seconds on, the stable
+    ones at `stable_errors`. Counts are whole requests of the running totals, so reading
+    the counters often changes none of them."""
 
     rps: float = 20.0
     canary_errors: float = 0.0
     errors_from: float = 0.0
+    stable_errors: float = 0.0
     stable: Counters = field(default_factory=Counters)
     canary: Counters = field(default_factory=Counters)
     last: float = 0.0
+    _sent: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
 
     def flow(self, now: float, share: float) -> None:
-        total = round(self.rps * (now - self.last))
-        to_canary = round(total * share / 100)
-        bad = round(to_canary * self.canary_errors) if now > self.errors_from else 0
-        _add(self.canary, to_canary - bad, bad)
-        _add(self.stable, total - to_canary, 0)
+        total = self.rps * (now - self.last)
+        to_canary = total * share / 100
+        bad = to_canary * self.canary_errors if now > self.errors_from else 0.0
+        stable_bad = (total - to_canary) * self.stable_errors
+        before = [round(x) for x in self._sent]
+        for i, amount in enumerate((total, to_canary, bad, stable_bad)):
+            self._sent[i] += amount
+        after = [round(x) for x in self._sent]
+        total_n, canary_n, bad_n, stable_bad_n = (a - b for a, b in zip(after, before, strict=True))
+        _add(self.canary, canary_n - bad_n, bad_n)
+        _add(self.stable, total_n - canary_n - stable_bad_n, stable_bad_n)
         self.last = now
 
 
@@ -262,16 +276,22 @@ class World:
 
     # --- reading the timeline ---------------------------------------------------------
 
-    def shown(self, since: float = 0.0, record: bool = True) -> list[tuple[float, str]]:
+    def shown(
+        self, since: float = 0.0, record: bool = True, peeks: bool = False
+    ) -> list[tuple[float, str]]:
+        """The timeline from `since`; the early check's reads ("peek counters", twice a
+        second while a step is judged) only with `peeks`."""
         return [
             (t, show(c))
             for t, c in self.log
-            if t >= since and (record or not isinstance(c, RECORD))
+            if t >= since
+            and (record or not isinstance(c, RECORD))
+            and (peeks or show(c) != "peek counters")
         ]
 
-    def platform(self, since: float = 0.0) -> list[tuple[float, str]]:
+    def platform(self, since: float = 0.0, peeks: bool = False) -> list[tuple[float, str]]:
         """The commands on the platform only, with their times."""
-        return self.shown(since, record=False)
+        return self.shown(since, record=False, peeks=peeks)
 
     def said(self) -> list[str]:
         return [c.text for _, c in self.log if isinstance(c, Say)]

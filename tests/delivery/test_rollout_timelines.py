@@ -87,7 +87,9 @@ def test_a_good_release_goes_through_its_steps_bakes_and_is_promoted() -> None:
 
 
 def test_a_failing_step_aborts_at_its_first_judging_traffic_first() -> None:
-    world = World(rollout(), traffic=Traffic(canary_errors=0.5)).go()
+    # The interval's verdict alone (the early check, off here, is in test_early_abort.py).
+    spec = service(early_abort=False)
+    world = World(rollout(spec), traffic=Traffic(canary_errors=0.5)).go()
     verdict = "error_rate vs stable (certain): 20% vs 0%"
     assert world.shown(since=10.0) == [
         (10.0, "read counters"),
@@ -403,9 +405,9 @@ def test_a_failure_during_the_bake_aborts_with_the_old_instances_still_running()
     assert world.platform(since=90.0) == [
         (90.0, "read counters"),
         (90.0, "read counters"),  # the bake's start
-        (100.0, "read counters"),
-        (100.0, "share 0"),
-        (130.0, "stop canaries"),
+        # 50% 5xx from 95 s: certain for the early check at 98 s, before the 100 s verdict
+        (98.0, "share 0"),
+        (128.0, "stop canaries"),
     ]
     assert (world.run.phase, world.run.promoted) == (Phase.ABORTED, False)
 
@@ -593,3 +595,41 @@ def test_a_new_deploy_asked_for_stops_an_aborted_rollouts_canaries_at_once() -> 
     world = World(rollout()).at(12.0, CleanUpNow()).go()
     assert world.run.phase is Phase.COMPLETE
     assert "a new deploy is asked for: stopping the canary now" not in world.said()
+
+
+# --- the early check between verdicts (more in test_early_abort.py) -----------------------
+
+
+def test_a_release_answering_only_5xx_at_a_60s_interval_is_off_the_traffic_within_a_second() -> (
+    None
+):
+    spec = service(steps=(1.0, 10.0, 50.0, 100.0), pause=120.0, interval=60.0)
+    traffic = Traffic(rps=600.0, canary_errors=1.0)  # 6 canary requests a second at 1%
+    world = World(rollout(spec), traffic=traffic).go()
+    first_error = 1 / 6  # the canary's first request, each one a 5xx
+    assert world.platform(since=0.0, peeks=True)[3:8] == [
+        (0.0, "share 1"),
+        (0.0, "read counters"),  # the step begins
+        (0.5, "peek counters"),  # 3 errors in 3 requests: certain
+        (0.5, "share 0"),  # the abort's first command: traffic back on stable
+        (30.5, "stop canaries"),
+    ]
+    assert world.first("share 0") - first_error <= 1.0
+    assert world.run.error is not None and world.run.error.startswith("early analysis: ")
+
+
+def test_one_percent_5xx_against_003_percent_is_judged_at_the_interval_only() -> None:
+    spec = service(steps=(1.0, 10.0, 50.0, 100.0), pause=120.0, interval=60.0)
+    traffic = Traffic(rps=2_000.0, canary_errors=0.01, stable_errors=0.0003)
+    world = World(rollout(spec), traffic=traffic).go()
+    assert world.platform() == [
+        (0.0, "count stable"),
+        (0.0, "start canaries 1"),
+        (0.0, "admit web-0"),
+        (0.0, "share 1"),
+        (0.0, "read counters"),
+        (60.0, "read counters"),  # the verdict fails it: 1% vs 0.03%, significant
+        (60.0, "share 0"),
+        (90.0, "stop canaries"),
+    ]
+    assert world.run.error is not None and world.run.error.startswith("analysis failed: ")

@@ -16,6 +16,8 @@ A deploy (`Rollout`), phase by phase (`Phase`: its value is the record's `state`
     starting canary (StartCanaries) ──► warming up (WarmRound, until p95 <= max_p95)
          ──► slow start (the first share ramps up) ──► step (SetShare, then judged every
          interval on ReadCounters: fail ─► aborting; pass after `pause` ─► next step;
+         between verdicts, every half second, ReadCounters(early) for the early check:
+         a certain failure ─► aborting, anything else changes nothing;
          too few requests for pause x 3 ─► paused, notified once; waiting for data)
          ──► baking (judged the same) ──► promoting (Promote) ──► complete (Retire)
 

@@ -428,6 +428,8 @@ class Rollout(Endings):
         judge = self._judge
         if judge is not None and judge.due_now(now):
             return [*commands, ReadCounters()]
+        if judge is not None and judge.early_now(now):
+            return [*commands, ReadCounters(early=True)]
         if self.cleanup_at is not None and now >= self.cleanup_at - EPSILON:
             self.cleanup_at = None
             return [*commands, StopCanaries()]
@@ -450,6 +452,9 @@ class Rollout(Endings):
             if not judge.final:
                 self.phase = Phase.STEP
             return []
+        if judge.peeking:
+            judge.peeking = False
+            return self._early(now, judge, stable, canary)
         try:
             verdict = judge.verdict(stable, canary)
         except AnalysisError as exc:  # `check` refuses these; a release made before that
@@ -463,6 +468,34 @@ class Rollout(Endings):
             why = "analysis failed: " + "; ".join(f"{c.name}: {c.value}" for c in failing)
             return self.abort(now, why, True, said=said)
         return said + self._judged(now, judge, verdict)
+
+    def _early(
+        self, now: float, judge: StepJudge, stable: Counters, canary: Counters
+    ) -> list[Command]:
+        """The early check between verdicts: an abort, traffic first, when the step's
+        failure is already certain; nothing at all otherwise (no line, no record)."""
+        try:
+            verdict = judge.certain(stable, canary)
+        except AnalysisError:  # the interval's verdict says so and aborts
+            return []
+        if verdict is None:
+            return []
+        self.verdict = verdict.to_json()
+        self.detected_at = now
+        seconds = now - judge.started
+        where = f"step {self.step_number} at {self.weight:g}%"
+        if judge.final:
+            where = f"the bake at {self.weight:g}%"
+        said: list[Command] = [
+            Say(f"{where}: certain failure {seconds:.1f}s in ({verdict_summary(verdict)})")
+        ]
+        failing = [c for c in verdict.checks if c.passed is False]
+        why = (
+            f"early analysis: certain failure {seconds:.1f}s into the step, before the "
+            f"{self.spec.rollout.interval:g}s verdict: "
+            + "; ".join(f"{c.name}: {c.value}" for c in failing)
+        )
+        return self.abort(now, why, True, said=said)
 
     def _judged(self, now: float, judge: StepJudge, verdict: Verdict) -> list[Command]:
         if self.paused_by is not None:

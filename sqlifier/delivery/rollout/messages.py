@@ -320,7 +320,10 @@ class SetShare:
 
 @dataclass(frozen=True, slots=True)
 class ReadCounters:
-    """-> CountersRead."""
+    """-> CountersRead. `early`: for the early check between verdicts (the executor need
+    not save the record when it changes nothing)."""
+
+    early: bool = False
 
 
 @dataclass(frozen=True, slots=True)
