@@ -133,8 +133,8 @@ class Releases:
         folder.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".making-", suffix=".tmp", dir=folder))
         try:
-            work.chmod(0o755)
-            origin = materialize(spec, version, ref, work, self.root)
+            work.chmod(0o700)
+            origin = materialize(spec, version, ref, work, self.root, _secret_files(stack, spec))
             content = content_hash(work)
             config = service_config(spec)
             named = version is not None
@@ -425,4 +425,14 @@ def releases_table(records: Iterable[Release]) -> str:
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
         for row in cells
+    )
+
+
+def _secret_files(stack: Stack, spec: Service) -> frozenset[Path]:
+    """The files the service's `file://` secrets read (relative to the stack folder): a
+    folder's snapshot leaves them out."""
+    return frozenset(
+        (stack.root / secret.ref.removeprefix("file://")).resolve()
+        for secret in spec.secrets.values()
+        if secret.ref.startswith("file://")
     )

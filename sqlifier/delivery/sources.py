@@ -77,9 +77,15 @@ class Origin:
 
 
 def materialize(
-    spec: Service, version: str | None, ref: str | None, dest: Path, skip: Path
+    spec: Service,
+    version: str | None,
+    ref: str | None,
+    dest: Path,
+    skip: Path,
+    secret_files: frozenset[Path] = frozenset(),
 ) -> Origin:
-    """Put the release's files in `dest`; where they came from."""
+    """Put the release's files in `dest`; where they came from. A folder's copy leaves out
+    `secret_files` (the files `file://` secrets read: a value never lands in a release)."""
     source = spec.source
     if not source.is_dir():
         what = "is not a directory" if source.exists() else "does not exist"
@@ -98,7 +104,7 @@ def materialize(
                 service=spec.name,
                 version=version,
             )
-        _copy_tree(source, dest, skip.resolve())
+        _copy_tree(source, dest, skip.resolve(), secret_files)
         return Origin(version)
     top, prefix = work_tree
     return _from_git(spec.name, top, prefix, version, ref, dest)
@@ -233,7 +239,9 @@ def _refs(top: Path, prefix: str) -> list[str]:
     return listed.stdout.split()
 
 
-def _copy_tree(source: Path, dest: Path, skip: Path) -> None:
+def _copy_tree(
+    source: Path, dest: Path, skip: Path, secret_files: frozenset[Path] = frozenset()
+) -> None:
     def ignored(folder: str, names: list[str]) -> set[str]:
         here = Path(folder)
         return {
@@ -242,14 +250,18 @@ def _copy_tree(source: Path, dest: Path, skip: Path) -> None:
             if name in _SKIPPED
             or name.endswith(".pyc")
             or (name == skip.name and (here / name).resolve() == skip)
+            or (secret_files and (here / name).resolve() in secret_files)
         }
 
     shutil.copytree(source, dest, symlinks=True, ignore=ignored, dirs_exist_ok=True)
 
 
 def make_read_only(root: Path) -> None:
-    """chmod a-w every file (symlinks have no mode of their own). Folders stay writable,
-    so runtimes can cache (`__pycache__`) and `rm -rf` works."""
+    """chmod a-w every file, readable by its owner only (symlinks have no mode of their
+    own). Folders stay writable by the owner, so runtimes can cache (`__pycache__`) and
+    `rm -rf` works; like all of `.sqlifier/`, nothing is left to group or others."""
+    for folder, _dirs, _names in os.walk(root):
+        Path(folder).chmod(0o700)
     for path, _ in _files(root):
         if not path.is_symlink():
-            path.chmod(path.stat().st_mode & ~0o222)
+            path.chmod(path.stat().st_mode & 0o500)

@@ -24,6 +24,7 @@ from tests.conftest import BIN, run_sqlifier
 # must take --json; a new command has to be put on one side or the other.
 MESSAGES_ONLY = {
     "approve",
+    "audit reset",
     "down",
     "fmt",
     "init",
