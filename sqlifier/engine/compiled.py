@@ -19,6 +19,7 @@ from sqlifier.engine.series import LOG, RESTART, SeriesStore
 from sqlifier.lang import ast
 from sqlifier.lang.checker import rule_label
 from sqlifier.lang.cron import CronError, CronSchedule, parse_cron
+from sqlifier.lang.fields import pinned_services
 from sqlifier.lang.printer import format_rule, format_trigger
 from sqlifier.lang.signals import LOG_LEVELS, SIGNALS, SignalKind
 from sqlifier.lang.units import UNITS, Type, base_value
@@ -148,7 +149,7 @@ def compile_rule(rule: ast.Rule, path: str) -> CompiledRule:
     tree = _tree(rule.trigger, tests, for_)
     named = {t.service for t in tests if t.service is not None}
     services: set[str] | None = set(named) if named else None
-    pinned = _pinned_services(rule.condition)
+    pinned = pinned_services(rule.condition)
     if pinned is not None:
         services = pinned if services is None else services & pinned
     return CompiledRule(
@@ -261,33 +262,6 @@ def compile_test(node: ast.SignalTest, index: int, for_: float) -> Test:
         text,
         COMPARISONS.get(op or "", operator.gt),
     )
-
-
-def _pinned_services(node: ast.Condition | None) -> set[str] | None:
-    """Services an IF restricts the rule to, when it says so at its top level."""
-    if node is None:
-        return None
-    if isinstance(node, ast.Compare) and node.op == "=":
-        if _is_service_name(node.left) and isinstance(node.right, ast.String):
-            return {node.right.value}
-        if _is_service_name(node.right) and isinstance(node.left, ast.String):
-            return {node.left.value}
-    if isinstance(node, ast.InList) and not node.negated and _is_service_name(node.operand):
-        values = {v.value for v in node.values if isinstance(v, ast.String)}
-        if len(values) == len(node.values):
-            return values
-    if isinstance(node, ast.BoolOp) and node.op == "AND":
-        found: set[str] | None = None
-        for child in node.operands:
-            pinned = _pinned_services(child)  # type: ignore[arg-type]
-            if pinned is not None:
-                found = pinned if found is None else found & pinned
-        return found
-    return None
-
-
-def _is_service_name(node: ast.Expr) -> bool:
-    return isinstance(node, ast.Name) and node.parts == ("service", "name")
 
 
 def _text(node: ast.Expr | None) -> str | None:

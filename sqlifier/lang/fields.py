@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlifier.lang import ast
 from sqlifier.lang.units import Type
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "PLACEHOLDERS",
     "WEEKDAYS",
     "field_type",
+    "pinned_services",
 ]
 
 # Fields of IF conditions. `service.labels.<key>` is any label of the service.
@@ -64,3 +66,32 @@ def field_type(dotted: str) -> Type | None:
     if dotted.startswith("service.labels.") and dotted.count(".") == 2 and len(dotted) > 15:
         return Type.STRING
     return FIELDS.get(dotted)
+
+
+def pinned_services(node: ast.Condition | None) -> set[str] | None:
+    """The services an IF restricts its rule to, when it says so at its top level:
+    `service.name = 'x'`, `service.name IN (...)` (of strings only), maybe under AND;
+    None when it does not."""
+    if node is None:
+        return None
+    if isinstance(node, ast.Compare) and node.op == "=":
+        if _is_service_name(node.left) and isinstance(node.right, ast.String):
+            return {node.right.value}
+        if _is_service_name(node.right) and isinstance(node.left, ast.String):
+            return {node.left.value}
+    if isinstance(node, ast.InList) and not node.negated and _is_service_name(node.operand):
+        values = {v.value for v in node.values if isinstance(v, ast.String)}
+        if len(values) == len(node.values):
+            return values
+    if isinstance(node, ast.BoolOp) and node.op == "AND":
+        found: set[str] | None = None
+        for child in node.operands:
+            pinned = pinned_services(child)  # type: ignore[arg-type]
+            if pinned is not None:
+                found = pinned if found is None else found & pinned
+        return found
+    return None
+
+
+def _is_service_name(node: ast.Expr) -> bool:
+    return isinstance(node, ast.Name) and node.parts == ("service", "name")

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from sqlifier.diagnostics import Diagnostic, Severity
 from sqlifier.lang import ast
+from sqlifier.lang.fields import pinned_services
 from sqlifier.lang.source import Source
 from sqlifier.stack.model import Service, Stack
 
@@ -82,7 +83,7 @@ def _rule_services(rule: ast.Rule) -> set[str] | None:
         for arg in test.args
         if arg.name == "service" and isinstance(arg.value, ast.String)
     }
-    pinned = _pinned(rule.condition)
+    pinned = pinned_services(rule.condition)
     if named and pinned is not None:
         return named & pinned
     return named or pinned
@@ -92,28 +93,6 @@ def _tests(trigger: ast.Trigger) -> list[ast.SignalTest]:
     if isinstance(trigger, ast.SignalTest):
         return [trigger]
     return [t for operand in trigger.operands for t in _tests(operand)]  # type: ignore[arg-type]
-
-
-def _pinned(node: ast.Condition | None) -> set[str] | None:
-    """What `IF service.name = 'x'` or `IF service.name IN (...)` (maybe under AND) pins."""
-    if isinstance(node, ast.Compare) and node.op == "=":
-        for name, value in ((node.left, node.right), (node.right, node.left)):
-            if _is_service_name(name) and isinstance(value, ast.String):
-                return {value.value}
-    if isinstance(node, ast.InList) and not node.negated and _is_service_name(node.operand):
-        return {v.value for v in node.values if isinstance(v, ast.String)}
-    if isinstance(node, ast.BoolOp) and node.op == "AND":
-        found: set[str] | None = None
-        for child in node.operands:
-            pinned = _pinned(child)  # type: ignore[arg-type]
-            if pinned is not None:
-                found = pinned if found is None else found & pinned
-        return found
-    return None
-
-
-def _is_service_name(node: ast.Expr) -> bool:
-    return isinstance(node, ast.Name) and node.parts == ("service", "name")
 
 
 def _clash(
