@@ -120,7 +120,7 @@ def test_a_rollout_goes_on_at_its_step_with_its_canary_adopted(make_shop: Any) -
     with Load(shop.port, "/storefront") as load:
         resumed = shop.run("rollout", "resume", "storefront")
         assert resumed.returncode == 0, resumed.stderr
-        wait_for(lambda: record()["state"] == "complete", "the rollout to complete", 60)
+        wait_for(lambda: record()["state"] == "complete", "the rollout to complete", 60, record)
         all_from(load, "v1")
     assert shop.releases("storefront")["v1"]["status"] == "live"
 
@@ -151,7 +151,7 @@ def test_a_rollout_whose_canary_is_gone_moves_traffic_to_stable_and_pauses(
         all_from(load, stable)  # nothing reaches a canary
         # Resumed: the canary starts again and the rollout goes on to the end.
         assert shop.run("rollout", "resume", "storefront").returncode == 0
-        wait_for(lambda: record()["state"] == "complete", "the rollout to complete", 60)
+        wait_for(lambda: record()["state"] == "complete", "the rollout to complete", 60, record)
     audit = json.loads(shop.run("audit", "--json").stdout)
     assert [e["what"] for e in audit].count("deploy start") == 1
 

@@ -128,11 +128,15 @@ def make_shop(tmp_path: Path) -> Iterator[Any]:
                 shop.run("down", "--env", env)
 
 
-def wait_for(predicate: Any, what: str, timeout: float = 30.0) -> None:
+def wait_for(
+    predicate: Any, what: str, timeout: float = 30.0, show: Callable[[], object] | None = None
+) -> None:
+    """Waits for `predicate`; on a timeout the error says what `show` returns then."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            seen = f": {show()}" if show is not None else ""
+            raise AssertionError(f"timed out waiting for {what}{seen}")
         time.sleep(0.1)
 
 
