@@ -17,11 +17,13 @@ seconds, names Kubernetes does not accept.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping
 from typing import Any
 
 from sqlifier.lang.errors import quote
 from sqlifier.stack import model as m
+from sqlifier.stack.expand import UnknownName, names_in
 from sqlifier.stack.reader import StackReader
 from sqlifier.stack.tomlpos import Path as KeyPath
 
@@ -207,8 +209,22 @@ def _check_service(
                     "with a digit",
                     key=True,
                 )
+    if not service.stateful and not service.shell and "INSTANCE_INDEX" in _run_names(service):
+        reader.error(
+            where("run"),
+            f"services.{name}.run uses $INSTANCE_INDEX, which the pods of a Deployment do not "
+            f"have (environment {env} runs on Kubernetes)",
+            "use $INSTANCE (the pod's name), or make the service stateful = true",
+        )
     _check_probes(reader, env, service, where)
     _check_routes(reader, env, service, where)
+
+
+def _run_names(service: m.Service) -> set[str]:
+    try:
+        return {n for word in shlex.split(service.run) for n in names_in(word)}
+    except (UnknownName, ValueError):  # reported by the check of `run` itself
+        return set()
 
 
 def _check_probes(reader: StackReader, env: str, service: m.Service, where: Any) -> None:

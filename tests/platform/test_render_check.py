@@ -301,3 +301,16 @@ def test_the_example_shop_has_a_kubernetes_environment_and_still_runs_locally() 
     assert stack.environment("cluster").platform is m.PlatformKind.KUBERNETES
     assert stack.environment("dev").platform is m.PlatformKind.LOCAL
     assert all(s.image for s in stack.services_for("cluster").values())
+
+
+def test_a_deployment_has_no_instance_index(tmp_path: Path) -> None:
+    text = BASE.replace("--port $PORT", "--port $PORT --shard $INSTANCE_INDEX")
+    assert errors(tmp_path, text) == [
+        (
+            9,
+            7,
+            "services.web.run uses $INSTANCE_INDEX, which the pods of a Deployment do not "
+            "have (environment cluster runs on Kubernetes)",
+        )
+    ]
+    assert load(tmp_path, text + "stateful = true\n").services["web"].stateful
