@@ -260,6 +260,8 @@ def _check_routes(reader: StackReader, env: str, service: m.Service, where: Any)
         problem = None
         if route.host is not None and not _HOSTNAME.match(route.host):
             problem = "its host must be a DNS name, like shop.example.com"
+        elif route.host is not None and len(service.name) + 1 + len(route.host) > 253:
+            problem = f"its HTTPRoute's name, {service.name}.HOST, would be over 253 characters"
         elif not _GATEWAY_PATH.match(route.path) or _BAD_SEGMENT.search(route.path):
             problem = "its path must have no empty, '.' or '..' segment and no bare '%'"
         if problem is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sqlifier.errors import DiagnosticsError
+from sqlifier.lang.errors import quote
 from sqlifier.stack import load_stack
 from sqlifier.stack import model as m
 
@@ -314,3 +315,17 @@ def test_a_deployment_has_no_instance_index(tmp_path: Path) -> None:
         )
     ]
     assert load(tmp_path, text + "stateful = true\n").services["web"].stateful
+
+
+def test_a_host_too_long_for_an_httproute_name_is_refused(tmp_path: Path) -> None:
+    host = ".".join(["a" * 49] * 5)  # 249 characters: web.HOST is 253
+    assert load(tmp_path, BASE.replace('routes = ["/"]', f'routes = ["{host}/"]'))
+    longer = host + "a"
+    assert errors(tmp_path, BASE.replace('routes = ["/"]', f'routes = ["{longer}/"]')) == [
+        (
+            11,
+            11,
+            f"route {quote(longer + '/')} of web cannot be an HTTPRoute (environment cluster runs on "
+            "Kubernetes): its HTTPRoute's name, web.HOST, would be over 253 characters",
+        )
+    ]
