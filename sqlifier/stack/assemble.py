@@ -13,7 +13,7 @@ from sqlifier.lang.errors import did_you_mean, quote
 from sqlifier.lang.source import Source, Span
 from sqlifier.stack import model as m
 from sqlifier.stack.expand import check_run
-from sqlifier.stack.kubernetes import check_kubernetes, read_kubernetes
+from sqlifier.stack.kubernetes import check_kubernetes, read_platform
 from sqlifier.stack.reader import StackReader
 from sqlifier.stack.tomlpos import Path as KeyPath
 
@@ -140,7 +140,7 @@ def assemble(reader: StackReader) -> m.Stack:
         listen = env_typed.pop("listen", None)
         if listen is not None:
             env_typed["listen"] = _listen(reader, ("environments", env, "listen"), listen)
-        _platform(reader, env, env_typed)
+        read_platform(reader, env, env_typed)
         environments[env] = m.Environment(env, **env_typed)
         _check_approvers(reader, environments[env], "approvers" in env_typed)
 
@@ -181,29 +181,6 @@ def assemble(reader: StackReader) -> m.Stack:
         prometheus=m.Prometheus(**prometheus),
         metrics=metrics,
     )
-
-
-def _platform(reader: StackReader, env: str, typed: dict[str, Any]) -> None:
-    """`platform` and its `kubernetes` table, read into the environment's fields."""
-    raw = typed.pop("kubernetes", None)
-    kubernetes = typed.get("platform") is m.PlatformKind.KUBERNETES
-    written = reader.data["environments"][env].get("platform") is not None
-    if raw is not None and not kubernetes and not written:
-        reader.error(
-            ("environments", env, "kubernetes"),
-            f"environments.{env}.kubernetes is read only for a Kubernetes environment "
-            "(platform is local by default)",
-            f'add platform = "kubernetes" to [environments.{env}]',
-            key=True,
-        )
-    elif kubernetes and raw is None:
-        reader.error(
-            ("environments", env, "platform"),
-            f"environment {env} runs on Kubernetes but has no kubernetes table",
-            'add kubernetes = { namespace = "NAME", gateway = "NAMESPACE/NAME" }',
-        )
-    elif kubernetes:
-        typed["kubernetes"] = read_kubernetes(reader, env, raw)
 
 
 def _at_start(reader: StackReader, message: str, hint: str) -> Diagnostic:

@@ -27,7 +27,7 @@ from sqlifier.stack.expand import UnknownName, names_in
 from sqlifier.stack.reader import StackReader
 from sqlifier.stack.tomlpos import Path as KeyPath
 
-__all__ = ["AGENT_NAME", "LOCAL_ONLY", "check_kubernetes", "read_kubernetes"]
+__all__ = ["AGENT_NAME", "LOCAL_ONLY", "check_kubernetes", "read_kubernetes", "read_platform"]
 
 AGENT_NAME = "sqlifier-agent"  # the agent's Deployment, ServiceAccount, Role, RoleBinding
 
@@ -49,6 +49,29 @@ _HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-
 # "." or ".." segment.
 _GATEWAY_PATH = re.compile(r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+\Z")
 _BAD_SEGMENT = re.compile(r"//|/\./|/\.\./|/\.{1,2}\Z")
+
+
+def read_platform(reader: StackReader, env: str, typed: dict[str, Any]) -> None:
+    """`platform` and its `kubernetes` table, read into the environment's fields."""
+    raw = typed.pop("kubernetes", None)
+    kubernetes = typed.get("platform") is m.PlatformKind.KUBERNETES
+    written = reader.data["environments"][env].get("platform") is not None
+    if raw is not None and not kubernetes and not written:
+        reader.error(
+            ("environments", env, "kubernetes"),
+            f"environments.{env}.kubernetes is read only for a Kubernetes environment "
+            "(platform is local by default)",
+            f'add platform = "kubernetes" to [environments.{env}]',
+            key=True,
+        )
+    elif kubernetes and raw is None:
+        reader.error(
+            ("environments", env, "platform"),
+            f"environment {env} runs on Kubernetes but has no kubernetes table",
+            'add kubernetes = { namespace = "NAME", gateway = "NAMESPACE/NAME" }',
+        )
+    elif kubernetes:
+        typed["kubernetes"] = read_kubernetes(reader, env, raw)
 
 
 def read_kubernetes(reader: StackReader, env: str, raw: object) -> m.Kubernetes | None:
