@@ -1,13 +1,18 @@
 """`sqlifier render`: the manifests a Kubernetes environment applies, in apply order.
 
-    render(stack, env)  the objects, as plain data, in a fixed order:
+    render(stack, env, releases)
+                        the objects, as plain data, in a fixed order:
         the agent's ServiceAccount, Role, RoleBinding;
         per service, dependencies first: its Secret (keys only), its Service, its
         Deployment or StatefulSet, its HTTPRoutes;
         the ConfigMap of the stack file and rules, and the agent's Deployment last.
     to_yaml(objects)    one YAML stream, objects separated by `---`
-    write_dir(objects, folder)
+    to_json(objects)    one Kubernetes List
+    write_dir(objects, folder, command)
                         one file per object, named so that their order is the apply order
+
+For apply, a Secret is sent filled instead: render_secrets.filled_secret resolves its keys
+through sqlifier's secret providers.
 
 The same stack file and the same environment always give the same text: what `plan`
 compares and a reviewer diffs. No secret value is ever rendered (render_secrets.py).
@@ -34,7 +39,7 @@ from sqlifier.platform.kubernetes.render_workloads import service_object, worklo
 from sqlifier.stack.envfile import read_env_file
 from sqlifier.stack.model import Service, Stack
 
-__all__ = ["HEADER", "file_names", "render", "start_order", "to_yaml", "write_dir"]
+__all__ = ["HEADER", "file_names", "render", "start_order", "to_json", "to_yaml", "write_dir"]
 
 HEADER = "# Rendered by sqlifier"  # the first line of each file write_dir writes
 
