@@ -13,6 +13,7 @@ from sqlifier.lang.errors import did_you_mean, quote
 from sqlifier.lang.source import Source, Span
 from sqlifier.stack import model as m
 from sqlifier.stack.expand import check_run
+from sqlifier.stack.kubernetes import check_kubernetes, read_platform
 from sqlifier.stack.reader import StackReader
 from sqlifier.stack.tomlpos import Path as KeyPath
 
@@ -128,6 +129,8 @@ def assemble(reader: StackReader) -> m.Stack:
                 "env_file": reader.text,
                 "listen": reader.text,
                 "services": lambda value, path: value,
+                "platform": reader.choice(m.PlatformKind),
+                "kubernetes": lambda value, path: value,
             },
             f"[environments.{env}]",
         )
@@ -137,6 +140,7 @@ def assemble(reader: StackReader) -> m.Stack:
         listen = env_typed.pop("listen", None)
         if listen is not None:
             env_typed["listen"] = _listen(reader, ("environments", env, "listen"), listen)
+        read_platform(reader, env, env_typed)
         environments[env] = m.Environment(env, **env_typed)
         _check_approvers(reader, environments[env], "approvers" in env_typed)
 
@@ -157,6 +161,11 @@ def assemble(reader: StackReader) -> m.Stack:
                 env_origin.paths[(name, key)] = ("environments", env, "services", name, key)
         if overlays[env]:  # the base's ports are checked above
             _check_ports(reader, env_services, router, env_origin, env)
+        if environments[env].platform is m.PlatformKind.KUBERNETES:
+            name = stack.get("name", reader.path.parent.name)
+            check_kubernetes(
+                reader, name, environments[env], env_services, env_origin.paths, overlays[env]
+            )
     _check_listeners(reader, router, metrics, environments, services, resolved, origin)
     return m.Stack(
         path=reader.path,

@@ -19,7 +19,9 @@ __all__ = [
     "Approval",
     "Engine",
     "Environment",
+    "Kubernetes",
     "Notify",
+    "PlatformKind",
     "Probe",
     "ProbeKind",
     "Probes",
@@ -59,6 +61,13 @@ class RouterKind(enum.Enum):
     AUTO = "auto"
     EMBEDDED = "embedded"
     HAPROXY = "haproxy"
+
+
+class PlatformKind(enum.Enum):
+    """Where an environment's instances run (docs/kubernetes.md)."""
+
+    LOCAL = "local"
+    KUBERNETES = "kubernetes"
 
 
 class ProbeKind(enum.Enum):
@@ -164,6 +173,18 @@ class Service:
     warmup: Warmup = field(default_factory=Warmup)
     timeouts: Timeouts = field(default_factory=Timeouts)
     rollout: Rollout = field(default_factory=Rollout)
+    image: str | None = None  # the container image on Kubernetes; ignored locally
+
+
+@dataclass(frozen=True, slots=True)
+class Kubernetes:
+    """Where a Kubernetes environment runs: a namespace of the cluster that a kubeconfig
+    context names (None: the current one, or the cluster sqlifier runs in)."""
+
+    namespace: str
+    context: str | None = None
+    gateway: str | None = None  # its HTTPRoutes' Gateway: "NAMESPACE/NAME" or "NAME"
+    agent_image: str | None = None  # the agent's image (None: sqlifier's, docs/kubernetes.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +195,8 @@ class Environment:
     two_person: bool = False
     env_file: str | None = None
     listen: tuple[str, int] | None = None  # the router's address here, if not [router]'s
+    platform: PlatformKind = PlatformKind.LOCAL
+    kubernetes: Kubernetes | None = None  # set when platform is KUBERNETES
 
 
 @dataclass(frozen=True, slots=True)

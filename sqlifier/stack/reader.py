@@ -428,6 +428,7 @@ class StackReader:
                 },
                 "rollout",
             ),
+            "image": self.text,
         }
 
 
