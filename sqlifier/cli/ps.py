@@ -57,10 +57,13 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
     if router:
         window = traffic.get("window") or 0
         state = f"error: {router['error']}" if router.get("error") else f"pid {router['pid']}"
+        url = router.get("url") or f"http://{router['listen']}"
         click.echo(
-            f"router: {router['kind']} on http://{router['listen']} ({state}); "
-            f"traffic over the last {window:g} s\n"
+            f"router: {router['kind']} on {url} ({state}); traffic over the last {window:g} s"
         )
+        if (router.get("tls") or {}).get("fingerprint"):
+            click.echo(tls_line(router["tls"]))
+        click.echo("")
     click.echo(table(instances, with_traffic=bool(router)))
     if set_by := _counts_set(counts):
         click.echo(f"\n{set_by}")
@@ -199,3 +202,8 @@ def _operate(
     mine = [i for i in _rows(answer["status"]) if i["service"] == body["service"]]
     click.echo(json.dumps(mine, indent=2) if as_json else table(mine))
     return 0
+
+
+def tls_line(tls: dict[str, Any]) -> str:
+    """The development certificate, for a browser's warning: its SHA-256 fingerprint."""
+    return f"router: self-signed certificate {tls.get('certificate')}, SHA-256 {tls['fingerprint']}"

@@ -14,6 +14,7 @@ from sqlifier.lang.source import Source, Span
 from sqlifier.stack import model as m
 from sqlifier.stack.expand import check_run
 from sqlifier.stack.reader import StackReader
+from sqlifier.stack.tls import check_tls, read_tls
 from sqlifier.stack.tomlpos import Path as KeyPath
 
 __all__ = ["TOP_LEVEL", "assemble", "read_stack"]
@@ -127,6 +128,7 @@ def assemble(reader: StackReader) -> m.Stack:
                 "two_person": reader.boolean,
                 "env_file": reader.text,
                 "listen": reader.text,
+                "tls": lambda value, path: value,
                 "services": lambda value, path: value,
             },
             f"[environments.{env}]",
@@ -137,6 +139,8 @@ def assemble(reader: StackReader) -> m.Stack:
         listen = env_typed.pop("listen", None)
         if listen is not None:
             env_typed["listen"] = _listen(reader, ("environments", env, "listen"), listen)
+        if "tls" in env_typed:
+            env_typed["tls"] = read_tls(reader, env_typed["tls"], ("environments", env, "tls"))
         environments[env] = m.Environment(env, **env_typed)
         _check_approvers(reader, environments[env], "approvers" in env_typed)
 
@@ -158,6 +162,7 @@ def assemble(reader: StackReader) -> m.Stack:
         if overlays[env]:  # the base's ports are checked above
             _check_ports(reader, env_services, router, env_origin, env)
     _check_listeners(reader, router, metrics, environments, services, resolved, origin)
+    _check_tls(reader, router, environments, services, resolved)
     return m.Stack(
         path=reader.path,
         name=stack.get("name", reader.path.parent.name),
@@ -185,15 +190,38 @@ def _top(reader: StackReader, key: str, schema: dict[str, Any], what: str) -> di
 
 
 def _router(reader: StackReader) -> m.Router:
-    typed = _top(
-        reader, "router", {"kind": reader.choice(m.RouterKind), "listen": reader.text}, "[router]"
-    )
-    router = m.Router(kind=typed.get("kind", m.RouterKind.AUTO))
+    schema = {"kind": reader.choice(m.RouterKind), "listen": reader.text, "tls": _raw}
+    typed = _top(reader, "router", schema, "[router]")
+    tls = read_tls(reader, typed["tls"], ("router", "tls")) if "tls" in typed else None
+    router = m.Router(kind=typed.get("kind", m.RouterKind.AUTO), tls=tls)
     listen = typed.get("listen")
     address = _listen(reader, ("router", "listen"), listen) if listen is not None else None
     if address is None:
         return router
-    return m.Router(router.kind, *address)
+    return m.Router(router.kind, *address, tls=tls)
+
+
+def _raw(value: object, path: KeyPath) -> object:
+    return value
+
+
+def _check_tls(
+    reader: StackReader,
+    router: m.Router,
+    environments: dict[str, m.Environment],
+    services: dict[str, m.Service],
+    resolved: dict[str, dict[str, m.Service]],
+) -> None:
+    """The certificate files of [router] tls and of each environment's own `tls`."""
+    checks: list[tuple[m.Tls | None, KeyPath, dict[str, m.Service]]] = [
+        (router.tls, ("router", "tls"), services)
+    ]
+    for name, env in environments.items():
+        checks.append((env.tls, ("environments", name, "tls"), resolved.get(name, services)))
+    for tls, path, served in checks:
+        if tls is not None and tls.certificates:
+            hosts = {r.host: s.name for s in served.values() for r in s.routes if r.host}
+            check_tls(reader, tls, path, hosts)
 
 
 def _metrics(reader: StackReader) -> tuple[str, int] | None:
@@ -471,6 +499,10 @@ def _check_listeners(
                 (f"the router of {env.name}", env.listen, ("environments", env.name, "listen"))
             )
     listeners.append(("the router", (router.host, router.port), ("router", "listen")))
+    if router.tls is not None and router.tls.redirect is not None:
+        listeners.append(
+            ("router.tls.redirect", router.tls.redirect, ("router", "tls", "redirect"))
+        )
     if metrics is not None:
         listeners.append(("/metrics", metrics, metrics_key))
     for first, (name, address, path) in enumerate(listeners):
