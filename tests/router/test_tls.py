@@ -25,7 +25,9 @@ from typing import Any
 
 import pytest
 
-from sqlifier.router.tls import Settings
+from sqlifier.router.tls import Settings, fingerprint
+from tests.apps import APP
+from tests.conftest import run_sqlifier
 from tests.router.certs import client_context, common_name, handshake, make_cert
 from tests.router.test_dataplanes import ROUTES, Backends, Plane, backend
 from tests.servers import KINDS, free_port
@@ -387,3 +389,46 @@ def test_a_bad_certificate_at_start_is_said_and_the_plane_does_not_start(
         f"the router cannot use its certificate: {certs['b'][1]} is not the key of "
         f"{certs['a'][0]} (their public keys differ)"
     )
+
+
+# --- as a user meets it ----------------------------------------------------------------------
+
+
+@pytest.fixture(params=KINDS)
+def self_signed_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    port, plain = free_port(), free_port()
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "sqlifier.toml").write_text(
+        f'[stack]\nname = "t"\n\n[router]\nkind = "{request.param}"\n'
+        f'listen = "127.0.0.1:{port}"\n'
+        f'tls = {{ self_signed = true, redirect = "127.0.0.1:{plain}", hsts = "1h" }}\n\n'
+        f'[services.web]\nrun = "{sys.executable} app.py"\nroutes = ["shop.localhost/"]\n'
+    )
+    yield tmp_path, port
+    run_sqlifier("down", cwd=tmp_path)
+
+
+def test_up_and_ps_say_https_and_the_self_signed_fingerprint(
+    self_signed_stack: tuple[Path, int],
+) -> None:
+    root, port = self_signed_stack
+    up = run_sqlifier("up", "--detach", cwd=root)
+    assert up.returncode == 0, up.stderr
+    cert = root / ".sqlifier" / "dev" / "tls" / "self-signed.crt"
+    shown = fingerprint(cert.read_bytes())
+    assert f"on https://127.0.0.1:{port}" in up.stdout
+    assert f"router: self-signed certificate {cert}, SHA-256 {shown}" in up.stdout
+    ps = run_sqlifier("ps", cwd=root)
+    assert f"SHA-256 {shown}" in ps.stdout
+    assert handshake(port, "shop.localhost").version in ("TLSv1.2", "TLSv1.3")
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        client_context().wrap_socket(raw, server_hostname="shop.localhost") as tls,
+    ):
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: shop.localhost\r\n\r\n")
+        status, headers, body = read_response(tls)
+    assert (status, body, headers["strict-transport-security"]) == (200, b"web-0", "max-age=3600")
+    run_sqlifier("down", cwd=root)
+    again = run_sqlifier("up", "--detach", cwd=root)  # the certificate is kept
+    assert again.returncode == 0, again.stderr
+    assert f"SHA-256 {shown}" in again.stdout
