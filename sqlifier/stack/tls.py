@@ -244,7 +244,8 @@ def check_tls(
         try:
             pair = read_pair(root / certificate.cert, root / certificate.key)
         except CertificateError as exc:
-            reader.error((*at, exc.which), f"{_dotted(path)}: {exc}", _HINTS.get(exc.which))
+            shown = str(exc).replace(f"{root}/", "")  # the paths as the stack file writes them
+            reader.error((*at, exc.which), f"{_dotted(path)}: {shown}", _HINTS.get(exc.which))
             continue
         pairs.append(pair)
         where = (*at, "cert")

@@ -151,7 +151,7 @@ def test_bad_tls_values(tmp_path: Path, text: str, expected: tuple[int, int, str
 
 def test_missing_files_are_errors_at_their_key(tmp_path: Path) -> None:
     found = errors(tmp_path, '[router]\ntls = { cert = "none.crt", key = "none.key" }\n')
-    assert found == [(9, 16, f"router.tls: {tmp_path / 'none.crt'} does not exist")]
+    assert found == [(9, 16, "router.tls: none.crt does not exist")]
 
 
 def test_an_unreadable_key_is_an_error(tmp_path: Path) -> None:
@@ -161,7 +161,7 @@ def test_an_unreadable_key_is_an_error(tmp_path: Path) -> None:
     assert len(found) == 1
     assert found[0][:2] == (9, 34)
     assert found[0][2].startswith(
-        f"router.tls: {tmp_path / 'shop.key'} holds no PEM private key (-----BEGIN PRIVATE KEY-----)"
+        "router.tls: shop.key holds no PEM private key (-----BEGIN PRIVATE KEY-----)"
     )
 
 
@@ -173,8 +173,7 @@ def test_a_key_that_is_not_the_certificates(tmp_path: Path) -> None:
         (
             9,
             31,
-            f"router.tls: {tmp_path / 'b.key'} is not the key of {tmp_path / 'a.crt'} "
-            "(their public keys differ)",
+            "router.tls: b.key is not the key of a.crt (their public keys differ)",
         )
     ]
 
@@ -186,7 +185,7 @@ def test_which_of_several_certificates_is_wrong(tmp_path: Path) -> None:
         '[router]\ntls = { certs = [\n  { cert = "a.crt", key = "a.key" },\n'
         '  { cert = "b.crt", key = "b.key" },\n] }\n',
     )
-    assert found == [(11, 12, f"router.tls: {tmp_path / 'b.crt'} does not exist")]
+    assert found == [(11, 12, "router.tls: b.crt does not exist")]
 
 
 def test_an_expired_certificate_is_a_warning(tmp_path: Path) -> None:
