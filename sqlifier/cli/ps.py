@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -188,8 +189,37 @@ def scale(
 @STACK_FILE
 @JSON
 def restart(service: str, env: str | None, stack_file: str | None, as_json: bool) -> int:
-    """Replace SERVICE's instances one at a time, each after its replacement is ready."""
+    """Replace SERVICE's instances one at a time, each after its replacement is ready.
+    `restart router` (when no service is called so) reads the router's certificates again."""
+    if service == "router" and "router" not in load_context(stack_file, env).stack.services:
+        return _reread_certificates(stack_file, env)
     return _operate("restart", {"service": service}, env, stack_file, as_json)
+
+
+def _reread_certificates(stack_file: str | None, env: str | None) -> int:
+    """SIGHUP to the data plane: it reads its certificates again at once (router/tls.py)."""
+    import signal  # noqa: PLC0415 (only here)
+
+    from sqlifier.runtime.process import is_same_process  # noqa: PLC0415 (psutil: when asked)
+
+    context = load_context(stack_file, env)
+    router = (read_info(context.state_dir) or {}).get("router") or {}
+    pid, started = router.get("pid"), router.get("started")
+    if not pid or not started or not is_same_process(int(pid), float(started)):
+        raise UserError(
+            f"no router runs for {context.stack.name} ({context.env}); start it: sqlifier up"
+        )
+    if not router.get("tls"):
+        raise UserError(
+            "the router has no tls: `restart router` reads its certificates again; "
+            "a change to [router] takes `sqlifier up`"
+        )
+    os.kill(int(pid), signal.SIGHUP)
+    click.echo(
+        f"router (pid {pid}) reads its certificates again; logs/router.out says whether "
+        "it took them"
+    )
+    return 0
 
 
 def _operate(

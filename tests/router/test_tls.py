@@ -428,6 +428,14 @@ def test_up_and_ps_say_https_and_the_self_signed_fingerprint(
         tls.sendall(b"GET / HTTP/1.1\r\nHost: shop.localhost\r\n\r\n")
         status, headers, body = read_response(tls)
     assert (status, body, headers["strict-transport-security"]) == (200, b"web-0", "max-age=3600")
+    renewed = make_cert(root / "new", "renewed.localhost", ["shop.localhost", "localhost"], days=90)
+    os.replace(renewed[1], cert.with_suffix(".key"))
+    os.replace(renewed[0], cert)
+    restart = run_sqlifier("restart", "router", cwd=root)
+    assert restart.returncode == 0, restart.stderr
+    assert "reads its certificates again" in restart.stdout
+    wait_for(lambda: handshake(port, "shop.localhost").subject == "renewed.localhost")
+    shown = fingerprint(cert.read_bytes())
     run_sqlifier("down", cwd=root)
     again = run_sqlifier("up", "--detach", cwd=root)  # the certificate is kept
     assert again.returncode == 0, again.stderr
