@@ -23,7 +23,7 @@ from sqlifier.router.haproxy import HAProxyError, HAProxyPlane
 from sqlifier.router.listen import probe_bind
 from sqlifier.router.proxy import Proxy
 from sqlifier.router.state import DesiredState
-from sqlifier.router.tls import Certificates, Contexts, Redirect, load_settings
+from sqlifier.router.tls import Certificates, Contexts, Redirect, load_settings, probe_redirect
 from sqlifier.stack.tls import CertificateError
 
 try:
@@ -119,7 +119,7 @@ async def _listen(
     servers = [await proxy.serve(host, port, ssl=contexts.front, listener=listener)]
     if settings.redirect is not None:
         where, number = settings.redirect
-        probe_bind(where, number)
+        probe_redirect(settings)
         plain = Listener(https_port=port)
         servers.append(await proxy.serve(where, number, listener=plain, client=Redirect))
     return servers, contexts

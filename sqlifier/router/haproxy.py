@@ -58,7 +58,7 @@ from sqlifier.router.listen import probe_bind
 from sqlifier.router.metrics import BUCKETS_MS, CLASSES, Counters
 from sqlifier.router.routes import Track
 from sqlifier.router.state import Backend, BackendState, DesiredState
-from sqlifier.router.tls import Certificates
+from sqlifier.router.tls import Certificates, probe_redirect
 
 __all__ = ["HAProxyError", "HAProxyPlane", "find_haproxy", "render_config", "stop_left_behind"]
 
@@ -129,6 +129,8 @@ class HAProxyPlane:
             await self._adopt()
         else:
             probe_bind(self.host, self.port)
+            if self.certificates is not None:
+                probe_redirect(self.certificates.settings)
             await self._launch()
         for coroutine in (self._watch(), self._housekeeping()):
             task = asyncio.create_task(coroutine)

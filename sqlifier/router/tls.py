@@ -55,6 +55,7 @@ from cryptography.x509.oid import NameOID
 
 from sqlifier.router import h1
 from sqlifier.router.client import Client
+from sqlifier.router.listen import probe_bind
 from sqlifier.stack import model as m
 from sqlifier.stack.tls import CertificateError, Pair, covers, read_pair
 
@@ -70,6 +71,7 @@ __all__ = [
     "https_location",
     "load_settings",
     "prepare",
+    "probe_redirect",
     "self_signed",
 ]
 
@@ -202,6 +204,9 @@ class Certificates:
         except CertificateError as exc:
             self.refused(exc)
             return False
+        except OSError as exc:  # the combined file could not be written (a full disk)
+            print(f"router: certificate not reloaded: {exc}", flush=True)
+            return False
         if changed:
             try:
                 await put_in_force(changed)
@@ -275,6 +280,17 @@ class Redirect(Client):
         close = request.close or request.length > 0 or request.chunked
         self.send(h1.reply(308, "", close, b"\r\nLocation: " + location.encode("latin-1")))
         self.ready(close)
+
+
+def probe_redirect(settings: Settings) -> None:
+    """OSError naming the redirect address and what holds it, when it is taken."""
+    if settings.redirect is None:
+        return
+    where, port = settings.redirect
+    try:
+        probe_bind(where, port)
+    except OSError as exc:
+        raise OSError(exc.errno, f"its redirect address {where}:{port}: {exc.strerror}") from None
 
 
 def _context(path: Path) -> ssl.SSLContext:

@@ -391,6 +391,32 @@ def test_a_bad_certificate_at_start_is_said_and_the_plane_does_not_start(
     )
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_taken_redirect_address_is_named_and_the_plane_does_not_start(
+    kind: str, tmp_path: Path, certs: dict[str, tuple[Path, Path]]
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        redirect = ("127.0.0.1", taken.getsockname()[1])
+        settings = Settings((certs["a"],), redirect)
+        tls_file = tmp_path / "tls.json"
+        tls_file.write_text(json.dumps(settings.to_json()))
+        port = free_port()
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "sqlifier.router", "--state-dir", str(tmp_path / "s")),
+                *("--kind", kind, "--listen", f"127.0.0.1:{port}", "--tls", str(tls_file)),
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert done.stderr.decode().startswith(
+        f"the router cannot listen on 127.0.0.1:{port}: its redirect address "
+        f"127.0.0.1:{redirect[1]}: Address already in use (held by "
+    ), done.stderr
+
+
 # --- as a user meets it ----------------------------------------------------------------------
 
 
