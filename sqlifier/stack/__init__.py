@@ -10,6 +10,7 @@
     crosscheck.py what needs the rules and the stack together: a SCALE that a service's
                   fixed port cannot hold
     envfile.py    an environment's env file
+    tls.py        `[router] tls` read, and the certificate files it names checked
 
 Builds on the rule language (`lang`): rule files, and the analysis expressions of a
 rollout. Imports nothing from delivery, the engine or the edges.
