@@ -146,6 +146,18 @@ def test_tls_10_and_11_are_refused(tls_world: Any, version: ssl.TLSVersion) -> N
     assert "version" in str(refused.value).lower() or isinstance(refused.value, ssl.SSLEOFError)
 
 
+def test_tls12_without_forward_secrecy_or_aead_is_refused(tls_world: Any) -> None:
+    """Mozilla's intermediate ciphers: RSA key exchange and CBC suites are not offered."""
+    plane, _ = tls_world
+    weak = client_context(high=ssl.TLSVersion.TLSv1_2)
+    weak.set_ciphers("AES128-SHA:AES256-GCM-SHA384:ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0")
+    with pytest.raises(ssl.SSLError):
+        handshake(plane.port, "a.localhost", weak)
+    strong = client_context(high=ssl.TLSVersion.TLSv1_2)
+    strong.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+    assert handshake(plane.port, "a.localhost", strong).version == "TLSv1.2"
+
+
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1])
 def test_the_old_client_does_offer_the_old_version(
     version: ssl.TLSVersion, certs: dict[str, tuple[Path, Path]]
