@@ -59,14 +59,19 @@ async def serve(
     saved = load_saved(state_dir / "router-state.json")
     plane: EmbeddedPlane | HAProxyPlane
     certificates = None
+    changed: list[Path] = []
     servers: list[asyncio.Server] = []
     try:
         if tls_file is not None:
             certificates = Certificates(load_settings(tls_file), state_dir / "tls" / "live")
-            certificates.load()
+            changed = certificates.load()
         if kind == "haproxy":
             plane = HAProxyPlane(state_dir / "haproxy", host, port, certificates=certificates)
             await plane.start(saved)
+            if certificates is not None and changed:
+                # An HAProxy adopted from a data plane that died has the files it read
+                # then; one just started has these already (set again: no harm).
+                await plane.put_in_force(changed)
         else:
             probe_bind(host, port)  # to name what holds the address, if anything does
             proxy = Proxy()
@@ -83,13 +88,7 @@ async def serve(
     except HAProxyError as exc:
         print(f"HAProxy did not start: {exc}", file=sys.stderr)
         return 1
-    watching = None
-    if certificates is not None:
-        put_in_force = plane.put_in_force if isinstance(plane, HAProxyPlane) else None
-        if isinstance(plane, EmbeddedPlane) and plane.contexts is not None:
-            put_in_force = plane.contexts.put_in_force
-        assert put_in_force is not None
-        watching = asyncio.create_task(certificates.watch(put_in_force, reread))
+    watching = _watch(plane, certificates, reread)
     control = await serve_control(plane, state_dir / "router.sock", state_dir / "router-state.json")
     print(f"router ({plane.kind}) listening on {host}:{port}", flush=True)
     await stop.wait()
@@ -105,6 +104,19 @@ async def serve(
             await asyncio.wait_for(_in_flight_done(plane.proxy), 30)
         plane.proxy.close_idle()
     return 0
+
+
+def _watch(
+    plane: EmbeddedPlane | HAProxyPlane, certificates: Certificates | None, reread: asyncio.Event
+) -> asyncio.Task[None] | None:
+    """Certificates replaced on disk (or SIGHUP) put in force by the plane, if it has TLS."""
+    if certificates is None:
+        return None
+    put_in_force = plane.put_in_force if isinstance(plane, HAProxyPlane) else None
+    if isinstance(plane, EmbeddedPlane) and plane.contexts is not None:
+        put_in_force = plane.contexts.put_in_force
+    assert put_in_force is not None
+    return asyncio.create_task(certificates.watch(put_in_force, reread))
 
 
 async def _listen(

@@ -403,6 +403,32 @@ def test_a_bad_certificate_at_start_is_said_and_the_plane_does_not_start(
     )
 
 
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_an_adopted_haproxy_gets_a_certificate_replaced_while_no_data_plane_ran(
+    tmp_path: Path, certs: dict[str, tuple[Path, Path]]
+) -> None:
+    """The data plane is killed (HAProxy keeps serving), the certificate is replaced, and
+    the data plane started again adopts HAProxy and hands it the new certificate."""
+    first, servers = start("haproxy", tmp_path, Settings((certs["a"],)))
+    second = TlsPlane("haproxy", tmp_path / "state", first.settings)
+    second.port = first.port
+    try:
+        assert handshake(first.port, "a.localhost").subject == "a.localhost"
+        assert first.process is not None
+        os.kill(first.process.pid, signal.SIGKILL)  # the data plane alone, not HAProxy
+        first.process.wait()
+        first.process = None
+        replace(certs, "renewed.localhost", tmp_path)
+        assert handshake(first.port, "a.localhost").subject == "a.localhost"  # no one told it
+        second.start()
+        assert handshake(first.port, "a.localhost").subject == "renewed.localhost"
+        assert "adopted" in second.out.read_text()
+    finally:
+        second.stop()
+        first.stop()
+        servers.close()
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_taken_redirect_address_is_named_and_the_plane_does_not_start(
     kind: str, tmp_path: Path, certs: dict[str, tuple[Path, Path]]
