@@ -51,6 +51,8 @@ it is caught (a caller that lets one escape has a bug):
     │   │                         nothing changed (answered with the reason, audited)
     │   └── _Withdrawn            its client went away while it waited for the lock
     ├── _Unreadable               agent.deployer: a schema revision that cannot be read
+    ├── CertificateError          stack.tls: a certificate or key file the router cannot use
+    │                             (a positioned error in check, a message in the data plane)
     └── FormatterBug              cli.fmt: formatting would change what rules mean (a bug:
                                   exit code 2, never written out)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -57,10 +58,13 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
     if router:
         window = traffic.get("window") or 0
         state = f"error: {router['error']}" if router.get("error") else f"pid {router['pid']}"
+        url = router.get("url") or f"http://{router['listen']}"
         click.echo(
-            f"router: {router['kind']} on http://{router['listen']} ({state}); "
-            f"traffic over the last {window:g} s\n"
+            f"router: {router['kind']} on {url} ({state}); traffic over the last {window:g} s"
         )
+        if (router.get("tls") or {}).get("fingerprint"):
+            click.echo(tls_line(router["tls"]))
+        click.echo("")
     click.echo(table(instances, with_traffic=bool(router)))
     if set_by := _counts_set(counts):
         click.echo(f"\n{set_by}")
@@ -185,8 +189,37 @@ def scale(
 @STACK_FILE
 @JSON
 def restart(service: str, env: str | None, stack_file: str | None, as_json: bool) -> int:
-    """Replace SERVICE's instances one at a time, each after its replacement is ready."""
+    """Replace SERVICE's instances one at a time, each after its replacement is ready.
+    `restart router` (when no service is called so) reads the router's certificates again."""
+    if service == "router" and "router" not in load_context(stack_file, env).stack.services:
+        return _reread_certificates(stack_file, env)
     return _operate("restart", {"service": service}, env, stack_file, as_json)
+
+
+def _reread_certificates(stack_file: str | None, env: str | None) -> int:
+    """SIGHUP to the data plane: it reads its certificates again at once (router/tls.py)."""
+    import signal  # noqa: PLC0415 (only here)
+
+    from sqlifier.runtime.process import is_same_process  # noqa: PLC0415 (psutil: when asked)
+
+    context = load_context(stack_file, env)
+    router = (read_info(context.state_dir) or {}).get("router") or {}
+    pid, started = router.get("pid"), router.get("started")
+    if not pid or not started or not is_same_process(int(pid), float(started)):
+        raise UserError(
+            f"no router runs for {context.stack.name} ({context.env}); start it: sqlifier up"
+        )
+    if not router.get("tls"):
+        raise UserError(
+            "the router has no tls: `restart router` reads its certificates again; "
+            "a change to [router] takes `sqlifier up`"
+        )
+    os.kill(int(pid), signal.SIGHUP)
+    click.echo(
+        f"router (pid {pid}) reads its certificates again; logs/router.out says whether "
+        "it took them"
+    )
+    return 0
 
 
 def _operate(
@@ -199,3 +232,8 @@ def _operate(
     mine = [i for i in _rows(answer["status"]) if i["service"] == body["service"]]
     click.echo(json.dumps(mine, indent=2) if as_json else table(mine))
     return 0
+
+
+def tls_line(tls: dict[str, Any]) -> str:
+    """The development certificate, for a browser's warning: its SHA-256 fingerprint."""
+    return f"router: self-signed certificate {tls.get('certificate')}, SHA-256 {tls['fingerprint']}"

@@ -26,6 +26,7 @@ from sqlifier.router.haproxy import find_haproxy, stop_left_behind
 from sqlifier.router.metrics import Counters, summarize
 from sqlifier.router.routes import RESOLUTION, Track
 from sqlifier.router.state import Backend, BackendState, DesiredState, ServiceTraffic
+from sqlifier.router.tls import prepare
 from sqlifier.runtime.lifecycle import State
 from sqlifier.runtime.probes import ProbeResult, run_probe
 from sqlifier.runtime.process import Launched, is_same_process, launch, stop_group
@@ -80,6 +81,11 @@ class Traffic:
         router = stack.router_for(env)
         self.kind = choose_kind(router.kind)
         self.listen = f"{router.host}:{router.port}"
+        self.tls: tuple[Path, dict[str, Any]] | None = None  # settings file, what ps shows
+        if router.tls is not None:
+            hosts = [r.host for s in self.services.values() for r in s.routes if r.host]
+            title = f"sqlifier {stack.name} ({env}) self-signed"
+            self.tls = prepare(router.tls, stack.root, state_dir, hosts, title)
         self.client = ControlClient(state_dir / "router.sock")
         self.launched: Launched | None = None
         self.canary: dict[str, int] = {}  # service -> thousandths
@@ -102,6 +108,8 @@ class Traffic:
         return {
             "kind": self.kind,
             "listen": self.listen,
+            "url": f"{'https' if self.tls else 'http'}://{self.listen}",
+            "tls": self.tls[1] if self.tls else None,
             "pid": self.launched.pid if self.launched else None,
             "started": self.launched.started if self.launched else None,
             "error": self.error,
@@ -129,7 +137,12 @@ class Traffic:
             return False
         if not is_same_process(pid, started):
             return False
-        if (previous.get("kind"), previous.get("listen")) != (self.kind, self.listen):
+        tls = self.tls[1] if self.tls else None
+        if (previous.get("kind"), previous.get("listen"), previous.get("tls")) != (
+            self.kind,
+            self.listen,
+            tls,
+        ):
             return False  # the stack file changed: the old one stops (stop_previous)
         self.launched = Launched(pid, started)
         return True
@@ -149,6 +162,7 @@ class Traffic:
         out.parent.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "sqlifier.router", "--state-dir", str(self.state_dir)]
         argv += ["--kind", self.kind, "--listen", self.listen]
+        argv += ["--tls", str(self.tls[0])] if self.tls else []
         launched = await launch(argv, self.state_dir, os.environ, "router", out)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:

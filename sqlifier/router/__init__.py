@@ -18,4 +18,6 @@ counts; `control.py` is the one Protocol between them and the agent.
     haproxy.py         the HAProxy plane: starting, reloading and driving HAProxy
     haproxy_config.py  its generated configuration, maps and files
     haproxy_admin.py   its admin socket: commands, `show stat`, the request log's stream
+    tls.py             TLS at the front door for both planes: certificates watched and
+                       swapped without a dropped connection, the redirect, self-signed
 """

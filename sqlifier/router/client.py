@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from sqlifier.router import h1
@@ -22,9 +23,21 @@ from sqlifier.router.flow import READ_AHEAD
 if TYPE_CHECKING:
     from sqlifier.router.proxy import Proxy
 
-__all__ = ["Client"]
+__all__ = ["PLAIN", "Client", "Listener"]
 
 _HEAD_END = h1.HEAD_END
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """What a listening address adds to its connections' requests and answers."""
+
+    proto: bytes = b"http"  # X-Forwarded-Proto
+    extra: bytes = b""  # header lines added to every answer (HSTS), each after a CRLF
+    https_port: int | None = None  # a redirect listener: 308 to https on this port
+
+
+PLAIN = Listener()
 
 
 class Client(asyncio.Protocol):
@@ -38,6 +51,7 @@ class Client(asyncio.Protocol):
         "exchange",
         "holds",
         "last",
+        "listener",
         "outbox",
         "patience",
         "proxy",
@@ -48,8 +62,9 @@ class Client(asyncio.Protocol):
 
     transport: asyncio.Transport
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: Proxy, listener: Listener = PLAIN) -> None:
         self.proxy = proxy
+        self.listener = listener
         self.outbox = proxy.outbox
         self.address = b"unknown"
         self.buffer = b""  # received, not yet part of a request being forwarded
@@ -178,7 +193,7 @@ class Client(asyncio.Protocol):
         last = self.last
         if last is not None and last[0] == head:
             return last[1]
-        request = h1.parse_request(head, self.address, self.proxy.via)
+        request = h1.parse_request(head, self.address, self.proxy.via, self.listener.proto)
         self.last = (head, request)
         return request
 
@@ -198,7 +213,7 @@ class Client(asyncio.Protocol):
             self.outbox.close(self.transport)
 
     def reply(self, status: int, text: str, close: bool) -> None:
-        self.send(h1.reply(status, text, close))
+        self.send(h1.reply(status, text, close, self.listener.extra))
         self.ready(close)
 
     def ready(self, close: bool) -> None:

@@ -229,7 +229,7 @@ class Exchange:
         # A request body the instance answered before reading it whole is never read.
         self.close = request.close or until_close or decoded or not self.request_body.done
         self.keep = not response.close and not until_close
-        return body, response.encode(self.close, decoded)
+        return body, response.encode(self.close, decoded, self.client.listener.extra)
 
     def look(self, now: float) -> None:
         """Past a phase's timeout: a request still waiting for its answer's first byte is

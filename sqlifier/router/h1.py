@@ -139,8 +139,9 @@ class Request:
         return Length(self.length) if self.length else NO_BODY
 
 
-def parse_request(head: bytes, client: bytes, via: bytes) -> Request:
-    """Read a request head (without its blank line) from `client` (its address)."""
+def parse_request(head: bytes, client: bytes, via: bytes, proto: bytes = b"http") -> Request:
+    """Read a request head (without its blank line) from `client` (its address), which
+    came over `proto` (http, or https on a TLS listener)."""
     if _REQUEST_HEAD.fullmatch(head) is None:
         raise BadMessage(_what_is_wrong(head))
     if head.count(b"\n") > MAX_FIELDS:
@@ -191,9 +192,17 @@ def parse_request(head: bytes, client: bytes, via: bytes) -> Request:
         upgrade = b""
     connection_line = b"Upgrade: %s\r\nConnection: upgrade" % upgrade if upgrade else _KEEP
     forwarded = (
-        b"%s%s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: %s\r\n"
+        b"%s%s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n"
         b"%s\r\n%s\r\n\r\n"
-        % (request_line, headers, _join(forwarded_for, client, b", "), host, via, connection_line)
+        % (
+            request_line,
+            headers,
+            _join(forwarded_for, client, b", "),
+            proto,
+            host,
+            via,
+            connection_line,
+        )
     )
     return Request(
         method,
@@ -308,14 +317,15 @@ class Response:
             return Length(self.length)
         return UntilClose()
 
-    def encode(self, close: bool, decoded: bool) -> bytes:
-        """The head for the client (decoded: the chunked body goes out decoded)."""
+    def encode(self, close: bool, decoded: bool, extra: bytes = b"") -> bytes:
+        """The head for the client (decoded: the chunked body goes out decoded; extra:
+        header lines of the router's own, each after a CRLF)."""
         if self.upgrade:
             return self.head + b"\r\nUpgrade: %s\r\nConnection: upgrade\r\n\r\n" % self.upgrade
         head = _TRANSFER_ENCODING.sub(b"", self.head) if decoded else self.head
         if close:
-            return head + b"\r\nConnection: close\r\n\r\n"
-        return head + b"\r\nConnection: keep-alive\r\n\r\n"
+            return head + extra + b"\r\nConnection: close\r\n\r\n"
+        return head + extra + b"\r\nConnection: keep-alive\r\n\r\n"
 
 
 def parse_response(head: bytes, via: bytes) -> Response:
@@ -481,6 +491,7 @@ class Chunked(Body):
 
 
 _REASONS = {
+    308: "Permanent Redirect",
     400: "Bad Request",
     404: "Not Found",
     413: "Content Too Large",
@@ -491,11 +502,16 @@ _REASONS = {
 }
 
 
-def reply(status: int, text: str, close: bool) -> bytes:
-    """A short plain-text answer of the proxy's own."""
+def reply(status: int, text: str, close: bool, extra: bytes = b"") -> bytes:
+    """A short plain-text answer of the proxy's own (extra: header lines, each after a
+    CRLF)."""
     body = text.encode()
     return (
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: text/plain\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: {'close' if close else 'keep-alive'}"
-        "\r\n\r\n"
-    ).encode() + body
+        (
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: text/plain\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: {'close' if close else 'keep-alive'}"
+        ).encode()
+        + extra
+        + b"\r\n\r\n"
+        + body
+    )

@@ -42,6 +42,7 @@ from sqlifier.router.haproxy_config import (
     SAMPLE_RANGE,
     Files,
     HAProxyError,
+    TlsBind,
     check_config,
     error_page,
     map_text,
@@ -57,6 +58,7 @@ from sqlifier.router.listen import probe_bind
 from sqlifier.router.metrics import BUCKETS_MS, CLASSES, Counters
 from sqlifier.router.routes import Track
 from sqlifier.router.state import Backend, BackendState, DesiredState
+from sqlifier.router.tls import Certificates, probe_redirect
 
 __all__ = ["HAProxyError", "HAProxyPlane", "find_haproxy", "render_config", "stop_left_behind"]
 
@@ -89,6 +91,7 @@ class HAProxyPlane:
     port: int
     binary: str = "haproxy"
     kind: str = "haproxy"
+    certificates: Certificates | None = None  # TLS at the front door
     files: Files = field(init=False)
     _state: DesiredState = field(default_factory=DesiredState)
     _structure: tuple[Any, ...] | None = None
@@ -126,6 +129,8 @@ class HAProxyPlane:
             await self._adopt()
         else:
             probe_bind(self.host, self.port)
+            if self.certificates is not None:
+                probe_redirect(self.certificates.settings)
             await self._launch()
         for coroutine in (self._watch(), self._housekeeping()):
             task = asyncio.create_task(coroutine)
@@ -210,7 +215,14 @@ class HAProxyPlane:
             _write(self.files.errors / f"{status}.http", error_page(status), unchanged=True)
         _write(self.files.canary_map, map_text(state))
         _write(self.files.sample_map, f"0:{self._kept - 1} 0\n")
-        _write(self.files.config, render_config(state, self.host, self.port, self.files))
+        tls = None
+        if self.certificates is not None:
+            listed = "".join(f"{path}\n" for path in self.certificates.files())
+            _write(self.files.crt_list, listed, unchanged=True)
+            settings = self.certificates.settings
+            tls = TlsBind(self.files.crt_list, settings.redirect, settings.hsts)
+        config = render_config(state, self.host, self.port, self.files, tls=tls)
+        _write(self.files.config, config)
         check_config(self.binary, self.files.config)
         if not self.files.state.exists():
             _write(self.files.state, "")
@@ -271,6 +283,23 @@ class HAProxyPlane:
                     return pid
             await asyncio.sleep(0.05)
         raise HAProxyError("haproxy did not open its admin socket within 10 s")
+
+    async def put_in_force(self, changed: list[Path]) -> None:
+        """Certificates replaced on disk (their combined files rewritten): HAProxy's
+        runtime API takes each in a transaction, without a reload; connections stay."""
+        for path in changed:
+            try:
+                pem = path.read_text().replace("\n\n", "\n").strip("\n")
+                answer = await admin(self.files.admin, f"set ssl cert {path} <<\n{pem}\n")
+                if "Transaction" not in answer:
+                    raise HAProxyError(f"set ssl cert {path}: {answer.strip()}")
+                answer = await admin(self.files.admin, f"commit ssl cert {path}")
+                if "Success" not in answer:
+                    raise HAProxyError(f"commit ssl cert {path}: {answer.strip()}")
+            except (HAProxyError, OSError, TimeoutError) as exc:
+                # HAProxy keeps the certificate it has; its file on disk is the new one,
+                # which the next reload or restart reads.
+                print(f"router: haproxy did not take {path.name}: {exc}", flush=True)
 
     async def _reload(self) -> bool:
         """A new configuration: the master starts a new worker; the old one finishes the

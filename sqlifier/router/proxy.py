@@ -67,10 +67,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import TYPE_CHECKING, Any
 
 from sqlifier.router import h1
-from sqlifier.router.client import Client
+from sqlifier.router.client import PLAIN, Client, Listener
 from sqlifier.router.flow import Outbox
 from sqlifier.router.metrics import Counters
 from sqlifier.router.routes import RouteTable, Split, Track
@@ -112,9 +113,19 @@ class Proxy:
         self._shortest = min(Timeouts().first_byte, Timeouts().idle)  # of the services' timeouts
         self.generation = 0
 
-    async def serve(self, host: str, port: int) -> asyncio.Server:
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        ssl: SSLContext | None = None,
+        listener: Listener = PLAIN,
+        client: type[Client] = Client,
+    ) -> asyncio.Server:
+        """Listen on host:port (over TLS with `ssl`); `client` answers each connection."""
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: Client(self), host, port, backlog=1024)
+        server = await loop.create_server(
+            lambda: client(self, listener), host, port, backlog=1024, ssl=ssl
+        )
         if self._sweeping is None:
             self._sweep()
         return server

@@ -11,6 +11,7 @@
                   fixed port cannot hold
     envfile.py    an environment's env file
     kubernetes.py a Kubernetes environment: its `kubernetes` table, what its services must be
+    tls.py        `[router] tls` read, and the certificate files it names checked
 
 Builds on the rule language (`lang`): rule files, and the analysis expressions of a
 rollout. Imports nothing from delivery, the engine or the edges.

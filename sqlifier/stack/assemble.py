@@ -15,6 +15,7 @@ from sqlifier.stack import model as m
 from sqlifier.stack.expand import check_run
 from sqlifier.stack.kubernetes import check_kubernetes, read_platform
 from sqlifier.stack.reader import StackReader
+from sqlifier.stack.tls import check_tls, read_tls
 from sqlifier.stack.tomlpos import Path as KeyPath
 
 __all__ = ["TOP_LEVEL", "assemble", "read_stack"]
@@ -86,63 +87,8 @@ def assemble(reader: StackReader) -> m.Stack:
     )
     metrics = _metrics(reader)
 
-    raw_services = _names(
-        reader,
-        "services",
-        m.SERVICE_NAME,
-        "lower-case letters, digits and '-', starting with a letter (at most 63 characters)",
-    )
-    base: dict[str, dict[str, Any]] = {}
-    origin = _Origin()
-    for name, raw in raw_services.items():
-        typed = reader.table(raw, ("services", name), reader.service_schema(), f"[services.{name}]")
-        if typed is not None:
-            base[name] = typed
-            for key in typed:
-                origin.paths[(name, key)] = ("services", name, key)
-            _plaintext_secrets(reader, ("services", name), typed)
-            port, count = typed.get("port"), typed.get("instances", 1)
-            if isinstance(port, int) and isinstance(count, int) and port + count - 1 > 65535:
-                # Instance i listens on port + i.
-                reader.error(
-                    ("services", name, "port"),
-                    f"services.{name}.port {port} with {count} instances needs ports up to "
-                    f"{port + count - 1}, past 65535: each instance listens on port + its number",
-                )
-
-    environments: dict[str, m.Environment] = {}
-    overlays: dict[str, dict[str, dict[str, Any]]] = {}
-    raw_envs = _names(
-        reader,
-        "environments",
-        m.ENV_NAME,
-        "lower-case letters, digits, '_' and '-', starting with a letter",
-    )
-    for env, raw in raw_envs.items():
-        env_typed = reader.table(
-            raw,
-            ("environments", env),
-            {
-                "approval": reader.choice(m.Approval),
-                "approvers": reader.text_list,
-                "two_person": reader.boolean,
-                "env_file": reader.text,
-                "listen": reader.text,
-                "services": lambda value, path: value,
-                "platform": reader.choice(m.PlatformKind),
-                "kubernetes": lambda value, path: value,
-            },
-            f"[environments.{env}]",
-        )
-        if env_typed is None:
-            continue
-        overlays[env] = _overlays(reader, env, env_typed.pop("services", {}), base)
-        listen = env_typed.pop("listen", None)
-        if listen is not None:
-            env_typed["listen"] = _listen(reader, ("environments", env, "listen"), listen)
-        read_platform(reader, env, env_typed)
-        environments[env] = m.Environment(env, **env_typed)
-        _check_approvers(reader, environments[env], "approvers" in env_typed)
+    base, origin = _base_services(reader)
+    environments, overlays = _environments(reader, base)
 
     root = reader.path.parent
     services = _build_all(reader, base, {}, origin, root, None)
@@ -167,6 +113,7 @@ def assemble(reader: StackReader) -> m.Stack:
                 reader, name, environments[env], env_services, env_origin.paths, overlays[env]
             )
     _check_listeners(reader, router, metrics, environments, services, resolved, origin)
+    _check_tls(reader, router, environments, services, resolved)
     return m.Stack(
         path=reader.path,
         name=stack.get("name", reader.path.parent.name),
@@ -183,6 +130,77 @@ def assemble(reader: StackReader) -> m.Stack:
     )
 
 
+def _base_services(reader: StackReader) -> tuple[dict[str, dict[str, Any]], _Origin]:
+    """Each `[services.NAME]` table typed, and where each of its keys was written."""
+    raw_services = _names(
+        reader,
+        "services",
+        m.SERVICE_NAME,
+        "lower-case letters, digits and '-', starting with a letter (at most 63 characters)",
+    )
+    base: dict[str, dict[str, Any]] = {}
+    origin = _Origin()
+    for name, raw in raw_services.items():
+        typed = reader.table(raw, ("services", name), reader.service_schema(), f"[services.{name}]")
+        if typed is not None:
+            base[name] = typed
+            for key in typed:
+                origin.paths[(name, key)] = ("services", name, key)
+            _plaintext_secrets(reader, ("services", name), typed)
+            port, count = typed.get("port"), typed.get("instances", 1)
+            if isinstance(port, int) and isinstance(count, int) and port + count - 1 > 65535:
+                # Instance i listens on port + i.
+                reader.error(
+                    ("services", name, "port"),
+                    f"services.{name}.port {port} with {count} instances needs ports up to "
+                    f"{port + count - 1}, past 65535: each instance listens on port + its number",
+                )
+    return base, origin
+
+
+def _environments(
+    reader: StackReader, base: dict[str, dict[str, Any]]
+) -> tuple[dict[str, m.Environment], dict[str, dict[str, dict[str, Any]]]]:
+    """Each `[environments.ENV]` table, and its services' overrides typed."""
+    environments: dict[str, m.Environment] = {}
+    overlays: dict[str, dict[str, dict[str, Any]]] = {}
+    raw_envs = _names(
+        reader,
+        "environments",
+        m.ENV_NAME,
+        "lower-case letters, digits, '_' and '-', starting with a letter",
+    )
+    for env, raw in raw_envs.items():
+        env_typed = reader.table(
+            raw,
+            ("environments", env),
+            {
+                "approval": reader.choice(m.Approval),
+                "approvers": reader.text_list,
+                "two_person": reader.boolean,
+                "env_file": reader.text,
+                "listen": reader.text,
+                "tls": lambda value, path: value,
+                "services": lambda value, path: value,
+                "platform": reader.choice(m.PlatformKind),
+                "kubernetes": lambda value, path: value,
+            },
+            f"[environments.{env}]",
+        )
+        if env_typed is None:
+            continue
+        overlays[env] = _overlays(reader, env, env_typed.pop("services", {}), base)
+        listen = env_typed.pop("listen", None)
+        if listen is not None:
+            env_typed["listen"] = _listen(reader, ("environments", env, "listen"), listen)
+        read_platform(reader, env, env_typed)
+        if "tls" in env_typed:
+            env_typed["tls"] = read_tls(reader, env_typed["tls"], ("environments", env, "tls"))
+        environments[env] = m.Environment(env, **env_typed)
+        _check_approvers(reader, environments[env], "approvers" in env_typed)
+    return environments, overlays
+
+
 def _at_start(reader: StackReader, message: str, hint: str) -> Diagnostic:
     return Diagnostic.at(reader.source, Span(1, 1, 1, 2), message, hint=hint)
 
@@ -194,15 +212,38 @@ def _top(reader: StackReader, key: str, schema: dict[str, Any], what: str) -> di
 
 
 def _router(reader: StackReader) -> m.Router:
-    typed = _top(
-        reader, "router", {"kind": reader.choice(m.RouterKind), "listen": reader.text}, "[router]"
-    )
-    router = m.Router(kind=typed.get("kind", m.RouterKind.AUTO))
+    schema = {"kind": reader.choice(m.RouterKind), "listen": reader.text, "tls": _raw}
+    typed = _top(reader, "router", schema, "[router]")
+    tls = read_tls(reader, typed["tls"], ("router", "tls")) if "tls" in typed else None
+    router = m.Router(kind=typed.get("kind", m.RouterKind.AUTO), tls=tls)
     listen = typed.get("listen")
     address = _listen(reader, ("router", "listen"), listen) if listen is not None else None
     if address is None:
         return router
-    return m.Router(router.kind, *address)
+    return m.Router(router.kind, *address, tls=tls)
+
+
+def _raw(value: object, path: KeyPath) -> object:
+    return value
+
+
+def _check_tls(
+    reader: StackReader,
+    router: m.Router,
+    environments: dict[str, m.Environment],
+    services: dict[str, m.Service],
+    resolved: dict[str, dict[str, m.Service]],
+) -> None:
+    """The certificate files of [router] tls and of each environment's own `tls`."""
+    checks: list[tuple[m.Tls | None, KeyPath, dict[str, m.Service]]] = [
+        (router.tls, ("router", "tls"), services)
+    ]
+    for name, env in environments.items():
+        checks.append((env.tls, ("environments", name, "tls"), resolved.get(name, services)))
+    for tls, path, served in checks:
+        if tls is not None and tls.certificates:
+            hosts = {r.host: s.name for s in served.values() for r in s.routes if r.host}
+            check_tls(reader, tls, path, hosts)
 
 
 def _metrics(reader: StackReader) -> tuple[str, int] | None:
@@ -480,6 +521,10 @@ def _check_listeners(
                 (f"the router of {env.name}", env.listen, ("environments", env.name, "listen"))
             )
     listeners.append(("the router", (router.host, router.port), ("router", "listen")))
+    if router.tls is not None and router.tls.redirect is not None:
+        listeners.append(
+            ("router.tls.redirect", router.tls.redirect, ("router", "tls", "redirect"))
+        )
     if metrics is not None:
         listeners.append(("/metrics", metrics, metrics_key))
     for first, (name, address, path) in enumerate(listeners):

@@ -35,6 +35,8 @@ __all__ = [
     "Service",
     "Stack",
     "Timeouts",
+    "Tls",
+    "TlsCertificate",
     "Warmup",
 ]
 
@@ -197,6 +199,30 @@ class Environment:
     listen: tuple[str, int] | None = None  # the router's address here, if not [router]'s
     platform: PlatformKind = PlatformKind.LOCAL
     kubernetes: Kubernetes | None = None  # set when platform is KUBERNETES
+    tls: Tls | None = None  # TLS here, if not [router]'s ("off": not enabled)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsCertificate:
+    """A certificate (its chain) and its private key, PEM files; paths as written."""
+
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """TLS at the front door (`[router] tls`): the certificates, the first one the default
+    for clients whose server name (SNI) no certificate names."""
+
+    certificates: tuple[TlsCertificate, ...] = ()
+    self_signed: bool = False  # made and kept by sqlifier, for development
+    redirect: tuple[str, int] | None = None  # a plain listener answering 308 to https
+    hsts: float | None = None  # Strict-Transport-Security max-age, seconds
+
+    @property
+    def enabled(self) -> bool:
+        return self.self_signed or bool(self.certificates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +230,7 @@ class Router:
     kind: RouterKind = RouterKind.AUTO
     host: str = "127.0.0.1"
     port: int = 8080
+    tls: Tls | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,11 +287,12 @@ class Stack:
         return self.environments.get(env, Environment(env))
 
     def router_for(self, env: str) -> Router:
-        """The router as it runs in `env`: [router], with the environment's `listen`."""
-        listen = self.environment(env).listen
-        if listen is None:
-            return self.router
-        return Router(self.router.kind, *listen)
+        """The router as it runs in `env`: [router], with the environment's `listen`
+        and `tls`."""
+        environment = self.environment(env)
+        host, port = environment.listen or (self.router.host, self.router.port)
+        tls = self.router.tls if environment.tls is None else environment.tls
+        return Router(self.router.kind, host, port, tls if tls and tls.enabled else None)
 
     def rule_files(self) -> list[Path]:
         """The files the `rules` patterns match, in a stable order."""

@@ -70,10 +70,14 @@ def test_render_refuses_a_stack_check_refuses(tmp_path: Path) -> None:
     path.write_text(
         path.read_text().replace('image = "registry.example.com/shop/services"\n', "", 1)
     )
+    # The error points at the service's table header: [services.storefront], column 11.
+    lines = path.read_text().splitlines()
+    line = lines.index("[services.storefront]") + 1
     result = run_sqlifier("render", "--env", "cluster", cwd=folder)
     assert result.returncode == 1
     assert result.stdout == ""
-    assert "sqlifier.toml:18:11: error: service storefront has no image" in result.stderr
+    expected = f"sqlifier.toml:{line}:11: error: service storefront has no image"
+    assert expected in result.stderr
 
 
 def test_render_names_a_missing_env_file(tmp_path: Path) -> None:
