@@ -15,8 +15,9 @@ import contextlib
 import os
 import shlex
 import signal
+import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,10 +86,16 @@ def argv_for(service: Service) -> list[str]:
 
 
 async def launch(
-    argv: list[str], cwd: Path, env: Mapping[str, str], who: str, output: Path
+    argv: list[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    who: str,
+    output: Path,
+    setup: Callable[[], None] | None = None,
 ) -> Launched:
     """Start a process in a new session, its stdout and stderr appended to `output`;
-    LaunchError names the instance and the cause."""
+    `setup` runs in the child before its command (joining a namespace, dropping to an
+    account: `runtime/fence.py`). LaunchError names the instance and the cause."""
     output.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     try:
@@ -100,6 +107,7 @@ async def launch(
             stdout=fd,
             stderr=fd,
             start_new_session=True,
+            preexec_fn=setup,
         )
     except FileNotFoundError as exc:
         missing = exc.filename if exc.filename else argv[0]
@@ -110,6 +118,8 @@ async def launch(
         raise LaunchError(f"{who}: {argv[0]} is not executable") from None
     except OSError as exc:
         raise LaunchError(f"{who}: cannot start {argv[0]}: {exc.strerror}") from None
+    except subprocess.SubprocessError:
+        raise LaunchError(f"{who}: cannot enter its namespace or switch to its user") from None
     finally:
         os.close(fd)
     try:
