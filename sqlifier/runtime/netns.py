@@ -364,6 +364,9 @@ class StackNetwork:
             "    meta l4proto { tcp, udp } ct state new "
             "add @denied { ip saddr . ip daddr . th dport } "
             f'log prefix "{_DENY_PREFIX}" level warn',
+            # A reset, not an ICMP error: TCP retries a SYN answered by ICMP until its
+            # timeout, and each retry would count as another denied connection.
+            "    meta l4proto tcp reject with tcp reset",
             "    reject with icmpx admin-prohibited",
             "  }",
             "  chain postrouting {",

@@ -1,0 +1,153 @@
+"""Network isolation on the real kernel: namespaces, veth pairs on the stack's bridge,
+nftables rules. An isolated instance reaches what its egress allows (another service of
+the stack, a port of an outside host stood in for by a namespace the test creates) and
+nothing else; what it was denied is counted, logged with its destination and becomes
+`egress_denied()` events; the router reaches isolated instances on both data planes; and
+nothing is left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from sqlifier.runtime.instance import Event
+from sqlifier.runtime.netns import Allow, StackNetwork
+from sqlifier.runtime.supervisor import Supervisor
+from sqlifier.stack import load_stack
+from tests.apps import APP
+from tests.isolation.nets import CALL_APP, REASON, leftovers, outside
+
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"cannot isolate here: {REASON}")
+
+
+def fetch(host: str, port: int, path: str = "/") -> str:
+    with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as response:
+        return str(response.read().decode())
+
+
+def stack_file(root: Path, web_egress: str) -> Path:
+    (root / "call.py").write_text(CALL_APP)
+    (root / "app.py").write_text(APP)
+    ready = 'probes.readiness = { http = "/", period = "100ms" }'
+    path = root / "sqlifier.toml"
+    path.write_text(
+        f'[stack]\nname = "t"\n'
+        f'[services.web]\nrun = "{sys.executable} call.py"\n{ready}\n'
+        f'isolation = "network"\negress = {web_egress}\n'
+        f'[services.orders]\nrun = "{sys.executable} app.py"\n{ready}\nisolation = "network"\n'
+        f'[services.payments]\nrun = "{sys.executable} app.py"\n{ready}\nisolation = "network"\n'
+    )
+    return path
+
+
+def test_an_isolated_instance_reaches_only_what_its_egress_allows(tmp_path: Path) -> None:
+    events: list[Event] = []
+    denied: list[tuple[str, str, int]] = []
+    sideways_to: list[str] = []
+    with outside(9000, 9001) as far:
+        stack, diagnostics = load_stack(stack_file(tmp_path, f'["orders", "{far}:9000"]'))
+        assert not [d for d in diagnostics if d.is_error]
+        state = tmp_path / ".sqlifier" / "dev"
+
+        async def main() -> None:
+            supervisor = Supervisor(stack, "dev", state, on_event=events.append)
+            supervisor.on_denied = lambda service, t, where, n: denied.append((service, where, n))
+            try:
+                await supervisor.start(ready_timeout=20)
+                web, orders, payments = (supervisor.instances[n][0] for n in stack.services)
+                assert web.host.startswith("10.") and web.host != orders.host
+                call = lambda host, port: fetch(web.host, web.port, f"/call/{host}/{port}")  # noqa: E731
+                answer = await asyncio.to_thread(call, orders.host, orders.port)
+                assert answer == "ok HTTP/1.0 200 OK", answer
+                assert await asyncio.to_thread(call, far, 9000) == "ok outside:9000"
+                refused = await asyncio.to_thread(call, far, 9001)
+                assert refused.startswith("failed"), refused
+                sideways = await asyncio.to_thread(call, payments.host, payments.port)
+                assert sideways.startswith("failed"), sideways
+                sideways_to.append(f"{payments.host}:{payments.port}")
+                for _ in range(40):
+                    if len(denied) >= 2:
+                        break
+                    await asyncio.sleep(0.1)
+            finally:
+                await supervisor.stop()
+
+        asyncio.run(main())
+    assert sorted(denied) == sorted([("web", f"{far}:9001", 1), ("web", sideways_to[0], 1)])
+    reasons = [e.reason for e in events if e.state == "egress-denied"]
+    assert any(f"to {far}:9001 denied" in reason for reason in reasons), reasons
+    assert leftovers(StackNetwork(state).digest) == []
+
+
+def test_denials_are_counted_per_destination_by_nftables(tmp_path: Path) -> None:
+    net = StackNetwork(tmp_path / "state")
+    try:
+        with outside(9000, 9001) as far:
+            slot = net.attach("web-0_5000", 5000, [Allow(f"{far}/32", 9000)])
+            code = (
+                "import socket\n"
+                f"for port in (9000, 9001, 9001):\n"
+                "    try:\n"
+                f"        socket.create_connection(('{far}', port), timeout=3).close()\n"
+                "        print('ok', port)\n"
+                "    except OSError as exc:\n"
+                "        print('failed', port, exc.errno)\n"
+            )
+            out = _in_namespace(slot.path, code)
+            assert out.splitlines()[0] == "ok 9000"
+            assert [line.split()[:2] for line in out.splitlines()[1:]] == [
+                ["failed", "9001"],
+                ["failed", "9001"],
+            ]
+            [denial] = net.denied()
+            assert (denial.instance, denial.destination, denial.packets) == (
+                "web-0_5000",
+                f"{far}:9001",
+                2,
+            )
+            assert 'log prefix "sqlifier egress denied: "' in net.render()
+    finally:
+        net.teardown()
+    assert leftovers(net.digest) == []
+
+
+def test_an_instance_cannot_take_another_address_on_the_bridge(tmp_path: Path) -> None:
+    net = StackNetwork(tmp_path / "state")
+    try:
+        with outside(9000) as far:
+            allowed = net.attach("web-0_5000", 5000, [Allow(f"{far}/32", 9000)])
+            other = net.attach("jobs-0_5001", 5001, [])
+            # jobs-0 takes web-0's address and tries web-0's allowance: dropped at the bridge.
+            code = (
+                "import socket, subprocess\n"
+                f"subprocess.run(['ip', 'addr', 'add', '{allowed.address}/32', 'dev', 'eth0'], check=True)\n"
+                "s = socket.socket(); s.settimeout(2)\n"
+                f"s.bind(('{allowed.address}', 0))\n"
+                "try:\n"
+                f"    s.connect(('{far}', 9000)); print('ok')\n"
+                "except OSError as exc:\n"
+                "    print('failed', exc)\n"
+            )
+            assert _in_namespace(other.path, code).startswith("failed")
+    finally:
+        net.teardown()
+
+
+def _in_namespace(path: Path, code: str) -> str:
+    import subprocess
+
+    from sqlifier.runtime.netns import enter_namespace
+
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        preexec_fn=enter_namespace(path),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout
