@@ -88,7 +88,7 @@ def outside(*ports: int) -> Iterator[str]:
             process.wait()
             if process.stdout is not None:
                 process.stdout.close()
-        subprocess.run(["ip", "link", "del", f"{tag}h"], capture_output=True)
+        subprocess.run(["ip", "link", "del", f"{tag}h"], check=False, capture_output=True)
         _ip("netns", "del", tag)
 
 
@@ -100,7 +100,9 @@ def leftovers(digest: str) -> list[str]:
         else []
     )
     found += [p.name for p in Path("/sys/class/net").iterdir() if digest in p.name]
-    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    tables = subprocess.run(
+        ["nft", "list", "tables"], check=False, capture_output=True, text=True
+    ).stdout
     found += [line for line in tables.splitlines() if digest in line]
     return found
 
