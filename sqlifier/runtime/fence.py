@@ -1,6 +1,6 @@
 """What keeps an instance in: its network namespace (`isolation = "network"`) and its
 account (`user = "app"`), set up just before it starts and removed when it stops for
-good. The runner asks `prepare` for the function its child runs between fork and exec.
+good. The runner asks `prepare` how to start the instance and where it is reached.
 
 Without root or namespaces, `problem(services)` says why, and an isolated service does
 not start: it never runs unisolated.
@@ -22,14 +22,23 @@ from sqlifier.runtime.netns import (
     resolve_allowances,
 )
 from sqlifier.runtime.private import private_dir
-from sqlifier.runtime.users import account, drop_to, hand_over, open_path
+from sqlifier.runtime.users import account, hand_over, open_path
 from sqlifier.stack.model import Isolation, Service
 
-__all__ = ["Fence", "NewDenial", "fence_problem"]
+__all__ = ["Fence", "Fencing", "NewDenial", "fence_problem"]
 
 # Where an isolated instance's calls to a service by name go: the data plane's internal
 # listener for it, as reached from a namespace (host, port).
 Internal = Callable[[str], Sequence[tuple[str, int]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Fencing:
+    """How an instance starts and is reached."""
+
+    host: str  # where it is reached: 127.0.0.1, or its namespace's address
+    prefix: tuple[str, ...]  # before its command: the nsenter into its namespace
+    account: tuple[int, int] | None  # uid and gid it runs as (when no prefix does it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +70,19 @@ class Fence:
 
     async def prepare(
         self, instance_id: str, service: Service, port: int, data_dir: Path | None
-    ) -> tuple[str, Callable[[], None] | None]:
-        """The instance's address and its child's setup; IsolationError or
-        UserSwitchError (both UserError) when it cannot be fenced as asked."""
-        host, setup = "127.0.0.1", None
+    ) -> Fencing:
+        """How the instance is started and reached; IsolationError or UserSwitchError
+        (both UserError) when it cannot be fenced as asked."""
+        ids = None
+        if service.user is not None:
+            who = account(service.user, service.name)
+            ids = (who.uid, who.gid)
+            owned = [data_dir] if data_dir is not None else []
+            if any(ref.file is not None for ref in service.secrets.values()):
+                owned.append(private_dir(self.state_dir, "secrets", instance_id))
+            for path in owned:
+                hand_over([path], who)
+                open_path(path, stop=path.parents[2])
         if service.isolation is Isolation.NETWORK:
             problem = cannot_isolate()
             if problem is not None:
@@ -76,17 +94,9 @@ class Fence:
             slot = await asyncio.to_thread(
                 self.network.attach, instance_id, port, allowed, names, self._endpoints
             )
-            host, setup = slot.address, enter_namespace(slot.path)
-        if service.user is not None:
-            who = account(service.user, service.name)
-            owned = [data_dir] if data_dir is not None else []
-            if any(ref.file is not None for ref in service.secrets.values()):
-                owned.append(private_dir(self.state_dir, "secrets", instance_id))
-            for path in owned:
-                hand_over([path], who)
-                open_path(path, stop=path.parents[2])
-            setup = drop_to(who, then=setup)
-        return host, setup
+            # nsenter joins the namespace as root, then becomes the account.
+            return Fencing(slot.address, tuple(enter_namespace(slot.path, ids)), None)
+        return Fencing("127.0.0.1", (), ids)
 
     def address(self, instance_id: str) -> str | None:
         """An adopted instance's namespace address (None: it is not isolated)."""

@@ -32,8 +32,6 @@ targets. `teardown()` removes the namespaces, veths, bridge and tables.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import hashlib
 import ipaddress
 import json
@@ -60,9 +58,7 @@ __all__ = [
 ]
 
 _NETNS_DIR = Path("/run/netns")
-_CLONE_NEWNET = 0x40000000
 _DENY_PREFIX = "sqlifier egress denied: "
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 class IsolationError(UserError):
@@ -110,25 +106,21 @@ def cannot_isolate() -> str | None:
         return "network isolation needs root (network namespaces, veth pairs, nftables)"
     if not Path("/proc/self/ns/net").exists():
         return "this kernel has no network namespaces"
-    for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
+    for tool, package in (("ip", "iproute2"), ("nft", "nftables"), ("nsenter", "util-linux")):
         if shutil.which(tool) is None:
             return f"network isolation needs the {tool!r} command (Debian package {package})"
     return None
 
 
-def enter_namespace(path: Path) -> Callable[[], None]:
-    """A function for a child process between fork and exec: join the namespace."""
-    target = str(path)
-
-    def enter() -> None:
-        fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"cannot enter network namespace {target}")
-        finally:
-            os.close(fd)
-
-    return enter
+def enter_namespace(path: Path, account: tuple[int, int] | None = None) -> list[str]:
+    """The command that runs the rest of an argument list in the namespace at `path`
+    (and as `account`, uid and gid, supplementary groups dropped). `nsenter` execs the
+    command in its own place: the pid is the instance's. Done by a command rather than
+    in the child between fork and exec, which is unsafe in the agent's threads."""
+    argv = ["nsenter", f"--net={path}"]
+    if account is not None:
+        argv += ["--setuid", str(account[0]), "--setgid", str(account[1])]
+    return [*argv, "--"]
 
 
 @dataclass

@@ -15,11 +15,11 @@ import contextlib
 import os
 import shlex
 import signal
-import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -91,15 +91,21 @@ async def launch(
     env: Mapping[str, str],
     who: str,
     output: Path,
-    setup: Callable[[], None] | None = None,
+    prefix: Sequence[str] = (),
+    account: tuple[int, int] | None = None,
 ) -> Launched:
     """Start a process in a new session, its stdout and stderr appended to `output`;
-    `setup` runs in the child before its command (joining a namespace, dropping to an
-    account: `runtime/fence.py`). LaunchError names the instance and the cause."""
+    LaunchError names the instance and the cause. `prefix` goes before the command (the
+    `nsenter` that puts it in its namespace); `account` (uid, gid) is the one it runs as,
+    supplementary groups dropped: `runtime/fence.py` gives both."""
+    switch: dict[str, Any] = {}
+    if account is not None:
+        switch = {"user": account[0], "group": account[1], "extra_groups": []}
     output.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     try:
         process = await asyncio.create_subprocess_exec(
+            *prefix,
             *argv,
             cwd=cwd,
             env=dict(env),
@@ -107,7 +113,7 @@ async def launch(
             stdout=fd,
             stderr=fd,
             start_new_session=True,
-            preexec_fn=setup,
+            **switch,
         )
     except FileNotFoundError as exc:
         missing = exc.filename if exc.filename else argv[0]
@@ -118,8 +124,6 @@ async def launch(
         raise LaunchError(f"{who}: {argv[0]} is not executable") from None
     except OSError as exc:
         raise LaunchError(f"{who}: cannot start {argv[0]}: {exc.strerror}") from None
-    except subprocess.SubprocessError:
-        raise LaunchError(f"{who}: cannot enter its namespace or switch to its user") from None
     finally:
         os.close(fd)
     try:

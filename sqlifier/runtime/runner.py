@@ -174,18 +174,20 @@ class InstanceRunner:
                 except UserError as exc:  # the message names the reference, never a value
                     raise LaunchError(str(exc)) from None
             try:
-                instance.host, setup = await self.fence.prepare(
+                fencing = await self.fence.prepare(
                     instance.id, service, instance.port, instance.data_dir
                 )
             except UserError as exc:  # it never runs unfenced
                 raise LaunchError(f"{instance.name}: {exc}") from None
+            instance.host = fencing.host
             launched = await launch(
                 service_argv(service, env, instance.name),
                 service.source,
                 env,
                 instance.name,
                 instance.tail.path,
-                setup,
+                fencing.prefix,
+                fencing.account,
             )
         except LaunchError as exc:
             self._apply(instance, instance.life.exited(self.clock(), None, str(exc)))

@@ -1,8 +1,9 @@
 """Running a service's instances as another account (`user = "app"`).
 
-The agent starts the process as itself, then, in the child between fork and exec, drops
-to the account: supplementary groups cleared first, then the account's group, then its
-uid (in that order: once the uid is given up, the rest could no longer be changed). What
+The process starts as the account: supplementary groups cleared first, then the
+account's group, then its uid (in that order: once the uid is given up, the rest could no
+longer be changed), by subprocess's own code in the child or, for an isolated instance,
+by the `nsenter` that puts it in its namespace (`runtime/fence.py`). What
 the instance must reach is handed over before it starts: its `DATA_DIR` (owned by the
 account, recursively) and its secret files (owned by it, 0600, in a folder only it can
 read). The folders above them keep their owner and gain only the search bit for others
@@ -13,13 +14,13 @@ from __future__ import annotations
 
 import os
 import pwd
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlifier.errors import UserError
 
-__all__ = ["Account", "UserSwitchError", "account", "drop_to", "hand_over", "open_path"]
+__all__ = ["Account", "UserSwitchError", "account", "hand_over", "open_path"]
 
 
 class UserSwitchError(UserError):
@@ -49,20 +50,6 @@ def account(name: str, service: str) -> Account:
             f"(it runs as uid {os.geteuid()})"
         )
     return Account(name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
-
-
-def drop_to(who: Account, then: Callable[[], None] | None = None) -> Callable[[], None]:
-    """A function for a child process between fork and exec: `then` (joining a namespace
-    needs root), then groups, group and user given up for the account's."""
-
-    def drop() -> None:
-        if then is not None:
-            then()
-        os.setgroups([])
-        os.setgid(who.gid)
-        os.setuid(who.uid)
-
-    return drop
 
 
 def hand_over(paths: Iterable[Path], who: Account) -> None:

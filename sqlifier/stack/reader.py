@@ -494,7 +494,7 @@ def _cannot_isolate() -> str | None:
         return "network namespaces, veth pairs and nftables need root"
     if not os.path.exists("/proc/self/ns/net"):
         return "this kernel has no network namespaces"
-    for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
+    for tool, package in (("ip", "iproute2"), ("nft", "nftables"), ("nsenter", "util-linux")):
         if shutil.which(tool) is None:
             return f"the {tool!r} command is missing (Debian package {package})"
     return None

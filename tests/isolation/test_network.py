@@ -143,8 +143,7 @@ def _in_namespace(path: Path, code: str) -> str:
     from sqlifier.runtime.netns import enter_namespace
 
     done = subprocess.run(
-        [sys.executable, "-c", code],
-        preexec_fn=enter_namespace(path),
+        [*enter_namespace(path), sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=30,

@@ -54,8 +54,7 @@ def test_the_router_reaches_an_isolated_instance(plane: Plane, tmp_path: Path) -
     try:
         slot = net.attach("web-0_8000", 8000, [])
         process = subprocess.Popen(
-            [sys.executable, "-c", ECHO, "8000", "web-0"],
-            preexec_fn=enter_namespace(slot.path),
+            [*enter_namespace(slot.path), sys.executable, "-c", ECHO, "8000", "web-0"],
             stdout=subprocess.PIPE,
         )
         assert process.stdout is not None and process.stdout.readline() == b"ready\n"
