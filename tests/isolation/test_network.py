@@ -8,15 +8,23 @@ nothing is left behind."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from sqlifier.engine.series import SeriesStore
+from sqlifier.errors import DiagnosticsError
+from sqlifier.lang.checker import check
+from sqlifier.lang.parser import parse
+from sqlifier.lang.source import Source
 from sqlifier.runtime.instance import Event
 from sqlifier.runtime.netns import Allow, StackNetwork
 from sqlifier.runtime.supervisor import Supervisor
+from sqlifier.signals.samplers import Samplers
 from sqlifier.stack import load_stack
 from tests.apps import APP
 from tests.isolation.nets import CALL_APP, REASON, leftovers, outside
@@ -47,6 +55,7 @@ def stack_file(root: Path, web_egress: str) -> Path:
 def test_an_isolated_instance_reaches_only_what_its_egress_allows(tmp_path: Path) -> None:
     events: list[Event] = []
     denied: list[tuple[str, str, int]] = []
+    store = SeriesStore()
     sideways_to: list[str] = []
     with outside(9000, 9001) as far:
         stack, diagnostics = load_stack(stack_file(tmp_path, f'["orders", "{far}:9000"]'))
@@ -55,7 +64,13 @@ def test_an_isolated_instance_reaches_only_what_its_egress_allows(tmp_path: Path
 
         async def main() -> None:
             supervisor = Supervisor(stack, "dev", state, on_event=events.append)
-            supervisor.on_denied = lambda service, t, where, n: denied.append((service, where, n))
+            samplers = Samplers(store, supervisor)
+
+            def on_denied(service: str, t: float, where: str, count: int) -> None:
+                denied.append((service, where, count))
+                samplers.on_denied(service, t, where, count)
+
+            supervisor.on_denied = on_denied
             try:
                 await supervisor.start(ready_timeout=20)
                 web, orders, payments = (supervisor.instances[n][0] for n in stack.services)
@@ -78,6 +93,9 @@ def test_an_isolated_instance_reaches_only_what_its_egress_allows(tmp_path: Path
 
         asyncio.run(main())
     assert sorted(denied) == sorted([("web", f"{far}:9001", 1), ("web", sideways_to[0], 1)])
+    # The signal rules read: one event per denied connection, its destination its text.
+    assert store.count("web", "egress_denied", 0, time.time() + 1) == 2
+    assert store.count("web", "egress_denied", 0, time.time() + 1, match=re.compile(":9001$")) == 1
     reasons = [e.reason for e in events if e.state == "egress-denied"]
     assert any(f"to {far}:9001 denied" in reason for reason in reasons), reasons
     assert leftovers(StackNetwork(state).digest) == []
@@ -150,3 +168,46 @@ def _in_namespace(path: Path, code: str) -> str:
         check=True,
     )
     return done.stdout
+
+
+def test_egress_denied_is_a_signal_rules_can_use() -> None:
+    text = "ON egress_denied(service='web') > 0\nDO RESTART 'web';\n"
+    source = Source(text, "rules/egress.sql")
+    rules, problems = parse(source)
+    assert problems == []
+    assert check([(source, rules)], ["web"]) == []
+
+
+def test_a_new_agent_finds_the_namespaces_and_addresses_kept_in_state(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first = StackNetwork(state)
+    try:
+        slot = first.attach("web-0_5000", 5000, [Allow("198.51.100.0/24", 443)], ["orders"])
+        inode = slot.path.stat().st_ino
+        # The agent that follows reads network.json: same slot, same namespace, same rules.
+        second = StackNetwork(state)
+        assert second.address_of("web-0_5000") == slot.address
+        assert (
+            second.attach("web-0_5000", 5000, [Allow("198.51.100.0/24", 443)], ["orders"]) == slot
+        )
+        assert slot.path.stat().st_ino == inode
+        assert second.render() == first.render()
+        second.detach("web-0_5000")  # the last instance: everything goes
+        assert leftovers(second.digest) == []
+    finally:
+        first.teardown()
+
+
+def test_check_says_this_environment_cannot_isolate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A mock: these tests run as root; the agent's euid is replaced to stand for a user's.
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    path = tmp_path / "sqlifier.toml"
+    path.write_text('[stack]\nname = "t"\n[services.web]\nrun = "x"\nisolation = "network"\n')
+    with pytest.raises(DiagnosticsError) as caught:
+        load_stack(path)
+    assert str(caught.value).startswith(
+        f"{path}:5:13: error: services.web.isolation: this environment cannot isolate: "
+        "network namespaces, veth pairs and nftables need root"
+    )

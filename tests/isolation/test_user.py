@@ -17,6 +17,7 @@ from sqlifier.errors import DiagnosticsError
 from sqlifier.runtime.supervisor import Supervisor
 from sqlifier.stack import load_stack
 from tests.apps import APP
+from tests.isolation.nets import REASON
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 NOBODY = pwd.getpwnam("nobody")
@@ -94,3 +95,40 @@ def test_a_missing_account_is_a_positioned_error(tmp_path: Path) -> None:
         f"{path}:5:8: error: services.db.user: no user 'no-such-user-x' on this machine; "
         "create it (useradd --system no-such-user-x) or name an existing account"
     )
+
+
+@pytest.mark.skipif(REASON is not None, reason=f"cannot isolate here: {REASON}")
+def test_an_isolated_instance_runs_as_the_account_in_its_namespace(root: Path) -> None:
+    (root / "app.py").write_text(APP)
+    (root / "app.py").chmod(0o644)
+    path = root / "sqlifier.toml"
+    path.write_text(
+        '[stack]\nname = "t"\n[services.web]\n'
+        f'run = "{PYTHON} app.py"\nuser = "nobody"\nisolation = "network"\n'
+        'probes.readiness = { http = "/", period = "100ms" }\n'
+    )
+    stack, _ = load_stack(path)
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        supervisor = Supervisor(stack, "dev", root / ".sqlifier" / "dev")
+        try:
+            await supervisor.start(ready_timeout=20)
+            instance = supervisor.instances["web"][0]
+            assert instance.launched is not None
+            seen["status"] = status_ids(instance.launched.pid)
+            seen["netns"] = os.readlink(f"/proc/{instance.launched.pid}/ns/net")
+            seen["host"] = instance.host
+        finally:
+            await supervisor.stop()
+
+    asyncio.run(main())
+    status = seen["status"]
+    assert isinstance(status, dict)
+    assert (status["Uid"], status["Gid"], status["Groups"]) == (
+        str(NOBODY.pw_uid),
+        str(NOBODY.pw_gid),
+        "",
+    )
+    assert seen["netns"] != os.readlink("/proc/self/ns/net")
+    assert str(seen["host"]).startswith("10.")
