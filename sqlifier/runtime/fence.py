@@ -25,7 +25,7 @@ from sqlifier.runtime.private import private_dir
 from sqlifier.runtime.users import account, hand_over, open_path
 from sqlifier.stack.model import Isolation, Service
 
-__all__ = ["Fence", "Fencing", "NewDenial", "fence_problem"]
+__all__ = ["Fence", "Fencing", "NewDenial", "bridge_address", "fence_problem"]
 
 # Where an isolated instance's calls to a service by name go: the data plane's internal
 # listener for it, as reached from a namespace (host, port).
@@ -48,6 +48,16 @@ class NewDenial:
     instance: str  # the instance id
     destination: str
     count: int
+
+
+def bridge_address(state_dir: Path) -> str:
+    """Where isolated instances of the stack whose state is `state_dir` reach the host
+    (the bridge's address; nothing is created). The data plane's internal listener for
+    a service binds here too, on the same port as on 127.0.0.1, and an isolated
+    instance's `<NAME>_URL` is `http://<this address>:<that port>`; the agent makes the
+    bridge first (`Fence.network.ensure_bridge()`) and tells the fence where each
+    service is (`Fence.internal`), so `egress = ["NAME"]` allows exactly that."""
+    return StackNetwork(state_dir).host
 
 
 def fence_problem(services: Iterable[Service]) -> str | None:
