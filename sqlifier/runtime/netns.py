@@ -39,6 +39,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +144,8 @@ class StackNetwork:
         self.bridge = f"sqb{self.digest}"
         self.table = f"sqlifier_{self.digest}"
         self.file = self.state_dir / "network.json"
+        # Instances start side by side (each in a thread): one change at a time.
+        self._lock = threading.RLock()
         self._load()
 
     # --- what it is -------------------------------------------------------------------
@@ -165,8 +168,9 @@ class StackNetwork:
     def ensure_bridge(self) -> str:
         """The bridge, made if missing; its address (where instances reach the host, and
         where the data plane's internal listeners bind for them)."""
-        self._bridge()
-        return self.host
+        with self._lock:
+            self._bridge()
+            return self.host
 
     def attach(
         self,
@@ -180,83 +184,87 @@ class StackNetwork:
         or the one it had (an adopted instance keeps its address). `services` it may
         call by name are reached at `endpoints(name)`, looked up whenever the rules are
         written (instances of those services come and go)."""
-        if endpoints is not None:
-            self.endpoints = endpoints
-        self.reach[instance_id] = tuple(services)
-        self._bridge()
-        slot = self.slots.get(instance_id)
-        if slot is None or not slot.path.exists():
-            slot = slot or self._free_slot()
-            self._namespace(slot, port)
-            self.slots[instance_id] = slot
-        self.allowed[instance_id] = tuple(allowed)
-        self.ports[instance_id] = port
-        self._save()
-        self._rules()
-        return slot
+        with self._lock:
+            if endpoints is not None:
+                self.endpoints = endpoints
+            self.reach[instance_id] = tuple(services)
+            self._bridge()
+            slot = self.slots.get(instance_id)
+            if slot is None or not slot.path.exists():
+                slot = slot or self._free_slot()
+                self._namespace(slot, port)
+                self.slots[instance_id] = slot
+            self.allowed[instance_id] = tuple(allowed)
+            self.ports[instance_id] = port
+            self._save()
+            self._rules()
+            return slot
 
     def detach(self, instance_id: str) -> None:
         """The instance stopped: its namespace, veth and rules go."""
-        slot = self.slots.pop(instance_id, None)
-        self.allowed.pop(instance_id, None)
-        self.ports.pop(instance_id, None)
-        self.reach.pop(instance_id, None)
-        if slot is None:
-            return
-        self._quiet(["ip", "link", "del", slot.veth])
-        self._quiet(["ip", "netns", "del", slot.netns])
-        self._save()
-        if self.slots:
-            self._rules()
-        else:
-            self.teardown()
+        with self._lock:
+            slot = self.slots.pop(instance_id, None)
+            self.allowed.pop(instance_id, None)
+            self.ports.pop(instance_id, None)
+            self.reach.pop(instance_id, None)
+            if slot is None:
+                return
+            self._quiet(["ip", "link", "del", slot.veth])
+            self._quiet(["ip", "netns", "del", slot.netns])
+            self._save()
+            if self.slots:
+                self._rules()
+            else:
+                self.teardown()
 
     def teardown(self) -> None:
         """Everything this stack's isolation made, gone (what is not there is skipped)."""
-        for slot in self.slots.values():
-            self._quiet(["ip", "link", "del", slot.veth])
-            self._quiet(["ip", "netns", "del", slot.netns])
-        self.slots.clear()
-        self.allowed.clear()
-        self.ports.clear()
-        self.reach.clear()
-        # Namespaces a crashed agent left behind, by their name.
-        if _NETNS_DIR.is_dir():
-            for path in _NETNS_DIR.glob(f"sq{self.digest}-*"):
-                self._quiet(["ip", "netns", "del", path.name])
-        self._quiet(["ip", "link", "del", self.bridge])
-        if self.forwarding_was == "0" and not list(Path("/sys/class/net").glob("sqb*")):
-            Path("/proc/sys/net/ipv4/ip_forward").write_text("0\n")
-        self.forwarding_was = None
-        self._quiet(["nft", "delete", "table", "inet", self.table])
-        self._quiet(["nft", "delete", "table", "bridge", self.table])
-        with contextlib.suppress(FileNotFoundError):
-            self.file.unlink()
+        with self._lock:
+            for slot in self.slots.values():
+                self._quiet(["ip", "link", "del", slot.veth])
+                self._quiet(["ip", "netns", "del", slot.netns])
+            self.slots.clear()
+            self.allowed.clear()
+            self.ports.clear()
+            self.reach.clear()
+            # Namespaces a crashed agent left behind, by their name.
+            if _NETNS_DIR.is_dir():
+                for path in _NETNS_DIR.glob(f"sq{self.digest}-*"):
+                    self._quiet(["ip", "netns", "del", path.name])
+            self._quiet(["ip", "link", "del", self.bridge])
+            if self.forwarding_was == "0" and not list(Path("/sys/class/net").glob("sqb*")):
+                Path("/proc/sys/net/ipv4/ip_forward").write_text("0\n")
+            self.forwarding_was = None
+            self._quiet(["nft", "delete", "table", "inet", self.table])
+            self._quiet(["nft", "delete", "table", "bridge", self.table])
+            with contextlib.suppress(FileNotFoundError):
+                self.file.unlink()
 
     # --- what it rejected ---------------------------------------------------------------
 
     def denied(self) -> list[Denial]:
         """Per instance and destination, the packets rejected so far (a new connection is
         one packet; retries count again)."""
-        try:
-            text = self._run(["nft", "-j", "list", "set", "inet", self.table, "denied"])
-        except IsolationError:
-            return []
-        by_address = {slot.address: instance for instance, slot in self.slots.items()}
-        found = []
-        for item in json.loads(text).get("nftables", []):
-            for element in item.get("set", {}).get("elem", []):
-                value = element.get("elem", element)
-                parts = value.get("val", {}).get("concat", [])
-                counter = value.get("counter", {})
-                if len(parts) != 3:
-                    continue
-                source, destination, port = parts
-                instance = by_address.get(str(source), str(source))
-                found.append(
-                    Denial(instance, f"{destination}:{port}", int(counter.get("packets", 0)))
-                )
-        return found
+        with self._lock:
+            try:
+                text = self._run(["nft", "-j", "list", "set", "inet", self.table, "denied"])
+            except IsolationError:
+                return []
+            by_address = {slot.address: instance for instance, slot in self.slots.items()}
+            found = []
+            for item in json.loads(text).get("nftables", []):
+                for element in item.get("set", {}).get("elem", []):
+                    value = element.get("elem", element)
+                    parts = value.get("val", {}).get("concat", [])
+                    counter = value.get("counter", {})
+                    if len(parts) != 3:
+                        continue
+                    source, destination, port = parts
+                    instance = by_address.get(str(source), str(source))
+                    found.append(
+                        Denial(instance, f"{destination}:{port}", int(counter.get("packets", 0)))
+                    )
+            return found
 
     # --- the bridge and the rules ------------------------------------------------------
 

@@ -12,6 +12,7 @@ import re
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,17 @@ def test_check_says_this_environment_cannot_isolate(
         f"{path}:5:13: error: services.web.isolation: this environment cannot isolate: "
         "network namespaces, veth pairs and nftables need root"
     )
+
+
+def test_instances_starting_side_by_side_get_their_own_slots(tmp_path: Path) -> None:
+    net = StackNetwork(tmp_path / "state")
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            slots = list(
+                pool.map(lambda n: net.attach(f"web-{n}_{5000 + n}", 5000 + n, []), range(4))
+            )
+        assert len({slot.address for slot in slots}) == 4
+        assert all(slot.path.exists() for slot in slots)
+    finally:
+        net.teardown()
+    assert leftovers(net.digest) == []
