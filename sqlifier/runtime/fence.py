@@ -87,12 +87,17 @@ class Fence:
         if service.user is not None:
             who = account(service.user, service.name)
             ids = (who.uid, who.gid)
-            owned = [data_dir] if data_dir is not None else []
+            if data_dir is not None:
+                hand_over([data_dir], who)
+                open_path(data_dir, stop=data_dir.parents[2])
             if any(ref.file is not None for ref in service.secrets.values()):
-                owned.append(private_dir(self.state_dir, "secrets", instance_id))
-            for path in owned:
-                hand_over([path], who)
-                open_path(path, stop=path.parents[2])
+                # The files become the account's; their folders stay the agent's, which
+                # writes them again at a restart, with only the search bit for others.
+                folder = private_dir(self.state_dir, "secrets", instance_id)
+                files = [path for path in folder.iterdir() if path.is_file()]
+                hand_over(files, who)
+                for path in files:
+                    open_path(path, stop=folder.parents[2])
         if service.isolation is Isolation.NETWORK:
             problem = cannot_isolate()
             if problem is not None:

@@ -8,14 +8,18 @@ import os
 import pwd
 import shutil
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sqlifier.errors import DiagnosticsError
+from sqlifier.runtime.private import private_dir
 from sqlifier.runtime.supervisor import Supervisor
+from sqlifier.secrets.resolver import SecretResolver
 from sqlifier.stack import load_stack
+from sqlifier.store.audit import AuditLog
 from tests.apps import APP
 from tests.isolation.nets import REASON
 
@@ -132,3 +136,69 @@ def test_an_isolated_instance_runs_as_the_account_in_its_namespace(root: Path) -
     )
     assert seen["netns"] != os.readlink("/proc/self/ns/net")
     assert str(seen["host"]).startswith("10.")
+
+
+def test_its_secret_files_are_the_accounts_and_only_its(root: Path) -> None:
+    # The instance reads its secret file and serves it: it can, as the account.
+    (root / "app.py").write_text(READS_SECRET)
+    (root / "app.py").chmod(0o644)
+    path = root / "sqlifier.toml"
+    path.write_text(
+        '[stack]\nname = "t"\n[services.api]\n'
+        f'run = "{PYTHON} app.py"\nuser = "nobody"\n'
+        'secrets.TOKEN_FILE = { ref = "env://SQLIFIER_TEST_TOKEN", file = "token" }\n'
+        'probes.readiness = { http = "/", period = "100ms" }\n'
+    )
+    stack, _ = load_stack(path)
+    state = root / ".sqlifier" / "dev"
+    state.mkdir(parents=True)
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        resolver = SecretResolver(
+            stack, "dev", state, AuditLog(state / "audit.db"),
+            environ={"SQLIFIER_TEST_TOKEN": "s3cret-token-value"},
+        )  # fmt: skip
+        supervisor = Supervisor(
+            stack, "dev", state, secrets=resolver.for_instance, after_stop=resolver.forget
+        )
+        try:
+            await supervisor.start(ready_timeout=20)
+            instance = supervisor.instances["api"][0]
+            with urllib.request.urlopen(f"http://127.0.0.1:{instance.port}/", timeout=10) as r:
+                seen["served"] = r.read().decode()
+            folder = private_dir(state, "secrets", instance.id)
+            seen["folder"] = folder.stat()
+            seen["file"] = (folder / "token").stat()
+        finally:
+            await supervisor.stop()
+
+    asyncio.run(main())
+    assert seen["served"] == "s3cret-token-value"
+    folder, file = seen["folder"], seen["file"]
+    assert isinstance(folder, os.stat_result) and isinstance(file, os.stat_result)
+    # The folder stays the agent's (it writes the file again at a restart), searchable
+    # but not listable by others; the file is the account's alone.
+    assert (folder.st_uid, folder.st_mode & 0o777) == (0, 0o701)
+    assert (file.st_uid, file.st_mode & 0o777) == (NOBODY.pw_uid, 0o600)
+
+
+READS_SECRET = """\
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+with open(os.environ["TOKEN_FILE"]) as f:  # once, at the start, as a service would
+    body = f.read().encode()
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"""
