@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlifier.runtime.netns import (
     Denial,
     IsolationError,
+    Slot,
     StackNetwork,
     cannot_isolate,
     enter_namespace,
@@ -102,13 +103,14 @@ class Fence:
             problem = cannot_isolate()
             if problem is not None:
                 raise IsolationError(f"service {service.name} asks for isolation: {problem}")
-            allowed = resolve_allowances(
-                [e for e in service.egress if e.kind != "service"], lambda name: ()
-            )
+            outside = [e for e in service.egress if e.kind != "service"]
             names = tuple(e.target for e in service.egress if e.kind == "service")
-            slot = await asyncio.to_thread(
-                self.network.attach, instance_id, port, allowed, names, self._endpoints
-            )
+
+            def attach() -> Slot:  # in a thread: resolving hosts and `ip` calls block
+                allowed = resolve_allowances(outside, lambda name: ())
+                return self.network.attach(instance_id, port, allowed, names, self._endpoints)
+
+            slot = await asyncio.to_thread(attach)
             # nsenter joins the namespace as root, then becomes the account.
             return Fencing(slot.address, tuple(enter_namespace(slot.path, ids)), None)
         return Fencing("127.0.0.1", (), ids)

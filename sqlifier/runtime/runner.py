@@ -40,7 +40,7 @@ from sqlifier.runtime.process import (
     stop_group,
     wait,
 )
-from sqlifier.stack.model import Service
+from sqlifier.stack.model import Isolation, Service
 
 __all__ = ["TICK", "InstanceRunner"]
 
@@ -166,7 +166,8 @@ class InstanceRunner:
             self.base_env,
         )
         try:
-            if service.port is not None and not _port_free(instance.port):
+            isolated = service.isolation is not Isolation.NONE  # its port is in its namespace
+            if service.port is not None and not isolated and not _port_free(instance.port):
                 raise LaunchError(f"{instance.name}: port {instance.port} is already in use")
             if self.secrets is not None and service.secrets:
                 try:

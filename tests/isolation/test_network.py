@@ -22,11 +22,13 @@ from sqlifier.errors import DiagnosticsError
 from sqlifier.lang.checker import check
 from sqlifier.lang.parser import parse
 from sqlifier.lang.source import Source
+from sqlifier.runtime.fence import Fence
 from sqlifier.runtime.instance import Event
-from sqlifier.runtime.netns import Allow, StackNetwork
+from sqlifier.runtime.netns import Allow, IsolationError, StackNetwork
 from sqlifier.runtime.supervisor import Supervisor
 from sqlifier.signals.samplers import Samplers
 from sqlifier.stack import load_stack
+from sqlifier.stack.model import Egress, Isolation, Service
 from tests.apps import APP
 from tests.isolation.nets import CALL_APP, REASON, leftovers, outside
 
@@ -226,3 +228,23 @@ def test_instances_starting_side_by_side_get_their_own_slots(tmp_path: Path) -> 
     finally:
         net.teardown()
     assert leftovers(net.digest) == []
+
+
+def test_an_egress_host_that_does_not_resolve_keeps_the_instance_from_starting(
+    tmp_path: Path,
+) -> None:
+    fence = Fence(tmp_path / "state")
+    service = Service(
+        "web",
+        "true",
+        tmp_path,
+        isolation=Isolation.NETWORK,
+        egress=(Egress("host", "no-such-host.invalid", 443),),
+    )
+    try:
+        with pytest.raises(IsolationError) as caught:
+            asyncio.run(fence.prepare("web-0_5000", service, 5000, None))
+        assert str(caught.value).startswith("egress host 'no-such-host.invalid' cannot be resolved")
+    finally:
+        fence.teardown()
+    assert leftovers(fence.network.digest) == []
