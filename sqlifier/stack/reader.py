@@ -457,18 +457,19 @@ class StackReader:
         return tuple(out)
 
     def isolation(self, value: object, path: KeyPath) -> Any:
-        """`isolation`: refused where this machine cannot isolate (it never runs unisolated)."""
+        """`isolation`: where this machine cannot isolate, a warning here (the stack may be
+        meant for another machine, or rendered for Kubernetes); `up` refuses to run it."""
         chosen = self.choice(m.Isolation)(value, path)
         if chosen is m.Isolation.NETWORK:
             problem = _cannot_isolate()
             if problem is not None:
-                self.error(
+                self.warning(
                     path,
-                    f"{_dotted(path)}: this environment cannot isolate: {problem}",
+                    f"{_dotted(path)}: this environment cannot isolate: {problem}; "
+                    "up refuses to start the service here",
                     "run the agent as root on Linux with iproute2 and nftables, or set "
                     'isolation = "none" for this environment',
                 )
-                return _INVALID
         return chosen
 
     def user(self, value: object, path: KeyPath) -> Any:

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from sqlifier.engine.series import SeriesStore
-from sqlifier.errors import DiagnosticsError
 from sqlifier.lang.checker import check
 from sqlifier.lang.parser import parse
 from sqlifier.lang.source import Source
@@ -199,21 +198,6 @@ def test_a_new_agent_finds_the_namespaces_and_addresses_kept_in_state(tmp_path: 
         assert leftovers(second.digest) == []
     finally:
         first.teardown()
-
-
-def test_check_says_this_environment_cannot_isolate(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A mock: these tests run as root; the agent's euid is replaced to stand for a user's.
-    monkeypatch.setattr("os.geteuid", lambda: 1000)
-    path = tmp_path / "sqlifier.toml"
-    path.write_text('[stack]\nname = "t"\n[services.web]\nrun = "x"\nisolation = "network"\n')
-    with pytest.raises(DiagnosticsError) as caught:
-        load_stack(path)
-    assert str(caught.value).startswith(
-        f"{path}:5:13: error: services.web.isolation: this environment cannot isolate: "
-        "network namespaces, veth pairs and nftables need root"
-    )
 
 
 def test_instances_starting_side_by_side_get_their_own_slots(tmp_path: Path) -> None:

@@ -4,12 +4,14 @@ before (its config hash does not change)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from sqlifier.delivery.records import config_hash, service_config, service_from_config
 from sqlifier.errors import DiagnosticsError
+from sqlifier.runtime.supervisor import StartFailed, Supervisor
 from sqlifier.stack import load_stack
 from sqlifier.stack.model import Egress, Isolation, Service
 
@@ -82,3 +84,26 @@ def test_an_egress_service_that_does_not_exist_is_named(tmp_path: Path) -> None:
         "services: web, orders"
     )
     assert caught.value.diagnostics[0].hint == "did you mean 'orders'?"
+
+
+def test_where_it_cannot_isolate_check_warns_and_up_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A mock: these tests run as root; the euid is replaced to stand for a user's.
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    path = tmp_path / "sqlifier.toml"
+    path.write_text('[stack]\nname = "t"\n[services.web]\nrun = "x"\nisolation = "network"\n')
+    stack, [warning] = load_stack(path)
+    assert warning.headline() == (
+        f"{path}:5:13: warning: services.web.isolation: this environment cannot isolate: "
+        "network namespaces, veth pairs and nftables need root; "
+        "up refuses to start the service here"
+    )
+    supervisor = Supervisor(stack, "dev", tmp_path / ".sqlifier" / "dev")
+    with pytest.raises(StartFailed) as caught:
+        asyncio.run(supervisor.start())
+    assert str(caught.value) == (
+        'service web asks for isolation = "network": network isolation needs root '
+        "(network namespaces, veth pairs, nftables)"
+    )
+    assert supervisor.snapshot() == []  # nothing started, unisolated or not
