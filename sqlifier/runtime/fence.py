@@ -127,6 +127,11 @@ class Fence:
     def teardown(self) -> None:
         self.network.teardown()
 
+    async def refresh(self) -> None:
+        """Where services are reached by name changed (`internal`, or the instances of
+        an isolated service): the rules follow."""
+        await asyncio.to_thread(self.network.refresh)
+
     async def new_denials(self) -> list[NewDenial]:
         """Connections rejected since the last call, per instance and destination."""
         if not self.network.slots:

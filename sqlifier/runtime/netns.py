@@ -200,6 +200,13 @@ class StackNetwork:
             self._rules()
             return slot
 
+    def refresh(self) -> None:
+        """The rules written again: where the services named in `egress` are reached
+        changed (`endpoints` answers differently)."""
+        with self._lock:
+            if self.slots:
+                self._rules()
+
     def detach(self, instance_id: str) -> None:
         """The instance stopped: its namespace, veth and rules go."""
         with self._lock:

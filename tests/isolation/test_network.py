@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 import sys
 import time
 import urllib.request
@@ -232,3 +233,29 @@ def test_an_egress_host_that_does_not_resolve_keeps_the_instance_from_starting(
     finally:
         fence.teardown()
     assert leftovers(fence.network.digest) == []
+
+
+def test_a_service_by_name_is_allowed_where_the_data_plane_listens_for_it(tmp_path: Path) -> None:
+    # How the data plane's internal listeners are wired: `internal` says where a service
+    # is reached from a namespace; the rules follow it when told to refresh.
+    where = {"orders": [("10.1.2.3", 7001)]}
+    fence = Fence(tmp_path / "state", internal=lambda name: where.get(name, []))
+    service = Service("web", "true", tmp_path, isolation=Isolation.NETWORK,
+                      egress=(Egress("service", "orders"),))  # fmt: skip
+    try:
+        asyncio.run(fence.prepare("web-0_5000", service, 5000, None))
+        table = subprocess.run(
+            ["nft", "list", "table", "inet", fence.network.table],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert "ip daddr 10.1.2.3 tcp dport 7001 accept" in table
+        where["orders"] = [(fence.network.host, 7002)]
+        asyncio.run(fence.refresh())
+        table = subprocess.run(
+            ["nft", "list", "table", "inet", fence.network.table],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert f"ip daddr {fence.network.host} tcp dport 7002 accept" in table
+        assert "10.1.2.3" not in table
+    finally:
+        fence.teardown()
