@@ -24,7 +24,7 @@ from sqlifier.lang.parser import parse
 from sqlifier.lang.source import Source
 from sqlifier.runtime.fence import Fence
 from sqlifier.runtime.instance import Event
-from sqlifier.runtime.netns import Allow, IsolationError, StackNetwork
+from sqlifier.runtime.netns import Allow, IsolationError, StackNetwork, enter_namespace
 from sqlifier.runtime.supervisor import Supervisor
 from sqlifier.signals.samplers import Samplers
 from sqlifier.stack import load_stack
@@ -159,10 +159,6 @@ def test_an_instance_cannot_take_another_address_on_the_bridge(tmp_path: Path) -
 
 
 def _in_namespace(path: Path, code: str) -> str:
-    import subprocess
-
-    from sqlifier.runtime.netns import enter_namespace
-
     done = subprocess.run(
         [*enter_namespace(path), sys.executable, "-c", code],
         capture_output=True,
