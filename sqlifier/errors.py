@@ -18,6 +18,9 @@
     │   │                         unreadable): the message names the file and what to do
     │   ├── AuditLogLost          store.audit: the audit log's entries are gone while its
     │   │                         head names some (a new log only by `sqlifier audit reset`)
+    │   ├── IsolationError        runtime.netns: an instance cannot be isolated here (no
+    │   │                         root, no namespaces, no nft) or a rule cannot be set
+    │   ├── UserSwitchError       runtime.users: a service's `user` that cannot be used here
     │   └── AgentNotRunning       agent.client: no agent answers for this stack and env
     ├── ParseError                lang.errors: abandons one statement inside the parser,
     │                             which reports it as a Diagnostic

@@ -132,6 +132,7 @@ class Agent:
         traffic = self.traffic if self.traffic.needed else None
         samplers = Samplers(store, self.supervisor, traffic)
         self.supervisor.on_lines = samplers.on_lines
+        self.supervisor.on_denied = samplers.on_denied
         automation = Automation(
             self.stack, self.env, self.state_dir, self.platform, samplers, self.deployer,
             self.audit, self.secrets.redact, self.deployer.rolled_back_from, self._say,

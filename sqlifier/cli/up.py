@@ -278,6 +278,10 @@ async def _stop_orphans(context: Context) -> int:
         if pid and started and is_same_process(int(pid), float(started)):
             await stop_group(Launched(int(pid), float(started)), 30.0 if record is router else 10.0)
             stopped += record is not router  # the router goes last and is not counted
+    if (context.state_dir / "network.json").exists():  # its isolated instances' namespaces
+        from sqlifier.runtime.netns import StackNetwork  # noqa: PLC0415
+
+        StackNetwork(context.state_dir).teardown()
     return stopped
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from sqlifier.errors import UserError
 from sqlifier.stack.model import (
+    Egress,
+    Isolation,
     Probe,
     ProbeKind,
     Probes,
@@ -105,6 +107,10 @@ def service_config(service: Service) -> dict[str, Any]:
     """The service as JSON-able data; secrets stay references (the model holds no values)."""
     result = _jsonable(service)
     assert isinstance(result, dict)
+    # Left out at their defaults: a service that does not use them keeps its config hash.
+    for key, default in (("isolation", "none"), ("egress", []), ("user", None)):
+        if result.get(key) == default:
+            del result[key]
     return result
 
 
@@ -140,6 +146,8 @@ def service_from_config(config: Mapping[str, Any]) -> Service:
         if key in rollout:
             rollout[key] = tuple(rollout[key])
     values["rollout"] = Rollout(**rollout)
+    values["isolation"] = Isolation(values.get("isolation", Isolation.NONE.value))
+    values["egress"] = tuple(Egress(**entry) for entry in values.get("egress", ()))
     known = {f.name for f in fields(Service)}
     return Service(**{k: v for k, v in values.items() if k in known})
 

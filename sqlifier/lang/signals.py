@@ -171,4 +171,11 @@ SIGNALS: dict[str, SignalSpec] = _signals(
         (),
         positional=ArgSpec(Type.STRING, check="cron"),
     ),
+    SignalSpec(
+        "egress_denied",
+        SignalKind.COUNT,
+        "connections the service's isolated instances opened that its egress denied",
+        named=_SERVICE,
+        low=0,
+    ),
 )

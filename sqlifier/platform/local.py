@@ -108,7 +108,7 @@ class LocalPlatform:
 
     async def probe(self, service: str, instance: str, probe: Probe) -> ProbeResult:
         found = self._find(service, instance)
-        return await run_probe(probe, found.port, str(found.service.source))
+        return await run_probe(probe, found.port, str(found.service.source), found.host)
 
     async def admit(self, service: str, instances: list[str]) -> None:
         for name in instances:

@@ -218,7 +218,7 @@ class Traffic:
                     Backend(
                         instance.id,
                         instance.name,
-                        "127.0.0.1",
+                        instance.host,
                         instance.port,
                         Track(instance.track),
                         state,
@@ -312,7 +312,9 @@ class Traffic:
         for instance in self.supervisor.all_instances():
             state = backends.get(instance.id)
             if state and state.get("ejected") and instance.service.probes.readiness is None:
-                result: ProbeResult = await run_probe(Probe(ProbeKind.TCP, ""), instance.port, ".")
+                result: ProbeResult = await run_probe(
+                    Probe(ProbeKind.TCP, ""), instance.port, ".", instance.host
+                )
                 if result.ok:
                     instance.probe_passed = int(time.time() * 1000)
                     self.changed()

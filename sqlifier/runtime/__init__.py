@@ -8,6 +8,9 @@ Module by module:
     instance.py    what is known about one instance; the events and errors about them
     lifecycle.py   the life of one instance, a pure state machine driven by events
     process.py     starting and stopping one process group, capturing what it writes
+    fence.py       what keeps an instance in: its network namespace and its account
+    netns.py       network namespaces, the stack's bridge and nftables egress rules
+    users.py       running as another account: dropping to it, handing files over
     probes.py      when a probe is due, what its thresholds make of results, running one
     logs.py        log lines: their level, the log files, the raw output followed
     private.py     a private folder for what must never be written under `.sqlifier/`

@@ -65,6 +65,7 @@ class Instance:
     probe_passed: int = 0  # when its readiness probe last passed (ms since the epoch)
     probes: dict[str, ProbeTracker] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    host: str = "127.0.0.1"  # where it is reached: its namespace's address when isolated
 
     @property
     def name(self) -> str:
@@ -83,7 +84,7 @@ class Instance:
             "started": self.launched.started if self.launched else None,
             "log_offset": self.tail.offset,
             "port": self.port,
-            "address": f"127.0.0.1:{self.port}",
+            "address": f"{self.host}:{self.port}",
             "state": self.life.state.value,
             "reason": self.life.reason,
             "restarts": self.life.restarts,

@@ -34,8 +34,10 @@ def _own(folder: Path) -> Path:
     info = folder.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         raise UserError(f"{folder} is not a private folder of this user's; remove it and retry")
-    if info.st_mode & 0o077:
-        folder.chmod(0o700)
+    # Others may keep the search bit (`o+x`) a service's account needs to reach its own
+    # files below (runtime/users.py): nothing here is listable or readable by them.
+    if info.st_mode & 0o076:
+        folder.chmod(0o700 | (info.st_mode & 0o001))
     return folder
 
 

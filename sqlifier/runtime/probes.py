@@ -57,25 +57,28 @@ class ProbeTracker:
         return None
 
 
-async def run_probe(probe: Probe, port: int, cwd: str | None = None) -> ProbeResult:
-    """Run one probe against an instance listening on 127.0.0.1:`port`."""
+async def run_probe(
+    probe: Probe, port: int, cwd: str | None = None, host: str = "127.0.0.1"
+) -> ProbeResult:
+    """Run one probe against an instance listening on `host`:`port` (an isolated
+    instance's namespace address; exec probes run on the host)."""
     try:
-        return await asyncio.wait_for(_run(probe, port, cwd), timeout=probe.timeout)
+        return await asyncio.wait_for(_run(probe, port, cwd, host), timeout=probe.timeout)
     except TimeoutError:
         return ProbeResult(False, f"timed out after {probe.timeout:g}s")
 
 
-async def _run(probe: Probe, port: int, cwd: str | None) -> ProbeResult:
+async def _run(probe: Probe, port: int, cwd: str | None, host: str) -> ProbeResult:
     if probe.kind is ProbeKind.EXEC:
         return await _exec(probe.target, port, cwd)
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection(host, port)
     except OSError as exc:
         return ProbeResult(False, _reason(exc))
     try:
         if probe.kind is ProbeKind.TCP:
             return ProbeResult(True, "connected")
-        headers = [("Host", f"127.0.0.1:{port}"), ("User-Agent", "sqlifier-probe")]
+        headers = [("Host", f"{host}:{port}"), ("User-Agent", "sqlifier-probe")]
         answer = await http.exchange(reader, writer, "GET", probe.target, headers, read_body=False)
     except OSError as exc:
         return ProbeResult(False, _reason(exc))

@@ -16,9 +16,10 @@ import os
 import shlex
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -85,14 +86,26 @@ def argv_for(service: Service) -> list[str]:
 
 
 async def launch(
-    argv: list[str], cwd: Path, env: Mapping[str, str], who: str, output: Path
+    argv: list[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    who: str,
+    output: Path,
+    prefix: Sequence[str] = (),
+    account: tuple[int, int] | None = None,
 ) -> Launched:
     """Start a process in a new session, its stdout and stderr appended to `output`;
-    LaunchError names the instance and the cause."""
+    LaunchError names the instance and the cause. `prefix` goes before the command (the
+    `nsenter` that puts it in its namespace); `account` (uid, gid) is the one it runs as,
+    supplementary groups dropped: `runtime/fence.py` gives both."""
+    switch: dict[str, Any] = {}
+    if account is not None:
+        switch = {"user": account[0], "group": account[1], "extra_groups": []}
     output.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     try:
         process = await asyncio.create_subprocess_exec(
+            *prefix,
             *argv,
             cwd=cwd,
             env=dict(env),
@@ -100,6 +113,7 @@ async def launch(
             stdout=fd,
             stderr=fd,
             start_new_session=True,
+            **switch,
         )
     except FileNotFoundError as exc:
         missing = exc.filename if exc.filename else argv[0]

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlifier.errors import UserError
 from sqlifier.runtime.commands import service_argv
+from sqlifier.runtime.fence import Fence
 from sqlifier.runtime.instance import Event, Instance, SecretHolder, StartFailed
 from sqlifier.runtime.lifecycle import Command, Lifecycle, State
 from sqlifier.runtime.logs import LogFile, OutputTail
@@ -39,7 +40,7 @@ from sqlifier.runtime.process import (
     stop_group,
     wait,
 )
-from sqlifier.stack.model import Service
+from sqlifier.stack.model import Isolation, Service
 
 __all__ = ["TICK", "InstanceRunner"]
 
@@ -79,6 +80,11 @@ class InstanceRunner:
         # The release each service's stable instances run: (version, folder); a service
         # not listed runs from its `source` as release `release` ("current").
         self.releases: dict[str, tuple[str, Path]] = {}
+        # Namespaces and accounts: what keeps instances in (nothing for a plain service).
+        self.fence = Fence(state_dir)
+        # Connections an isolated instance opened that its egress denied:
+        # (service, time, destination, count), for the `egress_denied()` signal.
+        self.on_denied: Callable[[str, float, str, int], None] | None = None
         self._changed = asyncio.Event()
         self._reported: dict[str, tuple[State, str]] = {}
 
@@ -160,19 +166,29 @@ class InstanceRunner:
             self.base_env,
         )
         try:
-            if service.port is not None and not _port_free(instance.port):
+            isolated = service.isolation is not Isolation.NONE  # its port is in its namespace
+            if service.port is not None and not isolated and not _port_free(instance.port):
                 raise LaunchError(f"{instance.name}: port {instance.port} is already in use")
             if self.secrets is not None and service.secrets:
                 try:
                     env.update(await self.secrets(instance))
                 except UserError as exc:  # the message names the reference, never a value
                     raise LaunchError(str(exc)) from None
+            try:
+                fencing = await self.fence.prepare(
+                    instance.id, service, instance.port, instance.data_dir
+                )
+            except UserError as exc:  # it never runs unfenced
+                raise LaunchError(f"{instance.name}: {exc}") from None
+            instance.host = fencing.host
             launched = await launch(
                 service_argv(service, env, instance.name),
                 service.source,
                 env,
                 instance.name,
                 instance.tail.path,
+                fencing.prefix,
+                fencing.account,
             )
         except LaunchError as exc:
             self._apply(instance, instance.life.exited(self.clock(), None, str(exc)))
@@ -198,6 +214,7 @@ class InstanceRunner:
         if not is_same_process(pid, started):
             return False
         instance.tail.offset = offset
+        instance.host = self.fence.address(instance.id) or instance.host
         life = instance.life
         life.wanted = True
         life.started_at = self.clock()
@@ -255,6 +272,8 @@ class InstanceRunner:
             instance.life.state = State.STOPPED
         if self.after_stop is not None:
             self.after_stop(instance)
+        with contextlib.suppress(UserError):
+            await self.fence.release(instance.id)
         self._report(instance)
 
     async def _wait_all_ready(self, instances: list[Instance], timeout: float) -> None:
@@ -299,7 +318,33 @@ class InstanceRunner:
                     self._apply(instance, instance.life.tick(now))
                 if instance.launched is not None:
                     self._probe(instance, now)
+            if ticks % 10 == 0:
+                await self._denials()
             await asyncio.sleep(TICK)
+
+    async def _denials(self) -> None:
+        """Connections isolated instances opened that their egress denied: logged by the
+        kernel, counted by nftables, read here once a second."""
+        with contextlib.suppress(UserError):
+            by_id = {i.id: i for i in self.all_instances()}
+            for denial in await self.fence.new_denials():
+                instance = by_id.get(denial.instance)
+                if instance is None:
+                    continue
+                if self.on_event is not None:
+                    self.on_event(
+                        Event(
+                            time.time(),
+                            instance.name,
+                            "egress-denied",
+                            f"{denial.count} connection(s) to {denial.destination} denied "
+                            "by its egress",
+                        )
+                    )
+                if self.on_denied is not None:
+                    self.on_denied(
+                        instance.service.name, time.time(), denial.destination, denial.count
+                    )
 
     def _probe(self, instance: Instance, now: float) -> None:
         life = instance.life
@@ -316,7 +361,9 @@ class InstanceRunner:
                 self._spawn(instance, self._run_probe(instance, kind, tracker))
 
     async def _run_probe(self, instance: Instance, kind: str, tracker: ProbeTracker) -> None:
-        result = await run_probe(tracker.probe, instance.port, str(instance.service.source))
+        result = await run_probe(
+            tracker.probe, instance.port, str(instance.service.source), instance.host
+        )
         now = self.clock()
         verdict = tracker.record(now, result)
         if verdict is None:

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from sqlifier.runtime.fence import fence_problem
 from sqlifier.runtime.instance import Event, Instance, SecretHolder, StartFailed
 from sqlifier.runtime.process import Launched, is_same_process, stop_group
 from sqlifier.runtime.runner import InstanceRunner
@@ -107,6 +108,12 @@ class Supervisor(InstanceRunner):
     async def start(self, ready_timeout: float = 60.0) -> None:
         """Start every service in dependency order (adopting what `adoptable` names);
         raise StartFailed naming the first service that does not become ready."""
+        for service in self.services.values():  # never run one unisolated
+            problem = fence_problem([service])
+            if problem is not None:
+                raise StartFailed(
+                    f'service {service.name} asks for isolation = "network": {problem}'
+                )
         self._loop_task = asyncio.create_task(self._loop())
         try:
             for name in start_order(self.services):

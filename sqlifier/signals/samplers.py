@@ -294,6 +294,11 @@ class Samplers:
             service, LOG, t, [(ranks.get(level, info), text) for level, text in lines]
         )
 
+    def on_denied(self, service: str, t: float, destination: str, count: int) -> None:
+        """Connections an isolated instance's egress denied, as `egress_denied` events."""
+        for _ in range(count):
+            self.store.add(service, "egress_denied", t, 0, destination)
+
     def _sample_instances(self, instances: list[Instance], t: float) -> None:
         launched = [i for i in instances if i.launched is not None]
         roots = {i.id: i.launched.pid for i in launched if i.launched is not None}

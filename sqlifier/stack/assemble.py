@@ -353,7 +353,26 @@ def _build_all(
     check_run(reader, services, origin.paths, overlay, env)
     _check_dependencies(reader, services, origin)
     _check_routes(reader, services, origin)
+    _check_egress(reader, services, origin)
     return services
+
+
+def _check_egress(reader: StackReader, services: dict[str, m.Service], origin: _Origin) -> None:
+    """Services named in `egress` exist; `egress` without isolation is said to do nothing."""
+    for name, service in services.items():
+        if service.egress and service.isolation is m.Isolation.NONE:
+            reader.warning(
+                origin.paths[(name, "egress")],
+                f'services.{name}.egress has no effect without isolation = "network"',
+            )
+        for index, entry in enumerate(service.egress):
+            if entry.kind == "service" and entry.target not in services:
+                reader.error(
+                    (*origin.paths[(name, "egress")], index),
+                    f"services.{name}.egress names unknown service {quote(entry.target)}; "
+                    f"services: {', '.join(services)}",
+                    did_you_mean(entry.target, services),
+                )
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -17,8 +17,10 @@ __all__ = [
     "ENV_NAME",
     "SERVICE_NAME",
     "Approval",
+    "Egress",
     "Engine",
     "Environment",
+    "Isolation",
     "Kubernetes",
     "Notify",
     "PlatformKind",
@@ -149,6 +151,25 @@ class Route:
         return f"{self.host or ''}{self.path}"
 
 
+class Isolation(enum.Enum):
+    NONE = "none"
+    NETWORK = "network"  # a network namespace per instance, egress denied unless allowed
+
+
+@dataclass(frozen=True, slots=True)
+class Egress:
+    """A destination an isolated instance may open: a service of the stack by name
+    (`orders`), a host and port (`db.example.com:5432`, resolved when the instance
+    starts), or a network and port (`10.0.0.0/8:443`)."""
+
+    kind: str  # "service" | "host" | "network"
+    target: str
+    port: int | None = None
+
+    def __str__(self) -> str:
+        return self.target if self.port is None else f"{self.target}:{self.port}"
+
+
 @dataclass(frozen=True, slots=True)
 class Service:
     name: str
@@ -176,6 +197,9 @@ class Service:
     timeouts: Timeouts = field(default_factory=Timeouts)
     rollout: Rollout = field(default_factory=Rollout)
     image: str | None = None  # the container image on Kubernetes; ignored locally
+    isolation: Isolation = Isolation.NONE
+    egress: tuple[Egress, ...] = ()
+    user: str | None = None  # the account its instances run as (the agent's when None)
 
 
 @dataclass(frozen=True, slots=True)

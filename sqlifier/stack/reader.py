@@ -9,7 +9,11 @@ schema, merged over the base service, and every environment is checked as it wil
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import pwd
 import re
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -429,7 +433,88 @@ class StackReader:
                 "rollout",
             ),
             "image": self.text,
+            "isolation": self.isolation,
+            "egress": self.egress,
+            "user": self.user,
         }
+
+    def egress(self, value: object, path: KeyPath) -> Any:
+        """`egress`: services by name, `host:port`, `address:port` or `network/bits:port`."""
+        items = self.text_list(value, path)
+        if items is _INVALID:
+            return _INVALID
+        out = []
+        for index, text in enumerate(items):
+            entry = _egress_entry(text)
+            if entry is None:
+                self.error(
+                    (*path, index),
+                    f"invalid egress {quote(text)}: write a service of the stack by name, "
+                    'a host and port, or a network and port, like "orders", '
+                    '"db.example.com:5432" or "10.0.0.0/8:443"',
+                )
+                return _INVALID
+            out.append(entry)
+        return tuple(out)
+
+    def isolation(self, value: object, path: KeyPath) -> Any:
+        """`isolation`: where this machine cannot isolate, a warning here (the stack may be
+        meant for another machine, or rendered for Kubernetes); `up` refuses to run it."""
+        chosen = self.choice(m.Isolation)(value, path)
+        if chosen is m.Isolation.NETWORK:
+            problem = _cannot_isolate()
+            if problem is not None:
+                self.warning(
+                    path,
+                    f"{_dotted(path)}: this environment cannot isolate: {problem}; "
+                    "up refuses to start the service here",
+                    "run the agent as root on Linux with iproute2 and nftables, or set "
+                    'isolation = "none" for this environment',
+                )
+        return chosen
+
+    def user(self, value: object, path: KeyPath) -> Any:
+        """`user`: an account that exists on this machine."""
+        name = self.text(value, path)
+        if name is _INVALID:
+            return _INVALID
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            self.error(
+                path,
+                f"{_dotted(path)}: no user {quote(name)} on this machine; "
+                "create it (useradd --system " + name + ") or name an existing account",
+            )
+            return _INVALID
+        return name
+
+
+def _cannot_isolate() -> str | None:
+    # The same test as runtime/netns.py's cannot_isolate, which the stack may not import.
+    if os.geteuid() != 0:
+        return "network namespaces, veth pairs and nftables need root"
+    if not os.path.exists("/proc/self/ns/net"):
+        return "this kernel has no network namespaces"
+    for tool, package in (("ip", "iproute2"), ("nft", "nftables"), ("nsenter", "util-linux")):
+        if shutil.which(tool) is None:
+            return f"the {tool!r} command is missing (Debian package {package})"
+    return None
+
+
+def _egress_entry(text: str) -> m.Egress | None:
+    if m.SERVICE_NAME.match(text):
+        return m.Egress("service", text)
+    target, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit() or not 1 <= int(port) <= 65535 or not target:
+        return None
+    try:
+        network = ipaddress.IPv4Network(target, strict=True)
+    except ValueError:
+        if "/" in target or target[-1].isdigit() or not _HOST.match(target) or "*" in target:
+            return None
+        return m.Egress("host", target.lower(), int(port))
+    return m.Egress("network", str(network), int(port))
 
 
 def _dotted(path: KeyPath) -> str:
