@@ -28,6 +28,7 @@ CHART_KEYS = (
     ("error_rate", "Error rate (5xx)", "%"),
     ("latency_p99", "Latency p99", "s"),
 )
+_SPARKS = ("rps", "error_rate", "latency_p99")
 ACTED = ("fired", "done", "failed", "would fire")
 
 
@@ -38,13 +39,23 @@ class Series:
         self.source = source
         self._bucket = -1.0
         self._data: dict[str, dict[str, list[tuple[float, float]]]] = {}
+        self._sparks: dict[tuple[str, str], str] = {}
 
     def hour(self, now: float) -> dict[str, dict[str, list[tuple[float, float]]]]:
         bucket = now - now % STEP
         if bucket != self._bucket:
             self._bucket = bucket
             self._data = self._read(now)
+            self._sparks = {}
         return self._data
+
+    def spark(self, service: str, key: str, now: float) -> str:
+        """A sparkline's points, drawn once per bucket."""
+        points = self.hour(now).get(service, {}).get(key, [])
+        found = self._sparks.get((service, key))
+        if found is None:
+            found = self._sparks[(service, key)] = spark_points(points, self._bucket)
+        return found
 
     def _read(self, now: float) -> dict[str, dict[str, list[tuple[float, float]]]]:
         history = self.source.history()
@@ -96,14 +107,12 @@ def spark_points(
 
 def overview(source: Source, series: Series, now: float) -> dict[str, Any]:
     status = _status(source)
-    hour = series.hour(now)
     services = []
     for name, spec in source.stack.services_for(source.env).items():
         instances = _instances(status, name)
         ready = sum(1 for i in instances if i.get("state") == "ready")
         tracks = sorted({str(i.get("track") or "stable") for i in instances})
         releases = sorted({str(i["release"]) for i in instances if i.get("release")})
-        history = hour.get(name, {})
         services.append(
             {
                 "name": name,
@@ -117,7 +126,7 @@ def overview(source: Source, series: Series, now: float) -> dict[str, Any]:
                 "error_rate": _level(source, name, "error_rate", now),
                 "p99": _level(source, name, "latency_p99", now),
                 "spark": {
-                    key: spark_points(history.get(key, []), now)
+                    key: series.spark(name, key, now)
                     for key in ("rps", "error_rate", "latency_p99")
                 },
             }

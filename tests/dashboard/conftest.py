@@ -24,9 +24,10 @@ from tests.servers import free_port
 
 SECRET = "hunter2-dashboard-secret-value"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTEFACTS = Path(
-    os.environ.get("SQLIFIER_ARTEFACTS", Path(tempfile.gettempdir()) / "sqlifier-artefacts")
-) / "dashboard"
+ARTEFACTS = (
+    Path(os.environ.get("SQLIFIER_ARTEFACTS", Path(tempfile.gettempdir()) / "sqlifier-artefacts"))
+    / "dashboard"
+)
 
 RULES = f"""\
 RULE many ON instances() > 2 DO NOTIFY 'web has {{value}} instances';
@@ -112,9 +113,7 @@ class Page:
         self.context = browser.new_context(viewport={"width": 1280, "height": 900})
         self.page = self.context.new_page()
         self.errors: list[str] = []
-        self.page.on(
-            "console", lambda m: self.errors.append(m.text) if m.type == "error" else None
-        )
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
 
     def close(self) -> None:

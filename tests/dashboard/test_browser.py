@@ -73,9 +73,7 @@ def test_a_rule_firing_shows_on_the_rules_page_live(stack: Stack, page: Page) ->
     page.page.wait_for_selector("#live:has-text('live')")
     stack.cli("scale", "web", "3")
     # the rules are evaluated every second: the firing, then 2 s to show it
-    page.page.wait_for_selector(
-        "tr[data-decision-rule='many'][data-outcome='fired']", timeout=3000
-    )
+    page.page.wait_for_selector("tr[data-decision-rule='many'][data-outcome='fired']", timeout=3000)
     stack.cli("scale", "web", "2")
 
 
