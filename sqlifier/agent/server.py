@@ -41,14 +41,13 @@ from typing import Any
 
 import psutil
 
-from sqlifier.agent.api import BACKLOG, Api, Reply, Route
+from sqlifier.agent.api import BACKLOG, Api
 from sqlifier.agent.automation import Automation
 from sqlifier.agent.dashboard_source import AgentSource
 from sqlifier.agent.deployer import Deployer
 from sqlifier.agent.endpoints import Endpoints
 from sqlifier.agent.figures import metrics
 from sqlifier.agent.files import agent_files, read_json, write_json
-from sqlifier.agent.requests import Empty
 from sqlifier.agent.secretsync import SecretSync
 from sqlifier.dashboard import Dashboard
 from sqlifier.dashboard import start as start_dashboard
@@ -175,8 +174,7 @@ class Agent:
         left_router = previous.get("router") if previous else None
         token = _write_secret(self.files["token"], secrets.token_urlsafe(32))
         socket_path = self.files["socket"]
-        login = Route("POST", "/v1/dashboard/login", Empty, self._dashboard_login)
-        api = Api(token, [*self.endpoints.routes(), login])
+        api = Api(token, self.endpoints.routes())
         server = await self._open_socket(socket_path, api)
         board = await self._serve_dashboard(api)
         self._write_info()
@@ -286,14 +284,14 @@ class Agent:
             self._say(f"dashboard: {self.dashboard_error}")
             return None
 
-    async def _dashboard_login(self, _: Empty, who: str) -> Reply:
+    def dashboard_login(self, who: str) -> dict[str, Any]:
         address = self.stack.dashboard
         if address is None:
-            return 200, {"ok": False, "error": 'the dashboard is off ([dashboard] listen = "off")'}
+            return {"ok": False, "error": 'the dashboard is off ([dashboard] listen = "off")'}
         if self.dashboard is None or self.dashboard_error is not None:
-            return 200, {"ok": False, "error": self.dashboard_error or "the dashboard is starting"}
+            return {"ok": False, "error": self.dashboard_error or "the dashboard is starting"}
         base = f"http://{address[0]}:{address[1]}"
-        return 200, {"ok": True, "url": base, "login": self.dashboard.login_link(who, base)}
+        return {"ok": True, "url": base, "login": self.dashboard.login_link(who, base)}
 
     async def _scrape(self, request: http.Incoming) -> http.Outgoing:
         if request.target.split("?")[0] == "/metrics" and self.automation is not None:

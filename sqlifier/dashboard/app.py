@@ -356,16 +356,7 @@ def _ago(t: float | None, now: float) -> str:
 
 
 def _secs(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    seconds = float(seconds)
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 86400:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
+    return "—" if seconds is None else views.seconds_text(float(seconds))
 
 
 def _pct(value: float | None) -> str:

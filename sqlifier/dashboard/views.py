@@ -252,22 +252,19 @@ def _firings(source: Source, name: str, since: float) -> list[dict[str, Any]]:
 
 def rules(source: Source, now: float, filters: Mapping[str, str]) -> dict[str, Any]:
     engine = source.engine()
-    rows: list[dict[str, Any]] = []
+    groups: list[dict[str, Any]] = []
     names = list(source.stack.services_for(source.env))
     if engine is not None:
         for rule in engine.rules:
+            rows = []
             for name in rule.candidates(names):
                 item = explain_rule(engine, rule.id, name, now)
                 if item is None:
-                    item = {
-                        "rule": rule.id,
-                        "service": name,
-                        "state": "inactive",
-                        "tests": [],
-                        "note": "not evaluated yet",
-                        "text": rule.text,
-                    }
+                    item = {"rule": rule.id, "service": name, "state": "inactive"}
+                    item["note"] = "not evaluated yet"
                 rows.append(_rule_row(item, rule.for_, now))
+            paused = engine.paused_all or rule.id in engine.paused
+            groups.append({"rule": rule.id, "text": rule.text, "paused": paused, "rows": rows})
     log = source.decisions()
     wanted = [o for o in filters.get("outcome", "").split(",") if o]
     decisions = []
@@ -280,7 +277,7 @@ def rules(source: Source, now: float, filters: Mapping[str, str]) -> dict[str, A
         )
         decisions.reverse()
     return {
-        "rows": rows,
+        "groups": groups,
         "paused_all": bool(engine is not None and engine.paused_all),
         "decisions": decisions,
         "filters": {k: filters.get(k, "") for k in ("rule", "service", "outcome")},
@@ -301,21 +298,35 @@ def rules(source: Source, now: float, filters: Mapping[str, str]) -> dict[str, A
 
 
 def _rule_row(item: Mapping[str, Any], for_: float, now: float) -> dict[str, Any]:
+    """One rule x service row, its figures ready to print (a page may hold a thousand)."""
     progress = None
     since = item.get("pending_since")
+    row: dict[str, Any] = {
+        "service": item["service"],
+        "rule": item["rule"],
+        "state": item["state"],
+        "css": "state-" + str(item["state"]).replace(" ", "-"),
+        "note": item.get("note", ""),
+        "tests": [(t["test"], t["value"], t.get("threshold", "")) for t in item.get("tests", [])],
+        "progress": None,
+    }
     if for_ > 0:
         held = 0.0 if since is None else max(0.0, now - float(since))
-        progress = min(1.0, held / for_)
-        if item.get("state") == "firing":
-            progress = 1.0
-    return {
-        "paused": False,
-        "note": "",
-        "tests": [],
-        **item,
-        "progress": progress,
-        "for_seconds": for_,
-    }
+        progress = 1.0 if item.get("state") == "firing" else min(1.0, held / for_)
+        row["progress"] = f"{progress:.3f}"
+        row["pct"] = round(progress * 100)
+        row["held"] = f"{seconds_text(progress * for_)} of {seconds_text(for_)}"
+    return row
+
+
+def seconds_text(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
 
 
 def deploys(source: Source, series: Series, now: float) -> dict[str, Any]:

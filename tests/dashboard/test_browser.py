@@ -79,7 +79,7 @@ def test_a_rule_firing_shows_on_the_rules_page_live(stack: Stack, page: Page) ->
 
 def test_an_action_without_a_login_is_refused(stack: Stack, page: Page) -> None:
     page.page.goto(stack.url + "/rules")
-    assert page.page.locator("tr[data-rule='many'] button").is_disabled()
+    assert page.page.locator("tbody[data-rule-group='many'] button").is_disabled()
     request = urllib.request.Request(
         stack.url + "/actions/rule-pause", data=b"rule=many&confirm=yes", method="POST"
     )
@@ -96,7 +96,7 @@ def test_a_logged_in_action_is_confirmed_done_and_audited_as_the_user(
     assert "code=" not in page.page.url  # the login code left the address
     page.page.goto(stack.url + "/rules")
     page.page.once("dialog", lambda d: d.accept())
-    page.page.locator("tr[data-rule='busy'] button:has-text('Pause')").click()
+    page.page.locator("tbody[data-rule-group='busy'] button:has-text('Pause')").click()
     page.page.locator("#confirm-yes").click()
     page.page.wait_for_selector("#message:has-text('done')")
     screenshot(page.page, "rules-logged-in")
@@ -113,7 +113,7 @@ def test_a_logged_in_action_is_confirmed_done_and_audited_as_the_user(
 def test_a_cancelled_confirmation_does_nothing(stack: Stack, page: Page) -> None:
     _log_in(page, stack)
     page.page.goto(stack.url + "/rules")
-    page.page.locator("tr[data-rule='busy'] button:has-text('Pause')").click()
+    page.page.locator("tbody[data-rule-group='busy'] button:has-text('Pause')").click()
     page.page.locator("#confirm button[value='cancel']").click()
     page.page.wait_for_selector("#message:has-text('cancelled')")
     assert not _paused(stack, "busy")
