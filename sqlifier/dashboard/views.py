@@ -193,6 +193,8 @@ def service(source: Source, series: Series, name: str, now: float) -> dict[str, 
                 "key": key,
                 "title": title,
                 "unit": unit,
+                "since": now - HOUR,
+                "until": now,
                 "t": [t for t, _ in points],
                 "v": [v for _, v in points],
                 "thresholds": thresholds.get(key, []),
@@ -345,6 +347,9 @@ def deploys(source: Source, series: Series, now: float) -> dict[str, Any]:
                 {
                     "key": key,
                     "title": f"{title}: canary against stable",
+                    "unit": "%" if key == "error_rate" else "s",
+                    "since": since,
+                    "until": now,
                     **_tracks(history, key, since),
                 }
             )

@@ -1,6 +1,7 @@
-"""A rollout on the Deploys page, live in headless Chromium: the step shows within 2 s of
-the deploy starting, canary and stable are charted side by side, and the abort — from the
-page, logged in — puts it in the history as aborted. Real agent, router, instances, load."""
+"""Rollouts on the Deploys page, live in headless Chromium: the step shows within 2 s of
+the deploy starting, canary and stable are charted side by side, an abort from the page
+(logged in) puts it in the history as aborted, and a bad release's canary, judged and
+aborted by itself, shows there within 2 s. Real agent, router, instances and load."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_a_rollout_step_shows_live_and_an_abort_from_the_page_ends_it(
         page.page.goto(login)
         page.page.goto(url + "/deploys")
         page.page.wait_for_selector("#live:has-text('live')")
-        storefront(shop, SLOW, env='ERROR_RATE = "1"')
+        storefront(shop, SLOW)
         started = shop.run(
             "deploy", "--service", "storefront", "--version", "v2", "--yes", "--detach"
         )
@@ -46,6 +47,11 @@ def test_a_rollout_step_shows_live_and_an_abort_from_the_page_ends_it(
         page.page.locator("#confirm-yes").click()
         page.page.wait_for_selector("#message:has-text('done')")
         page.page.wait_for_selector(f"tr[data-deploy='{deploy_id}'] .state-aborted", timeout=5000)
+        # A bad release: its canary answers only 5xx, is judged and aborted by itself.
+        storefront(shop, SLOW, env='ERROR_RATE = "1"')
+        bad = shop.run("deploy", "--service", "storefront", "--version", "v3", "--yes")
+        assert bad.returncode == 1, bad.stdout + bad.stderr
+        page.page.wait_for_selector("tr[data-deploy] .state-aborted >> nth=1", timeout=2000)
         screenshot(page.page, "deploys-aborted")
     entries = json.loads(shop.run("audit", "--json").stdout)
     assert any(e["who"] == "ana" and "abort" in e["what"] for e in entries), entries[-5:]

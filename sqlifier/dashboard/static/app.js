@@ -32,12 +32,35 @@
     if (!node) return null;
     try { return JSON.parse(node.textContent); } catch (e) { return null; }
   }
+  function format(unit) {
+    return function (u, values) {
+      return values.map(function (v) {
+        if (v == null) return "";
+        if (unit === "%") return +(v * 100).toFixed(2) + "%";
+        if (unit === "s") return +(v * 1000).toFixed(1) + " ms";
+        if (unit === "bytes") return +(v / 1048576).toFixed(1) + " MiB";
+        return +v.toFixed(2) + "";
+      });
+    };
+  }
+  function xRange(chart) {
+    return function () { return [chart.since, Math.max(chart.until, chart.since + 60)]; };
+  }
+  function hasValues(list) {
+    return (list || []).some(function (v) { return v !== null && v !== undefined; });
+  }
+  function empty(chart, plot) {
+    if (hasValues(chart.v) || hasValues(chart.stable) || hasValues(chart.canary)) return false;
+    plot.textContent = "no data yet";
+    plot.classList.add("empty");
+    return true;
+  }
   function width(plot) { return Math.max(280, plot.clientWidth || 400); }
-  function axes() {
+  function axes(unit) {
     var fg = color("--fg"), line = color("--line");
     return [
       { stroke: fg, grid: { stroke: line }, ticks: { stroke: line } },
-      { stroke: fg, grid: { stroke: line }, ticks: { stroke: line } }
+      { stroke: fg, grid: { stroke: line }, ticks: { stroke: line }, values: format(unit), size: 70 }
     ];
   }
   function thresholdsAndFirings(chart) {
@@ -61,6 +84,7 @@
     };
   }
   function serviceChart(chart, plot) {
+    if (empty(chart, plot)) return null;
     var values = chart.v.slice();
     var range = null;
     if (chart.thresholds && chart.thresholds.length) {
@@ -69,16 +93,18 @@
       range = [lo, hi * 1.1 || 1];
     }
     var opts = {
-      width: width(plot), height: 180, axes: axes(),
-      scales: { x: { time: true }, y: range ? { range: range } : {} },
+      width: width(plot), height: 180, axes: axes(chart.unit),
+      scales: { x: { time: true, range: xRange(chart) }, y: range ? { range: range } : {} },
       series: [{}, { label: chart.title, stroke: color("--accent"), width: 1.5 }],
       hooks: { draw: [thresholdsAndFirings(chart)] }
     };
     return new uPlot(opts, [chart.t, values], plot);
   }
   function trackChart(chart, plot) {
+    if (empty(chart, plot)) return null;
     var opts = {
-      width: width(plot), height: 180, axes: axes(), scales: { x: { time: true } },
+      width: width(plot), height: 180, axes: axes(chart.unit),
+      scales: { x: { time: true, range: xRange(chart) } },
       series: [{}, { label: "stable", stroke: color("--stable"), width: 1.5, spanGaps: true },
                { label: "canary", stroke: color("--canary"), width: 1.5, spanGaps: true }]
     };
@@ -88,7 +114,7 @@
     var xs = trend.map(function (w) { return w.until; });
     var ys = trend.map(function (w) { return w[name]; });
     var opts = {
-      width: width(plot), height: 160, axes: axes(), scales: { x: { time: true } },
+      width: width(plot), height: 160, axes: axes(""), scales: { x: { time: true } },
       series: [{}, { label: name.replace(/_/g, " "), stroke: color("--accent"), width: 1.5, spanGaps: true,
                      points: { show: true } }]
     };
@@ -108,7 +134,8 @@
       if (page === "service" && data[index]) made = serviceChart(data[index], plot);
       else if (page === "deploys" && data[index]) made = trackChart(data[index], plot);
       else if (page === "dora" && data.names) made = doraChart(data.trend, data.names[index], plot);
-      if (made) { plot.dataset.drawn = "1"; plots.push(made); }
+      plot.dataset.drawn = "1";
+      if (made) plots.push(made);
     });
   }
 
