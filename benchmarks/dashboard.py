@@ -206,6 +206,12 @@ def first_paint(url: str) -> float | None:
     return statistics.median(paints) if paints else None
 
 
+def _sleeping(seconds: float) -> float:
+    start_cpu, start = time.process_time(), time.monotonic()
+    time.sleep(seconds)
+    return (time.process_time() - start_cpu) / (time.monotonic() - start)
+
+
 def open_streams(port: int, count: int) -> list[Any]:
     import socket
 
@@ -239,6 +245,7 @@ def main() -> None:
                 f"  {path:<20} {warm:7.1f} warm, {cold:7.1f} cold; baseline {base:6.1f}"
                 f" ({warm / base:5.1f}x)"
             )
+        nothing = _sleeping(args.seconds)  # the baseline: this process serving nothing
         served, base_served = Served(big), Served(small)
         paint = first_paint(f"http://127.0.0.1:{served.port}/")
         base_paint = first_paint(f"http://127.0.0.1:{base_served.port}/")
@@ -258,7 +265,8 @@ def main() -> None:
         print(
             f"this process, dashboard idle: {idle * 100:.2f}% of a core (target < 1%); "
             f"20 open dashboards (SSE): {watched * 100:.2f}% (target < 5%); "
-            f"{big.watchers} streams seen"
+            f"{big.watchers} streams seen; baseline, the same process before it served "
+            f"anything: {nothing * 100:.2f}%"
         )
         print("figures from a shared, busy machine: compare the ratios")
     finally:

@@ -90,19 +90,21 @@ def _level(source: Source, service: str, key: str, now: float) -> float | None:
 def spark_points(
     points: list[tuple[float, float]], now: float, width: int = 120, height: int = 24
 ) -> str:
-    """An SVG polyline's points for one hour of values, scaled to the box."""
+    """An SVG polyline's points for one hour of values, scaled to the box: one point a
+    minute (the minute's highest), so a hundred sparklines stay a small page."""
     if not points:
         return ""
-    values = [v for _, v in points]
-    low, high = min(values), max(values)
-    span = (high - low) or 1.0
     start = now - HOUR
-    out = []
+    minutes: dict[int, float] = {}
     for t, v in points:
-        x = (t - start) / HOUR * width
-        y = height - 1 - (v - low) / span * (height - 2)
-        out.append(f"{x:.1f},{y:.1f}")
-    return " ".join(out)
+        slot = int((t - start) // 60)
+        minutes[slot] = max(v, minutes.get(slot, v))
+    low, high = min(minutes.values()), max(minutes.values())
+    span = (high - low) or 1.0
+    return " ".join(
+        f"{slot * width / 60:.0f},{height - 1 - (v - low) / span * (height - 2):.0f}"
+        for slot, v in sorted(minutes.items())
+    )
 
 
 def overview(source: Source, series: Series, now: float) -> dict[str, Any]:
