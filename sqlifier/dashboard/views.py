@@ -44,8 +44,8 @@ class Series:
     def hour(self, now: float) -> dict[str, dict[str, list[tuple[float, float]]]]:
         bucket = now - now % STEP
         if bucket != self._bucket:
+            self._read(bucket, now)
             self._bucket = bucket
-            self._data = self._read(now)
             self._sparks = {}
         return self._data
 
@@ -57,17 +57,34 @@ class Series:
             found = self._sparks[(service, key)] = spark_points(points, self._bucket)
         return found
 
-    def _read(self, now: float) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    def _read(self, bucket: float, now: float) -> None:
+        """The buckets since the last read are added, those older than an hour dropped;
+        the whole hour is read only the first time (or after a pause of an hour)."""
         history = self.source.history()
-        data: dict[str, dict[str, list[tuple[float, float]]]] = {}
         if history is None:
-            return data
+            self._data = {}
+            return
+        since = now - HOUR
+        if self._data and self._bucket > since:
+            # The bucket last read may have been written since: it is read again.
+            since = self._bucket
+            for keys in self._data.values():
+                for points in keys.values():
+                    while points and points[-1][0] >= since:
+                        points.pop()
+        else:
+            self._data = {}
         try:
-            for t, service, key, value in history.read(now - HOUR, now + STEP):
-                data.setdefault(service, {}).setdefault(key, []).append((t, value))
+            for t, service, key, value in history.read(since, bucket + STEP):
+                self._data.setdefault(service, {}).setdefault(key, []).append((t, value))
         except Exception:  # a damaged history: the pages show no charts, not an error
-            return {}
-        return data
+            self._data = {}
+            return
+        oldest = now - HOUR
+        for keys in self._data.values():
+            for key, points in keys.items():
+                if points and points[0][0] < oldest:
+                    keys[key] = [p for p in points if p[0] >= oldest]
 
 
 def _status(source: Source) -> dict[str, Any]:

@@ -94,7 +94,7 @@ async def serve(
             log.exception("dashboard error %s on %s %s", ref, request.method, request.path)
             answer = Response(500, f"internal error {ref} (in the agent's log)".encode())
         if isinstance(answer, Stream):
-            await _stream(connection, writer, answer)
+            await _until_gone(reader, _stream(connection, writer, answer))
         else:
             await _whole(connection, writer, answer)
     except (ConnectionError, h11.LocalProtocolError, TimeoutError):
@@ -165,6 +165,27 @@ async def _stream(connection: h11.Connection, writer: asyncio.StreamWriter, answ
     finally:
         with contextlib.suppress(Exception):
             await answer.chunks.aclose()  # type: ignore[attr-defined]
+
+
+async def _until_gone(reader: asyncio.StreamReader, streaming: Awaitable[None]) -> None:
+    """Stream until the stream ends or the browser closes the connection (a closed tab
+    stops costing anything at once, not at the next keep-alive)."""
+    pump = asyncio.ensure_future(streaming)
+    gone = asyncio.ensure_future(_closed(reader))
+    try:
+        await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pump, gone):
+            task.cancel()
+        for task in (pump, gone):
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError, TimeoutError):
+                await task
+
+
+async def _closed(reader: asyncio.StreamReader) -> None:
+    with contextlib.suppress(ConnectionError):
+        while await reader.read(4096):
+            pass
 
 
 async def _send_raw(writer: asyncio.StreamWriter, status: int, text: str) -> None:
