@@ -14,7 +14,11 @@ from typing import Any
 from sqlifier.dashboard.source import Source
 from sqlifier.delivery.dora import compute
 from sqlifier.delivery.events import read_events
-from sqlifier.engine.explain import explain_rule
+from sqlifier.engine.compiled import CompiledRule, Test, show_value, signal_unit
+from sqlifier.engine.machine import Engine
+from sqlifier.engine.state import State
+from sqlifier.engine.wording import clock, shown, values_text
+from sqlifier.lang.units import Type
 
 __all__ = ["CHART_KEYS", "Series", "audit", "deploys", "dora", "overview", "rules", "service"]
 
@@ -277,14 +281,12 @@ def rules(source: Source, now: float, filters: Mapping[str, str]) -> dict[str, A
     names = list(source.stack.services_for(source.env))
     if engine is not None:
         for rule in engine.rules:
-            rows = []
-            for name in rule.candidates(names):
-                item = explain_rule(engine, rule.id, name, now)
-                if item is None:
-                    item = {"rule": rule.id, "service": name, "state": "inactive"}
-                    item["note"] = "not evaluated yet"
-                rows.append(_rule_row(item, rule.for_, now))
             paused = engine.paused_all or rule.id in engine.paused
+            thresholds = [_threshold(test) for test in rule.tests]
+            rows = [
+                _rule_row(engine, rule, name, thresholds, paused, now)
+                for name in rule.candidates(names)
+            ]
             groups.append({"rule": rule.id, "text": rule.text, "paused": paused, "rows": rows})
     log = source.decisions()
     wanted = [o for o in filters.get("outcome", "").split(",") if o]
@@ -318,25 +320,50 @@ def rules(source: Source, now: float, filters: Mapping[str, str]) -> dict[str, A
     }
 
 
-def _rule_row(item: Mapping[str, Any], for_: float, now: float) -> dict[str, Any]:
-    """One rule x service row, its figures ready to print (a page may hold a thousand)."""
-    progress = None
-    since = item.get("pending_since")
+def _threshold(test: Test) -> str:
+    if test.op is None or test.threshold is None:
+        return ""
+    unit = test.unit if test.unit is not Type.NUMBER else signal_unit(test.signal)
+    return f"{test.op} {show_value(test.threshold, unit)}"
+
+
+def _rule_row(
+    engine: Engine,
+    rule: CompiledRule,
+    service: str,
+    thresholds: list[str],
+    paused: bool,
+    now: float,
+) -> dict[str, Any]:
+    """One rule x service row, its figures ready to print (a page may hold a thousand):
+    what `sqlifier rules explain` says of them, read from the engine's state."""
+    st = engine.states.get((rule.id, service))
+    if st is None:
+        state, note, values, since = "inactive", "not evaluated yet", {}, None
+    else:
+        state = State.PAUSED.value if paused else st.state.value
+        note = st.note or values_text(rule, st)
+        values, since = st.values, st.pending_since
+        if st.state is State.PENDING and since is not None:
+            note += f"; fires at {clock(since + rule.for_)} if it holds"
     row: dict[str, Any] = {
-        "service": item["service"],
-        "rule": item["rule"],
-        "state": item["state"],
-        "css": "state-" + str(item["state"]).replace(" ", "-"),
-        "note": item.get("note", ""),
-        "tests": [(t["test"], t["value"], t.get("threshold", "")) for t in item.get("tests", [])],
+        "service": service,
+        "rule": rule.id,
+        "state": state,
+        "css": "state-" + state.replace(" ", "-"),
+        "note": note,
+        "tests": [
+            (test.text, shown(test, values.get(test.index)), threshold)
+            for test, threshold in zip(rule.tests, thresholds, strict=True)
+        ],
         "progress": None,
     }
-    if for_ > 0:
+    if rule.for_ > 0:
         held = 0.0 if since is None else max(0.0, now - float(since))
-        progress = 1.0 if item.get("state") == "firing" else min(1.0, held / for_)
+        progress = 1.0 if state == "firing" else min(1.0, held / rule.for_)
         row["progress"] = f"{progress:.3f}"
         row["pct"] = round(progress * 100)
-        row["held"] = f"{seconds_text(progress * for_)} of {seconds_text(for_)}"
+        row["held"] = f"{seconds_text(progress * rule.for_)} of {seconds_text(rule.for_)}"
     return row
 
 
@@ -449,7 +476,8 @@ def _number(value: float | None) -> str:
 
 
 def fingerprint(source: Source, now: float) -> tuple[Any, ...]:
-    """What changes when a page would: compared twice a second while someone watches."""
+    """What changes when a page would: compared four times a second while someone
+    watches. While a rule is pending its FOR bar fills: the second counts then."""
     status = source.status()
     instances = tuple(
         (i.get("instance"), i.get("state"), i.get("release"), i.get("track"), i.get("weight"))
@@ -458,7 +486,10 @@ def fingerprint(source: Source, now: float) -> tuple[Any, ...]:
     )
     engine = source.engine()
     rules: tuple[Any, ...] = ()
+    second = 0
     if engine is not None:
+        if any(st.state is State.PENDING for st in engine.states.values()):
+            second = int(now)
         rules = (
             engine.paused_all,
             tuple(sorted(engine.paused)),
@@ -471,7 +502,15 @@ def fingerprint(source: Source, now: float) -> tuple[Any, ...]:
         (r.get("id"), r.get("state"), r.get("step"), r.get("weight"), len(r.get("lines", [])))
         for r in source.deploys()
     )
-    return (status.get("phase"), instances, rules, runs, int(now // STEP), _audit_count(source))
+    return (
+        status.get("phase"),
+        instances,
+        rules,
+        runs,
+        int(now // STEP),
+        second,
+        _audit_count(source),
+    )
 
 
 def _audit_count(source: Source) -> int:

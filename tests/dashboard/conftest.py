@@ -33,6 +33,7 @@ RULES = f"""\
 RULE many ON instances() > 2 DO NOTIFY 'web has {{value}} instances';
 RULE leaky ON instances() > 50 DO NOTIFY 'the password is {SECRET}';
 RULE busy ON high_cpu(>80%) FOR 3m DO SCALE service.name TO instances + 2 LIMIT 6;
+RULE holding ON instances() >= 1 FOR 10m DO NOTIFY 'web has held for 10 minutes';
 """
 
 

@@ -83,6 +83,15 @@ def test_a_rule_firing_shows_on_the_rules_page_live(stack: Stack, page: Page) ->
     stack.cli("scale", "web", "2")
 
 
+def test_a_pending_rules_for_bar_fills_live(stack: Stack, page: Page) -> None:
+    page.page.goto(stack.url + "/rules")
+    page.page.wait_for_selector("#live:has-text('live')")
+    bar = "tr[data-rule='holding'] progress"
+    first = page.page.locator(bar).get_attribute("value")
+    assert first is not None and float(first) > 0
+    page.page.wait_for_function(f'document.querySelector("{bar}").value > {first}', timeout=2000)
+
+
 def test_an_action_without_a_login_is_refused(stack: Stack, page: Page) -> None:
     page.page.goto(stack.url + "/rules")
     assert page.page.locator("tbody[data-rule-group='many'] button").is_disabled()
