@@ -89,7 +89,11 @@ def test_a_pending_rules_for_bar_fills_live(stack: Stack, page: Page) -> None:
     bar = "tr[data-rule='holding'] progress"
     first = page.page.locator(bar).get_attribute("value")
     assert first is not None and float(first) > 0
-    page.page.wait_for_function(f'document.querySelector("{bar}").value > {first}', timeout=2000)
+    page.page.wait_for_function(
+        "([bar, first]) => document.querySelector(bar).value > first",
+        arg=[bar, float(first)],
+        timeout=2000,
+    )
 
 
 def test_an_action_without_a_login_is_refused(stack: Stack, page: Page) -> None:
