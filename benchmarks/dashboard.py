@@ -178,6 +178,10 @@ class Served:
         self.ready.set()
         self.loop.run_forever()
 
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
     def cpu_share(self, seconds: float) -> float:
         """The share of one core the dashboard's thread (its event loop: the agent's
         side) used over `seconds`; the browsers' side runs in other threads."""
@@ -288,6 +292,8 @@ def main() -> None:
         watched = served.cpu_share(args.seconds)
         streams = big.watchers
         browsers.close()
+        served.stop()
+        base_served.stop()
         print(
             f"the dashboard's thread, idle: {idle * 100:.2f}% of a core (target < 1%); "
             f"20 open dashboards (SSE): {watched * 100:.2f}% (target < 5%); "

@@ -287,7 +287,15 @@ def rules(source: Source, now: float, filters: Mapping[str, str]) -> dict[str, A
                 _rule_row(engine, rule, name, thresholds, paused, now)
                 for name in rule.candidates(names)
             ]
-            groups.append({"rule": rule.id, "text": rule.text, "paused": paused, "rows": rows})
+            groups.append(
+                {
+                    "rule": rule.id,
+                    "text": rule.text,
+                    "paused": paused,
+                    "rows": rows,
+                    "for_": rule.for_,
+                }
+            )
     log = source.decisions()
     wanted = [o for o in filters.get("outcome", "").split(",") if o]
     decisions = []
@@ -364,6 +372,7 @@ def _rule_row(
         row["progress"] = f"{progress:.3f}"
         row["pct"] = round(progress * 100)
         row["held"] = f"{seconds_text(progress * rule.for_)} of {seconds_text(rule.for_)}"
+        row["since"] = since if state == "pending" else None
     return row
 
 
@@ -477,7 +486,7 @@ def _number(value: float | None) -> str:
 
 def fingerprint(source: Source, now: float) -> tuple[Any, ...]:
     """What changes when a page would: compared four times a second while someone
-    watches. While a rule is pending its FOR bar fills: the second counts then."""
+    watches. (A pending rule's FOR bar fills in the browser, from its start.)"""
     status = source.status()
     instances = tuple(
         (i.get("instance"), i.get("state"), i.get("release"), i.get("track"), i.get("weight"))
@@ -486,10 +495,7 @@ def fingerprint(source: Source, now: float) -> tuple[Any, ...]:
     )
     engine = source.engine()
     rules: tuple[Any, ...] = ()
-    second = 0
     if engine is not None:
-        if any(st.state is State.PENDING for st in engine.states.values()):
-            second = int(now)
         rules = (
             engine.paused_all,
             tuple(sorted(engine.paused)),
@@ -508,7 +514,6 @@ def fingerprint(source: Source, now: float) -> tuple[Any, ...]:
         rules,
         runs,
         int(now // STEP),
-        second,
         _audit_count(source),
     )
 

@@ -148,6 +148,7 @@
     fetch(url, { credentials: "same-origin" }).then(function (r) { return r.text(); }).then(function (html) {
       var focused = document.activeElement && document.activeElement.id;
       main.innerHTML = html;
+      stampClock();
       if (focused) { var node = document.getElementById(focused); if (node) node.focus(); }
       bindForms();
       drawCharts();
@@ -208,6 +209,26 @@
     });
   }
 
+  // --- FOR bars: a pending rule's bar fills here, second by second, from its start ----
+  function fillBars() {
+    var data = document.getElementById("page-data");
+    if (!data) return;
+    var offset = Number(data.dataset.now) - (data.dataset.loaded || 0);
+    var now = Date.now() / 1000 + offset;
+    main.querySelectorAll("progress[data-since]").forEach(function (bar) {
+      var held = Math.max(0, now - Number(bar.dataset.since));
+      var share = Math.min(1, held / Number(bar.dataset.for));
+      bar.value = share;
+      bar.setAttribute("aria-label", "FOR held: " + Math.round(share * 100) + "%");
+    });
+  }
+  function stampClock() {
+    var data = document.getElementById("page-data");
+    if (data) data.dataset.loaded = String(Date.now() / 1000);
+  }
+  setInterval(fillBars, 1000);
+
+  stampClock();
   bindForms();
   drawCharts();
   follow();
