@@ -179,6 +179,11 @@ class Served:
         self.loop.run_forever()
 
     def stop(self) -> None:
+        """Stop the loop once its streams have ended (their browsers are gone)."""
+        deadline = time.monotonic() + 5
+        while self.board.watchers and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the watcher's last look, which finds no one left
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
 
