@@ -56,6 +56,10 @@ class Host(Protocol):
 
     def stop(self) -> None: ...
 
+    def dashboard_login(self, who: str) -> dict[str, Any]:
+        """A one-time login link to the web dashboard for `who`, or why there is none."""
+        ...
+
 
 class Endpoints:
     def __init__(
@@ -94,6 +98,7 @@ class Endpoints:
             Route("POST", "/v1/deploy/status", ById, self.deploy_status),
             Route("POST", "/v1/rollback", Rollback, self.rollback),
             Route("POST", "/v1/rollout", Rollout, self.rollout),
+            Route("POST", "/v1/dashboard/login", Empty, self.dashboard_login),
         ]
 
     # --- the agent and its services ---------------------------------------------------
@@ -120,6 +125,9 @@ class Endpoints:
             "audit_reserve_used": self.audit.reserve_released,
             "problems": problems,
         }
+
+    async def dashboard_login(self, _: Empty, who: str) -> Reply:
+        return 200, self.host.dashboard_login(who)
 
     async def openapi(self, _: Empty, who: str) -> Reply:
         return 200, OPENAPI

@@ -98,6 +98,7 @@ OPENAPI: dict[str, Any] = {
             reason=_OPTIONAL_STRING,
             lock_wait=_SECONDS,
         ),
+        "/v1/dashboard/login": _post("A one-time login link to the web dashboard", []),
         "/v1/secrets/rotate": _post(
             "Deliver a local secret's new version: restarts its services", ["name"], name=_STRING
         ),

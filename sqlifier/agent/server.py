@@ -43,11 +43,14 @@ import psutil
 
 from sqlifier.agent.api import BACKLOG, Api
 from sqlifier.agent.automation import Automation
+from sqlifier.agent.dashboard_source import AgentSource
 from sqlifier.agent.deployer import Deployer
 from sqlifier.agent.endpoints import Endpoints
 from sqlifier.agent.figures import metrics
 from sqlifier.agent.files import agent_files, read_json, write_json
 from sqlifier.agent.secretsync import SecretSync
+from sqlifier.dashboard import Dashboard
+from sqlifier.dashboard import start as start_dashboard
 from sqlifier.engine.series import SeriesStore
 from sqlifier.errors import UserError
 from sqlifier.platform.local import LocalPlatform
@@ -83,6 +86,8 @@ class Agent:
         self.target = f"{stack.name}/{env}"
         self.automation: Automation | None = None  # rules run once the stack is up
         self.metrics_error: str | None = None
+        self.dashboard: Dashboard | None = None
+        self.dashboard_error: str | None = None
         self.phase = "starting"
         self.error: str | None = None
         self.stopping = asyncio.Event()
@@ -170,7 +175,9 @@ class Agent:
         left_router = previous.get("router") if previous else None
         token = _write_secret(self.files["token"], secrets.token_urlsafe(32))
         socket_path = self.files["socket"]
-        server = await self._open_socket(socket_path, Api(token, self.endpoints.routes()))
+        api = Api(token, self.endpoints.routes())
+        server = await self._open_socket(socket_path, api)
+        board = await self._serve_dashboard(api)
         self._write_info()
         code = 0
         saver = asyncio.create_task(self._save_periodically())
@@ -194,6 +201,8 @@ class Agent:
             self._write_info()
         finally:
             saver.cancel()
+            if board is not None:
+                board.close()
             await self._stop_everything(server, socket_path)
         return code
 
@@ -256,6 +265,34 @@ class Agent:
             )
             self._say(f"metrics: {self.metrics_error}")
             return None
+
+    async def _serve_dashboard(self, api: Api) -> asyncio.Server | None:
+        """The web dashboard on [dashboard] listen; a taken port is reported, not fatal."""
+        address = self.stack.dashboard
+        if address is None:
+            return None
+        source = AgentSource(
+            self, self.stack, self.env, self.state_dir, self.audit, api,
+            self.secrets.redact, self.endpoints.disk,
+        )  # fmt: skip
+        self.dashboard = Dashboard(source)
+        try:
+            return await start_dashboard(self.dashboard, address[0], address[1])
+        except OSError as exc:
+            self.dashboard_error = (
+                f"cannot serve the dashboard on {address[0]}:{address[1]}: {exc.strerror}"
+            )
+            self._say(f"dashboard: {self.dashboard_error}")
+            return None
+
+    def dashboard_login(self, who: str) -> dict[str, Any]:
+        address = self.stack.dashboard
+        if address is None:
+            return {"ok": False, "error": 'the dashboard is off ([dashboard] listen = "off")'}
+        if self.dashboard is None or self.dashboard_error is not None:
+            return {"ok": False, "error": self.dashboard_error or "the dashboard is starting"}
+        base = f"http://{address[0]}:{address[1]}"
+        return {"ok": True, "url": base, "login": self.dashboard.login_link(who, base)}
 
     async def _scrape(self, request: http.Incoming) -> http.Outgoing:
         if request.target.split("?")[0] == "/metrics" and self.automation is not None:

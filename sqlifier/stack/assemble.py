@@ -29,6 +29,7 @@ TOP_LEVEL = (
     "notify",
     "prometheus",
     "metrics",
+    "dashboard",
 )
 DEFAULT_RULES = ("rules/*.sql",)
 # Keys whose tables merge key by key when an environment overrides them.
@@ -86,6 +87,7 @@ def assemble(reader: StackReader) -> m.Stack:
         reader, "prometheus", {"url": reader.text, "timeout": reader.duration}, "[prometheus]"
     )
     metrics = _metrics(reader)
+    dashboard = _dashboard(reader)
 
     base, origin = _base_services(reader)
     environments, overlays = _environments(reader, base)
@@ -127,6 +129,7 @@ def assemble(reader: StackReader) -> m.Stack:
         notify=m.Notify(**notify),
         prometheus=m.Prometheus(**prometheus),
         metrics=metrics,
+        dashboard=dashboard,
     )
 
 
@@ -255,6 +258,16 @@ def _metrics(reader: StackReader) -> tuple[str, int] | None:
     if listen.strip().lower() == "off":
         return None
     return _listen(reader, ("metrics", "listen"), listen)
+
+
+def _dashboard(reader: StackReader) -> tuple[str, int] | None:
+    """Where the agent serves its web dashboard: `[dashboard] listen`, or "off"."""
+    listen = _top(reader, "dashboard", {"listen": reader.text}, "[dashboard]").get("listen")
+    if listen is None:
+        return m.DEFAULT_DASHBOARD
+    if listen.strip().lower() == "off":
+        return None
+    return _listen(reader, ("dashboard", "listen"), listen)
 
 
 def _listen(reader: StackReader, path: tuple[str, ...], listen: str) -> tuple[str, int] | None:

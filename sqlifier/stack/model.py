@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "DEFAULT_DASHBOARD",
     "DEFAULT_ENV",
     "DEFAULT_METRICS",
     "ENV_NAME",
@@ -48,6 +49,7 @@ ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
 
 DEFAULT_ENV = "dev"
 DEFAULT_METRICS = ("127.0.0.1", 9464)  # where the agent serves /metrics
+DEFAULT_DASHBOARD = ("127.0.0.1", 9465)  # where the agent serves its web dashboard
 
 
 class Approval(enum.Enum):
@@ -294,6 +296,7 @@ class Stack:
     prometheus: Prometheus = field(default_factory=Prometheus)
     metrics: tuple[str, int] | None = DEFAULT_METRICS
     keep_releases: int = 5  # releases kept on disk per service, for rollback
+    dashboard: tuple[str, int] | None = DEFAULT_DASHBOARD
 
     @property
     def root(self) -> Path:

@@ -46,7 +46,7 @@ def test_unknown_top_level_table(tmp_path: Path) -> None:
             3,
             2,
             "unknown top-level table 'routr'; valid: stack, environments, services, router, "
-            "engine, notify, prometheus, metrics",
+            "engine, notify, prometheus, metrics, dashboard",
         )
     ]
 
