@@ -2,9 +2,11 @@
 
 - **Processes.** Each instance's CPU and resident memory, over its whole process tree: a
   service started through a shell, or one that forks workers, counts every process under
-  it. CPU is a fraction of one core, averaged over the last `CPU_SMOOTHING` samples (5 s):
-  a rule's `FOR` asks whether the load was sustained, and one busy or idle second of a
-  single process should not decide that.
+  it. CPU is a fraction of one core, averaged over the readings of the last
+  `[engine] cpu_window` (2 s by default, `CPU_WINDOW`; whole engine intervals, at least
+  one): a rule's `FOR` asks whether the load was sustained, and one idle second of a
+  jittery process should not restart its FOR. A longer window steadies a noisy reading,
+  and delays by as much the moment a rule sees a step in the load (docs/signals.md).
 - **The supervisor.** Running and ready instances per service, and a `restart` event for
   each restart an instance's lifecycle counts.
 - **The router.** Requests per second, error rate and latency quantiles per service over
@@ -37,6 +39,7 @@ from sqlifier.runtime.supervisor import Instance, Supervisor
 from sqlifier.signals.totals import RouterTotals
 
 __all__ = [
+    "CPU_WINDOW",
     "WINDOW",
     "InstanceSample",
     "ProcessSampler",
@@ -47,7 +50,7 @@ __all__ = [
 ]
 
 WINDOW = 10.0  # seconds of router readings behind rps, error_rate and latency
-CPU_SMOOTHING = 5  # an instance's CPU is the mean of its last 5 one-second readings
+CPU_WINDOW = 2.0  # seconds: an instance's CPU is the mean of its readings over this window
 # Two CPU samples closer than this would measure the kernel's clock ticks (10 ms), not use.
 MIN_INTERVAL = 0.1
 QUANTILES = (50, 90, 95, 99)
@@ -259,6 +262,8 @@ class Samplers:
         supervisor: Supervisor,
         traffic: RouterHistory | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cpu_window: float = CPU_WINDOW,
+        interval: float = 1.0,
     ) -> None:
         self.store = store
         self.supervisor = supervisor
@@ -274,6 +279,8 @@ class Samplers:
         self.router_totals = RouterTotals()
         self._restarts: dict[str, tuple[Lifecycle, int]] = {}
         self._cpu_history: dict[str, deque[float]] = {}
+        # `step` runs once an engine interval: the window as a number of readings.
+        self.cpu_readings = max(1, round(cpu_window / interval))
         self._reading: Reading | None = None  # the newest router reading already written
 
     def step(self, t: float) -> None:
@@ -318,7 +325,7 @@ class Samplers:
                 )
 
     def _smoothed(self, samples: dict[str, InstanceSample]) -> dict[str, InstanceSample]:
-        """Each instance's CPU as the mean of its last CPU_SMOOTHING readings."""
+        """Each instance's CPU as the mean of its last `cpu_readings` readings."""
         history = self._cpu_history
         for key in [k for k in history if k not in samples]:
             del history[key]
@@ -327,7 +334,7 @@ class Samplers:
             if sample.cpu is None:
                 out[key] = sample
                 continue
-            recent = history.setdefault(key, deque(maxlen=CPU_SMOOTHING))
+            recent = history.setdefault(key, deque(maxlen=self.cpu_readings))
             recent.append(sample.cpu)
             out[key] = InstanceSample(sum(recent) / len(recent), sample.memory)
         return out

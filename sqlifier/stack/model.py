@@ -185,6 +185,8 @@ class Engine:
     scale_down_delay: float = 300.0
     action_budget: int = 10
     action_window: float = 600.0
+    # The CPU signal: the mean of an instance's readings over this window (whole intervals).
+    cpu_window: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)

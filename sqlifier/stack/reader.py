@@ -430,6 +430,18 @@ class StackReader:
             ),
         }
 
+    def duration_at_most(self, longest: float, shown: str) -> Reader:
+        """A duration no longer than `longest` seconds (`shown` as written, like "5m")."""
+
+        def read(value: object, path: KeyPath) -> Any:
+            seconds = self.duration(value, path)
+            if seconds is not _INVALID and seconds > longest:
+                self.error(path, f"{_dotted(path)} must be at most {shown}, found {_shown(value)}")
+                return _INVALID
+            return seconds
+
+        return read
+
 
 def _dotted(path: KeyPath) -> str:
     return ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in path).replace(
