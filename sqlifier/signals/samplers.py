@@ -22,6 +22,7 @@ as "no data" rather than as zero; a service without traffic has no error rate or
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -58,6 +59,12 @@ QUANTILES = (50, 90, 95, 99)
 _Key = tuple[int, float]  # (pid, create time): one process, never a recycled pid
 
 
+class Children(Protocol):
+    """A process's children by its pid: a map made in one look, or read when asked."""
+
+    def get(self, pid: int, default: list[psutil.Process], /) -> list[psutil.Process]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceSample:
     cpu: float | None  # cores used since the previous sample (1.0 = one); None at first
@@ -84,9 +91,10 @@ class ProcessSampler:
         """Each tree by the name it is given under, from its root's pid; `t` is a steady
         clock in seconds. A root that is gone, or not ours to read, is left out."""
         samples: dict[str, InstanceSample] = {}
-        # One look at every process's parent for all trees: psutil's `children()` would
-        # take that look again for each instance.
-        children = _children() if roots else {}
+        # On Linux each tree's own processes name their children (`_child_pids`);
+        # elsewhere one look at every process's parent serves all trees: psutil's
+        # `children()` would take that look again for each instance.
+        children: Children = _proc_children if PROC_CHILDREN else _ppid_map() if roots else {}
         for name, pid in roots.items():
             sample = self._sample_tree(name, pid, children, t)
             if sample is not None:
@@ -96,7 +104,7 @@ class ProcessSampler:
         return samples
 
     def _sample_tree(
-        self, name: str, pid: int, children: Mapping[int, list[psutil.Process]], t: float
+        self, name: str, pid: int, children: Children, t: float
     ) -> InstanceSample | None:
         before = self._trees.get(name)
         processes = _members(pid, children, before.processes if before is not None else {})
@@ -120,7 +128,7 @@ class ProcessSampler:
         return InstanceSample(tree.cpu, memory)
 
 
-def _children() -> dict[int, list[psutil.Process]]:
+def _ppid_map() -> dict[int, list[psutil.Process]]:
     """Every process under its parent's pid (psutil caches the objects between calls)."""
     children: dict[int, list[psutil.Process]] = {}
     for process in psutil.process_iter(["ppid"]):
@@ -130,8 +138,44 @@ def _children() -> dict[int, list[psutil.Process]]:
     return children
 
 
+def _child_pids(pid: int) -> list[int]:
+    """A process's children, as each of its threads lists those it started
+    (`/proc/<pid>/task/<tid>/children`, Linux): a few small reads of this process, where
+    psutil would read the parent of every process on the machine."""
+    found: list[int] = []
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as handle:
+                found.extend(int(child) for child in handle.read().split())
+        except (OSError, ValueError):  # the thread ended meanwhile
+            continue
+    return found
+
+
+class _ProcChildren:
+    """`Children` from /proc: a process's children as psutil objects, made when asked."""
+
+    def get(self, pid: int, default: list[psutil.Process]) -> list[psutil.Process]:
+        found = []
+        for child in _child_pids(pid):
+            try:
+                found.append(psutil.Process(child))
+            except psutil.Error:  # ended meanwhile
+                continue
+        return found or default
+
+
+_proc_children = _ProcChildren()
+_this = os.getpid()
+PROC_CHILDREN = os.path.exists(f"/proc/{_this}/task/{_this}/children")
+
+
 def _members(
-    pid: int, children: Mapping[int, list[psutil.Process]], known: Mapping[_Key, psutil.Process]
+    pid: int, children: Children, known: Mapping[_Key, psutil.Process]
 ) -> dict[_Key, psutil.Process]:
     """The root and everything under it by (pid, create time), the objects of the
     previous sample reused; empty when the root is gone."""
