@@ -2,11 +2,13 @@
 
 - **Processes.** Each instance's CPU and resident memory, over its whole process tree: a
   service started through a shell, or one that forks workers, counts every process under
-  it. CPU is a fraction of one core, averaged over the readings of the last
-  `[engine] cpu_window` (2 s by default, `CPU_WINDOW`; whole engine intervals, at least
-  one): a rule's `FOR` asks whether the load was sustained, and one idle second of a
-  jittery process should not restart its FOR. A longer window steadies a noisy reading,
-  and delays by as much the moment a rule sees a step in the load (docs/signals.md).
+  it. On Linux a tree is read from its own processes' `/proc` children files, not by
+  looking at every process on the machine. CPU is a fraction of one core, averaged over
+  the readings of the last `[engine] cpu_window` (2 s by default, `CPU_WINDOW`; whole
+  engine intervals, at least one): a rule's `FOR` asks whether the load was sustained,
+  and one idle second of a jittery process should not restart its FOR. A longer window
+  steadies a noisy reading, and delays by as much the moment a rule sees a step in the
+  load (docs/stack-file.md, "The CPU window").
 - **The supervisor.** Running and ready instances per service, and a `restart` event for
   each restart an instance's lifecycle counts.
 - **The router.** Requests per second, error rate and latency quantiles per service over
