@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlifier.cli.main import main
+from sqlifier.cli.fasthelp import main
 
 if __name__ == "__main__":
     main()

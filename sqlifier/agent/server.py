@@ -135,7 +135,10 @@ class Agent:
         """Signals and rules, from the moment the stack is up: lines count from then on."""
         store = SeriesStore()
         traffic = self.traffic if self.traffic.needed else None
-        samplers = Samplers(store, self.supervisor, traffic)
+        engine = self.stack.engine
+        samplers = Samplers(
+            store, self.supervisor, traffic, cpu_window=engine.cpu_window, interval=engine.interval
+        )
         self.supervisor.on_lines = samplers.on_lines
         self.supervisor.on_denied = samplers.on_denied
         automation = Automation(

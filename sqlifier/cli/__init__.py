@@ -3,6 +3,8 @@
 Module by module:
 
     main.py       the entry points and `run()`, the one place errors become exit codes
+    fasthelp.py   the `sqlifier` entry point: --help, -h, --version answered without click
+    helptext.py   those answers, rendered by `python -m sqlifier.cli.fasthelp` (generated)
     options.py    the options commands share (--env, the stack file, --json, --reason)
     workspace.py  which stack file and rule files a command works on
     output.py     diagnostics printed as compiler-style text or as JSON

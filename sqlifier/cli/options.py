@@ -31,8 +31,7 @@ import click
 from click.decorators import FC
 
 from sqlifier.errors import SqlifierError, UserError
-from sqlifier.lang.units import base_value
-from sqlifier.stack.model import DEFAULT_ENV
+from sqlifier.stack.names import DEFAULT_ENV
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -164,6 +163,8 @@ def duration(text: str, option: str = "--since", examples: str = "30m, 24h or 7d
     match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text.strip())
     if match is None or float(match.group(1)) <= 0:
         raise UserError(f"{option} {text}: expected a duration like {examples}")
+    from sqlifier.lang.units import base_value  # noqa: PLC0415 (not on every start-up)
+
     seconds = base_value(float(match.group(1)), match.group(2))
     if seconds > LONGEST_OPTION:
         raise UserError(f"{option} {text}: at most 3650d (ten years), like {examples}")

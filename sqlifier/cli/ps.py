@@ -13,7 +13,7 @@ import click
 from sqlifier.agent.client import AgentClient, agent_alive
 from sqlifier.agent.files import disk_line, read_info
 from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services
-from sqlifier.cli.workspace import load_context
+from sqlifier.cli.workspace import load_context, locate
 from sqlifier.errors import UserError
 
 __all__ = ["ps", "restart", "scale", "table"]
@@ -33,8 +33,9 @@ _NEGATIVE = re.compile(r"-[0-9]+")
 @click.option("--json", "as_json", is_flag=True, help="Print the instances as JSON.")
 def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
     """Services and instances with state, pid, address, restarts."""
-    context = load_context(stack_file, env)
-    if not agent_alive(context.state_dir):
+    place = locate(stack_file, env)  # a running agent answers without the stack being read
+    if not agent_alive(place.state_dir):
+        context = load_context(stack_file, env)
         left = _left_behind(context.state_dir)
         if as_json:
             click.echo(json.dumps(left, indent=2))
@@ -47,7 +48,7 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
         else:
             click.echo(f"nothing is running for {context.stack.name} ({context.env})")
         return 0
-    status = AgentClient(context.state_dir, context.env).request("GET", "/v1/status")
+    status = AgentClient(place.state_dir, place.env).request("GET", "/v1/status")
     instances = _rows(status)
     traffic = status.get("traffic") or {}
     counts: dict[str, dict[str, Any]] = status.get("counts") or {}
@@ -68,7 +69,7 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
     click.echo(table(instances, with_traffic=bool(router)))
     if set_by := _counts_set(counts):
         click.echo(f"\n{set_by}")
-    click.echo(disk_line(context.state_dir, status.get("disk") or {}), nl=False)
+    click.echo(disk_line(place.state_dir, status.get("disk") or {}), nl=False)
     return 0
 
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlifier.cli.options import resolve_env
+from sqlifier.diagnostics import Diagnostic, Severity
 from sqlifier.errors import DiagnosticsError, UserError
-from sqlifier.lang.errors import Diagnostic, Severity
-from sqlifier.stack import STACK_FILE, Stack, find_stack, load_stack
-from sqlifier.stack.model import ENV_NAME
+from sqlifier.stack.names import ENV_NAME, STACK_FILE, find_stack
 
-__all__ = ["Context", "Workspace", "display_path", "load_context", "resolve"]
+if TYPE_CHECKING:
+    from sqlifier.stack.model import Stack
+
+__all__ = ["Context", "Place", "Workspace", "display_path", "load_context", "locate", "resolve"]
 
 
 @dataclass
@@ -45,6 +48,8 @@ def resolve(files: tuple[str, ...], stack_file: str | None) -> Workspace:
     workspace = Workspace(None, None, [])
     if path is not None:
         workspace.stack_display = stack_file if stack_file else display_path(path)
+        from sqlifier.stack.stackfile import load_stack  # noqa: PLC0415
+
         try:
             workspace.stack, warnings = load_stack(path, workspace.stack_display)
             workspace.diagnostics.extend(warnings)
@@ -94,20 +99,50 @@ class Context:
     warnings: tuple[Diagnostic, ...] = ()
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where a command's environment keeps its state, found without reading the stack."""
+
+    env: str
+    state_dir: Path
+    stack_file: Path
+
+
+def locate(stack_file: str | None, env: str | None) -> Place:
+    """The stack file and the environment's state folder, the stack file not read: what a
+    command that only asks the running agent needs (`ps`). The same errors as
+    `load_context` for a missing stack file or a bad environment."""
+    path = _stack_path(stack_file)
+    env = _env(env)
+    return Place(env, path.parent / ".sqlifier" / env, path.resolve())
+
+
 def load_context(stack_file: str | None, env: str | None) -> Context:
     """The stack (an invalid one is refused with every diagnostic) and the environment
     (`resolve_env`: `--env`, after or before the subcommand, else $SQLIFIER_ENV, else dev)."""
+    from sqlifier.stack.stackfile import load_stack  # noqa: PLC0415 (not for `locate`)
+
+    path = _stack_path(stack_file)
+    stack, warnings = load_stack(path, display_path(path))
+    env = _env(env)
+    return Context(stack, env, stack.root / ".sqlifier" / env, path.resolve(), tuple(warnings))
+
+
+def _stack_path(stack_file: str | None) -> Path:
     path = Path(stack_file) if stack_file else find_stack(Path.cwd())
     if path is None:
         raise UserError(
             f"no {STACK_FILE} in {Path.cwd()} or its parents; "
             "create a stack with sqlifier init, or name one with -f FILE"
         )
-    stack, warnings = load_stack(path, display_path(path))
+    return path
+
+
+def _env(env: str | None) -> str:
     env = resolve_env(env)
     if not ENV_NAME.match(env):  # it names a folder under .sqlifier: nothing else
         raise UserError(
             f"invalid environment {env!r} (from --env or SQLIFIER_ENV): an environment is "
             "lower-case letters, digits, '_' and '-', starting with a letter, like production"
         )
-    return Context(stack, env, stack.root / ".sqlifier" / env, path.resolve(), tuple(warnings))
+    return env

@@ -2,9 +2,13 @@
 
 - **Processes.** Each instance's CPU and resident memory, over its whole process tree: a
   service started through a shell, or one that forks workers, counts every process under
-  it. CPU is a fraction of one core, averaged over the last `CPU_SMOOTHING` samples (5 s):
-  a rule's `FOR` asks whether the load was sustained, and one busy or idle second of a
-  single process should not decide that.
+  it. On Linux a tree is read from its own processes' `/proc` children files, not by
+  looking at every process on the machine. CPU is a fraction of one core, averaged over
+  the readings of the last `[engine] cpu_window` (2 s by default, `CPU_WINDOW`; whole
+  engine intervals, at least one): a rule's `FOR` asks whether the load was sustained,
+  and one idle second of a jittery process should not restart its FOR. A longer window
+  steadies a noisy reading, and delays by as much the moment a rule sees a step in the
+  load (docs/stack-file.md, "The CPU window").
 - **The supervisor.** Running and ready instances per service, and a `restart` event for
   each restart an instance's lifecycle counts.
 - **The router.** Requests per second, error rate and latency quantiles per service over
@@ -20,6 +24,7 @@ as "no data" rather than as zero; a service without traffic has no error rate or
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,6 +42,7 @@ from sqlifier.runtime.supervisor import Instance, Supervisor
 from sqlifier.signals.totals import RouterTotals
 
 __all__ = [
+    "CPU_WINDOW",
     "WINDOW",
     "InstanceSample",
     "ProcessSampler",
@@ -47,12 +53,18 @@ __all__ = [
 ]
 
 WINDOW = 10.0  # seconds of router readings behind rps, error_rate and latency
-CPU_SMOOTHING = 5  # an instance's CPU is the mean of its last 5 one-second readings
+CPU_WINDOW = 2.0  # seconds: an instance's CPU is the mean of its readings over this window
 # Two CPU samples closer than this would measure the kernel's clock ticks (10 ms), not use.
 MIN_INTERVAL = 0.1
 QUANTILES = (50, 90, 95, 99)
 
 _Key = tuple[int, float]  # (pid, create time): one process, never a recycled pid
+
+
+class Children(Protocol):
+    """A process's children by its pid: a map made in one look, or read when asked."""
+
+    def get(self, pid: int, default: list[psutil.Process], /) -> list[psutil.Process]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +93,10 @@ class ProcessSampler:
         """Each tree by the name it is given under, from its root's pid; `t` is a steady
         clock in seconds. A root that is gone, or not ours to read, is left out."""
         samples: dict[str, InstanceSample] = {}
-        # One look at every process's parent for all trees: psutil's `children()` would
-        # take that look again for each instance.
-        children = _children() if roots else {}
+        # On Linux each tree's own processes name their children (`_child_pids`);
+        # elsewhere one look at every process's parent serves all trees: psutil's
+        # `children()` would take that look again for each instance.
+        children: Children = _proc_children if PROC_CHILDREN else _ppid_map() if roots else {}
         for name, pid in roots.items():
             sample = self._sample_tree(name, pid, children, t)
             if sample is not None:
@@ -93,7 +106,7 @@ class ProcessSampler:
         return samples
 
     def _sample_tree(
-        self, name: str, pid: int, children: Mapping[int, list[psutil.Process]], t: float
+        self, name: str, pid: int, children: Children, t: float
     ) -> InstanceSample | None:
         before = self._trees.get(name)
         processes = _members(pid, children, before.processes if before is not None else {})
@@ -117,7 +130,7 @@ class ProcessSampler:
         return InstanceSample(tree.cpu, memory)
 
 
-def _children() -> dict[int, list[psutil.Process]]:
+def _ppid_map() -> dict[int, list[psutil.Process]]:
     """Every process under its parent's pid (psutil caches the objects between calls)."""
     children: dict[int, list[psutil.Process]] = {}
     for process in psutil.process_iter(["ppid"]):
@@ -127,8 +140,44 @@ def _children() -> dict[int, list[psutil.Process]]:
     return children
 
 
+def _child_pids(pid: int) -> list[int]:
+    """A process's children, as each of its threads lists those it started
+    (`/proc/<pid>/task/<tid>/children`, Linux): a few small reads of this process, where
+    psutil would read the parent of every process on the machine."""
+    found: list[int] = []
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as handle:
+                found.extend(int(child) for child in handle.read().split())
+        except (OSError, ValueError):  # the thread ended meanwhile
+            continue
+    return found
+
+
+class _ProcChildren:
+    """`Children` from /proc: a process's children as psutil objects, made when asked."""
+
+    def get(self, pid: int, default: list[psutil.Process]) -> list[psutil.Process]:
+        found = []
+        for child in _child_pids(pid):
+            try:
+                found.append(psutil.Process(child))
+            except psutil.Error:  # ended meanwhile
+                continue
+        return found or default
+
+
+_proc_children = _ProcChildren()
+_this = os.getpid()
+PROC_CHILDREN = os.path.exists(f"/proc/{_this}/task/{_this}/children")
+
+
 def _members(
-    pid: int, children: Mapping[int, list[psutil.Process]], known: Mapping[_Key, psutil.Process]
+    pid: int, children: Children, known: Mapping[_Key, psutil.Process]
 ) -> dict[_Key, psutil.Process]:
     """The root and everything under it by (pid, create time), the objects of the
     previous sample reused; empty when the root is gone."""
@@ -259,6 +308,8 @@ class Samplers:
         supervisor: Supervisor,
         traffic: RouterHistory | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cpu_window: float = CPU_WINDOW,
+        interval: float = 1.0,
     ) -> None:
         self.store = store
         self.supervisor = supervisor
@@ -274,6 +325,8 @@ class Samplers:
         self.router_totals = RouterTotals()
         self._restarts: dict[str, tuple[Lifecycle, int]] = {}
         self._cpu_history: dict[str, deque[float]] = {}
+        # `step` runs once an engine interval: the window as a number of readings.
+        self.cpu_readings = max(1, round(cpu_window / interval))
         self._reading: Reading | None = None  # the newest router reading already written
 
     def step(self, t: float) -> None:
@@ -323,7 +376,7 @@ class Samplers:
                 )
 
     def _smoothed(self, samples: dict[str, InstanceSample]) -> dict[str, InstanceSample]:
-        """Each instance's CPU as the mean of its last CPU_SMOOTHING readings."""
+        """Each instance's CPU as the mean of its last `cpu_readings` readings."""
         history = self._cpu_history
         for key in [k for k in history if k not in samples]:
             del history[key]
@@ -332,7 +385,7 @@ class Samplers:
             if sample.cpu is None:
                 out[key] = sample
                 continue
-            recent = history.setdefault(key, deque(maxlen=CPU_SMOOTHING))
+            recent = history.setdefault(key, deque(maxlen=self.cpu_readings))
             recent.append(sample.cpu)
             out[key] = InstanceSample(sum(recent) / len(recent), sample.memory)
         return out

@@ -6,6 +6,7 @@
     assemble.py   the tables put together: services, environment overrides, the checks
                   that need every service at once (dependencies, routes, ports)
     model.py      the typed model the rest of sqlifier trusts
+    names.py      where the stack file is, what its names may be (standard library only)
     rulefiles.py  the rule files the stack names, parsed and checked
     crosscheck.py what needs the rules and the stack together: a SCALE that a service's
                   fixed port cannot hold
@@ -19,7 +20,28 @@ rollout. Imports nothing from delivery, the engine or the edges.
 
 from __future__ import annotations
 
-from sqlifier.stack.model import Service, Stack
-from sqlifier.stack.stackfile import STACK_FILE, find_stack, load_stack
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlifier.stack.model import Service, Stack
+    from sqlifier.stack.names import STACK_FILE, find_stack
+    from sqlifier.stack.stackfile import load_stack
 
 __all__ = ["STACK_FILE", "Service", "Stack", "find_stack", "load_stack"]
+
+# Each loaded when first asked for: a command that only finds the stack file (names.py)
+# does not pay for the reader and the model.
+_HOME = {
+    "STACK_FILE": "names",
+    "Service": "model",
+    "Stack": "model",
+    "find_stack": "names",
+    "load_stack": "stackfile",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'sqlifier.stack' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"sqlifier.stack.{_HOME[name]}"), name)

@@ -77,6 +77,7 @@ def assemble(reader: StackReader) -> m.Stack:
             "scale_down_delay": reader.duration,
             "action_budget": reader.integer(1, 10_000),
             "action_window": reader.duration,
+            "cpu_window": reader.duration_at_most(300.0, "5m"),
         },
         "[engine]",
     )

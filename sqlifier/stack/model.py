@@ -7,9 +7,10 @@ trusts it. Durations are seconds, percentages are 0-100.
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sqlifier.stack.names import DEFAULT_ENV, ENV_NAME, SERVICE_NAME
 
 __all__ = [
     "DEFAULT_DASHBOARD",
@@ -43,11 +44,6 @@ __all__ = [
     "Warmup",
 ]
 
-# What a service or environment may be called: names of folders, files and metrics.
-SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}\Z")
-ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
-
-DEFAULT_ENV = "dev"
 DEFAULT_METRICS = ("127.0.0.1", 9464)  # where the agent serves /metrics
 DEFAULT_DASHBOARD = ("127.0.0.1", 9465)  # where the agent serves its web dashboard
 
@@ -265,6 +261,8 @@ class Engine:
     scale_down_delay: float = 300.0
     action_budget: int = 10
     action_window: float = 600.0
+    # The CPU signal: the mean of an instance's readings over this window (whole intervals).
+    cpu_window: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -438,6 +438,18 @@ class StackReader:
             "user": self.user,
         }
 
+    def duration_at_most(self, longest: float, shown: str) -> Reader:
+        """A duration no longer than `longest` seconds (`shown` as written, like "5m")."""
+
+        def read(value: object, path: KeyPath) -> Any:
+            seconds = self.duration(value, path)
+            if seconds is not _INVALID and seconds > longest:
+                self.error(path, f"{_dotted(path)} must be at most {shown}, found {_shown(value)}")
+                return _INVALID
+            return seconds
+
+        return read
+
     def egress(self, value: object, path: KeyPath) -> Any:
         """`egress`: services by name, `host:port`, `address:port` or `network/bits:port`."""
         items = self.text_list(value, path)

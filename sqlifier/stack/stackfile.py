@@ -11,21 +11,11 @@ from sqlifier.errors import DiagnosticsError
 from sqlifier.lang.source import Source, Span, UndecodableError, decode
 from sqlifier.stack.assemble import read_stack
 from sqlifier.stack.model import Stack
+from sqlifier.stack.names import STACK_FILE, find_stack
 
 __all__ = ["STACK_FILE", "find_stack", "load_stack"]
 
-STACK_FILE = "sqlifier.toml"
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)|\(at end of document\)")
-
-
-def find_stack(start: Path) -> Path | None:
-    """The nearest `sqlifier.toml` in `start` or its parents."""
-    start = start.resolve()
-    for folder in (start, *start.parents):
-        candidate = folder / STACK_FILE
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def load_stack(path: Path, display: str | None = None) -> tuple[Stack, list[Diagnostic]]:
