@@ -18,6 +18,13 @@
     │   │                         unreadable): the message names the file and what to do
     │   ├── AuditLogLost          store.audit: the audit log's entries are gone while its
     │   │                         head names some (a new log only by `sqlifier audit reset`)
+    │   ├── ClusterError          platform.kubernetes: a Kubernetes API call that failed,
+    │   │   │                     naming the object and what to do
+    │   │   ├── ClusterUnreachable  no answer from the API server, or no credentials
+    │   │   ├── Forbidden         RBAC refuses a verb on a resource (both named)
+    │   │   ├── NamespaceNotFound the environment's namespace does not exist
+    │   │   ├── ApplyConflict     another field manager set fields sqlifier applies
+    │   │   └── NotReady          a workload not ready in time: a pod, its events, logs
     │   └── AgentNotRunning       agent.client: no agent answers for this stack and env
     ├── ParseError                lang.errors: abandons one statement inside the parser,
     │                             which reports it as a Diagnostic
