@@ -80,6 +80,11 @@ class ControlPlane:
         return f"https://127.0.0.1:{self.api_port}"
 
     @property
+    def ca(self) -> Path:
+        """The API server's self-signed certificate with its CA (from --cert-dir)."""
+        return self.workdir / "certs/apiserver.crt"
+
+    @property
     def kubeconfig(self) -> Path:
         return self.workdir / "kubeconfig"
 
@@ -93,7 +98,7 @@ class ControlPlane:
         """A kubeconfig for `name`, one of the `users` the control plane was started with."""
         token = (self.workdir / f"token-{name}").read_text().strip()
         path = self.workdir / f"kubeconfig-{name}"
-        path.write_text(_kubeconfig(self.url, name, token))
+        path.write_text(_kubeconfig(self.url, name, token, self.ca))
         return path
 
     def log(self, name: str, lines: int = 30) -> str:
@@ -119,10 +124,10 @@ class ControlPlane:
                 process.wait()
 
 
-def _kubeconfig(url: str, user: str, token: str) -> str:
+def _kubeconfig(url: str, user: str, token: str, ca: Path) -> str:
     return (
         "apiVersion: v1\nkind: Config\n"
-        f"clusters:\n- name: test\n  cluster: {{server: '{url}', insecure-skip-tls-verify: true}}\n"
+        f"clusters:\n- name: test\n  cluster: {{server: '{url}', certificate-authority: '{ca}'}}\n"
         f"users:\n- name: {user}\n  user: {{token: '{token}'}}\n"
         f"contexts:\n- name: test\n  context: {{cluster: test, user: {user}}}\n"
         "current-context: test\n"
@@ -193,7 +198,6 @@ def running_control_plane(
         (workdir / f"token-{name}").write_text(token)
         tokens.append(f'{token},{name},{name}-uid,"{",".join(groups)}"')
     (workdir / "tokens.csv").write_text("\n".join(tokens) + "\n")
-    cp.kubeconfig.write_text(_kubeconfig(cp.url, "admin", cp.token))
     private, public = _service_account_keys(workdir)
     etcd_port, peer_port = free_port(), free_port()
     etcd = f"http://127.0.0.1:{etcd_port}"
@@ -218,6 +222,7 @@ def running_control_plane(
             "--kubelet-preferred-address-types=InternalIP",
         ])  # fmt: skip
         _wait_ready(cp)
+        cp.kubeconfig.write_text(_kubeconfig(cp.url, "admin", cp.token, cp.ca))
         # 1.20's controller-manager also opens an insecure port on every address unless told.
         _start(cp, "controller-manager", [
             str(BIN / "kube-controller-manager"), "--port=0", "--address=127.0.0.1",

@@ -96,38 +96,8 @@ class Cluster:
 
     def resource(self, api_version: str, kind: str) -> Resource:
         """Where objects of `kind` live; ClusterError when the cluster does not serve it."""
-        if api_version not in self._resources:
-            self._resources[api_version] = self._discover(api_version, kind)
-        found = self._resources[api_version].get(kind)
+        found = self._kinds(api_version).get(kind)
         if found is None:
-            raise ClusterError(
-                f"the cluster ({self.where}) serves {api_version} but not its kind {kind}: "
-                "check the kind's spelling, or the Kubernetes version the cluster runs"
-            )
-        return found
-
-    def served(self, api_version: str, kind: str) -> bool:
-        try:
-            self.resource(api_version, kind)
-        except ClusterError:
-            return False
-        return True
-
-    def _discover(self, api_version: str, kind: str) -> dict[str, Resource]:
-        path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        try:
-            answer = self.request("GET", path, verb="get", what=f"API {api_version}")
-        except ClusterError as e:
-            if e.status != 404:
-                raise
-            return {}
-        out = {}
-        for item in (answer or {}).get("resources", []):
-            if "/" not in item["name"]:  # "deployments/scale" is a subresource
-                out[item["kind"]] = Resource(
-                    api_version, item["kind"], item["name"], bool(item["namespaced"])
-                )
-        if kind not in out:
             what = (
                 " (the Gateway API CRDs are not installed on it)"
                 if api_version.startswith("gateway.networking.k8s.io/")
@@ -137,6 +107,30 @@ class Cluster:
                 f"the cluster ({self.where}) does not serve {kind} of {api_version}{what}: "
                 "install what provides it, or use a cluster that has it"
             )
+        return found
+
+    def served(self, api_version: str, kind: str) -> bool:
+        """Whether the cluster has `kind` (an older one may not; CRDs may be missing)."""
+        return kind in self._kinds(api_version)
+
+    def _kinds(self, api_version: str) -> dict[str, Resource]:
+        """The kinds of an API group version, by discovery, asked once."""
+        if api_version in self._resources:
+            return self._resources[api_version]
+        path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        try:
+            answer = self.request("GET", path, verb="get", what=f"API {api_version}")
+        except ClusterError as e:
+            if e.status != 404:
+                raise
+            answer = {}
+        out = {}
+        for item in (answer or {}).get("resources", []):
+            if "/" not in item["name"]:  # "deployments/scale" is a subresource
+                out[item["kind"]] = Resource(
+                    api_version, item["kind"], item["name"], bool(item["namespaced"])
+                )
+        self._resources[api_version] = out
         return out
 
     # --- requests ---------------------------------------------------------------------
@@ -290,10 +284,12 @@ def _forbidden(
     who = f"user {user.group(1)}" if user else "this user"
     plural = resource.plural if resource else _said_resource(message)
     group = resource.group if resource else ""
-    where = f"in namespace {cluster.namespace}" if not resource or resource.namespaced else ""
+    scoped = not resource or resource.namespaced
+    where = f" in namespace {cluster.namespace}" if scoped else ""
+    role = "a Role" if scoped else "a ClusterRole"
     return Forbidden(
-        f"{what}: {who} may not {verb} {resource.qualified if resource else plural} {where} "
-        f"({cluster.where}): grant it a Role with verbs [{verb}] on resources [{plural}] "
+        f"{what}: {who} may not {verb} {resource.qualified if resource else plural}{where} "
+        f"({cluster.where}): grant it {role} with verbs [{verb}] on resources [{plural}] "
         f'in apiGroups ["{group}"], or use a context that may',
         verb,
         resource.qualified if resource else plural,
