@@ -116,8 +116,9 @@ def _pods(cluster: Cluster, workload: Mapping[str, Any]) -> list[dict[str, Any]]
 
 
 def _events(cluster: Cluster, name: str, prefix: bool = False) -> list[str]:
-    """The latest events about `name` (with `prefix`: about any object named from it, as a
-    Deployment's ReplicaSets are), as "Warning BackOff: ...". Empty when not allowed."""
+    """The latest events about `name` (with `prefix`: the warnings about any object named
+    from it, as a Deployment's ReplicaSets are), as "Warning BackOff: ...". Empty when the
+    user may not list events."""
     query = [] if prefix else [("fieldSelector", f"involvedObject.name={name}")]
     try:
         answer = cluster.request(
@@ -126,16 +127,18 @@ def _events(cluster: Cluster, name: str, prefix: bool = False) -> list[str]:
         )  # fmt: skip
     except ClusterError:
         return []
-    items = [
-        e for e in answer.get("items", [])
-        if not prefix or str(e["involvedObject"].get("name", "")).startswith(name)
-    ]  # fmt: skip
+    items = [e for e in answer.get("items", []) if not prefix or _warning_about(e, name)]
     items.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
     return [
         f"{e.get('type', '')} {e.get('reason', '')}: {e.get('message', '')}".strip()
         + (f" (x{e['count']})" if int(e.get("count") or 1) > 1 else "")
         for e in items[-EVENTS:]
     ]
+
+
+def _warning_about(event: Mapping[str, Any], prefix: str) -> bool:
+    about = str((event.get("involvedObject") or {}).get("name", ""))
+    return about.startswith(prefix) and event.get("type") == "Warning"
 
 
 def _log(cluster: Cluster, pod: Mapping[str, Any]) -> list[str]:
