@@ -101,7 +101,12 @@ def test_a_statefulset_starts_its_pods_in_order(cluster: Cluster, namespace: str
     )
     assert [p.metadata.name for p in pods(cluster, namespace, "db")] == ["db-0"]
     cluster.node.run(namespace, "db-0")
-    until(lambda: len(pods(cluster, namespace, "db")) == 2, "db-1 is created once db-0 is ready")
+    until(
+        lambda: (
+            len([p for p in pods(cluster, namespace, "db") if p.status.container_statuses]) == 2
+        ),
+        "db-1 is created once db-0 is ready, and runs",
+    )
     cluster.node.run(namespace, "db-1")
     until(lambda: ready_replicas(cluster, namespace, "db", "stateful_set") == 2, "db is ready")
 

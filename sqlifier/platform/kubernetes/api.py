@@ -353,12 +353,11 @@ def _kubeconfig_files(kubeconfig: Path | str | None) -> list[Path]:
 
 def _load_kubeconfig(configuration: Any, files: list[Path], context: str | None) -> str:
     from kubernetes import config  # noqa: PLC0415
-    from kubernetes.config.config_exception import ConfigException  # noqa: PLC0415
 
     named = os.pathsep.join(str(f) for f in files)
     try:
         contexts, current = config.list_kube_config_contexts(config_file=named)  # type: ignore[no-untyped-call]
-    except (ConfigException, OSError, ValueError) as e:
+    except Exception as e:  # the loader raises YAML, key and type errors on a damaged file
         raise ClusterUnreachable(f"kubeconfig {named} cannot be read: {e}") from None
     known = [c["name"] for c in contexts or []]
     if context is not None and context not in known:
@@ -371,7 +370,7 @@ def _load_kubeconfig(configuration: Any, files: list[Path], context: str | None)
         config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=named, context=context, client_configuration=configuration
         )
-    except (ConfigException, OSError, ValueError) as e:
+    except Exception as e:  # as above; and an exec plugin that fails
         raise ClusterUnreachable(
             f"context {chosen!r} of kubeconfig {named} cannot be used: {e}"
         ) from None

@@ -124,3 +124,11 @@ def test_the_platform_package_does_not_import_the_client_until_it_connects() -> 
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_damaged_kubeconfig_is_named(tmp_path: Path) -> None:
+    damaged = tmp_path / "kubeconfig"
+    damaged.write_text("clusters: [unclosed\n")
+    with pytest.raises(ClusterUnreachable) as e:
+        connect("default", kubeconfig=damaged)
+    assert str(e.value).startswith(f"kubeconfig {damaged} cannot be read: ")
