@@ -40,7 +40,7 @@ fi
 if [ "${1:-}" = "--check" ]; then
     if ! command -v dpkg-query >/dev/null 2>&1; then echo "apt-get/dpkg (Debian) is not available"; exit 4; fi
     m=$(missing_packages)
-    if [ -n "$m" ]; then echo "missing distribution packages: $m"; exit 4; fi
+    if [ -n "$m" ]; then echo "missing distribution packages: ${m% }"; exit 4; fi
     exit 3
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
