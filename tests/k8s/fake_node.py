@@ -125,8 +125,8 @@ class FakeNode:
             "spec": {"holderIdentity": self.name, "leaseDurationSeconds": 40,
                      "renewTime": _micro_now()},
         }  # fmt: skip
-        try:
-            self.coordination.replace_namespaced_lease(self.name, "kube-node-lease", lease)
+        try:  # a merge patch: a Lease takes no update without its resourceVersion
+            self.coordination.patch_namespaced_lease(self.name, "kube-node-lease", lease)
         except ApiException as e:
             if e.status != 404:
                 raise

@@ -234,3 +234,17 @@ def test_stopping_the_control_plane_leaves_no_process(tmp_path: Path) -> None:
         assert process.poll() is not None
         with pytest.raises(ProcessLookupError):  # reaped: not even a zombie is left
             os.kill(process.pid, 0)
+
+
+def test_the_node_renews_its_lease(cluster: Cluster) -> None:
+    from kubernetes import client
+
+    leases = client.CoordinationV1Api(cluster.api)
+    before = leases.read_namespaced_lease(cluster.node.name, "kube-node-lease").spec.renew_time
+    until(
+        lambda: (
+            leases.read_namespaced_lease(cluster.node.name, "kube-node-lease").spec.renew_time
+            > before
+        ),
+        "the lease is renewed",
+    )

@@ -51,7 +51,10 @@ def service(name: str, owner: dict[str, str] | None = OWNER) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _meta(name, owner),
-        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]},
+        "spec": {
+            "selector": {"app": name},
+            "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}],
+        },
     }
 
 

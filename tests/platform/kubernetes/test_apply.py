@@ -99,8 +99,8 @@ def test_a_plan_of_what_is_applied_changes_nothing(conn: Connection) -> None:
 
 
 def test_a_plan_never_shows_a_secret_value(conn: Connection) -> None:
-    apply(conn, [secret("db", {"password": "old-secret-value"})])
-    changes = plan(conn, [secret("db", {"password": "new-secret-value", "user": "shop"})], OWNER)
+    apply(conn, [secret("db", {"password": "old-pw-1"})])
+    changes = plan(conn, [secret("db", {"password": "new-pw-2", "user": "shop"})], OWNER)
     assert changes == [
         Change(
             f"Secret {conn.namespace}/db",
@@ -108,7 +108,7 @@ def test_a_plan_never_shows_a_secret_value(conn: Connection) -> None:
             ("data.password: (value changed)", "data.user: added"),
         )
     ]
-    assert "secret-value" not in repr(changes)
+    assert "pw-" not in repr(changes)
 
 
 def test_a_plan_lists_the_owned_objects_prune_would_delete(conn: Connection) -> None:
@@ -159,7 +159,7 @@ def test_a_field_another_manager_owns_is_a_conflict_unless_forced(conn: Connecti
         apply(conn, [deployment("web", replicas=1)])
     assert str(e.value) == (
         f"Deployment {conn.namespace}/web: fields that another field manager set differ from "
-        'what sqlifier applies: .spec.replicas: conflict with "kubectl" using apps/v1. sqlifier '
+        'what sqlifier applies: .spec.replicas: conflict with "kubectl". sqlifier '
         "takes them over only when forced (the other manager then loses them), or make the "
         "stack file agree with the cluster"
     )
@@ -220,7 +220,7 @@ def test_a_verb_rbac_refuses_names_the_verb_and_the_resource(
 def test_prune_without_the_right_to_delete_names_it(cluster: Cluster, namespace: str) -> None:
     with connect(namespace, kubeconfig=cluster.kubeconfig) as admin:
         apply(admin, [configmap("old", {})])
-    grant(cluster, namespace, ["get", "list", "patch"], ["configmaps"], "")
+    grant(cluster, namespace, ["get", "list", "patch"], ["*"], "*")
     developer = cluster.control_plane.kubeconfig_for("developer")
     with connect(namespace, kubeconfig=developer) as conn, pytest.raises(Forbidden) as e:
         prune(conn, [], OWNER)
