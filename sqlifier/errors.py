@@ -21,6 +21,13 @@
     │   ├── IsolationError        runtime.netns: an instance cannot be isolated here (no
     │   │                         root, no namespaces, no nft) or a rule cannot be set
     │   ├── UserSwitchError       runtime.users: a service's `user` that cannot be used here
+    │   ├── ClusterError          platform.kubernetes: a Kubernetes API call that failed,
+    │   │   │                     naming the object and what to do
+    │   │   ├── ClusterUnreachable  no answer from the API server, or no credentials
+    │   │   ├── Forbidden         RBAC refuses a verb on a resource (both named)
+    │   │   ├── NamespaceNotFound the environment's namespace does not exist
+    │   │   ├── ApplyConflict     another field manager set fields sqlifier applies
+    │   │   └── NotReady          a workload not ready in time: a pod, its events, logs
     │   └── AgentNotRunning       agent.client: no agent answers for this stack and env
     ├── ParseError                lang.errors: abandons one statement inside the parser,
     │                             which reports it as a Diagnostic

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# The Kubernetes test cluster's fixtures (cluster, namespace, gateway_api), for any test.
+pytest_plugins = ["tests.k8s.fixtures"]
+
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 
