@@ -115,6 +115,7 @@ class Agent:
             redactor=self.secrets.redact,
         )
         self.traffic = Traffic(stack, env, state_dir, self.supervisor, say=self._say)
+        self.supervisor.discovery = self.traffic.discovery_env  # ORDERS_URL...
         self.platform = LocalPlatform(self.supervisor, self.traffic)
         self.deployer = Deployer(stack, env, state_dir, self.platform, self.audit, self._say)
         self.secret_sync = SecretSync(

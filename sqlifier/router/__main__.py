@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlifier.router.control import load_saved, serve_control
 from sqlifier.router.haproxy import HAProxyError, HAProxyPlane
+from sqlifier.router.internal import InternalServers
 from sqlifier.router.listen import probe_bind
 from sqlifier.router.proxy import Proxy
 from sqlifier.router.state import DesiredState
@@ -32,9 +33,11 @@ class EmbeddedPlane:
 
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
+        self.internal = InternalServers(proxy)
 
     async def apply(self, state: DesiredState) -> int:
         self.proxy.apply(state)
+        await self.internal.reconcile(state.internal)
         return self.proxy.generation
 
     async def stats(self) -> dict[str, Any]:
@@ -56,9 +59,9 @@ async def serve(state_dir: Path, kind: str, host: str, port: int) -> int:
         else:
             probe_bind(host, port)  # to name what holds the address, if anything does
             proxy = Proxy()
-            if saved is not None:
-                proxy.apply(saved)
             plane = EmbeddedPlane(proxy)
+            if saved is not None:
+                await plane.apply(saved)
             server = await proxy.serve(host, port)
     except OSError as exc:
         print(f"the router cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
@@ -74,6 +77,7 @@ async def serve(state_dir: Path, kind: str, host: str, port: int) -> int:
         await plane.close()
     elif server is not None:
         server.close()
+        plane.internal.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(_in_flight_done(plane.proxy), 30)
         plane.proxy.close_idle()

@@ -60,9 +60,11 @@ def instance_env(
     release: str,
     data_dir: Path | None,
     base: Mapping[str, str],
+    discovered: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The agent's environment, then the service's `env`, then the instance's identity."""
-    env = {**base, **service.env}
+    """The agent's environment, then the other services' addresses (`discovered`:
+    `ORDERS_URL`...), then the service's `env`, then the instance's identity."""
+    env = {**base, **(discovered or {}), **service.env}
     env.update(
         PORT=str(port),
         SERVICE=service.name,

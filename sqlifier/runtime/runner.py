@@ -76,6 +76,8 @@ class InstanceRunner:
         self.after_stop: Callable[[SecretHolder], None] | None = None
         # Masks secret values in output lines.
         self.redactor: Callable[[str], str] | None = None
+        # The other services' addresses an instance of a service is given (`ORDERS_URL`).
+        self.discovery: Callable[[Service], Mapping[str, str]] | None = None
         # The release each service's stable instances run: (version, folder); a service
         # not listed runs from its `source` as release `release` ("current").
         self.releases: dict[str, tuple[str, Path]] = {}
@@ -158,6 +160,7 @@ class InstanceRunner:
             instance.release,
             instance.data_dir,
             self.base_env,
+            self.discovery(service) if self.discovery is not None else None,
         )
         try:
             if service.port is not None and not _port_free(instance.port):
