@@ -15,6 +15,7 @@ import contextlib
 import os
 import shlex
 import signal
+import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 import psutil
 
 from sqlifier.errors import UserError
+from sqlifier.runtime.cgroups import InstanceGroup
 from sqlifier.stack.model import Service
 
 __all__ = [
@@ -87,10 +89,15 @@ def argv_for(service: Service) -> list[str]:
 
 
 async def launch(
-    argv: list[str], cwd: Path, env: Mapping[str, str], who: str, output: Path
+    argv: list[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    who: str,
+    output: Path,
+    cgroup: InstanceGroup | None = None,
 ) -> Launched:
-    """Start a process in a new session, its stdout and stderr appended to `output`;
-    LaunchError names the instance and the cause."""
+    """Start a process in a new session, its stdout and stderr appended to `output`, in
+    `cgroup` from before its command runs; LaunchError names the instance and the cause."""
     output.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     try:
@@ -102,7 +109,10 @@ async def launch(
             stdout=fd,
             stderr=fd,
             start_new_session=True,
+            preexec_fn=cgroup.join if cgroup is not None else None,
         )
+    except subprocess.SubprocessError:  # raised by the cgroup's join, in the child
+        raise LaunchError(f"{who}: cannot put it in its cgroup for its resources") from None
     except FileNotFoundError as exc:
         missing = exc.filename if exc.filename else argv[0]
         if not cwd.is_dir():

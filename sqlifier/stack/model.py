@@ -24,6 +24,7 @@ __all__ = [
     "ProbeKind",
     "Probes",
     "Prometheus",
+    "Resources",
     "RestartPolicy",
     "Rollout",
     "Route",
@@ -139,6 +140,15 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class Resources:
+    """Limits of each instance of a service (`resources = { cpu = 0.5, memory = "256Mi" }`),
+    enforced through cgroups (runtime/cgroups.py)."""
+
+    cpu: float | None = None  # cores: 0.5 is half of one
+    memory: int | None = None  # bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Service:
     name: str
     run: str
@@ -164,6 +174,7 @@ class Service:
     warmup: Warmup = field(default_factory=Warmup)
     timeouts: Timeouts = field(default_factory=Timeouts)
     rollout: Rollout = field(default_factory=Rollout)
+    resources: Resources | None = None
 
 
 @dataclass(frozen=True, slots=True)
