@@ -20,6 +20,7 @@ from sqlifier.stack.model import (
     Probe,
     ProbeKind,
     Probes,
+    Resources,
     RestartPolicy,
     Rollout,
     Route,
@@ -140,6 +141,8 @@ def service_from_config(config: Mapping[str, Any]) -> Service:
         if key in rollout:
             rollout[key] = tuple(rollout[key])
     values["rollout"] = Rollout(**rollout)
+    if values.get("resources") is not None:
+        values["resources"] = Resources(**values["resources"])
     known = {f.name for f in fields(Service)}
     return Service(**{k: v for k, v in values.items() if k in known})
 

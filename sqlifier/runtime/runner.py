@@ -235,6 +235,7 @@ class InstanceRunner:
             detail = oom or detail
             self._apply(instance, instance.life.exited(self.clock(), code, detail))
             if oom is not None:
+                instance.oom_kills += 1
                 instance.log.write(time.time(), "sqlifier", f"ERROR {instance.name} was {oom}")
                 if self.on_oom is not None:
                     self.on_oom(instance, f"{instance.name} was {oom}: {instance.life.reason}")

@@ -3,10 +3,12 @@ naming the line, the column and what would be valid for anything else."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from sqlifier.delivery.records import service_config, service_from_config
 from sqlifier.errors import DiagnosticsError
 from sqlifier.stack import load_stack
 from sqlifier.stack.model import Resources
@@ -79,3 +81,12 @@ def test_an_unknown_key_or_an_empty_table_is_refused(tmp_path: Path) -> None:
     assert errors(tmp_path, '"1Gi"')[0][2] == (
         "services.web.resources must be a table, like [services.web.resources]"
     )
+
+
+def test_a_release_records_the_resources_it_was_made_with(tmp_path: Path) -> None:
+    path = tmp_path / "sqlifier.toml"
+    path.write_text(
+        '[stack]\nname = "t"\n\n[services.web]\nrun = "x"\nresources = { cpu = 0.5, memory = "1Gi" }\n'
+    )
+    web = load_stack(path)[0].services["web"]
+    assert service_from_config(json.loads(json.dumps(service_config(web)))) == web
