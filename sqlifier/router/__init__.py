@@ -18,4 +18,5 @@ counts; `control.py` is the one Protocol between them and the agent.
     haproxy.py         the HAProxy plane: starting, reloading and driving HAProxy
     haproxy_config.py  its generated configuration, maps and files
     haproxy_admin.py   its admin socket: commands, `show stat`, the request log's stream
+    internal.py        services' internal addresses (`ORDERS_URL`), in both planes
 """
