@@ -241,7 +241,7 @@ def _v2(mount: _Mount, key: str) -> Cgroups | str:
 def _delegate(folder: Path) -> None:
     """Let `folder`'s children use the memory and cpu controllers."""
     control = folder / "cgroup.subtree_control"
-    enabled = control.read_text().split()
+    enabled = control.read_text().split() if control.exists() else []
     wanted = [f"+{c}" for c in ("memory", "cpu") if c not in enabled]
     if wanted:
         control.write_text(" ".join(wanted))
