@@ -9,6 +9,7 @@
     rulefiles.py  the rule files the stack names, parsed and checked
     crosscheck.py what needs the rules and the stack together: a SCALE that a service's
                   fixed port cannot hold
+    limitcheck.py what needs them together too: a share of a limit no service declares
     envfile.py    an environment's env file
 
 Builds on the rule language (`lang`): rule files, and the analysis expressions of a
