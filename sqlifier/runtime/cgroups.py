@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,13 @@ class InstanceGroup:
         with contextlib.suppress(OSError, ValueError):
             return int((self.folders[0] / name).read_text())
         return None
+
+    def kill(self) -> None:
+        """SIGKILL every process still in it (one that left its process group)."""
+        with contextlib.suppress(OSError, ValueError):
+            for pid in (self.folders[0] / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(pid), signal.SIGKILL)
 
     def remove(self) -> bool:
         """Remove it (it must be empty: its processes gone); False while it is not."""

@@ -342,11 +342,14 @@ class InstanceRunner:
 
     async def _remove_group(self, instance_id: str) -> None:
         """Remove an instance's cgroup once its last process is gone (a moment after
-        SIGKILL)."""
+        SIGKILL; one that left the process group is killed here)."""
         group = self.groups.pop(instance_id, None)
-        for _ in range(50):
-            if group is None or group.remove():
+        for attempt in range(50):
+            # A restart made a new cgroup at the same place: it is that one's now.
+            if group is None or instance_id in self.groups or group.remove():
                 return
+            if attempt == 10:
+                group.kill()
             await asyncio.sleep(0.02)
 
     def _warn(self, message: str) -> None:

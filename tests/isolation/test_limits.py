@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 from sqlifier.runtime import cgroups
@@ -201,3 +202,32 @@ def test_a_service_without_resources_gets_no_cgroup(tmp_path: Path) -> None:
 
     events = run(tmp_path, plain, body)
     assert not [e for e in events if e.instance == "resources"]
+
+
+ESCAPE = """\
+import subprocess, time
+child = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+open("escaped.pid", "w").write(str(child.pid))
+while True:
+    time.sleep(1)
+"""
+
+
+@needs_cgroups
+def test_a_process_that_left_its_group_goes_with_its_cgroup(tmp_path: Path) -> None:
+    (tmp_path / "escape.py").write_text(ESCAPE)
+    escape = (
+        f'\n[services.escape]\nrun = "{sys.executable} escape.py"\n'
+        'resources = { memory = "64Mi" }\n'
+    )
+    folders: list[Path] = []
+
+    async def body(supervisor: Supervisor, killed: list[tuple[str, str]]) -> None:
+        (instance,) = supervisor.instances["escape"]
+        folders.extend(supervisor.groups[instance.id].folders)
+        await until((tmp_path / "escaped.pid").exists)
+
+    run(tmp_path, escape, body)
+    pid = int((tmp_path / "escaped.pid").read_text())
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert folders and not any(folder.exists() for folder in folders)
