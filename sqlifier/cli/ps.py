@@ -15,7 +15,7 @@ from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services
 from sqlifier.cli.workspace import load_context
 from sqlifier.errors import UserError
 
-__all__ = ["ps", "restart", "scale", "table"]
+__all__ = ["ps", "restart", "router_where", "scale", "table"]
 
 _COLUMNS = (
     "service", "instance", "release", "track", "state", "pid", "address", "restarts", "reason"
@@ -58,7 +58,7 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
         window = traffic.get("window") or 0
         state = f"error: {router['error']}" if router.get("error") else f"pid {router['pid']}"
         click.echo(
-            f"router: {router['kind']} on http://{router['listen']} ({state}); "
+            f"router: {router['kind']} {router_where(router)} ({state}); "
             f"traffic over the last {window:g} s\n"
         )
     click.echo(table(instances, with_traffic=bool(router)))
@@ -66,6 +66,14 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
         click.echo(f"\n{set_by}")
     click.echo(disk_line(context.state_dir, status.get("disk") or {}), nl=False)
     return 0
+
+
+def router_where(router: dict[str, Any]) -> str:
+    """Where the router serves: its front door, or only the services' internal addresses
+    (a stack of several services without routes)."""
+    if router.get("front_door", True):
+        return f"on http://{router['listen']}"
+    return "for the services' internal addresses (no routes)"
 
 
 def _counts_set(counts: dict[str, dict[str, Any]]) -> str:

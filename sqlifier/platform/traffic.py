@@ -133,6 +133,7 @@ class Traffic:
             "pid": self.launched.pid if self.launched else None,
             "started": self.launched.started if self.launched else None,
             "error": self.error,
+            "front_door": bool(self.routes),  # without: only the internal addresses
         }
 
     # --- the process ----------------------------------------------------------------

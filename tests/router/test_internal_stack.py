@@ -89,3 +89,28 @@ def test_an_app_calls_another_by_its_url_and_the_addresses_last(
     assert up.returncode == 0, up.stderr
     assert json.loads((root / ".sqlifier" / "dev" / "internal-ports.json").read_text()) == ports
     assert get(port, "/DB_0_URL") == "db-0"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_stack_without_routes_runs_the_router_for_its_internal_addresses_only(
+    tmp_path: Path, kind: str
+) -> None:
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "caller.py").write_text(CALLER)
+    ready = 'probes.readiness = { http = "/", period = "200ms" }\n'
+    (tmp_path / "sqlifier.toml").write_text(
+        f'[stack]\nname = "t"\n\n[router]\nkind = "{kind}"\n\n'
+        f'[services.worker]\nrun = "{sys.executable} caller.py"\n{ready}\n'
+        f'[services.db]\nrun = "{sys.executable} app.py"\n{ready}'
+    )
+    try:
+        up = run_sqlifier("up", "--detach", cwd=tmp_path)
+        assert up.returncode == 0, up.stderr
+        assert f"router: {kind} for the services' internal addresses (no routes)" in up.stdout
+        shown = run_sqlifier("ps", cwd=tmp_path).stdout
+        assert f"router: {kind} for the services' internal addresses (no routes)" in shown
+        rows = json.loads(run_sqlifier("ps", "--json", cwd=tmp_path).stdout)
+        worker = next(r for r in rows if r["instance"] == "worker-0")
+        assert get(int(worker["port"]), "/DB_URL") == "db-0"
+    finally:
+        run_sqlifier("down", cwd=tmp_path)
