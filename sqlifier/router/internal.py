@@ -33,8 +33,9 @@ import contextlib
 import json
 import socket
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from sqlifier.router import h1
 from sqlifier.router.client import Client
@@ -58,6 +59,7 @@ __all__ = [
 ]
 
 INTERNAL_HOST = "127.0.0.1"
+T = TypeVar("T")
 
 
 def internal_host() -> str:
@@ -154,11 +156,12 @@ class InternalClient(Client):
             self.view = Service(timeouts=service.timeouts)
         view = self.view
         view.timeouts = service.timeouts
-        view.stable.backends = [
+        mine = [
             live
             for live in self.proxy.usable_backends(listener.service)
             if live.spec.instance == listener.instance
         ]
+        view.stable.backends = _stable_first(mine, lambda live: live.spec.track)
         return view
 
 
@@ -212,8 +215,18 @@ def instance_backends(state: DesiredState) -> dict[str, tuple[str, list[Backend]
         backends = [
             b for b in (traffic.backends if traffic else ()) if b.instance == listener.instance
         ]
-        found[f"instance.{listener.name}"] = (listener.service, backends)
+        found[f"instance.{listener.name}"] = (
+            listener.service,
+            _stable_first(backends, lambda b: b.track),
+        )
     return found
+
+
+def _stable_first(items: list[T], track: Callable[[T], Track]) -> list[T]:
+    """An instance's stable backends; its canary's (same name, during a rollout) only
+    when it has no stable one: the instance's address keeps to the release it runs."""
+    stable = [item for item in items if track(item) is Track.STABLE]
+    return stable or items
 
 
 def instance_structure(state: DesiredState) -> tuple[object, ...]:

@@ -141,3 +141,18 @@ def test_ports_are_kept_across_restarts(tmp_path: Path) -> None:
 def test_services_without_a_route_get_backends_in_haproxy() -> None:
     state = DesiredState(internal=(Listener("db", "db", None, "127.0.0.1", 4100),))
     assert with_internal_services(state).routes == {"db": ()}
+
+
+def test_an_instance_listener_keeps_to_the_stable_instance_of_that_name(
+    world: tuple[Plane, Backends],
+) -> None:
+    plane, servers = world
+    stable = backend("db-0", servers.start("db-0"))
+    # A rollout's canary of a stateful service has the same name, a port of its own.
+    canary = {**backend("db-0", servers.start("db-0-canary"), track="canary"), "id": "db-0_c"}
+    internal = [listener("db", "db"), listener("db-0", "db", "db-0"), listener("web", "web")]
+    web = {"backends": [backend("web-0", servers.start("web-0"))]}
+    sync(plane, {"web": web, "db": {"backends": [stable, canary]}}, internal)
+    assert instances(port_of(internal[1]), 6) == Counter({"db-0": 6})
+    sync(plane, {"web": web, "db": {"backends": [canary]}}, internal)
+    assert instances(port_of(internal[1]), 2) == Counter({"db-0-canary": 2})
