@@ -52,6 +52,7 @@ from sqlifier.agent.secretsync import SecretSync
 from sqlifier.dashboard import Dashboard
 from sqlifier.dashboard import start as start_dashboard
 from sqlifier.engine.series import SeriesStore
+from sqlifier.engine.state import Decision
 from sqlifier.errors import UserError
 from sqlifier.platform.local import LocalPlatform
 from sqlifier.platform.traffic import RouterFailed, Traffic
@@ -64,6 +65,7 @@ from sqlifier.signals.exposition import CONTENT_TYPE, render
 from sqlifier.signals.samplers import Samplers
 from sqlifier.stack.model import Stack
 from sqlifier.store.audit import AuditLog
+from sqlifier.store.decisions import DecisionLog
 
 __all__ = ["Agent"]
 
@@ -120,6 +122,8 @@ class Agent:
             redactor=self.secrets.redact,
         )
         self.traffic = Traffic(stack, env, state_dir, self.supervisor, say=self._say)
+        self.supervisor.discovery = self.traffic.discovery_env  # ORDERS_URL...
+        self.supervisor.on_oom = self._oom_killed
         self.platform = LocalPlatform(self.supervisor, self.traffic)
         self.deployer = Deployer(stack, env, state_dir, self.platform, self.audit, self._say)
         self.secret_sync = SecretSync(
@@ -148,6 +152,12 @@ class Agent:
         if self.stack.notify.webhook is not None:
             self.deployer.notify = automation.notifier.notify
         return automation
+
+    def _oom_killed(self, instance: Instance, what: str) -> None:
+        """An OOM kill goes in the decision record, beside what the rules did."""
+        decision = Decision(time.time(), "runtime", instance.service.name, "oom killed", what)
+        with contextlib.suppress(Exception):  # a full disk: `ps` and the log still say it
+            DecisionLog(self.state_dir / "decisions.db").record([decision])
 
     async def _drain(self, instance: Instance) -> None:
         await self.traffic.drain(instance)

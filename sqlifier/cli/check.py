@@ -10,6 +10,7 @@ from sqlifier.cli.workspace import resolve
 from sqlifier.errors import UserError
 from sqlifier.lang.errors import Diagnostic, Severity
 from sqlifier.stack.crosscheck import scale_port_warnings
+from sqlifier.stack.limitcheck import limit_share_warnings
 from sqlifier.stack.rulefiles import load_rules
 
 __all__ = ["command"]
@@ -41,6 +42,7 @@ def command(files: tuple[str, ...], stack_file: str | None, as_json: bool, stric
     if workspace.stack is not None:
         parsed = [(f.source, f.rules) for f in rules.files if f.source and f.rules]
         diagnostics = _in_file_order(diagnostics, scale_port_warnings(workspace.stack, parsed))
+        diagnostics = _in_file_order(diagnostics, limit_share_warnings(workspace.stack, parsed))
     errors = sum(d.is_error for d in diagnostics)
     warnings = len(diagnostics) - errors
     if as_json:

@@ -16,7 +16,7 @@ from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services
 from sqlifier.cli.workspace import load_context, locate
 from sqlifier.errors import UserError
 
-__all__ = ["ps", "restart", "scale", "table"]
+__all__ = ["ps", "restart", "router_where", "scale", "table"]
 
 _COLUMNS = (
     "service", "instance", "release", "track", "state", "pid", "address", "restarts", "reason"
@@ -59,9 +59,9 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
     if router:
         window = traffic.get("window") or 0
         state = f"error: {router['error']}" if router.get("error") else f"pid {router['pid']}"
-        url = router.get("url") or f"http://{router['listen']}"
         click.echo(
-            f"router: {router['kind']} on {url} ({state}); traffic over the last {window:g} s"
+            f"router: {router['kind']} {router_where(router)} ({state}); "
+            f"traffic over the last {window:g} s"
         )
         if (router.get("tls") or {}).get("fingerprint"):
             click.echo(tls_line(router["tls"]))
@@ -71,6 +71,14 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
         click.echo(f"\n{set_by}")
     click.echo(disk_line(place.state_dir, status.get("disk") or {}), nl=False)
     return 0
+
+
+def router_where(router: dict[str, Any]) -> str:
+    """Where the router serves: its front door, or only the services' internal addresses
+    (a stack of several services without routes)."""
+    if router.get("front_door", True):
+        return f"on {router.get('url') or 'http://' + router['listen']}"
+    return "for the services' internal addresses (no routes)"
 
 
 def _counts_set(counts: dict[str, dict[str, Any]]) -> str:

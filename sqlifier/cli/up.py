@@ -23,7 +23,7 @@ from sqlifier.agent.files import agent_files, keep_private, read_info
 from sqlifier.agent.server import Agent
 from sqlifier.cli.options import ENV, STACK_FILE
 from sqlifier.cli.output import print_diagnostics
-from sqlifier.cli.ps import table, tls_line
+from sqlifier.cli.ps import router_where, table, tls_line
 from sqlifier.cli.workspace import Context, display_path, load_context
 from sqlifier.delivery.releases import ReleaseError, Releases
 from sqlifier.errors import UserError
@@ -217,8 +217,7 @@ def _detached(context: Context, timeout: float) -> int:
     )
     router = info.get("router")
     if router:
-        url = router.get("url") or f"http://{router['listen']}"
-        click.echo(f"router: {router['kind']} on {url}")
+        click.echo(f"router: {router['kind']} {router_where(router)}")
         if (router.get("tls") or {}).get("fingerprint"):
             click.echo(tls_line(router["tls"]))
     _say_resets(context, started)

@@ -22,6 +22,7 @@ from sqlifier.stack.model import (
     Probe,
     ProbeKind,
     Probes,
+    Resources,
     RestartPolicy,
     Rollout,
     Route,
@@ -148,6 +149,8 @@ def service_from_config(config: Mapping[str, Any]) -> Service:
     values["rollout"] = Rollout(**rollout)
     values["isolation"] = Isolation(values.get("isolation", Isolation.NONE.value))
     values["egress"] = tuple(Egress(**entry) for entry in values.get("egress", ()))
+    if values.get("resources") is not None:
+        values["resources"] = Resources(**values["resources"])
     known = {f.name for f in fields(Service)}
     return Service(**{k: v for k, v in values.items() if k in known})
 

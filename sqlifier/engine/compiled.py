@@ -213,8 +213,8 @@ def compile_test(node: ast.SignalTest, index: int, for_: float) -> Test:
     cron = None
     min_rank, rank, match = 0, None, None
     memory_percent = False
-    if signal in ("high_cpu", "low_cpu"):
-        key = "cpu"
+    if signal in ("cpu", "high_cpu", "low_cpu"):
+        key = "cpu_share" if _text(named.get("of")) == "limit" else "cpu"
     elif signal == "latency":
         key = f"latency_{_word(positional[0]) if positional else 'p99'}"
     elif signal == "prometheus":
@@ -239,7 +239,7 @@ def compile_test(node: ast.SignalTest, index: int, for_: float) -> Test:
     elif signal == "restarts":
         key = RESTART
     elif signal == "memory" and unit is Type.PERCENT:
-        memory_percent = True
+        key = "memory_share"  # of resources.memory: no data without a limit
     if track is not None and signal in ("rps", "error_rate", "latency"):
         key = f"{key}.{track}"
     if kind is SignalKind.COUNT and op is None:  # `log()` alone: at least one line

@@ -58,6 +58,8 @@ class SignalSpec:
 
 
 _SERVICE = {"service": ArgSpec(Type.STRING)}
+# cpu(of = "limit"): the share of the service's `resources.cpu` rather than of one core.
+_CPU = {**_SERVICE, "of": ArgSpec(Type.STRING, ("limit",))}
 _ROUTED = {"service": ArgSpec(Type.STRING), "track": ArgSpec(Type.STRING, TRACKS)}
 _LOG = {
     "service": ArgSpec(Type.STRING),
@@ -79,9 +81,10 @@ SIGNALS: dict[str, SignalSpec] = _signals(
     SignalSpec(
         "cpu",
         SignalKind.LEVEL,
-        "mean CPU of the service's instances, 100% = one core per instance",
+        "mean CPU of the service's instances, 100% = one core per instance"
+        ' (cpu(of = "limit"): 100% = its resources.cpu)',
         (Type.PERCENT,),
-        _SERVICE,
+        _CPU,
         low=0,
     ),
     SignalSpec(
@@ -89,7 +92,7 @@ SIGNALS: dict[str, SignalSpec] = _signals(
         SignalKind.LEVEL,
         "shorthand for cpu() > X, written high_cpu(>X)",
         (Type.PERCENT,),
-        _SERVICE,
+        _CPU,
         direction=(">", ">="),
         low=0,
     ),
@@ -98,14 +101,14 @@ SIGNALS: dict[str, SignalSpec] = _signals(
         SignalKind.LEVEL,
         "shorthand for cpu() < X, written low_cpu(<X)",
         (Type.PERCENT,),
-        _SERVICE,
+        _CPU,
         direction=("<", "<="),
         low=0,
     ),
     SignalSpec(
         "memory",
         SignalKind.LEVEL,
-        "mean resident memory of the instances; a size, or % of the declared limit",
+        "mean resident memory of the instances; a size, or % of resources.memory",
         (Type.BYTES, Type.PERCENT),
         _SERVICE,
         low=0,

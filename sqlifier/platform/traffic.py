@@ -23,15 +23,16 @@ from typing import Any
 from sqlifier.errors import UserError
 from sqlifier.router.control import ControlClient, ControlError
 from sqlifier.router.haproxy import find_haproxy, stop_left_behind
+from sqlifier.router.internal import PortBook, discovery_env, internal_host
 from sqlifier.router.metrics import Counters, summarize
 from sqlifier.router.routes import RESOLUTION, Track
-from sqlifier.router.state import Backend, BackendState, DesiredState, ServiceTraffic
+from sqlifier.router.state import Backend, BackendState, DesiredState, Listener, ServiceTraffic
 from sqlifier.router.tls import prepare
 from sqlifier.runtime.lifecycle import State
 from sqlifier.runtime.probes import ProbeResult, run_probe
 from sqlifier.runtime.process import Launched, is_same_process, launch, stop_group
 from sqlifier.runtime.supervisor import Instance, Supervisor
-from sqlifier.stack.model import Probe, ProbeKind, RouterKind, Stack
+from sqlifier.stack.model import Probe, ProbeKind, RouterKind, Service, Stack
 
 __all__ = ["RouterFailed", "Traffic", "choose_kind"]
 
@@ -86,6 +87,11 @@ class Traffic:
             hosts = [r.host for s in self.services.values() for r in s.routes if r.host]
             title = f"sqlifier {stack.name} ({env}) self-signed"
             self.tls = prepare(router.tls, stack.root, state_dir, hosts, title)
+        # Internal addresses (router/internal.py): where a stack has more than one service.
+        self.ports = PortBook(state_dir / "internal-ports.json")
+        self.internal = set(self.services) if len(self.services) > 1 else set()
+        if self.internal and not self.routes:  # no front door: [router]'s port is not taken
+            self.listen = f"{internal_host()}:{self.ports.port('.front-door')}"
         self.client = ControlClient(state_dir / "router.sock")
         self.launched: Launched | None = None
         self.canary: dict[str, int] = {}  # service -> thousandths
@@ -100,7 +106,29 @@ class Traffic:
     @property
     def needed(self) -> bool:
         """A stack where no service has a route has no front door."""
-        return bool(self.routes)
+        return bool(self.routes) or bool(self.internal)
+
+    def listeners(self) -> tuple[Listener, ...]:
+        """The internal listeners: one per service, one per instance of a stateful one
+        (as many as the stack file says, or run)."""
+        if not self.internal:
+            return ()
+        host = internal_host()
+        found = []
+        for name in sorted(self.internal):
+            found.append(Listener(name, name, None, host, self.ports.port(name)))
+            service = self.supervisor.services.get(name, self.services[name])
+            if not service.stateful:
+                continue
+            indexes = {i.index for i in self.supervisor.all_instances() if i.service.name == name}
+            for index in range(max([service.instances - 1, *indexes]) + 1):
+                key = f"{name}-{index}"
+                found.append(Listener(key, name, key, host, self.ports.port(key)))
+        return tuple(found)
+
+    def discovery_env(self, service: Service) -> dict[str, str]:
+        """What an instance of `service` is told of the others: `ORDERS_URL`..."""
+        return discovery_env(self.listeners(), service.name)
 
     def snapshot(self) -> dict[str, Any] | None:
         if not self.needed:
@@ -113,6 +141,7 @@ class Traffic:
             "pid": self.launched.pid if self.launched else None,
             "started": self.launched.started if self.launched else None,
             "error": self.error,
+            "front_door": bool(self.routes),  # without: only the internal addresses
         }
 
     # --- the process ----------------------------------------------------------------
@@ -203,7 +232,7 @@ class Traffic:
 
     def desired(self) -> DesiredState:
         services: dict[str, ServiceTraffic] = {}
-        for name in self.routes:
+        for name in sorted({*self.routes, *self.internal}):
             backends = []
             for instance in self.supervisor.all_instances():
                 if instance.service.name != name or instance.launched is None or instance.held:
@@ -228,7 +257,7 @@ class Traffic:
                 )
             timeouts = self.services[name].timeouts
             services[name] = ServiceTraffic(tuple(backends), self.canary.get(name, 0), timeouts)
-        return DesiredState(dict(self.routes), services)
+        return DesiredState(dict(self.routes), services, self.listeners())
 
     async def sync(self) -> None:
         # The state is read under the lock: two syncs never cross, the later one

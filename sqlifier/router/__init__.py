@@ -20,4 +20,5 @@ counts; `control.py` is the one Protocol between them and the agent.
     haproxy_admin.py   its admin socket: commands, `show stat`, the request log's stream
     tls.py             TLS at the front door for both planes: certificates watched and
                        swapped without a dropped connection, the redirect, self-signed
+    internal.py        services' internal addresses (`ORDERS_URL`), in both planes
 """

@@ -20,6 +20,7 @@ from typing import Any
 from sqlifier.router.client import Listener
 from sqlifier.router.control import load_saved, serve_control
 from sqlifier.router.haproxy import HAProxyError, HAProxyPlane
+from sqlifier.router.internal import InternalServers
 from sqlifier.router.listen import probe_bind
 from sqlifier.router.proxy import Proxy
 from sqlifier.router.state import DesiredState
@@ -38,9 +39,11 @@ class EmbeddedPlane:
     def __init__(self, proxy: Proxy, contexts: Contexts | None = None) -> None:
         self.proxy = proxy
         self.contexts = contexts  # with TLS: the certificates' SSL contexts
+        self.internal = InternalServers(proxy)
 
     async def apply(self, state: DesiredState) -> int:
         self.proxy.apply(state)
+        await self.internal.reconcile(state.internal)
         return self.proxy.generation
 
     async def stats(self) -> dict[str, Any]:
@@ -79,6 +82,8 @@ async def serve(
                 proxy.apply(saved)
             servers, contexts = await _listen(proxy, host, port, certificates)
             plane = EmbeddedPlane(proxy, contexts)
+            if saved is not None:
+                await plane.internal.reconcile(saved.internal)
     except CertificateError as exc:
         print(f"the router cannot use its certificate: {exc}", file=sys.stderr)
         return 1
@@ -100,6 +105,7 @@ async def serve(
     elif servers:
         for server in servers:
             server.close()
+        plane.internal.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(_in_flight_done(plane.proxy), 30)
         plane.proxy.close_idle()

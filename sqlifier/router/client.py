@@ -22,6 +22,7 @@ from sqlifier.router.flow import READ_AHEAD
 
 if TYPE_CHECKING:
     from sqlifier.router.proxy import Proxy
+    from sqlifier.router.upstreams import Service
 
 __all__ = ["PLAIN", "Client", "Listener"]
 
@@ -167,14 +168,8 @@ class Client(asyncio.Protocol):
         if request.length > proxy.limits.max_body:
             self.reply(413, "request body too large\n", close=True)
             return
-        name = proxy.table.match(request.host, request.target)
-        if name is None:
-            proxy.unrouted += 1
-            self._refuse(request, 404, "no route\n")
-            return
-        service = proxy.services.get(name)
-        if service is None:  # routed, but nothing was said about its instances yet
-            self._refuse(request, 503, "no instance ready\n")
+        service = self.service_for(request)
+        if service is None:
             return
         track = service.split.choose()
         live = service.pick(track)
@@ -187,6 +182,19 @@ class Client(asyncio.Protocol):
         if self.buffer and not exchange.request_body.done:  # the body's start came along
             buffer, self.buffer = self.buffer, b""
             self.buffer = exchange.request_data(buffer)
+
+    def service_for(self, request: h1.Request) -> Service | None:
+        """The service a request goes to, by its route; None once refused (404, 503)."""
+        proxy = self.proxy
+        name = proxy.table.match(request.host, request.target)
+        if name is None:
+            proxy.unrouted += 1
+            self._refuse(request, 404, "no route\n")
+            return None
+        service = proxy.services.get(name)
+        if service is None:  # routed, but nothing was said about its instances yet
+            self._refuse(request, 503, "no instance ready\n")
+        return service
 
     def _parse(self, head: bytes) -> h1.Request:
         """The request head, parsed; a client often sends the same head again."""

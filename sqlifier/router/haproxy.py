@@ -54,6 +54,7 @@ from sqlifier.router.haproxy_config import (
 )
 from sqlifier.router.haproxy_master import Master, find_master
 from sqlifier.router.haproxy_master import stop_left_behind as stop_master_left
+from sqlifier.router.internal import with_internal_services
 from sqlifier.router.listen import probe_bind
 from sqlifier.router.metrics import BUCKETS_MS, CLASSES, Counters
 from sqlifier.router.routes import Track
@@ -123,7 +124,7 @@ class HAProxyPlane:
         serving meanwhile), or start one. OSError when the listening address is taken by
         anything else (HAProxy itself would only say that it exited)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        self._state = initial or DesiredState()
+        self._state = with_internal_services(initial or DesiredState())
         self._master = find_master(self.files.pid, self.files.config)
         if self._master is not None:
             await self._adopt()
@@ -434,6 +435,7 @@ class HAProxyPlane:
     # --- what the agent asks for ----------------------------------------------------
 
     async def apply(self, state: DesiredState) -> int:
+        state = with_internal_services(state)  # their backends are rendered
         async with self._lock:
             previous, self._state = self._state, state
             if structure(state) != self._structure:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlifier.router.internal import haproxy_frontends, instance_backends, instance_structure
 from sqlifier.router.routes import RESOLUTION, RouteTable, Track
 from sqlifier.router.state import BackendState, DesiredState
 from sqlifier.router.tls import CIPHERS, TLS13_SUITES
@@ -257,6 +258,8 @@ def render_config(
         )
     lines += ["    default_backend no-route", ""]
     if control:
+        share = f"var(txn.svc),map_int_int({files.canary_map},0)"
+        lines += [*haproxy_frontends(state, numbers, share, CANARY_TURN), ""]
         lines += ["backend turns", "    stick-table type integer size 1k store gpc0", ""]
     lines += [
         "backend no-route",
@@ -276,6 +279,16 @@ def render_config(
                         f"    server {backend.id} {backend.host}:{backend.port}"
                         f" weight {backend.weight}{disabled}"
                     )
+    for proxy_name, (service, backends) in instance_backends(state).items():
+        traffic = state.services.get(service)
+        lines += ["", f"backend {proxy_name}", "    balance roundrobin"]
+        lines += _timeouts(traffic.timeouts if traffic else Timeouts())
+        for backend in backends:
+            disabled = " disabled" if backend.state is BackendState.DRAIN else ""
+            lines.append(
+                f"    server {backend.id} {backend.host}:{backend.port}"
+                f" weight {backend.weight}{disabled}"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -390,4 +403,5 @@ def structure(state: DesiredState) -> tuple[Any, ...]:
     """What only a new configuration can change: the routes, the services and their
     timeouts."""
     timeouts = sorted((name, traffic.timeouts) for name, traffic in state.services.items())
-    return (tuple(sorted((k, v) for k, v in state.routes.items())), tuple(timeouts))
+    routes = tuple(sorted((k, v) for k, v in state.routes.items()))
+    return (routes, tuple(timeouts), instance_structure(state))

@@ -226,6 +226,10 @@ class Proxy:
             live.folded = Counters.from_json(live.counters.to_json())
         self._retiring = [live for live in self._retiring if live.inflight]
 
+    def usable_backends(self, service: str) -> list[Live]:
+        """The backends of `service` that take new requests now (internal.py)."""
+        return [b for b in self._backends.values() if b.service == service and b.usable]
+
     def close_idle(self) -> None:
         """Close every kept-alive connection to the instances (the proxy is stopping)."""
         for live in self._backends.values():

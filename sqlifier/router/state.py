@@ -13,7 +13,7 @@ from typing import Any
 from sqlifier.router.routes import RESOLUTION, Track
 from sqlifier.stack.model import Route, Timeouts
 
-__all__ = ["Backend", "BackendState", "DesiredState", "ServiceTraffic"]
+__all__ = ["Backend", "BackendState", "DesiredState", "Listener", "ServiceTraffic"]
 
 
 class BackendState(enum.Enum):
@@ -95,9 +95,42 @@ class ServiceTraffic:
 
 
 @dataclass(frozen=True, slots=True)
+class Listener:
+    """An internal address of a service (`instance` None) or of one of its instances:
+    requests arriving there go to it whatever their Host and path (router/internal.py)."""
+
+    name: str  # "orders", or "orders-0" for one instance
+    service: str
+    instance: str | None
+    host: str
+    port: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "service": self.service,
+            "instance": self.instance,
+            "address": f"{self.host}:{self.port}",
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Listener:
+        host, _, port = str(data["address"]).rpartition(":")
+        instance = data.get("instance")
+        return cls(
+            str(data["name"]),
+            str(data["service"]),
+            None if instance is None else str(instance),
+            host,
+            int(port),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class DesiredState:
     routes: dict[str, tuple[Route, ...]] = field(default_factory=dict)
     services: dict[str, ServiceTraffic] = field(default_factory=dict)
+    internal: tuple[Listener, ...] = ()  # services' internal addresses
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +139,7 @@ class DesiredState:
                 for name, routes in self.routes.items()
             },
             "services": {name: s.to_json() for name, s in self.services.items()},
+            "internal": [listener.to_json() for listener in self.internal],
         }
 
     @classmethod
@@ -117,4 +151,5 @@ class DesiredState:
         services = {
             str(name): ServiceTraffic.from_json(s) for name, s in data.get("services", {}).items()
         }
-        return cls(routes, services)
+        internal = tuple(Listener.from_json(i) for i in data.get("internal", ()))
+        return cls(routes, services, internal)

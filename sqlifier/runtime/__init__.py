@@ -15,4 +15,5 @@ Module by module:
     logs.py        log lines: their level, the log files, the raw output followed
     private.py     a private folder for what must never be written under `.sqlifier/`
     commands.py    RUN: a one-off command of a rule's action or a deploy
+    cgroups.py     limits per instance (`resources`) through cgroups, and OOM kills
 """

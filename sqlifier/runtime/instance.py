@@ -66,6 +66,7 @@ class Instance:
     probes: dict[str, ProbeTracker] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     host: str = "127.0.0.1"  # where it is reached: its namespace's address when isolated
+    oom_kills: int = 0  # times the kernel killed it for its memory (resources.memory)
 
     @property
     def name(self) -> str:
@@ -75,6 +76,14 @@ class Instance:
     def id(self) -> str:
         """Unique even while a replacement with the same name runs beside it."""
         return f"{self.name}_{self.port}"
+
+    def _reason(self) -> str:
+        """Its state's reason; an OOM kill stays said after the restart that followed."""
+        reason = self.life.reason
+        if self.oom_kills and "OOM-killed" not in reason:
+            times = "once" if self.oom_kills == 1 else f"{self.oom_kills} times"
+            reason = f"{reason} (OOM-killed {times})"
+        return reason
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -86,7 +95,8 @@ class Instance:
             "port": self.port,
             "address": f"{self.host}:{self.port}",
             "state": self.life.state.value,
-            "reason": self.life.reason,
+            "reason": self._reason(),
+            "oom_kills": self.oom_kills,
             "restarts": self.life.restarts,
             "release": self.release,
             "track": self.track,

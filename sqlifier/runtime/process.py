@@ -15,8 +15,9 @@ import contextlib
 import os
 import shlex
 import signal
+import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import psutil
 
 from sqlifier.errors import UserError
+from sqlifier.runtime.cgroups import InstanceGroup
 from sqlifier.stack.model import Service
 
 __all__ = [
@@ -61,9 +63,11 @@ def instance_env(
     release: str,
     data_dir: Path | None,
     base: Mapping[str, str],
+    discovered: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The agent's environment, then the service's `env`, then the instance's identity."""
-    env = {**base, **service.env}
+    """The agent's environment, then the other services' addresses (`discovered`:
+    `ORDERS_URL`...), then the service's `env`, then the instance's identity."""
+    env = {**base, **(discovered or {}), **service.env}
     env.update(
         PORT=str(port),
         SERVICE=service.name,
@@ -85,6 +89,18 @@ def argv_for(service: Service) -> list[str]:
     return shlex.split(service.run)
 
 
+def _join_then_switch(cgroup: InstanceGroup, uid: int, gid: int) -> Callable[[], None]:
+    """In the child, before its command: into `cgroup`, then the account (no groups)."""
+
+    def run() -> None:
+        cgroup.join()
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+
+    return run
+
+
 async def launch(
     argv: list[str],
     cwd: Path,
@@ -93,13 +109,20 @@ async def launch(
     output: Path,
     prefix: Sequence[str] = (),
     account: tuple[int, int] | None = None,
+    cgroup: InstanceGroup | None = None,
 ) -> Launched:
     """Start a process in a new session, its stdout and stderr appended to `output`;
     LaunchError names the instance and the cause. `prefix` goes before the command (the
     `nsenter` that puts it in its namespace); `account` (uid, gid) is the one it runs as,
-    supplementary groups dropped: `runtime/fence.py` gives both."""
+    supplementary groups dropped: `runtime/fence.py` gives both. It is in `cgroup` from
+    before its command runs."""
     switch: dict[str, Any] = {}
-    if account is not None:
+    if cgroup is not None and account is not None:
+        # Joined as root first (the cgroup's files are root's), then the account taken.
+        switch = {"preexec_fn": _join_then_switch(cgroup, *account)}
+    elif cgroup is not None:
+        switch = {"preexec_fn": cgroup.join}
+    elif account is not None:
         switch = {"user": account[0], "group": account[1], "extra_groups": []}
     output.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
@@ -115,6 +138,8 @@ async def launch(
             start_new_session=True,
             **switch,
         )
+    except subprocess.SubprocessError:  # raised by the cgroup's join, in the child
+        raise LaunchError(f"{who}: cannot put it in its cgroup for its resources") from None
     except FileNotFoundError as exc:
         missing = exc.filename if exc.filename else argv[0]
         if not cwd.is_dir():

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import signal
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlifier.errors import UserError
+from sqlifier.runtime.cgroups import Cgroups, InstanceGroup, format_bytes
 from sqlifier.runtime.commands import service_argv
 from sqlifier.runtime.fence import Fence
 from sqlifier.runtime.instance import Event, Instance, SecretHolder, StartFailed
@@ -77,6 +79,13 @@ class InstanceRunner:
         self.after_stop: Callable[[SecretHolder], None] | None = None
         # Masks secret values in output lines.
         self.redactor: Callable[[str], str] | None = None
+        # The other services' addresses an instance of a service is given (`ORDERS_URL`).
+        self.discovery: Callable[[Service], Mapping[str, str]] | None = None
+        # Told when the kernel killed an instance for its memory: (instance, what happened).
+        self.on_oom: Callable[[Instance, str], None] | None = None
+        # Instances' cgroups for their `resources` (cgroups.py), by instance id.
+        self.cgroups: Cgroups | None = None
+        self.groups: dict[str, InstanceGroup] = {}
         # The release each service's stable instances run: (version, folder); a service
         # not listed runs from its `source` as release `release` ("current").
         self.releases: dict[str, tuple[str, Path]] = {}
@@ -164,6 +173,7 @@ class InstanceRunner:
             instance.release,
             instance.data_dir,
             self.base_env,
+            self.discovery(service) if self.discovery is not None else None,
         )
         try:
             isolated = service.isolation is not Isolation.NONE  # its port is in its namespace
@@ -189,6 +199,7 @@ class InstanceRunner:
                 instance.tail.path,
                 fencing.prefix,
                 fencing.account,
+                self._group(instance),
             )
         except LaunchError as exc:
             self._apply(instance, instance.life.exited(self.clock(), None, str(exc)))
@@ -215,6 +226,10 @@ class InstanceRunner:
             return False
         instance.tail.offset = offset
         instance.host = self.fence.address(instance.id) or instance.host
+        if instance.service.resources is not None:  # its cgroup is kept, the process in it
+            group = self._hierarchy().existing(instance.id)
+            if group is not None:
+                self.groups[instance.id] = group
         life = instance.life
         life.wanted = True
         life.started_at = self.clock()
@@ -229,12 +244,20 @@ class InstanceRunner:
         code = await wait(launched)
         # The leader is gone: nothing it started may outlive it.
         signal_group(launched.pid, signal.SIGKILL)
+        oom = self._oom_killed(instance)
         if instance.launched is launched:
             instance.launched = None
             instance.tail.flush(time.time())
             detail = None if launched.process else "exited (exit code unknown: adopted)"
+            detail = oom or detail
             self._apply(instance, instance.life.exited(self.clock(), code, detail))
+            if oom is not None:
+                instance.oom_kills += 1
+                instance.log.write(time.time(), "sqlifier", f"ERROR {instance.name} was {oom}")
+                if self.on_oom is not None:
+                    self.on_oom(instance, f"{instance.name} was {oom}: {instance.life.reason}")
             self._schedule_restart(instance)
+        await self._remove_group(instance.id)
 
     def _schedule_restart(self, instance: Instance) -> None:
         """Start the replacement at its restart time exactly, not at the next tick."""
@@ -301,6 +324,57 @@ class InstanceRunner:
                 await asyncio.wait({waiter}, timeout=TICK)
             finally:
                 waiter.cancel()
+
+    # --- limits (cgroups.py) ------------------------------------------------------------
+
+    def _hierarchy(self) -> Cgroups:
+        """The stack's cgroups, found the first time an instance has limits; where there
+        are none, said once."""
+        if self.cgroups is None:
+            self.cgroups = Cgroups.detect(self.state_dir)
+            if self.cgroups.unavailable is not None:
+                self._warn(f"limits are not enforced: {self.cgroups.unavailable}")
+        return self.cgroups
+
+    def _group(self, instance: Instance) -> InstanceGroup | None:
+        """A fresh cgroup for an instance with `resources`, its limits set."""
+        resources = instance.service.resources
+        if resources is None or self._hierarchy().version is None:
+            return None
+        try:
+            group = self._hierarchy().create(instance.id, resources)
+        except OSError as exc:
+            self._warn(f"{instance.name}: limits are not enforced: {exc.strerror or exc}")
+            return None
+        self.groups[instance.id] = group
+        return group
+
+    def _oom_killed(self, instance: Instance) -> str | None:
+        """What the kernel did, when it killed a process of the instance for memory."""
+        group = self.groups.get(instance.id)
+        resources = instance.service.resources
+        if group is None or not group.oom_killed():
+            return None
+        limit = resources.memory if resources is not None else None
+        shown = f" of {format_bytes(limit)}" if limit is not None else ""
+        return f"OOM-killed: its memory reached its limit{shown} (resources.memory)"
+
+    async def _remove_group(self, instance_id: str) -> None:
+        """Remove an instance's cgroup once its last process is gone (a moment after
+        SIGKILL; one that left the process group is killed here)."""
+        group = self.groups.pop(instance_id, None)
+        for attempt in range(50):
+            # A restart made a new cgroup at the same place: it is that one's now.
+            if group is None or instance_id in self.groups or group.remove():
+                return
+            if attempt == 10:
+                group.kill()
+            await asyncio.sleep(0.02)
+
+    def _warn(self, message: str) -> None:
+        print(f"sqlifier: {message}", file=sys.stderr, flush=True)
+        if self.on_event is not None:
+            self.on_event(Event(time.time(), "resources", "warning", message))
 
     # --- the loop ---------------------------------------------------------------------
 

@@ -192,6 +192,8 @@ class Supervisor(InstanceRunner):
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        if self.cgroups is not None:  # the stack's own folder of cgroups too
+            self.cgroups.remove_all()
 
     def all_instances(self) -> list[Instance]:
         """Every instance with a process, replacements being started included."""

@@ -368,12 +368,16 @@ class Samplers:
                 self.store.put(service, "disk_free", t, free)
             measured = [samples[i.id] for i in running if i.id in samples]
             cpus = [s.cpu for s in measured if s.cpu is not None]
+            limits = self.supervisor.services[service].resources
             if cpus:
                 self.store.put(service, "cpu", t, sum(cpus) / len(cpus))
+                if limits is not None and limits.cpu is not None:
+                    self.store.put(service, "cpu_share", t, sum(cpus) / len(cpus) / limits.cpu)
             if measured:
-                self.store.put(
-                    service, "memory", t, sum(s.memory for s in measured) / len(measured)
-                )
+                memory = sum(s.memory for s in measured) / len(measured)
+                self.store.put(service, "memory", t, memory)
+                if limits is not None and limits.memory is not None:
+                    self.store.put(service, "memory_share", t, memory / limits.memory)
 
     def _smoothed(self, samples: dict[str, InstanceSample]) -> dict[str, InstanceSample]:
         """Each instance's CPU as the mean of its last `cpu_readings` readings."""

@@ -10,6 +10,7 @@
     rulefiles.py  the rule files the stack names, parsed and checked
     crosscheck.py what needs the rules and the stack together: a SCALE that a service's
                   fixed port cannot hold
+    limitcheck.py what needs them together too: a share of a limit no service declares
     envfile.py    an environment's env file
     kubernetes.py a Kubernetes environment: its `kubernetes` table, what its services must be
     tls.py        `[router] tls` read, and the certificate files it names checked

@@ -30,6 +30,7 @@ __all__ = [
     "ProbeKind",
     "Probes",
     "Prometheus",
+    "Resources",
     "RestartPolicy",
     "Rollout",
     "Route",
@@ -169,6 +170,15 @@ class Egress:
 
 
 @dataclass(frozen=True, slots=True)
+class Resources:
+    """Limits of each instance of a service (`resources = { cpu = 0.5, memory = "256Mi" }`),
+    enforced through cgroups (runtime/cgroups.py)."""
+
+    cpu: float | None = None  # cores: 0.5 is half of one
+    memory: int | None = None  # bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Service:
     name: str
     run: str
@@ -198,6 +208,7 @@ class Service:
     isolation: Isolation = Isolation.NONE
     egress: tuple[Egress, ...] = ()
     user: str | None = None  # the account its instances run as (the agent's when None)
+    resources: Resources | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from sqlifier.stack import model as m
 from sqlifier.stack.tomlpos import Path as KeyPath
 from sqlifier.stack.tomlpos import Positions, locate
 
-__all__ = ["SECRET_PROVIDERS", "StackReader"]
+__all__ = ["SECRET_PROVIDERS", "StackReader", "parse_cpu", "parse_memory"]
 
 SECRET_PROVIDERS = (
     "secret://local/NAME",
@@ -383,6 +383,38 @@ class StackReader:
             return _INVALID
         return tuple(items)
 
+    def resources(self, value: object, path: KeyPath) -> Any:
+        """`{ cpu = 0.5, memory = "256Mi" }`, with Kubernetes' quantities."""
+        typed = self.table(value, path, {"cpu": self.cpu, "memory": self.memory}, "resources")
+        if typed is None:
+            return _INVALID
+        if not typed and not value:
+            self.error(path, f'{_dotted(path)} is empty; like {{ cpu = 0.5, memory = "256Mi" }}')
+            return _INVALID
+        return m.Resources(typed.get("cpu"), typed.get("memory"))
+
+    def cpu(self, value: object, path: KeyPath) -> Any:
+        cores = parse_cpu(value)
+        if cores is None:
+            self.error(
+                path,
+                f"{_dotted(path)} must be a number of cores above 0 and at most 1024, like 0.5"
+                f' or "500m", found {_shown(value)}',
+            )
+            return _INVALID
+        return cores
+
+    def memory(self, value: object, path: KeyPath) -> Any:
+        size = parse_memory(value)
+        if size is None:
+            self.error(
+                path,
+                f'{_dotted(path)} must be a size of at least 1Mi, like "256Mi", "1Gi" or "500M"'
+                f" (a bare number is bytes), found {_shown(value)}",
+            )
+            return _INVALID
+        return size
+
     def service_schema(self) -> dict[str, Reader]:
         return {
             "run": self.command,
@@ -436,6 +468,7 @@ class StackReader:
             "isolation": self.isolation,
             "egress": self.egress,
             "user": self.user,
+            "resources": self.resources,
         }
 
     def duration_at_most(self, longest: float, shown: str) -> Reader:
@@ -527,6 +560,45 @@ def _egress_entry(text: str) -> m.Egress | None:
             return None
         return m.Egress("host", target.lower(), int(port))
     return m.Egress("network", str(network), int(port))
+
+
+_CPU = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m?)\Z")
+_MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E)?\Z")
+_MEMORY_UNITS = {
+    **{unit: 1024 ** (i + 1) for i, unit in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{unit: 1000 ** (i + 1) for i, unit in enumerate(("k", "M", "G", "T", "P", "E"))},
+    "K": 1000,
+    "": 1,
+}
+
+
+def parse_cpu(value: object) -> float | None:
+    """Cores from Kubernetes' CPU quantity: 0.5, 2, "0.5", "500m"; None if it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        cores = float(value)
+    else:
+        match = _CPU.match(value) if isinstance(value, str) else None
+        if match is None:
+            return None
+        cores = float(match.group(1)) / (1000 if match.group(2) else 1)
+    return cores if 0 < cores <= 1024 else None
+
+
+def parse_memory(value: object) -> int | None:
+    """Bytes from Kubernetes' memory quantity: "256Mi", "1Gi", "500M", 1048576; None if it
+    is not one (or is below 1Mi, too little for any process)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _MEMORY.match(value) if isinstance(value, str) else None
+        if match is None:
+            return None
+        size = int(float(match.group(1)) * _MEMORY_UNITS[match.group(2) or ""])
+    return size if 1024 * 1024 <= size <= 2**62 else None
 
 
 def _dotted(path: KeyPath) -> str:
