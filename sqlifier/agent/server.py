@@ -138,6 +138,7 @@ class Agent:
         )  # fmt: skip
         if self.stack.notify.webhook is not None:
             self.deployer.notify = automation.notifier.notify
+        self.deployer.budget = automation.budget
         return automation
 
     async def _drain(self, instance: Instance) -> None:

@@ -28,6 +28,7 @@ from sqlifier.stack.model import (
     Timeouts,
     Warmup,
 )
+from sqlifier.stack.slo import slo_from_config
 
 __all__ = [
     "VERSION",
@@ -140,6 +141,7 @@ def service_from_config(config: Mapping[str, Any]) -> Service:
         if key in rollout:
             rollout[key] = tuple(rollout[key])
     values["rollout"] = Rollout(**rollout)
+    values["slo"] = slo_from_config(values.get("slo"))
     known = {f.name for f in fields(Service)}
     return Service(**{k: v for k, v in values.items() if k in known})
 

@@ -14,6 +14,7 @@ from sqlifier.lang.source import Source, Span
 from sqlifier.stack import model as m
 from sqlifier.stack.expand import check_run
 from sqlifier.stack.reader import StackReader
+from sqlifier.stack.slo import build_slo
 from sqlifier.stack.tomlpos import Path as KeyPath
 
 __all__ = ["TOP_LEVEL", "assemble", "read_stack"]
@@ -30,7 +31,7 @@ TOP_LEVEL = (
 )
 DEFAULT_RULES = ("rules/*.sql",)
 # Keys whose tables merge key by key when an environment overrides them.
-_MERGED = ("env", "secrets", "labels", "probes", "warmup", "timeouts", "rollout")
+_MERGED = ("env", "secrets", "labels", "probes", "warmup", "timeouts", "rollout", "slo")
 _SECRETISH = re.compile(r"(PASSWORD|PASSWD|TOKEN|SECRET|API_KEY|PRIVATE_KEY|ACCESS_KEY)", re.I)
 
 
@@ -127,6 +128,7 @@ def assemble(reader: StackReader) -> m.Stack:
                 "two_person": reader.boolean,
                 "env_file": reader.text,
                 "listen": reader.text,
+                "budget": reader.choice(m.BudgetPolicy),
                 "services": lambda value, path: value,
             },
             f"[environments.{env}]",
@@ -323,6 +325,7 @@ def _service(name: str, typed: dict[str, Any], root: Any) -> m.Service:
     fields["warmup"] = m.Warmup(**fields.get("warmup", {}))
     fields["timeouts"] = m.Timeouts(**fields.get("timeouts", {}))
     fields["rollout"] = m.Rollout(**fields.get("rollout", {}))
+    fields["slo"] = build_slo(fields.get("slo"))
     return m.Service(name=name, **fields)
 
 

@@ -17,9 +17,11 @@ __all__ = [
     "ENV_NAME",
     "SERVICE_NAME",
     "Approval",
+    "BudgetPolicy",
     "Engine",
     "Environment",
     "Notify",
+    "Objective",
     "Probe",
     "ProbeKind",
     "Probes",
@@ -31,6 +33,7 @@ __all__ = [
     "RouterKind",
     "SecretRef",
     "Service",
+    "Slo",
     "Stack",
     "Timeouts",
     "Warmup",
@@ -164,6 +167,7 @@ class Service:
     warmup: Warmup = field(default_factory=Warmup)
     timeouts: Timeouts = field(default_factory=Timeouts)
     rollout: Rollout = field(default_factory=Rollout)
+    slo: Slo | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +178,7 @@ class Environment:
     two_person: bool = False
     env_file: str | None = None
     listen: tuple[str, int] | None = None  # the router's address here, if not [router]'s
+    budget: BudgetPolicy | None = None  # when a service's error budget is spent (docs/slo.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,3 +260,33 @@ class Stack:
                 if path.is_file():
                     found[path] = None
         return list(found)
+
+
+class BudgetPolicy(enum.Enum):
+    """What a deploy needs while the service's error budget is spent (docs/slo.md)."""
+
+    APPROVE = "approve"  # an approver's --approve
+    FREEZE = "freeze"  # nothing but a release marked as a fix (--fix)
+    NONE = "none"  # the usual approval rules
+
+
+@dataclass(frozen=True, slots=True)
+class Objective:
+    """One objective of a service: `availability` (good = not 5xx) or `latency` (good =
+    answered within `threshold` seconds); `target` is a fraction below 1 (0.999)."""
+
+    name: str
+    target: float
+    threshold: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Slo:
+    """A service's objectives over a rolling `window` (seconds), and its budget policy:
+    `spent` (None: the environment's `budget`, else approve), the canary's pauses
+    multiplied by `slow_canary` while the budget is spent."""
+
+    objectives: tuple[Objective, ...]
+    window: float = 30 * 86400.0
+    spent: BudgetPolicy | None = None
+    slow_canary: float = 2.0

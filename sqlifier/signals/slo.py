@@ -1,0 +1,235 @@
+"""The SLO signals of a local stack: the router's counters in, `burn_rate(W)` and
+`error_budget()` out, for every service with an `slo` and every objective.
+
+Each new reading of the data plane (cumulative counters per service and track) gives,
+per objective, the requests counted since the reading before and how many were good:
+
+- availability: every request is counted; it is bad when it was answered 5xx or not
+  answered at all (refused, reset, timed out).
+- latency: every timed request is counted; it is good when it was answered within the
+  objective's threshold, read from the latency histogram (within the bucket holding
+  the threshold, the requests are taken as spread evenly).
+
+A data plane that started again counts from zero: its counts are taken whole. The first
+reading an agent sees is only a starting point, so the requests a data plane counted
+while no agent was reading it are not counted twice; those made between an agent's last
+reading and its end are lost (a minute at most, from the last flush).
+
+The counts go to `SloCounts` (engine/slo.py: the windows, the arithmetic) and to the
+SLO history (store/slo.py), from which a new agent rebuilds its windows. `levels` puts
+every figure into the series store, where rules read them like any level: per objective
+(`burn_rate:3600.latency`, `error_budget.latency`) and for the service as a whole, its
+worst objective (`burn_rate:3600`: the fastest burn; `error_budget`: the least left).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlifier.engine.compiled import CompiledRule
+from sqlifier.engine.series import SeriesStore
+from sqlifier.engine.slo import (
+    BURN_WINDOWS,
+    SloCounts,
+    SloFigures,
+    budget_key,
+    burn_key,
+    figures,
+)
+from sqlifier.router.metrics import BUCKETS_MS
+from sqlifier.stack.model import Objective, Service, Stack
+from sqlifier.store.slo import SloStore
+
+__all__ = ["SloTracker", "faster_than", "objective_counts", "rule_windows", "slo_tracker"]
+
+_Reading = tuple[float, float, float, float]  # requests, bad, timed, timed within threshold
+
+
+def faster_than(latency: list[Any], ms: float) -> float:
+    """How many requests of a latency histogram (milliseconds) took at most `ms`."""
+    index = bisect.bisect_left(BUCKETS_MS, ms)
+    if index >= len(BUCKETS_MS):
+        return float(sum(latency[: len(BUCKETS_MS)]))
+    below = float(sum(latency[:index]))
+    if index < len(latency) and BUCKETS_MS[index] != ms:
+        low = BUCKETS_MS[index - 1] if index > 0 else 0.0
+        share = (ms - low) / (BUCKETS_MS[index] - low)
+        return below + float(latency[index]) * share
+    return below + float(latency[index]) if index < len(latency) else below
+
+
+def _reading(counters: Mapping[str, Any], threshold_ms: float | None) -> _Reading:
+    status = counters.get("status") or {}
+    requests = float(counters.get("requests") or 0)
+    bad = float(status.get("5xx") or 0) + float(counters.get("failed") or 0)
+    latency = counters.get("latency") or []
+    timed = float(sum(latency))
+    good = faster_than(latency, threshold_ms) if threshold_ms is not None else 0.0
+    return requests, bad, timed, good
+
+
+def objective_counts(objective: Objective, delta: _Reading) -> tuple[float, float]:
+    """(good, total) of one objective from a service's counts between two readings."""
+    requests, bad, timed, fast = delta
+    if objective.name == "availability":
+        return max(0.0, requests - bad), requests
+    return fast, timed
+
+
+class SloTracker:
+    """Every objective of every service with an `slo`: counts, history, signals."""
+
+    def __init__(
+        self,
+        services: Mapping[str, Service],
+        now: float,
+        store: SloStore | None = None,
+        windows: Iterable[float] = BURN_WINDOWS,
+    ) -> None:
+        self.store = store
+        self.windows: tuple[float, ...] = tuple(sorted(set(windows)))
+        self.objectives: dict[str, list[tuple[Objective, SloCounts]]] = {}
+        self._thresholds: dict[str, float | None] = {}
+        for name, service in services.items():
+            if service.slo is None:
+                continue
+            items = []
+            for objective in service.slo.objectives:
+                counts = SloCounts(objective.target, service.slo.window)
+                if store is not None:
+                    store.load(name, objective.name, counts, now)
+                items.append((objective, counts))
+            self.objectives[name] = items
+            latency = [o.threshold for o in service.slo.objectives if o.name == "latency"]
+            self._thresholds[name] = latency[0] * 1000 if latency and latency[0] else None
+        self._last: dict[tuple[str, str], _Reading] = {}
+        self._seen: object = None
+
+    def want(self, windows: Iterable[float]) -> None:
+        """Compute these windows too (those the rules ask for)."""
+        self.windows = tuple(sorted(set(self.windows) | set(windows)))
+
+    def observe(self, t: float, services: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
+        """A reading of the data plane at `t`: service -> track -> cumulative counters."""
+        for name, tracks in services.items():
+            items = self.objectives.get(name)
+            if items is None:
+                continue
+            threshold = self._thresholds[name]
+            requests = bad = timed = fast = 0.0
+            for track, counters in tracks.items():
+                now = _reading(counters, threshold)
+                before = self._last.get((name, track))
+                self._last[(name, track)] = now
+                if before is None:
+                    continue  # a starting point
+                if now[0] < before[0] or now[2] < before[2]:
+                    before = (0.0, 0.0, 0.0, 0.0)  # the data plane started again
+                requests += now[0] - before[0]
+                bad += now[1] - before[1]
+                timed += now[2] - before[2]
+                fast += now[3] - before[3]
+            if requests <= 0 and timed <= 0:
+                continue
+            delta = (requests, bad, timed, fast)
+            for objective, counts in items:
+                good, total = objective_counts(objective, delta)
+                if total > 0:
+                    counts.add(t, good, total)
+                    if self.store is not None:
+                        self.store.add(name, objective.name, t, good, total)
+
+    def observe_latest(self, t: float, history: Any) -> None:
+        """The newest reading of a `Traffic.history`, once."""
+        if not history:
+            return
+        reading = history[-1]
+        if reading is self._seen:
+            return
+        self._seen = reading
+        self.observe(t, reading.services)
+
+    def levels(self, series: SeriesStore, now: float) -> None:
+        """Every figure at `now` into the series store (a missing one is forgotten)."""
+        windows = self.windows
+        for name, items in self.objectives.items():
+            worst: dict[float, float] = {}
+            least: float | None = None
+            for objective, counts in items:
+                for window in windows:
+                    rate = counts.burn_rate(now, window)
+                    key = burn_key(window, objective.name)
+                    if rate is None:
+                        series.forget(name, key)
+                        continue
+                    series.put(name, key, now, rate)
+                    if rate > worst.get(window, -1.0):
+                        worst[window] = rate
+                left = counts.budget_left(now)
+                key = budget_key(objective.name)
+                if left is None:
+                    series.forget(name, key)
+                    continue
+                series.put(name, key, now, left)
+                least = left if least is None else min(least, left)
+            for window in windows:
+                rate = worst.get(window)
+                if rate is None:
+                    series.forget(name, burn_key(window))
+                else:
+                    series.put(name, burn_key(window), now, rate)
+            if least is None:
+                series.forget(name, budget_key())
+            else:
+                series.put(name, budget_key(), now, least)
+
+    def figures(self, now: float, service: str | None = None) -> list[SloFigures]:
+        """What `sqlifier slo` shows, per service and objective."""
+        return [
+            figures(name, objective.name, counts, now)
+            for name, items in sorted(self.objectives.items())
+            if service is None or name == service
+            for objective, counts in items
+        ]
+
+    def lefts(self, service: str, now: float) -> list[tuple[str, float, float | None]]:
+        """(objective, target, budget left) of each of the service's objectives."""
+        return [
+            (objective.name, objective.target, counts.budget_left(now))
+            for objective, counts in self.objectives.get(service, [])
+        ]
+
+    def flush(self, now: float) -> None:
+        if self.store is not None:
+            self.store.flush(now)
+
+    def prune(self, now: float) -> None:
+        if self.store is not None:
+            self.store.prune(now)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def slo_tracker(stack: Stack, env: str, state_dir: Path, now: float) -> SloTracker:
+    """The tracker of an environment's objectives, rebuilt from its SLO history
+    (`slo.db`, made only for a stack with objectives)."""
+    services = stack.services_for(env)
+    wanted = any(service.slo is not None for service in services.values())
+    longest = max((s.slo.window for s in services.values() if s.slo is not None), default=0.0)
+    store = SloStore(state_dir / "slo.db", max(31 * 86400.0, longest + 86400)) if wanted else None
+    return SloTracker(services, now, store)
+
+
+def rule_windows(rules: Iterable[CompiledRule]) -> set[float]:
+    """The windows of the `burn_rate(W)` tests of these rules."""
+    found = set()
+    for rule in rules:
+        for test in rule.tests:
+            if test.signal == "burn_rate":
+                found.add(float(test.key.removeprefix("burn_rate:").split(".")[0]))
+    return found
