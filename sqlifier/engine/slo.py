@@ -130,16 +130,16 @@ class _Buckets:
         last = self.last
         if last is None:
             return 0.0, 0.0
-        end = min(math.floor(now / self.resolution), last)
-        start = end - buckets  # the bucket whose end the window starts after
         size = self.size
-        if end < last - size + 1 or start >= end:
-            return 0.0, 0.0
         first = last - size + 1  # the oldest bucket held
-        good, total = self.good[end % size], self.total[end % size]
-        if start >= first:
-            good -= self.good[start % size]
-            total -= self.total[start % size]
+        now_bucket = math.floor(now / self.resolution)
+        start = now_bucket - buckets  # the bucket whose end the window starts after
+        end = min(now_bucket, last)  # no bucket after `last` has counts
+        if end < first or start >= end:
+            return 0.0, 0.0
+        start = max(start, first)  # (a window reaching before the ring, when asked of the past)
+        good = self.good[end % size] - self.good[start % size]
+        total = self.total[end % size] - self.total[start % size]
         return good, total
 
     def snapshot(self) -> tuple[float, float]:

@@ -25,7 +25,8 @@ worst objective (`burn_rate:3600`: the fastest burn; `error_budget`: the least l
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,16 @@ from sqlifier.router.metrics import BUCKETS_MS
 from sqlifier.stack.model import Objective, Service, Stack
 from sqlifier.store.slo import SloStore
 
-__all__ = ["SloTracker", "faster_than", "objective_counts", "rule_windows", "slo_tracker"]
+__all__ = [
+    "SloTracker",
+    "faster_than",
+    "is_slo_key",
+    "objective_counts",
+    "replay_values",
+    "rule_windows",
+    "signal_values",
+    "slo_tracker",
+]
 
 _Reading = tuple[float, float, float, float]  # requests, bad, timed, timed within threshold
 
@@ -154,37 +164,12 @@ class SloTracker:
 
     def levels(self, series: SeriesStore, now: float) -> None:
         """Every figure at `now` into the series store (a missing one is forgotten)."""
-        windows = self.windows
         for name, items in self.objectives.items():
-            worst: dict[float, float] = {}
-            least: float | None = None
-            for objective, counts in items:
-                for window in windows:
-                    rate = counts.burn_rate(now, window)
-                    key = burn_key(window, objective.name)
-                    if rate is None:
-                        series.forget(name, key)
-                        continue
-                    series.put(name, key, now, rate)
-                    if rate > worst.get(window, -1.0):
-                        worst[window] = rate
-                left = counts.budget_left(now)
-                key = budget_key(objective.name)
-                if left is None:
+            for key, value in signal_values(items, now, self.windows):
+                if value is None:
                     series.forget(name, key)
-                    continue
-                series.put(name, key, now, left)
-                least = left if least is None else min(least, left)
-            for window in windows:
-                rate = worst.get(window)
-                if rate is None:
-                    series.forget(name, burn_key(window))
                 else:
-                    series.put(name, burn_key(window), now, rate)
-            if least is None:
-                series.forget(name, budget_key())
-            else:
-                series.put(name, budget_key(), now, least)
+                    series.put(name, key, now, value)
 
     def figures(self, now: float, service: str | None = None) -> list[SloFigures]:
         """What `sqlifier slo` shows, per service and objective."""
@@ -233,3 +218,72 @@ def rule_windows(rules: Iterable[CompiledRule]) -> set[float]:
             if test.signal == "burn_rate":
                 found.add(float(test.key.removeprefix("burn_rate:").split(".")[0]))
     return found
+
+
+def signal_values(
+    items: Iterable[tuple[Objective, SloCounts]], now: float, windows: Iterable[float]
+) -> Iterator[tuple[str, float | None]]:
+    """(series key, value or None) of every SLO signal of one service at `now`: each
+    objective's, then the service's (its fastest burn, its least budget left)."""
+    worst: dict[float, float | None] = {}
+    least: float | None = None
+    windows = tuple(windows)
+    for objective, counts in items:
+        for window in windows:
+            rate = counts.burn_rate(now, window)
+            yield burn_key(window, objective.name), rate
+            if rate is not None and rate > (worst.get(window) or -1.0):
+                worst[window] = rate
+            else:
+                worst.setdefault(window, None)
+        left = counts.budget_left(now)
+        yield budget_key(objective.name), left
+        if left is not None:
+            least = left if least is None else min(least, left)
+    for window in windows:
+        yield burn_key(window), worst.get(window)
+    yield budget_key(), least
+
+
+def replay_values(
+    services: Mapping[str, Service],
+    store: SloStore,
+    keys: Collection[str],
+    since: float,
+    until: float,
+    step: float = 10.0,
+) -> Iterator[tuple[float, str, str, float]]:
+    """(t, service, key, value) every `step` seconds from `since` to `until`, as the agent
+    would have computed them from the SLO history: `rules backtest` replays these, so a
+    rule's burn_rate(W) is judged on any window, not only the windows the agent computed."""
+    windows = {float(k.removeprefix("burn_rate:").split(".")[0]) for k in keys if ":" in k}
+    for name, service in sorted(services.items()):
+        if service.slo is None:
+            continue
+        items = []
+        minutes: list[tuple[float, SloCounts, float, float]] = []
+        after = (math.floor(since / 60) + 1) * 60.0  # the minutes `load` did not take
+        for objective in service.slo.objectives:
+            counts = SloCounts(objective.target, service.slo.window)
+            store.load(name, objective.name, counts, since)
+            items.append((objective, counts))
+            minutes += [
+                (t, counts, good, total)
+                for t, good, total in store.minutes(name, objective.name, after, until)
+            ]
+        minutes.sort(key=lambda m: m[0])
+        index = 0
+        t = since
+        while t <= until:
+            while index < len(minutes) and minutes[index][0] <= t:
+                at, counts, good, total = minutes[index]
+                counts.add(at, good, total)
+                index += 1
+            for key, value in signal_values(items, t, windows):
+                if value is not None and key in keys:
+                    yield t, name, key, value
+            t += step
+
+
+def is_slo_key(key: str) -> bool:
+    return key.startswith(("burn_rate:", "error_budget"))

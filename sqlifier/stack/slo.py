@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlifier.stack import model as m
@@ -26,6 +27,11 @@ __all__ = ["build_slo", "read_slo", "slo_from_config"]
 _TARGET = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%\Z")
 _SHORTEST = 3600.0  # a window shorter than an hour leaves the burn-rate windows no room
 _INVALID: Any = object()
+_MISSING = {
+    ("p",): "the time a good request is answered within",
+    ("target",): "the share of requests that must be answered within p",
+    ("p", "target"): "the time a good request is answered within and the share that must be",
+}
 
 
 def read_slo(reader: StackReader, value: object, path: KeyPath) -> Any:
@@ -86,7 +92,7 @@ def _target(reader: StackReader, value: object, path: KeyPath) -> Any:
             'aim below perfect, like "99.9%" (43 minutes of errors in 30 days) or "99.99%"',
         )
         return _INVALID
-    return percent / 100
+    return float(Decimal(match.group(1)) / 100)  # 99.9% is 0.999, not 0.9990000000000001
 
 
 def _objective_target(reader: StackReader, value: object, path: KeyPath, name: str) -> Any:
@@ -112,8 +118,8 @@ def _latency(reader: StackReader, value: object, path: KeyPath) -> Any:
     if missing:
         reader.error(
             path,
-            f"{where} needs {' and '.join(missing)}: the threshold a good request is "
-            'answered within and the share that must be, like { p = "300ms", target = "99%" }',
+            f"{where} needs {' and '.join(missing)}: {_MISSING[tuple(missing)]}, "
+            'like { p = "300ms", target = "99%" }',
         )
         return _INVALID
     if "p" not in typed or "target" not in typed:

@@ -136,21 +136,26 @@ class SloStore:
 
     def load(self, service: str, objective: str, counts: SloCounts, now: float) -> None:
         """Fill `counts` with what is recorded of the objective's window up to `now`: the
-        hours' sums, and the minutes of the last `MINUTE_SPAN`."""
+        sums of the hours before `now`'s, and the minutes of the last `MINUTE_SPAN` (and
+        of `now`'s hour) up to `now`'s minute."""
+        current = math.floor(now / _HOUR) * _HOUR
         since = math.floor((now - counts.window) / _HOUR) * _HOUR
-        recent = math.floor((now - MINUTE_SPAN) / _HOUR) * _HOUR
+        recent = min(current, math.floor((now - MINUTE_SPAN) / _HOUR) * _HOUR)
         rows = self._db.execute(
             "SELECT hour, good, total FROM minutes WHERE service = ? AND objective = ?"
-            " AND hour >= ? AND hour <= ? ORDER BY hour",
-            (service, objective, since, now),
+            " AND hour >= ? AND hour < ? ORDER BY hour",
+            (service, objective, since, current),
         ).fetchall()
         for hour, good, total in rows:
             counts.hours.add(float(hour), float(good), float(total))
         for hour, values in self._minutes(service, objective, recent, now):
             for slot in range(60):
-                t = hour + 60 * slot
-                if (values[slot] or values[60 + slot]) and t <= now:
-                    counts.minutes.add(float(t), values[slot], values[60 + slot])
+                t = float(hour + 60 * slot)
+                if not (values[slot] or values[60 + slot]) or t > now:
+                    continue
+                counts.minutes.add(t, values[slot], values[60 + slot])
+                if hour == current:
+                    counts.hours.add(t, values[slot], values[60 + slot])
 
     def _minutes(
         self, service: str, objective: str, since: int, until: float
