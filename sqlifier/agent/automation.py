@@ -203,6 +203,7 @@ class Automation:
         self._save(now)
         if now - self._last_history >= HISTORY_EVERY:
             self._record_history(now)
+            self._keep_slos(now)
         if now - self._last_flush >= FLUSH_EVERY:
             self._last_flush = now
             self._keep_history(now)
@@ -282,6 +283,13 @@ class Automation:
             self.slo.observe_latest(now, traffic.history)
         self.slo.levels(self.store, now)
 
+    def _keep_slos(self, now: float) -> None:
+        """Every 10 s: what `sqlifier slo` and `plan` read is at most that far behind."""
+        try:
+            self.slo.flush(now)
+        except Exception as exc:  # a full disk: say so, keep evaluating
+            self.rule_error = f"cannot write the SLO history: {exc}"
+
     def budget(self, service: str) -> Budget | None:
         """The service's error budget now, for the deployer."""
         return make_budget(self.stack, self.env, service, self.slo.lefts(service, self.clock()))
@@ -354,7 +362,6 @@ class Automation:
         """Flush every minute; forget what is older than 7 days every hour."""
         try:
             self.history.flush()
-            self.slo.flush(now)
             if now - self._last_prune >= PRUNE_EVERY:
                 self._last_prune = now
                 self.history.prune(now)
