@@ -51,7 +51,7 @@ def test_five_percent_errors_burn_the_budget_page_and_gate_the_next_deploy(
         )
         assert approved.returncode == 0, approved.stderr
         assert "error budget: SPENT (" in approved.stderr
-        entries = [e for e in AuditLog(tmp_path / ".sqlifier" / "dev" / "audit.db").entries()]
+        entries = AuditLog(tmp_path / ".sqlifier" / "dev" / "audit.db").entries()
         budget = [e for e in entries if e.what == "deploy budget"]
         assert len(budget) == 1
         assert budget[0].who == "alice"
