@@ -279,9 +279,7 @@ class Automation:
         if not self.slo.objectives:
             return
         traffic = self.samplers.traffic
-        if traffic is not None:
-            self.slo.observe_latest(now, traffic.history)
-        self.slo.levels(self.store, now)
+        self.slo.step(now, traffic.history if traffic is not None else (), self.store)
 
     def _keep_slos(self, now: float) -> None:
         """Every 10 s: what `sqlifier slo` and `plan` read is at most that far behind."""

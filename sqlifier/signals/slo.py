@@ -55,6 +55,7 @@ __all__ = [
     "slo_tracker",
 ]
 
+SLICES = 10  # each service's SLO figures are computed every 10th tick (`step`)
 _Reading = tuple[float, float, float, float]  # requests, bad, timed, timed within threshold
 
 
@@ -116,7 +117,9 @@ class SloTracker:
             latency = [o.threshold for o in service.slo.objectives if o.name == "latency"]
             self._thresholds[name] = latency[0] * 1000 if latency and latency[0] else None
         self._last: dict[tuple[str, str], _Reading] = {}
-        self._seen: object = None
+        names = sorted(self.objectives)
+        self._slices = [names[i::SLICES] for i in range(SLICES)]
+        self._tick = 0
 
     def want(self, windows: Iterable[float]) -> None:
         """Compute these windows too (those the rules ask for)."""
@@ -125,51 +128,57 @@ class SloTracker:
     def observe(self, t: float, services: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
         """A reading of the data plane at `t`: service -> track -> cumulative counters."""
         for name, tracks in services.items():
-            items = self.objectives.get(name)
-            if items is None:
-                continue
-            threshold = self._thresholds[name]
-            requests = bad = timed = fast = 0.0
-            for track, counters in tracks.items():
-                now = _reading(counters, threshold)
-                before = self._last.get((name, track))
-                self._last[(name, track)] = now
-                if before is None:
-                    continue  # a starting point
-                if now[0] < before[0] or now[2] < before[2]:
-                    before = (0.0, 0.0, 0.0, 0.0)  # the data plane started again
-                requests += now[0] - before[0]
-                bad += now[1] - before[1]
-                timed += now[2] - before[2]
-                fast += now[3] - before[3]
-            if requests <= 0 and timed <= 0:
-                continue
-            delta = (requests, bad, timed, fast)
-            for objective, counts in items:
-                good, total = objective_counts(objective, delta)
-                if total > 0:
-                    counts.add(t, good, total)
-                    if self.store is not None:
-                        self.store.add(name, objective.name, t, good, total)
+            if name in self.objectives:
+                self._observe(t, name, tracks)
 
-    def observe_latest(self, t: float, history: Any) -> None:
-        """The newest reading of a `Traffic.history`, once."""
-        if not history:
+    def _observe(self, t: float, name: str, tracks: Mapping[str, Mapping[str, Any]]) -> None:
+        threshold = self._thresholds[name]
+        requests = bad = timed = fast = 0.0
+        for track, counters in tracks.items():
+            now = _reading(counters, threshold)
+            before = self._last.get((name, track))
+            self._last[(name, track)] = now
+            if before is None:
+                continue  # a starting point
+            if now[0] < before[0] or now[2] < before[2]:
+                before = (0.0, 0.0, 0.0, 0.0)  # the data plane started again
+            requests += now[0] - before[0]
+            bad += now[1] - before[1]
+            timed += now[2] - before[2]
+            fast += now[3] - before[3]
+        if requests <= 0 and timed <= 0:
             return
-        reading = history[-1]
-        if reading is self._seen:
-            return
-        self._seen = reading
-        self.observe(t, reading.services)
+        delta = (requests, bad, timed, fast)
+        for objective, counts in self.objectives[name]:
+            good, total = objective_counts(objective, delta)
+            if total > 0:
+                counts.add(t, good, total)
+                if self.store is not None:
+                    self.store.add(name, objective.name, t, good, total)
 
-    def levels(self, series: SeriesStore, now: float) -> None:
-        """Every figure at `now` into the series store (a missing one is forgotten)."""
-        for name, items in self.objectives.items():
-            for key, value in signal_values(items, now, self.windows):
+    def step(self, now: float, history: Any, series: SeriesStore) -> None:
+        """One tick's share of the work: a tenth of the services take the data plane's
+        newest reading (`Traffic.history`) and have their figures written, so each
+        service's are at most `SLICES` ticks old and a tick costs a tenth of the whole."""
+        self._tick += 1
+        names = self._slices[self._tick % SLICES]
+        services = history[-1].services if history else {}
+        for name in names:
+            tracks = services.get(name)
+            if tracks is not None:
+                self._observe(now, name, tracks)
+        self.levels(series, now, names)
+
+    def levels(self, series: SeriesStore, now: float, names: Iterable[str] | None = None) -> None:
+        """Every figure at `now` into the series store (a missing one is forgotten), of
+        every service or of `names`."""
+        put, forget = series.put, series.forget
+        for name in self.objectives if names is None else names:
+            for key, value in signal_values(self.objectives[name], now, self.windows):
                 if value is None:
-                    series.forget(name, key)
+                    forget(name, key)
                 else:
-                    series.put(name, key, now, value)
+                    put(name, key, now, value)
 
     def figures(self, now: float, service: str | None = None) -> list[SloFigures]:
         """What `sqlifier slo` shows, per service and objective."""
@@ -229,20 +238,33 @@ def signal_values(
     least: float | None = None
     windows = tuple(windows)
     for objective, counts in items:
+        name = objective.name
         for window in windows:
             rate = counts.burn_rate(now, window)
-            yield burn_key(window, objective.name), rate
+            yield _key(window, name), rate
             if rate is not None and rate > (worst.get(window) or -1.0):
                 worst[window] = rate
             else:
                 worst.setdefault(window, None)
         left = counts.budget_left(now)
-        yield budget_key(objective.name), left
+        yield _key(None, name), left
         if left is not None:
             least = left if least is None else min(least, left)
     for window in windows:
-        yield burn_key(window), worst.get(window)
-    yield budget_key(), least
+        yield _key(window, None), worst.get(window)
+    yield _key(None, None), least
+
+
+_KEYS: dict[tuple[float | None, str | None], str] = {}
+
+
+def _key(window: float | None, objective: str | None) -> str:
+    """The series key of a burn rate (a window) or a budget (None), made once."""
+    key = _KEYS.get((window, objective))
+    if key is None:
+        made = budget_key(objective) if window is None else burn_key(window, objective)
+        key = _KEYS[(window, objective)] = made
+    return key
 
 
 def replay_values(
