@@ -110,12 +110,14 @@ class SloTracker:
             items = []
             for objective in service.slo.objectives:
                 counts = SloCounts(objective.target, service.slo.window)
-                if store is not None:
-                    store.load(name, objective.name, counts, now)
                 items.append((objective, counts))
             self.objectives[name] = items
             latency = [o.threshold for o in service.slo.objectives if o.name == "latency"]
             self._thresholds[name] = latency[0] * 1000 if latency and latency[0] else None
+        if store is not None:  # the windows as recorded, for an agent that starts again
+            store.load_all(
+                {(n, o.name): c for n, items in self.objectives.items() for o, c in items}, now
+            )
         self._last: dict[tuple[str, str], _Reading] = {}
         names = sorted(self.objectives)
         self._slices = [names[i::SLICES] for i in range(SLICES)]
