@@ -142,12 +142,6 @@ class _Buckets:
         total = self.total[end % size] - self.total[start % size]
         return good, total
 
-    def snapshot(self) -> tuple[float, float]:
-        last = self.last
-        if last is None:
-            return 0.0, 0.0
-        return self.good[last % self.size], self.total[last % self.size]
-
 
 class SloCounts:
     """One objective's good and total requests, by minute and by hour, for `window`
