@@ -13,9 +13,10 @@ are refreshed every 10 ticks. Printed as CPU ms per tick beside the engine's sto
 budget for 1,000 services; the storm plus the SLO signals must stay within it.
 
 History: `--days` of per-minute counts for a few services (realistic noise: traffic
-follows a daily rhythm, errors are rare and bursty) written as the agent does (every
-hour's row rewritten as it fills, flushed every 10 s of virtual time is simulated by a
-flush each minute), then the file's bytes per service and per objective, beside the
+follows a daily rhythm, errors are rare and bursty) written as the agent writes them (a
+row per service, objective and hour; the agent rewrites the open hour's row every 10 s,
+which leaves the same rows, so here each hour is flushed once), then the file's bytes
+per service and per objective, beside the
 signal history's 7-day file for the same services (benchmarks/history.py's layout) as
 the baseline; and the time to rebuild a 30-day window when an agent starts.
 """
@@ -123,7 +124,9 @@ def measure_history(services: int, days: int, folder: Path) -> dict[str, float]:
             store.add(f"svc-{n}", "availability", t, total - min(bad, total), total)
             slow = float(int(total * rng.uniform(0.0, 0.01)))
             store.add(f"svc-{n}", "latency", t, total - slow, total)
-        store.flush(t)
+        if minute % 60 == 59:  # the agent rewrites the open hour every 10 s: same rows
+            store.flush(t)
+    store.flush(t)
     size = store.size()
     store.close()
     specs = {

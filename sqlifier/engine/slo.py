@@ -30,6 +30,7 @@ import math
 from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import accumulate
 
 __all__ = [
     "BURN_WINDOWS",
@@ -114,6 +115,21 @@ class _Buckets:
         slot = bucket % self.size
         self.good[slot] += good
         self.total[slot] += total
+
+    def fill(self, first: int, good: list[float], total: list[float]) -> None:
+        """An empty ring given the counts of consecutive buckets from bucket `first` on
+        (an agent that starts again: far cheaper than `add` bucket by bucket)."""
+        if self.last is not None or not good:
+            raise ValueError("fill() takes an empty ring and at least one bucket")
+        size = self.size
+        cumulative_good = list(accumulate(good))
+        cumulative_total = list(accumulate(total))
+        count = len(good)
+        for index in range(max(0, count - size), count):
+            slot = (first + index) % size
+            self.good[slot] = cumulative_good[index]
+            self.total[slot] = cumulative_total[index]
+        self.last = first + count - 1
 
     def _advance(self, bucket: int) -> None:
         last = self.last

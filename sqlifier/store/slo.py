@@ -23,6 +23,7 @@ from array import array
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlifier.engine.slo import MINUTE_SPAN, SloCounts
 from sqlifier.errors import UserError
@@ -158,40 +159,45 @@ class SloStore:
                     counts.hours.add(t, values[slot], values[60 + slot])
 
     def load_all(self, counts: Mapping[tuple[str, str], SloCounts], now: float) -> None:
-        """`load` for many (service, objective) at once, in two queries: what an agent
-        that starts again does for every objective of the stack."""
+        """`load` for many (service, objective) at once, in two queries, each ring filled
+        in one pass: what an agent that starts again does for every objective."""
         if not counts:
             return
         current = math.floor(now / _HOUR) * _HOUR
         longest = max(c.window for c in counts.values())
         since = math.floor((now - longest) / _HOUR) * _HOUR
         recent = min(current, math.floor((now - MINUTE_SPAN) / _HOUR) * _HOUR)
+        hours: dict[tuple[str, str], dict[int, tuple[float, float]]] = {}
         rows = self._db.execute(
             "SELECT service, objective, hour, good, total FROM minutes"
-            " WHERE hour >= ? AND hour < ? ORDER BY hour",
+            " WHERE hour >= ? AND hour < ?",
             (since, current),
         )
         for service, objective, hour, good, total in rows:
             found = counts.get((service, objective))
             if found is not None and hour >= now - found.window - _HOUR:
-                found.hours.add(float(hour), float(good), float(total))
+                hours.setdefault((service, objective), {})[hour // _HOUR] = (good, total)
+        minutes: dict[tuple[str, str], dict[int, tuple[float, float]]] = {}
         rows = self._db.execute(
-            "SELECT service, objective, hour, minutes FROM minutes"
-            " WHERE hour >= ? AND hour <= ? ORDER BY hour",
+            "SELECT service, objective, hour, minutes FROM minutes WHERE hour >= ? AND hour <= ?",
             (recent, now),
         )
+        last = math.floor(now / 60)
         for service, objective, hour, blob in rows:
-            found = counts.get((service, objective))
-            values = _decode(blob) if found is not None else None
-            if found is None or values is None:
+            values = _decode(blob) if (service, objective) in counts else None
+            if values is None:
                 continue
+            held = minutes.setdefault((service, objective), {})
             for slot in range(60):
-                t = float(hour + 60 * slot)
-                if not (values[slot] or values[60 + slot]) or t > now:
-                    continue
-                found.minutes.add(t, values[slot], values[60 + slot])
-                if hour == current:
-                    found.hours.add(t, values[slot], values[60 + slot])
+                if (values[slot] or values[60 + slot]) and hour // 60 + slot <= last:
+                    held[hour // 60 + slot] = (values[slot], values[60 + slot])
+                    if hour == current:
+                        sums = hours.setdefault((service, objective), {})
+                        good, total = sums.get(hour // _HOUR, (0.0, 0.0))
+                        sums[hour // _HOUR] = (good + values[slot], total + values[60 + slot])
+        for key, found in counts.items():
+            _fill(found.hours, hours.get(key))
+            _fill(found.minutes, minutes.get(key))
 
     def _minutes(
         self, service: str, objective: str, since: int, until: float
@@ -228,6 +234,16 @@ class SloStore:
         free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
         page = self._db.execute("PRAGMA page_size").fetchone()[0]
         return int((count - free) * page)
+
+
+def _fill(ring: Any, buckets: dict[int, tuple[float, float]] | None) -> None:
+    """A ring given every bucket from the first recorded to the last, gaps as zeros."""
+    if not buckets:
+        return
+    first, last = min(buckets), max(buckets)
+    empty = (0.0, 0.0)
+    run = [buckets.get(number, empty) for number in range(first, last + 1)]
+    ring.fill(first, [g for g, _ in run], [t for _, t in run])
 
 
 @contextmanager
