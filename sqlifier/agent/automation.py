@@ -29,6 +29,7 @@ from sqlifier.agent.actions import Actions
 from sqlifier.agent.rollouts import Rollouts
 from sqlifier.agent.webhooks import Delivery, Notifier
 from sqlifier.agent.world import LiveWorld
+from sqlifier.delivery.budget import Budget, make_budget
 from sqlifier.delivery.locks import held_locks
 from sqlifier.engine.compiled import CompiledRule
 from sqlifier.engine.explain import explain_rule, rule_rows
@@ -41,6 +42,7 @@ from sqlifier.platform import Platform
 from sqlifier.runtime.space import free_bytes
 from sqlifier.signals import prometheus
 from sqlifier.signals.samplers import Samplers
+from sqlifier.signals.slo import rule_windows, slo_tracker
 from sqlifier.stack.model import Stack
 from sqlifier.stack.rulefiles import load_rules
 from sqlifier.store.audit import AuditLog
@@ -93,6 +95,7 @@ class Automation:
         self.world = LiveWorld(self.store, platform, env, rolled_back_from)
         self.decisions = DecisionLog(state_dir / "decisions.db")
         self.history = History(state_dir / "history.db")
+        self.slo = slo_tracker(stack, env, state_dir, clock())
         self.notifier = Notifier(stack.notify.webhook, stack.notify.timeout, self._delivered)
         self.actions = Actions(stack, env, platform, deployer, self.notifier, self.engine, redact)
         self.rule_error: str | None = None
@@ -160,6 +163,7 @@ class Automation:
             return
         rules = compile_rules([f.rules for f in loaded.files if f.rules is not None])
         self.engine.replace_rules(rules)
+        self.slo.want(rule_windows(rules))
         self.rule_error = None
         if not initial:
             self.audit.record("agent", "rules reload", self.stack.name, f"ok: {len(rules)} rules")
@@ -190,6 +194,7 @@ class Automation:
             self._reload()
             self._read_locks()
         self.samplers.step(now)
+        self._measure_slos(now)
         self._query_prometheus()
         result = self.engine.tick(now, self.world, self.platform.services())
         self._pending.extend(result.decisions)
@@ -198,6 +203,7 @@ class Automation:
         self._save(now)
         if now - self._last_history >= HISTORY_EVERY:
             self._record_history(now)
+            self._keep_slos(now)
         if now - self._last_flush >= FLUSH_EVERY:
             self._last_flush = now
             self._keep_history(now)
@@ -265,6 +271,26 @@ class Automation:
         with contextlib.suppress(OSError):
             temporary.write_text(json.dumps({"saved_at": now, "engine": state}))
             os.replace(temporary, path)
+
+    # --- SLOs ------------------------------------------------------------------------
+
+    def _measure_slos(self, now: float) -> None:
+        """The router's newest counts into the objectives; their figures into the store."""
+        if not self.slo.objectives:
+            return
+        traffic = self.samplers.traffic
+        self.slo.step(now, traffic.history if traffic is not None else (), self.store)
+
+    def _keep_slos(self, now: float) -> None:
+        """Every 10 s: what `sqlifier slo` and `plan` read is at most that far behind."""
+        try:
+            self.slo.flush(now)
+        except Exception as exc:  # a full disk: say so, keep evaluating
+            self.rule_error = f"cannot write the SLO history: {exc}"
+
+    def budget(self, service: str) -> Budget | None:
+        """The service's error budget now, for the deployer."""
+        return make_budget(self.stack, self.env, service, self.slo.lefts(service, self.clock()))
 
     # --- prometheus ------------------------------------------------------------------
 
@@ -337,6 +363,7 @@ class Automation:
             if now - self._last_prune >= PRUNE_EVERY:
                 self._last_prune = now
                 self.history.prune(now)
+                self.slo.prune(now)
                 self.decisions.prune(now)
         except Exception as exc:  # a full disk: say so, keep evaluating
             self.rule_error = f"cannot write the history: {exc}"
@@ -394,6 +421,8 @@ class Automation:
         with contextlib.suppress(Exception):
             self.history.flush()
             self.history.close()
+        with contextlib.suppress(Exception):
+            self.slo.close()
 
     # --- what the API shows ----------------------------------------------------------
 

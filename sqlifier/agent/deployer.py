@@ -35,6 +35,7 @@ from sqlifier.agent.deploy_record import APPROVAL_TIMEOUT, TERMINAL_STATES, Depl
 from sqlifier.agent.executor import Executor, wait_for_event
 from sqlifier.agent.files import read_run
 from sqlifier.delivery.approvals import first_approval, second_approval
+from sqlifier.delivery.budget import Budget, budget_gate, read_budget, slowed
 from sqlifier.delivery.locks import Locked, ServiceLock
 from sqlifier.delivery.releases import (
     Release,
@@ -106,6 +107,10 @@ class Deployer:
         self.runs: dict[str, DeployRun] = {}
         self.active: dict[str, DeployRun] = {}  # service -> its deploy or rollback
         self.notify: Callable[[dict[str, Any]], None] = lambda _: None
+        # A service's error budget: from the SLO history until the automation measures it.
+        self.budget: Callable[[str], Budget | None] = lambda name: read_budget(
+            stack, env, state_dir, name, self.clock()
+        )
         self.executor = Executor(
             stack, env, state_dir, platform, self.releases, audit, say, clock,
             self._notify,
@@ -268,6 +273,13 @@ class Deployer:
         environment = self.stack.environment(self.env)
         try:
             release, spec = self._deployable(name, version)
+            budget = self.budget(name)
+            gate = budget_gate(
+                budget, environment, who, bool(body.get("approve")), bool(body.get("fix"))
+            )
+            if gate is not None and not gate.allowed:
+                raise _Refused(gate.reason)
+            spec = slowed(spec, budget)
             decision = first_approval(environment, who, bool(body.get("approve")))
             if not decision.allowed and not decision.waiting:
                 raise _Refused(decision.reason)
@@ -285,6 +297,9 @@ class Deployer:
         )  # fmt: skip
         run = self._new_run(machine, release, who, reason, lock)
         self.executor.begin(run)
+        if budget is not None:
+            why = gate.reason if gate is not None else budget.text()
+            self.audit.record(who, "deploy budget", target, f"ok: {why}", details=budget.to_json())
         if decision.waiting:
             self.audit.record(who, "deploy", target, "awaiting approval", why=reason)
         self.spawn(run)

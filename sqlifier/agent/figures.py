@@ -59,6 +59,7 @@ def metrics(automation: Automation) -> dict[str, Any]:
             }
             for c in _merge_counts(counts)
         ],
+        "slo": [_slo_row(f.to_json()) for f in automation.slo.figures(now)],
         "engine": {
             "ticks_total": automation.engine.ticks,
             "last_tick_seconds": automation.last_tick_seconds,
@@ -76,3 +77,17 @@ def _merge_counts(counts: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         {"rule": r, "service": s, "outcome": o, "count": n}
         for (r, s, o), n in sorted(merged.items())
     ]
+
+
+def _slo_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Burn-rate windows named as rules write them ("1h"), not in seconds."""
+    rates = row["burn_rates"]
+    row["burn_rates"] = {_window(float(w)): r for w, r in rates.items()}
+    return row
+
+
+def _window(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"

@@ -78,6 +78,7 @@ OPENAPI: dict[str, Any] = {
             approve=_FLAG,
             lock_wait=_SECONDS,
             approval_timeout=_SECONDS,
+            fix=_FLAG,
         ),
         "/v1/deploy/approve": _post("Second approval of a deploy", ["id"], id=_STRING),
         "/v1/deploy/status": _post("A deploy's or rollback's record", ["id"], id=_STRING),

@@ -101,6 +101,7 @@ class Deploy:
     approve: bool | None = None
     lock_wait: float | None = None
     approval_timeout: float | None = None
+    fix: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

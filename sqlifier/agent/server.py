@@ -151,6 +151,7 @@ class Agent:
         )  # fmt: skip
         if self.stack.notify.webhook is not None:
             self.deployer.notify = automation.notifier.notify
+        self.deployer.budget = automation.budget
         return automation
 
     def _oom_killed(self, instance: Instance, what: str) -> None:

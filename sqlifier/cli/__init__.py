@@ -20,4 +20,5 @@ Module by module:
     rules.py      `rules`: list, explain, test, backtest, pause, resume
     secret.py     `secret`: the environment's own encrypted secrets
     audit.py      `audit` and `audit verify`
+    slo.py        `slo`: objectives, budget left, burn rates
 """

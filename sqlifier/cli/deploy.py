@@ -32,6 +32,7 @@ from sqlifier.cli.options import (
 )
 from sqlifier.cli.releases import audit_plans
 from sqlifier.cli.workspace import Context, load_context
+from sqlifier.delivery.budget import read_budget
 from sqlifier.delivery.plan import plan_service
 from sqlifier.delivery.releases import Releases, ReleaseStatus
 from sqlifier.errors import UserError
@@ -58,6 +59,7 @@ _FINAL_JSON = json_option("Print the final record as JSON.")
 )  # fmt: skip
 @click.option("--approve", is_flag=True, help="Approve the deploy (you must be an approver).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--fix", is_flag=True, help="This release fixes the service (see docs/slo.md).")
 @reason_option("Why: recorded with the release and in the audit log.")
 @LOCK_WAIT
 @click.option("--detach", is_flag=True, help="Return the deploy id at once; see deploy status.")
@@ -71,6 +73,7 @@ def group(
     version: str | None,
     approve: bool,
     yes: bool,
+    fix: bool,
     reason: str,
     lock_wait: str | None,
     detach: bool,
@@ -97,7 +100,10 @@ def group(
     release = store.make(context.stack, service, version=version, who=who, reason=reason)
     say(f"release {release.version} ({release.content_hash}) is ready")
     live = next((r for r in store.list(service) if r.status is ReleaseStatus.LIVE), None)
-    plan = plan_service(context.stack, context.env, service, live, release.version, release.commit)
+    budget = read_budget(context.stack, context.env, context.state_dir, service, time.time())
+    plan = plan_service(
+        context.stack, context.env, service, live, release.version, release.commit, budget
+    )
     say("\n".join(plan.lines()))
     audit_plans(context.state_dir, context.stack.name, [plan])
     if plan.problems:
@@ -115,6 +121,7 @@ def group(
         "reason": reason,
         "approve": approve,
         "lock_wait": wait,
+        **({"fix": True} if fix else {}),
     }
     answer = client.request("POST", "/v1/deploy", body)
     if not answer.get("ok"):

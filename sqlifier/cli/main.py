@@ -44,6 +44,7 @@ COMMANDS = {
     "rules": "sqlifier.cli.rules:group",
     "scale": "sqlifier.cli.ps:scale",
     "secret": "sqlifier.cli.secret:group",
+    "slo": "sqlifier.cli.slo:command",
     "up": "sqlifier.cli.up:up",
 }
 
@@ -72,6 +73,7 @@ SUMMARIES = {
     "rules": "See, test and control the stack's rules.",
     "scale": "Run N instances of a service.",
     "secret": "The environment's encrypted secrets.",
+    "slo": "Objectives: error budget left, burn rates.",
     "up": "Start the stack's services.",
 }
 

@@ -12,6 +12,7 @@ import click
 
 from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services, duration
 from sqlifier.cli.workspace import load_context
+from sqlifier.delivery.budget import read_budget
 from sqlifier.delivery.dora import compute
 from sqlifier.delivery.events import read_events
 from sqlifier.delivery.locks import force_release, held_locks
@@ -83,7 +84,8 @@ def plan(
     for name in names:
         live = next((r for r in store.list(name) if r.status == "live"), None)
         target = version or "(to be built from HEAD)"
-        plans.append(plan_service(context.stack, context.env, name, live, target))
+        budget = read_budget(context.stack, context.env, context.state_dir, name, time.time())
+        plans.append(plan_service(context.stack, context.env, name, live, target, budget=budget))
     if as_json:
         click.echo(json.dumps([p.to_json() for p in plans], indent=2))
     else:

@@ -13,11 +13,12 @@ import click
 
 from sqlifier.agent.client import AgentClient, agent_alive
 from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services, duration, resolve_env
-from sqlifier.cli.workspace import display_path, load_context
+from sqlifier.cli.workspace import Context, display_path, load_context
 from sqlifier.engine.compiled import CompiledRule
 from sqlifier.engine.machine import Settings
 from sqlifier.engine.replay import (
     Replay,
+    Sample,
     compare_actions,
     compile_rules,
     read_expected,
@@ -26,11 +27,13 @@ from sqlifier.engine.replay import (
     show_time,
 )
 from sqlifier.errors import DiagnosticsError, UserError
+from sqlifier.signals.slo import is_slo_key, replay_values
 from sqlifier.stack import load_stack
 from sqlifier.stack.model import Stack
 from sqlifier.stack.rulefiles import load_rules
 from sqlifier.store.decisions import DecisionLog
 from sqlifier.store.history import History
+from sqlifier.store.slo import SloStore
 
 __all__ = ["group"]
 
@@ -372,9 +375,13 @@ def backtest(
     history = History(path)
     try:
         rows = history.read(now - seconds, now, _services_read(compiled, services))
-        samples = samples_from_history(r for r in rows if _needed(r[2], compiled))
+        # SLO signals are computed again from the SLO history, for any window a rule asks.
+        samples = samples_from_history(
+            r for r in rows if _needed(r[2], compiled) and not is_slo_key(r[2])
+        )
     finally:
         history.close()
+    samples = sorted(samples + _slo_samples(context, compiled, now - seconds, now), key=_at)
     replay = Replay(
         compiled,
         samples,
@@ -412,6 +419,26 @@ def backtest(
     for row in did:
         click.echo(f"  {row['t']}  {_action_line(row)}")
     return 0
+
+
+def _slo_samples(
+    context: Context, rules: list[CompiledRule], since: float, until: float
+) -> list[Sample]:
+    keys = {t.key for rule in rules for t in rule.tests if is_slo_key(t.key)}
+    path = context.state_dir / "slo.db"
+    if not keys or not path.exists():
+        return []
+    store = SloStore(path)
+    try:
+        services = context.stack.services_for(context.env)
+        rows = replay_values(services, store, keys, since, until)
+        return [Sample(t, service, key, value) for t, service, key, value in rows]
+    finally:
+        store.close()
+
+
+def _at(sample: Sample) -> float:
+    return sample.t
 
 
 def _services_read(rules: list[CompiledRule], services: Mapping[str, Any]) -> set[str]:

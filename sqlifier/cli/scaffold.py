@@ -1,4 +1,5 @@
-"""The files `sqlifier init` writes: a stack with one service and the seed's two rules.
+"""The files `sqlifier init` writes: a stack with one service, the seed's two rules, and
+the SRE workbook's burn-rate alerts on the service's SLO (`rules/slo.sql`).
 
 `.gitignore` keeps `.sqlifier/` (the agent's state: tokens, keys, the audit log) out of git.
 It is the one file init may add to rather than create: a folder that is already a
@@ -34,6 +35,8 @@ source = "services/web"
 run = "python3 app.py"  # gets PORT, SERVICE, INSTANCE, RELEASE and ENV
 instances = 1
 routes = ["/"]
+# 99.9% of requests not 5xx and 99% within 300ms, over 30 days: docs/slo.md
+slo = {{ availability = "99.9%", latency = {{ p = "300ms", target = "99%" }}, window = "30d" }}
 
 [services.web.probes]
 readiness = {{ http = "/health/ready", period = "2s" }}
@@ -53,6 +56,30 @@ _ROLLBACK = """\
 -- More than 10 critical errors in 1 minute: revert to the last stable version.
 ON log_error(level='critical', service='web') > 10 FOR 1m
 DO ROLLBACK service 'web' TO previous_stable;
+"""
+
+_SLO = """\
+-- The error budget, watched as in the SRE workbook: two windows per alert, a long one
+-- (enough budget spent to matter) and a short one (still burning now). docs/slo.md
+-- explains each; burn rate 1 spends exactly the budget over the SLO's 30 days.
+
+-- Page: 2% of the budget gone in an hour (14.4 x 1h / 30d), still burning.
+RULE slo_page
+ON burn_rate(1h) > 14.4 AND burn_rate(5m) > 14.4
+DO NOTIFY 'page: {service.name} burns its error budget at {value} times the sustainable rate'
+COOLDOWN 1h;
+
+-- Ticket: 5% of the budget gone in 6 hours, still burning.
+RULE slo_ticket
+ON burn_rate(6h) > 6 AND burn_rate(30m) > 6
+DO NOTIFY 'ticket: {service.name} burns its error budget at {value} times the sustainable rate'
+COOLDOWN 6h;
+
+-- Ticket: 10% of the budget gone in 3 days, still burning.
+RULE slo_ticket_slow
+ON burn_rate(3d) > 1 AND burn_rate(6h) > 1
+DO NOTIFY 'ticket: {service.name} spends more than its error budget allows'
+COOLDOWN 1d;
 """
 
 _APP = '''\
@@ -101,5 +128,6 @@ def files(name: str, approver: str | None = None) -> dict[str, str]:
         GITIGNORE: _GITIGNORE,
         "rules/scale.sql": _SCALE,
         "rules/rollback.sql": _ROLLBACK,
+        "rules/slo.sql": _SLO,
         "services/web/app.py": _APP,
     }

@@ -11,6 +11,7 @@
     schema.py     may a rollback go back to a release, given the database's schema now
     locks.py      one lock per service and environment, stale ones reported
     approvals.py  who may deploy where; the two-person rule
+    budget.py     what a spent error budget asks of a deploy (approver, freeze, slower canary)
     events.py     the deploy events written to the audit log
     dora.py       the four DORA figures from those events
 

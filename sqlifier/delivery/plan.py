@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from sqlifier.delivery.budget import Budget
 from sqlifier.delivery.releases import Release, ReleaseError, service_config
 from sqlifier.engine.compiled import show_value
 from sqlifier.lang.analysis import AnalysisError, parse_analysis
@@ -104,6 +105,7 @@ class ServicePlan:
     problems: tuple[str, ...]  # each stops the deploy
     notes: tuple[str, ...] = ()  # worth knowing, stop nothing
     routes: tuple[str, ...] = ()  # after the deploy; none means no canary
+    budget: dict[str, Any] | None = None  # the error budget and its policy (budget.py)
 
     @property
     def first(self) -> bool:
@@ -129,6 +131,8 @@ class ServicePlan:
         lines.append(f"  bake: {_duration(self.bake)}")
         lines.append(f"  warmup: {self._warmup()}")
         lines.append(f"  approval: {self.approval}")
+        if self.budget is not None:
+            lines.append(f"  error budget: {self.budget['text']}")
         lines += [f"  note: {note}" for note in self.notes]
         lines += [f"  problem: {problem}" for problem in self.problems]
         return lines
@@ -144,7 +148,8 @@ class ServicePlan:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ServicePlan:
         """The plan `to_json` gave; KeyError, TypeError or ValueError for other data."""
-        values = {f.name: data[f.name] for f in fields(cls)}
+        values = {f.name: data[f.name] for f in fields(cls) if f.name != "budget"}
+        values["budget"] = data.get("budget")
         values["changes"] = tuple(
             Change(c["path"], c["before"], c["after"]) for c in data["changes"]
         )
@@ -215,6 +220,7 @@ def plan_service(
     live: Release | None,
     target_version: str,
     target_commit: str | None = None,
+    budget: Budget | None = None,
 ) -> ServicePlan:
     """The plan of deploying `target_version` of `service` to `env`, where `live` is the
     release live there now (None: a first deploy). Reads nothing but its arguments."""
@@ -246,6 +252,7 @@ def plan_service(
         problems=_problems(spec, env),
         notes=_notes(spec),
         routes=tuple(str(route) for route in spec.routes),
+        budget=None if budget is None else {**budget.to_json(), "text": budget.text()},
     )
 
 

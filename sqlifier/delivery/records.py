@@ -31,6 +31,7 @@ from sqlifier.stack.model import (
     Timeouts,
     Warmup,
 )
+from sqlifier.stack.slo import slo_from_config
 
 __all__ = [
     "VERSION",
@@ -151,6 +152,7 @@ def service_from_config(config: Mapping[str, Any]) -> Service:
     values["egress"] = tuple(Egress(**entry) for entry in values.get("egress", ()))
     if values.get("resources") is not None:
         values["resources"] = Resources(**values["resources"])
+    values["slo"] = slo_from_config(values.get("slo"))
     known = {f.name for f in fields(Service)}
     return Service(**{k: v for k, v in values.items() if k in known})
 

@@ -12,6 +12,7 @@ handed, never one it reads.
     persist.py      the state saved across agent restarts (engine.json)
     explain.py      `rules status` and `rules explain`
     replay.py       the world of `rules test` and `rules backtest`: samples, a virtual clock
+    slo.py          service level objectives: burn rates and budgets from good/total counts
 
 Nothing here does I/O except `replay.py`, which reads the sample files it replays. The
 agent runs the commands the engine returns (the edge: runtime, platform, webhooks); the

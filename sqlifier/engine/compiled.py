@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlifier.engine.series import LOG, RESTART, SeriesStore
+from sqlifier.engine.slo import budget_key, burn_key
 from sqlifier.lang import ast
 from sqlifier.lang.checker import rule_label
 from sqlifier.lang.cron import CronError, CronSchedule, parse_cron
@@ -236,8 +237,8 @@ def compile_test(node: ast.SignalTest, index: int, for_: float) -> Test:
         pattern = _text(named.get("match"))
         if pattern is not None:
             match = re.compile(pattern)
-    elif signal == "restarts":
-        key = RESTART
+    elif signal in ("restarts", "burn_rate", "error_budget"):
+        key = RESTART if signal == "restarts" else slo_key(signal, positional, named)
     elif signal == "memory" and unit is Type.PERCENT:
         key = "memory_share"  # of resources.memory: no data without a limit
     if track is not None and signal in ("rps", "error_rate", "latency"):
@@ -262,6 +263,15 @@ def compile_test(node: ast.SignalTest, index: int, for_: float) -> Test:
         text,
         COMPARISONS.get(op or "", operator.gt),
     )
+
+
+def slo_key(signal: str, positional: list[ast.Expr], named: Mapping[str, ast.Expr]) -> str:
+    """`burn_rate:3600`, `burn_rate:300.latency`, `error_budget`, `error_budget.latency`."""
+    objective = _text(named.get("objective"))
+    if signal == "error_budget":
+        return budget_key(objective)
+    seconds = constant_value(positional[0]) if positional else None
+    return burn_key(seconds if seconds is not None and seconds > 0 else 3600.0, objective)
 
 
 def _text(node: ast.Expr | None) -> str | None:
@@ -326,7 +336,7 @@ def _trim(value: float) -> str:
 
 def signal_unit(signal: str) -> Type:
     """The unit a signal's values are shown in."""
-    if signal in ("cpu", "high_cpu", "low_cpu", "error_rate"):
+    if signal in ("cpu", "high_cpu", "low_cpu", "error_rate", "error_budget"):
         return Type.PERCENT
     if signal == "latency":
         return Type.DURATION

@@ -164,6 +164,9 @@ class SignalChecks(CheckerBase):
 
     def argument(self, spec: SignalSpec, name: str | None, expected: ArgSpec, arg: ast.Arg) -> None:
         value = arg.value
+        if expected.type is Type.DURATION:
+            self.window_argument(spec, value)
+            return
         if isinstance(value, ast.String):
             text = value.value
         elif isinstance(value, ast.Name):
@@ -216,6 +219,15 @@ class SignalChecks(CheckerBase):
         elif spec.positional is expected and not text.strip():
             self.error(value.span, f"{spec.name}() needs a query, not an empty string")
 
+    def window_argument(self, spec: SignalSpec, value: ast.Expr) -> None:
+        """burn_rate(1h): a duration over zero."""
+        seconds = base_of(value) if literal_type(value) is Type.DURATION else None
+        if seconds is None or seconds <= 0:
+            self.error(
+                value.span,
+                f"{spec.name}() takes a window, a duration like 5m or 1h, not {shown(value)}",
+            )
+
     def cron_error(self, text: str) -> CronError | None:
         """What is wrong with a schedule, or None."""
         if text not in self.cron_errors:
@@ -243,6 +255,8 @@ def _example(spec: SignalSpec) -> str:
 def _positional_missing(spec: SignalSpec) -> str:
     if spec.name == "latency":
         return "latency() needs a quantile, like latency(p99); one of p50, p90, p95, p99"
+    if spec.name == "burn_rate":
+        return "burn_rate() needs a window, like burn_rate(1h)"
     if spec.name == "prometheus":
         return "prometheus() needs a query, like prometheus('sum(rate(http_requests_total[1m]))')"
     return f"{spec.name}() needs a cron expression, like schedule('0 9 * * mon-fri')"

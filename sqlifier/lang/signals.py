@@ -32,6 +32,7 @@ LOG_LEVELS: dict[str, int] = {
 
 QUANTILES = ("p50", "p90", "p95", "p99")
 TRACKS = ("stable", "canary")
+OBJECTIVES = ("availability", "latency")  # a service's SLO objectives (docs/slo.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,5 +181,21 @@ SIGNALS: dict[str, SignalSpec] = _signals(
         "connections the service's isolated instances opened that its egress denied",
         named=_SERVICE,
         low=0,
+    ),
+    SignalSpec(
+        "burn_rate",
+        SignalKind.LEVEL,
+        "how fast the error budget burns over a window (1 = exactly on budget): burn_rate(1h)",
+        named={"service": ArgSpec(Type.STRING), "objective": ArgSpec(Type.STRING, OBJECTIVES)},
+        positional=ArgSpec(Type.DURATION),
+        low=0,
+    ),
+    SignalSpec(
+        "error_budget",
+        SignalKind.LEVEL,
+        "the share of the SLO window's error budget left; below 0% once overspent",
+        (Type.PERCENT,),
+        {"service": ArgSpec(Type.STRING), "objective": ArgSpec(Type.STRING, OBJECTIVES)},
+        high=1,
     ),
 )

@@ -6,6 +6,7 @@ Module by module:
                    counters (rps, errors, latency by track), log lines by level, restarts
     prometheus.py  `prometheus('...')` signals: instant queries to a Prometheus server
     totals.py      the router's counters for `/metrics`, monotonic across data plane restarts
+    slo.py         the router's counters per objective: burn_rate(W) and error_budget()
     exposition.py  the agent's `/metrics` in Prometheus' text format
 
 The series store itself (`engine/series.py`) is pure and belongs to the engine; the

@@ -126,6 +126,41 @@ def _families(snapshot: Mapping[str, Any]) -> Iterator[tuple[Family, list[Sample
     engine = snapshot.get("engine") or {}
     for key, family in _ENGINE:
         yield family, [((), engine.get(key))]
+    yield from _slo_families(snapshot.get("slo") or [])
+
+
+_SLO_TARGET = _gauge("slo_objective_ratio", "The objective's target; 0.999 is 99.9%.")
+_SLO_BUDGET = _gauge(
+    "slo_error_budget_remaining_ratio", "Share of the window's error budget left; below 0 spent."
+)
+_SLO_BURN = _gauge("slo_burn_rate", "Error budget burn rate over a window; 1 is on budget.")
+_SLO_REQUESTS = _gauge(
+    "slo_window_requests", "Requests counted over the objective's window, good or all."
+)
+
+
+def _slo_families(rows: Iterable[Mapping[str, Any]]) -> Iterator[tuple[Family, list[Sample]]]:
+    """Each objective's target, budget left, burn rates (`window` label, like "1h") and
+    the window's good and total requests (`kind` label)."""
+    rows = sorted(rows, key=lambda r: (r["service"], r["objective"]))
+    yield _SLO_TARGET, [(_pick(r, "service", "objective"), r["target"]) for r in rows]
+    yield _SLO_BUDGET, [(_pick(r, "service", "objective"), r["budget_left"]) for r in rows]
+    yield (
+        _SLO_BURN,
+        [
+            ((*_pick(r, "service", "objective"), ("window", window)), rate)
+            for r in rows
+            for window, rate in r["burn_rates"].items()
+        ],
+    )
+    yield (
+        _SLO_REQUESTS,
+        [
+            ((*_pick(r, "service", "objective"), ("kind", kind)), r[kind])
+            for r in rows
+            for kind in ("good", "total")
+        ],
+    )
 
 
 def _service_families(

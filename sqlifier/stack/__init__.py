@@ -7,6 +7,7 @@
                   that need every service at once (dependencies, routes, ports)
     model.py      the typed model the rest of sqlifier trusts
     names.py      where the stack file is, what its names may be (standard library only)
+    slo.py        a service's `slo` key: objectives, window, budget policy
     rulefiles.py  the rule files the stack names, parsed and checked
     crosscheck.py what needs the rules and the stack together: a SCALE that a service's
                   fixed port cannot hold

@@ -15,6 +15,7 @@ from sqlifier.stack import model as m
 from sqlifier.stack.expand import check_run
 from sqlifier.stack.kubernetes import check_kubernetes, read_platform
 from sqlifier.stack.reader import StackReader
+from sqlifier.stack.slo import build_slo
 from sqlifier.stack.tls import check_tls, read_tls
 from sqlifier.stack.tomlpos import Path as KeyPath
 
@@ -33,7 +34,7 @@ TOP_LEVEL = (
 )
 DEFAULT_RULES = ("rules/*.sql",)
 # Keys whose tables merge key by key when an environment overrides them.
-_MERGED = ("env", "secrets", "labels", "probes", "warmup", "timeouts", "rollout")
+_MERGED = ("env", "secrets", "labels", "probes", "warmup", "timeouts", "rollout", "slo")
 _SECRETISH = re.compile(r"(PASSWORD|PASSWD|TOKEN|SECRET|API_KEY|PRIVATE_KEY|ACCESS_KEY)", re.I)
 
 
@@ -185,6 +186,7 @@ def _environments(
                 "env_file": reader.text,
                 "listen": reader.text,
                 "tls": lambda value, path: value,
+                "budget": reader.choice(m.BudgetPolicy),
                 "services": lambda value, path: value,
                 "platform": reader.choice(m.PlatformKind),
                 "kubernetes": lambda value, path: value,
@@ -406,6 +408,7 @@ def _service(name: str, typed: dict[str, Any], root: Any) -> m.Service:
     fields["warmup"] = m.Warmup(**fields.get("warmup", {}))
     fields["timeouts"] = m.Timeouts(**fields.get("timeouts", {}))
     fields["rollout"] = m.Rollout(**fields.get("rollout", {}))
+    fields["slo"] = build_slo(fields.get("slo"))
     return m.Service(name=name, **fields)
 
 

@@ -19,12 +19,14 @@ __all__ = [
     "ENV_NAME",
     "SERVICE_NAME",
     "Approval",
+    "BudgetPolicy",
     "Egress",
     "Engine",
     "Environment",
     "Isolation",
     "Kubernetes",
     "Notify",
+    "Objective",
     "PlatformKind",
     "Probe",
     "ProbeKind",
@@ -38,6 +40,7 @@ __all__ = [
     "RouterKind",
     "SecretRef",
     "Service",
+    "Slo",
     "Stack",
     "Timeouts",
     "Tls",
@@ -209,6 +212,7 @@ class Service:
     egress: tuple[Egress, ...] = ()
     user: str | None = None  # the account its instances run as (the agent's when None)
     resources: Resources | None = None
+    slo: Slo | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +237,7 @@ class Environment:
     platform: PlatformKind = PlatformKind.LOCAL
     kubernetes: Kubernetes | None = None  # set when platform is KUBERNETES
     tls: Tls | None = None  # TLS here, if not [router]'s ("off": not enabled)
+    budget: BudgetPolicy | None = None  # when a service's error budget is spent (docs/slo.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,3 +347,33 @@ class Stack:
                 if path.is_file():
                     found[path] = None
         return list(found)
+
+
+class BudgetPolicy(enum.Enum):
+    """What a deploy needs while the service's error budget is spent (docs/slo.md)."""
+
+    APPROVE = "approve"  # an approver's --approve
+    FREEZE = "freeze"  # nothing but a release marked as a fix (--fix)
+    NONE = "none"  # the usual approval rules
+
+
+@dataclass(frozen=True, slots=True)
+class Objective:
+    """One objective of a service: `availability` (good = not 5xx) or `latency` (good =
+    answered within `threshold` seconds); `target` is a fraction below 1 (0.999)."""
+
+    name: str
+    target: float
+    threshold: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Slo:
+    """A service's objectives over a rolling `window` (seconds), and its budget policy:
+    `spent` (None: the environment's `budget`, else approve), the canary's pauses
+    multiplied by `slow_canary` while the budget is spent."""
+
+    objectives: tuple[Objective, ...]
+    window: float = 30 * 86400.0
+    spent: BudgetPolicy | None = None
+    slow_canary: float = 2.0

@@ -22,6 +22,7 @@ from sqlifier.diagnostics import Diagnostic, Severity
 from sqlifier.lang.errors import did_you_mean, quote
 from sqlifier.lang.source import Source, Span
 from sqlifier.stack import model as m
+from sqlifier.stack.slo import read_slo
 from sqlifier.stack.tomlpos import Path as KeyPath
 from sqlifier.stack.tomlpos import Positions, locate
 
@@ -469,6 +470,7 @@ class StackReader:
             "egress": self.egress,
             "user": self.user,
             "resources": self.resources,
+            "slo": lambda value, path: read_slo(self, value, path),
         }
 
     def duration_at_most(self, longest: float, shown: str) -> Reader:

@@ -24,13 +24,14 @@ def test_init_writes_a_stack_that_checks_clean(tmp_path: Path) -> None:
         ".gitignore",
         "rules/rollback.sql",
         "rules/scale.sql",
+        "rules/slo.sql",
         "services/web/app.py",
         "sqlifier.toml",
     ]
     checked = run_sqlifier("check", cwd=stack)
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.startswith(
-        "no problems in 2 rule files, 2 rules, stack 'shop' (1 service)"
+        "no problems in 3 rule files, 5 rules, stack 'shop' (1 service)"
     )
     assert run_sqlifier("fmt", "--check", cwd=stack).returncode == 0
 

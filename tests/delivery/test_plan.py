@@ -408,7 +408,7 @@ def test_the_plan_survives_a_json_round_trip(tmp_path: Path) -> None:
     assert set(data) == {
         "service", "env", "current", "target", "commit", "changes", "instances", "migrate",
         "schema_command", "steps", "pause", "bake", "analysis", "min_requests", "warmup",
-        "approval", "problems", "notes", "routes",
+        "approval", "problems", "notes", "routes", "budget",
     }  # fmt: skip
     assert data["changes"][0] == {
         "path": "env.LOG_LEVEL",
