@@ -28,6 +28,7 @@ stateful = true
 instances = 3
 port = 5000
 stop_timeout = "30s"
+resources = { memory = "500M" }
 secrets = { DB_PASSWORD = "secret://local/db_password", TLS_KEY = { ref = "secret://local/tls_key", file = "certs/tls.key" } }
 probes.startup = { tcp = true, period = "2s", failure_threshold = 30 }
 probes.readiness = { exec = "db-ready --quick", period = "5s", timeout = "3s", success_threshold = 2 }
@@ -41,6 +42,7 @@ instances = 2
 routes = ["full.example.com/", "/api", "full.example.com/api/admin"]
 env = { LOG_LEVEL = "info", GREETING = "from the stack" }
 depends_on = ["db"]
+resources = { cpu = "250m", memory = "256Mi" }
 
 [services.worker]
 run = "worker"

@@ -4,7 +4,6 @@ structure (no golden files)."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -295,14 +294,23 @@ def test_paths_are_ordered_longest_first(tmp_path: Path) -> None:
 # --- resources ---------------------------------------------------------------------------
 
 
-def test_resources_are_requests_and_limits_alike() -> None:
-    service = Service("s", "s", Path("."))
-    assert resources(service) is None  # the stack file has no `resources` yet
-    wanted = SimpleNamespace(resources=SimpleNamespace(cpu=0.25, memory=256 * 1024 * 1024))
-    assert resources(wanted) == {  # type: ignore[arg-type]
-        "requests": {"cpu": "250m", "memory": "268435456"},
-        "limits": {"cpu": "250m", "memory": "268435456"},
+def test_resources_are_requests_and_limits_alike(tmp_path: Path) -> None:
+    assert resources(Service("s", "s", Path("."))) is None  # no limits: none asked for
+    objects = render(full(tmp_path), "prod")
+    web = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "web")
+    (container,) = web["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == {
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"cpu": "250m", "memory": "256Mi"},
     }
+    db = next(o for o in objects if o["kind"] == "StatefulSet")
+    (container,) = db["spec"]["template"]["spec"]["containers"]
+    # 500M is not a whole number of Mi: written in bytes, as Kubernetes reads it
+    assert container["resources"]["limits"] == {"memory": "500000000"}
+    worker = next(
+        o for o in objects if o["metadata"]["name"] == "worker" and "template" in o.get("spec", {})
+    )
+    assert "resources" not in worker["spec"]["template"]["spec"]["containers"][0]
 
 
 # --- the agent -------------------------------------------------------------------------------

@@ -74,15 +74,23 @@ def release_of(image: str) -> str:
 def resources(service: Service) -> Manifest | None:
     """The container's requests and limits from the service's `resources` (cpu in cores,
     memory in bytes), both the same: what the local platform holds it to. None without."""
-    wanted = getattr(service, "resources", None)
+    wanted = service.resources
     if wanted is None:
         return None
     amounts: dict[str, str] = {}
-    if getattr(wanted, "cpu", None) is not None:
+    if wanted.cpu is not None:
         amounts["cpu"] = f"{round(wanted.cpu * 1000)}m"
-    if getattr(wanted, "memory", None) is not None:
-        amounts["memory"] = str(int(wanted.memory))
+    if wanted.memory is not None:
+        amounts["memory"] = _quantity(wanted.memory)
     return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else None
+
+
+def _quantity(size: int) -> str:
+    """Bytes as Kubernetes writes them: "256Mi" when a whole number of a binary unit."""
+    for unit, scale in (("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
+        if size % scale == 0:
+            return f"{size // scale}{unit}"
+    return str(size)
 
 
 def service_object(target: Target, service: Service) -> Manifest:
