@@ -87,7 +87,7 @@ def test_stack_file_errors_are_reported_with_position(stack_dir: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.splitlines()[0] == (
         "sqlifier.toml:4:2: error: unknown top-level table 'servics'; valid: stack, "
-        "environments, services, router, engine, notify, prometheus, metrics"
+        "environments, services, router, engine, notify, prometheus, metrics, dashboard"
     )
     assert "hint: did you mean 'services'?" in result.stderr
 
