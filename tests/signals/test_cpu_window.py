@@ -25,6 +25,7 @@ from sqlifier.lang import Source, check, parse_source
 from sqlifier.runtime.lifecycle import State
 from sqlifier.signals.samplers import CPU_WINDOW, InstanceSample, Samplers
 from sqlifier.stack import load_stack
+from sqlifier.stack.model import Service
 
 Load = Callable[[float], float]  # time -> the share of a core used in the second up to it
 
@@ -54,7 +55,9 @@ def readings(
         life=SimpleNamespace(state=State.READY, restarts=0),
     )
     supervisor: Any = SimpleNamespace(
-        all_instances=lambda: [instance], services={"web": None}, state_dir=tmp_path
+        all_instances=lambda: [instance],
+        services={"web": Service("web", "web", tmp_path)},
+        state_dir=tmp_path,
     )
     store = SeriesStore()
     samplers = Samplers(store, supervisor, clock=lambda: generated.t, **window)
