@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
 import re
 import signal
@@ -233,13 +234,26 @@ def test_prometheus_rates_sums_and_quantiles_and_counters_survive_a_new_data_pla
             ),
         )
         assert set(rates) == {"service=pay", "service=web"}
-        p99 = wait_for(
-            "pay's p99",
-            lambda: query(
+        # pay's histogram series appear with its first answer: when no scrape fell among
+        # those four, Prometheus saw them only at their final count, a rate of 0 and a p99
+        # of NaN. Four more answers, once it has the series, give them a rate.
+        wait_for(
+            "pay's histogram in Prometheus",
+            lambda: (
+                "service=pay"
+                in query("sum by (service) (sqlifier_router_request_duration_seconds_count)")
+            ),
+        )
+        send(port, "/api/pay", 4)
+
+        def pay_p99() -> float | None:
+            found = query(
                 "histogram_quantile(0.99, sum by (le, service) "
                 "(rate(sqlifier_router_request_duration_seconds_bucket[1m])))"
-            ).get("service=pay"),
-        )
+            ).get("service=pay")
+            return None if found is None or math.isnan(found) else found
+
+        p99 = wait_for("pay's p99", pay_p99)
         assert 0.2 <= p99 <= 0.5  # 250 ms of sleep, in the (0.2, 0.3] bucket or one above
 
         # The dashboard's panels are queries Prometheus accepts, and they find data.
