@@ -21,4 +21,13 @@ if [ "$k8s" = 3 ] && [ "${SQLIFIER_K8S_BUILD:-yes}" != no ]; then
 elif [ "$k8s" != 0 ]; then
     echo "== Kubernetes tests will skip: $(scripts/k8s-build.sh --check || true); scripts/k8s-build.sh builds it"
 fi
-echo "== pytest" && .venv/bin/python -m pytest "$@"
+# The tests mostly wait on real processes and sockets, so they run on several workers
+# (SQLIFIER_TEST_WORKERS, default 3; 0 runs them in this process). Tests that share one
+# thing run on one worker, in order (tests/conftest.py: the Kubernetes control plane, the
+# kernel's namespaces and nftables, the browser).
+workers=${SQLIFIER_TEST_WORKERS:-3}
+if [ "$workers" = 0 ]; then
+    echo "== pytest" && .venv/bin/python -m pytest "$@"
+else
+    echo "== pytest ($workers workers)" && .venv/bin/python -m pytest -n "$workers" --dist loadgroup "$@"
+fi

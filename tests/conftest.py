@@ -17,6 +17,25 @@ BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Tests that share one thing run on one worker when the suite runs on several
+# (scripts/test.sh: pytest-xdist, --dist loadgroup), in the order they were collected:
+# the Kubernetes control plane (one per worker would cost a start each), the kernel's
+# network namespaces, bridges and nftables tables, and the browser.
+_SHARED = (
+    ("k8s", lambda item: "cluster" in getattr(item, "fixturenames", ())),
+    ("kernel-network", lambda item: "tests/isolation/" in item.path.as_posix()),
+    ("browser", lambda item: "browser" in getattr(item, "fixturenames", ())),
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for group, shares in _SHARED:
+            if shares(item):
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
+
+
 def run_sqlifier(
     *args: str, cwd: Path | None = None, command: str = "sqlifier", stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -111,8 +111,16 @@ def test_a_rollout_goes_on_at_its_step_with_its_canary_adopted(make_shop: Any) -
     assert again.returncode == 0, again.stderr
     adopted = "the agent restarted: 1 canary instance(s) adopted at step 1/3 (10%)"
     wait_for(lambda: any(adopted in text for _, text in record()["lines"]), "the adoption")
-    # judging starts again from the adoption: still no traffic, so it pauses again (3 s)
-    wait_for(lambda: record()["state"] == "paused", "the rollout to pause again")
+
+    def judged_since_adoption() -> bool:
+        lines = [text for _, text in record()["lines"]]
+        since = next(i for i, text in enumerate(lines) if adopted in text)
+        return any("step 1 at 10%:" in text for text in lines[since:])
+
+    # judging starts again from the adoption, and the run is still paused, as its record
+    # said: the first verdict after the adoption holds it (the record read "paused" before
+    # it, too: waiting for the state alone would not wait for the adopted run)
+    wait_for(judged_since_adoption, "a verdict after the adoption")
     now = record()
     assert (now["state"], now["step"], now["weight"], now["error"]) == ("paused", 1, 10, None)
     assert canary_pids(shop) == canaries  # the same process, not started again

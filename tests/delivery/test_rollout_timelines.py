@@ -558,6 +558,28 @@ def test_after_an_agent_restart_without_its_canaries_traffic_goes_to_stable_then
     assert held.run.error == "aborted by bob"
 
 
+def test_a_rollout_paused_for_want_of_traffic_and_readopted_waits_again_after_resume() -> None:
+    # It was paused for want of traffic when its agent died; the next agent adopts it at
+    # its step, still paused (the record says so): the first verdict changes nothing.
+    starved = "analysis: too few requests after 90s (0 of 50)"
+    run = restored("paused", 1, 10.0)
+    run.paused_by = starved
+    world = World(run, now=1000.0, canaries=1, traffic=Traffic(rps=0))
+    world.share = 10.0
+    world.feed(Readopted(("web-0",)))
+    world.resume(until=1035)
+    assert (world.run.phase, world.run.paused_by) == (Phase.PAUSED, starved)
+    # Traffic comes, slowly (0.8 canary requests a second), and the user resumes at 1040.
+    # The step began at the adoption, 90 s before 1090, but the wait for enough requests
+    # starts again from the resume: no new pause at 1090 (48 canary requests of 50), and
+    # the step passes at 1100 with 56.
+    world.traffic.rps = 8.0
+    world.at(1040.0, Resume("bob")).resume(until=1200)
+    assert world.run.paused_by is None
+    assert "audit rollout pause ok" not in [what for _, what in world.shown(since=1040.0)]
+    assert world.first("share 50") == 1100.0
+
+
 def test_after_an_agent_restart_before_any_canary_the_deploy_goes_on_or_holds() -> None:
     # Approved, not started yet: it starts.
     world = readopted(restored("approved", 0, 0.0), (), 0.0, until=1000)

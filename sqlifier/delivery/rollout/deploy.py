@@ -160,6 +160,8 @@ class Rollout(Endings):
                 return [Say(f"paused by {by}"), Notify("pause", message)]
             case Resume(by) if not self.phase.terminal and not self.promoted:
                 self.paused_by = None
+                if self._judge is not None and self._judge.before is not None:
+                    self._judge.resumed(now)
                 return [Say(f"resumed by {by}"), *self._go_on(now)]
             case Readopted(canaries) if not self.phase.terminal:
                 return self._readopted(now, canaries)

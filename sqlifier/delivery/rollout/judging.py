@@ -33,7 +33,8 @@ class StepJudge:
     due: float = 0.0
     end: float = 0.0
     elapsed: float = 0.0  # at the judging under way
-    notified: bool = False  # paused for want of traffic (once a step)
+    notified: bool = False  # paused for want of traffic (once a step, or a resume)
+    patient_from: float = 0.0  # the start, or the last resume: "too few for too long" from here
     early_at: float | None = None  # the next early check (None: off, or not begun)
     peeking: bool = False  # the counters under way are for the early check
 
@@ -45,6 +46,7 @@ class StepJudge:
 
     def begin(self, now: float, stable: Counters, canary: Counters) -> None:
         self.before, self.started = (stable, canary), now
+        self.patient_from = now
         self.end = now + self.length
         self.due = now + min(self.settings.interval, self.length)
         if self.settings.early_abort:
@@ -97,10 +99,17 @@ class StepJudge:
     def lasted(self) -> bool:
         return self.elapsed >= self.length - EPSILON
 
+    def resumed(self, now: float) -> None:
+        """Resumed by hand ("resume it when traffic comes"): the requests counted so far
+        still count, but the wait for enough of them starts again from now."""
+        self.patient_from, self.notified = now, False
+
     @property
     def starved(self) -> bool:
-        """Too few requests for pause x 3, not said yet."""
-        return self.elapsed >= 3 * self.length and not self.notified
+        """Too few requests for pause x 3 (since the start or the last resume), not said
+        yet."""
+        waited = self.started + self.elapsed - self.patient_from
+        return waited >= 3 * self.length - EPSILON and not self.notified
 
 
 def verdict_summary(verdict: Verdict) -> str:
