@@ -22,7 +22,12 @@ from sqlifier.cli.workspace import load_context
 from sqlifier.errors import UserError
 from sqlifier.platform.kubernetes.render import render, to_json, to_yaml, write_dir
 from sqlifier.platform.kubernetes.render_common import Target
-from sqlifier.platform.kubernetes.slo_promql import prometheus_rule, rule_groups, rules_text
+from sqlifier.platform.kubernetes.slo_promql import (
+    prometheus_rule,
+    rule_groups,
+    rules_text,
+    threshold_notes,
+)
 
 __all__ = ["command"]
 
@@ -74,6 +79,8 @@ def command(
             f"no service of environment {context.env} has an slo: there are no Prometheus "
             'rules to print; give a service one, like slo = { availability = "99.9%" }'
         )
+    for note in threshold_notes(context.stack, context.env) if groups else ():
+        click.echo(f"warning: {note}", err=True)
     if operator and groups:
         objects.append(prometheus_rule(Target.of(context.stack, context.env), groups))
     if rules_only and not operator:

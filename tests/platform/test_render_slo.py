@@ -314,7 +314,12 @@ def test_promtool_evaluates_the_burn_rate_alerts(
 def test_render_prints_the_rules_file(tmp_path: Path) -> None:
     write(tmp_path)
     result = run_sqlifier("render", "--env", "prod", "--prometheus-rules", cwd=tmp_path)
-    assert (result.returncode, result.stderr) == (0, "")
+    assert (result.returncode, result.stderr) == (
+        0,
+        "warning: service checkout: latency p = 300ms is counted at 250ms, the bound below "
+        "it in envoy-gateway's latency histogram; set p on a bound (250ms, 500ms) to count "
+        "exactly\n",
+    )
     assert result.stdout.startswith(
         "# Rendered by sqlifier (sqlifier render --env prod --prometheus-rules); edits are lost"
     )
@@ -323,12 +328,12 @@ def test_render_prints_the_rules_file(tmp_path: Path) -> None:
 
 
 def test_render_writes_the_rules_beside_the_manifests(tmp_path: Path) -> None:
-    write(tmp_path)
+    write(tmp_path, BOTH.replace("300ms", "250ms"))  # on a bound: no warning
     out = tmp_path / "deploy"
     result = run_sqlifier("render", "--env", "prod", "-o", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rules = out / "prometheus" / "prometheus-rules.yaml"
-    assert result.stderr.endswith(f"manifests to {out} and {rules}\n")
+    assert result.stderr == f"wrote 13 manifests to {out} and {rules}\n"
     assert [g["name"] for g in yaml.safe_load(rules.read_text())["groups"]] == [
         "sqlifier-slo-checkout-availability",
         "sqlifier-slo-checkout-latency",

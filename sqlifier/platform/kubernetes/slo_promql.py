@@ -53,6 +53,7 @@ __all__ = [
     "queries_for",
     "rule_groups",
     "rules_text",
+    "threshold_notes",
     "window_text",
 ]
 
@@ -157,6 +158,31 @@ def bound(queries: Queries, threshold: float) -> float:
     if queries.buckets and below:
         return float(below[-1])
     return value
+
+
+def threshold_notes(stack: Stack, env: str) -> list[str]:
+    """A warning per latency objective whose threshold is no bound of the histogram: it is
+    counted at the bound below, stricter than written."""
+    queries = queries_for(stack.prometheus)
+    notes = []
+    for name, service in sorted(stack.services_for(env).items()):
+        for objective in service.slo.objectives if service.slo else ():
+            if objective.threshold is None or not queries.buckets or queries.latency is None:
+                continue
+            at = bound(queries, objective.threshold)
+            if abs(at * queries.unit - objective.threshold) > 1e-9:
+                above = [b for b in queries.buckets if b > at][:1]
+                nearby = ", ".join(_ms(b * queries.unit) for b in (at, *above))
+                notes.append(
+                    f"service {name}: latency p = {_ms(objective.threshold)} is counted at "
+                    f"{_ms(at * queries.unit)}, the bound below it in {queries.name}'s latency "
+                    f"histogram; set p on a bound ({nearby}) to count exactly"
+                )
+    return notes
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
 
 
 def _le_pattern(value: float) -> str:
