@@ -328,7 +328,8 @@ def test_render_prints_the_rules_file(tmp_path: Path) -> None:
 
 
 def test_render_writes_the_rules_beside_the_manifests(tmp_path: Path) -> None:
-    write(tmp_path, BOTH.replace("300ms", "250ms"))  # on a bound: no warning
+    slo = BOTH.replace("300ms", "250ms")  # on a bound: no warning
+    write(tmp_path, slo)
     out = tmp_path / "deploy"
     result = run_sqlifier("render", "--env", "prod", "-o", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -340,7 +341,7 @@ def test_render_writes_the_rules_beside_the_manifests(tmp_path: Path) -> None:
     ]
     # Without objectives, the next render removes the file it wrote.
     path = tmp_path / "sqlifier.toml"
-    path.write_text(path.read_text().replace(f"slo = {BOTH}\n", ""))
+    path.write_text(path.read_text().replace(f"slo = {slo}\n", ""))
     result = run_sqlifier("render", "--env", "prod", "-o", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert not rules.exists()
