@@ -369,3 +369,42 @@ def test_render_of_rules_without_objectives_says_what_to_do(tmp_path: Path) -> N
         "sqlifier: error: no service of environment prod has an slo: there are no Prometheus "
         'rules to print; give a service one, like slo = { availability = "99.9%" }\n'
     )
+
+
+@needs_promtool
+@pytest.mark.parametrize("le", ["250", "250.0"])  # as Prometheus 2 keeps it, and 3 writes it
+def test_promtool_counts_latency_at_the_bucket_bound(tmp_path: Path, le: str) -> None:
+    path = rules_file(tmp_path, '{ latency = { p = "250ms", target = "99%" } }')
+    bucket = "envoy_cluster_upstream_rq_time_bucket"
+    series = [  # 2% of the requests slower than 250 ms: twice the 1% the objective allows
+        {"series": f'{bucket}{{{ROUTE},le="100"}}', "values": "0+5000x120"},
+        {"series": f'{bucket}{{{ROUTE},le="{le}"}}', "values": "0+9800x120"},
+        {"series": f'{bucket}{{{ROUTE},le="+Inf"}}', "values": "0+10000x120"},
+    ]
+    burn = "sqlifier:slo_burn_rate:1h"
+    test = {
+        "rule_files": [path.name],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": f"{burn} > bool 1.99 and {burn} < 2.01",
+                        "eval_time": "1h",
+                        "exp_samples": [
+                            {
+                                "labels": '{objective="latency",service="checkout",'
+                                'sqlifier_env="prod",sqlifier_stack="shop"}',
+                                "value": 1,
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test, sort_keys=False))
+    result = promtool("test", "rules", "test.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
