@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from sqlifier.engine.slo import SloFigures
+from sqlifier.errors import UserError
 from sqlifier.platform.kubernetes.slo_promql import PRESETS, Counts, PrometheusSlo, Queries
+from sqlifier.stack import load_stack
 from sqlifier.stack import model as m
 from tests.prom import MetricsServer, Prometheus, needs_prometheus, start_prometheus, wait_for_value
 from tests.servers import free_port
@@ -106,6 +109,44 @@ def test_a_query_prometheus_refuses_says_why(scraped: tuple[Prometheus, float]) 
     assert counts.good == counts.total == 0
     assert counts.error is not None
     assert counts.error.startswith(f"{prometheus.url}/api/v1/query: bad_data: ")
+
+
+@needs_prometheus
+def test_the_figures_sqlifier_slo_shows(scraped: tuple[Prometheus, float]) -> None:
+    prometheus, at = scraped
+    figures = PrometheusSlo(prometheus.url, "shop", ENVOY).figures(
+        "checkout", AVAILABLE, 30 * 86400.0, at
+    )
+    assert isinstance(figures, SloFigures)
+    assert figures.good / figures.total == pytest.approx(0.995)
+    assert figures.budget_left == pytest.approx(-4.0)
+    assert list(figures.burn_rates) == [300.0, 1800.0, 3600.0, 21600.0, 259200.0]
+    assert all(rate == pytest.approx(5.0) for rate in figures.burn_rates.values())
+    assert figures.exhaustion == 0.0  # spent already
+
+
+def test_the_prometheus_of_an_environment(tmp_path: Path) -> None:
+    path = tmp_path / "sqlifier.toml"
+    text = (
+        '[stack]\nname = "shop"\n\n[environments.prod]\nplatform = "kubernetes"\n'
+        'kubernetes = { namespace = "shop-prod" }\n{prometheus}\n'
+        '[services.web]\nrun = "web"\nimage = "registry.example.com/web"\n'
+    )
+    path.write_text(text.replace("{prometheus}", ""))
+    with pytest.raises(UserError) as caught:
+        PrometheusSlo.of(load_stack(path)[0], "prod")
+    assert str(caught.value) == (
+        "environment prod of sqlifier.toml runs on Kubernetes, where the SLOs are counted by "
+        'Prometheus: set [prometheus] url, like url = "http://prometheus.monitoring:9090"'
+    )
+    prometheus = '[prometheus]\nurl = "http://prometheus:9090/"\ngateway_metrics = "istio"\n'
+    path.write_text(text.replace("{prometheus}", prometheus))
+    slo = PrometheusSlo.of(load_stack(path)[0], "prod")
+    assert (slo.url, slo.namespace, slo.queries) == (
+        "http://prometheus:9090",
+        "shop-prod",
+        PRESETS[m.GatewayMetrics.ISTIO],
+    )
 
 
 def test_no_prometheus_listening_is_an_error_naming_it(tmp_path: Path) -> None:

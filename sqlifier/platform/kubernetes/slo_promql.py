@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from sqlifier.engine.slo import BURN_WINDOWS, budget_left, burn_rate
+from sqlifier.engine.slo import BURN_WINDOWS, SloFigures, budget_left, burn_rate, exhaustion
 from sqlifier.errors import UserError
 from sqlifier.platform.kubernetes.render_common import Manifest, Target, metadata
 from sqlifier.stack.model import GatewayMetrics, MetricQueries, Objective, Prometheus, Stack
@@ -402,6 +402,27 @@ class PrometheusSlo:
         self.timeout = timeout
         self._opener = opener or urllib.request.build_opener()
 
+    @classmethod
+    def of(cls, stack: Stack, env: str) -> PrometheusSlo:
+        """The Prometheus of a Kubernetes environment's SLOs (`[prometheus] url`)."""
+        target = Target.of(stack, env)
+        url = stack.prometheus.url
+        if url is None:
+            raise UserError(
+                f"environment {env} of {stack.path.name} runs on Kubernetes, where the SLOs "
+                "are counted by Prometheus: set [prometheus] url, like "
+                'url = "http://prometheus.monitoring:9090"'
+            )
+        try:
+            return cls(
+                url, target.namespace, queries_for(stack.prometheus), stack.prometheus.timeout
+            )
+        except ValueError as exc:
+            raise UserError(
+                f"{stack.path.name}: [prometheus] url: {exc}; write it like "
+                '"http://prometheus.monitoring:9090"'
+            ) from None
+
     def counts(
         self, service: str, objective: Objective, window: float, at: float | None = None
     ) -> Counts:
@@ -429,6 +450,33 @@ class PrometheusSlo:
     ) -> float | None:
         counts = self.counts(service, objective, window, at)
         return budget_left(counts.good, counts.total, objective.target)
+
+    def figures(
+        self, service: str, objective: Objective, window: float, at: float
+    ) -> SloFigures | str:
+        """What `sqlifier slo` shows of one objective whose window is `window` seconds, at
+        `at`; or why Prometheus could not tell (the first error met)."""
+        whole = self.counts(service, objective, window, at)
+        if whole.error is not None:
+            return whole.error
+        rates: dict[float, float | None] = {}
+        for seconds in BURN_WINDOWS:
+            counts = self.counts(service, objective, min(seconds, window), at)
+            if counts.error is not None:
+                return counts.error
+            rates[seconds] = burn_rate(counts.good, counts.total, objective.target)
+        left = budget_left(whole.good, whole.total, objective.target)
+        return SloFigures(
+            service,
+            objective.name,
+            objective.target,
+            window,
+            whole.good,
+            whole.total,
+            left,
+            rates,
+            exhaustion(left, rates.get(3600.0), window),
+        )
 
     def _value(self, promql: str, at: float | None) -> tuple[float | None, str | None]:
         """(the query's one value or None without series, why it failed)."""
