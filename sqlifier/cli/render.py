@@ -22,7 +22,7 @@ from sqlifier.cli.workspace import load_context
 from sqlifier.errors import UserError
 from sqlifier.platform.kubernetes.render import render, to_json, to_yaml, write_dir
 from sqlifier.platform.kubernetes.render_common import Target
-from sqlifier.platform.kubernetes.slo_promql import (
+from sqlifier.platform.kubernetes.slo_rules import (
     prometheus_rule,
     rule_groups,
     rules_text,

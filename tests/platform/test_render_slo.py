@@ -12,15 +12,8 @@ import pytest
 import yaml
 
 from sqlifier.errors import DiagnosticsError, UserError
-from sqlifier.platform.kubernetes.slo_promql import (
-    PRESETS,
-    bound,
-    error_ratio,
-    events,
-    queries_for,
-    rule_groups,
-    rules_text,
-)
+from sqlifier.platform.kubernetes.slo_promql import PRESETS, bound, error_ratio, events, queries_for
+from sqlifier.platform.kubernetes.slo_rules import rule_groups, rules_text
 from sqlifier.stack import load_stack
 from sqlifier.stack import model as m
 from tests.conftest import run_sqlifier
