@@ -27,6 +27,7 @@ from sqlifier.platform.kubernetes.slo_rules import (
     rule_groups,
     rules_text,
     threshold_notes,
+    write_rules,
 )
 
 __all__ = ["command"]
@@ -91,25 +92,11 @@ def command(
     elif output is not None:
         command_line = f"sqlifier render --env {context.env}"
         written = write_dir(objects, Path(output), command_line)
-        rules = Path(output) / "prometheus" / "prometheus-rules.yaml"
-        _write_rules(rules, [] if operator else groups, command_line)
-        also = f" and {rules}" if groups and not operator else ""
+        rules = write_rules(Path(output), [] if operator else groups, command_line)
+        also = f" and {rules}" if rules is not None else ""
         click.echo(f"wrote {len(written)} manifests to {output}{also}", err=True)
     elif as_json:
         click.echo(to_json(objects), nl=False)
     else:
         click.echo(to_yaml(objects), nl=False)
     return 0
-
-
-def _write_rules(path: Path, groups: list[dict[str, object]], command_line: str) -> None:
-    """The rules file, or none: a file an earlier render wrote is removed without SLOs."""
-    try:
-        if groups:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(rules_text(groups, command_line), encoding="utf-8")
-        elif path.is_file() and path.read_text(encoding="utf-8").startswith("# Rendered by"):
-            path.unlink()
-    except OSError as exc:
-        reason = exc.strerror or exc
-        raise UserError(f"{path}: cannot write the Prometheus rules: {reason}") from None

@@ -401,3 +401,26 @@ def test_promtool_counts_latency_at_the_bucket_bound(tmp_path: Path, le: str) ->
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(test, sort_keys=False))
     result = promtool("test", "rules", "test.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_render_refuses_a_latency_objective_nginx_cannot_count(tmp_path: Path) -> None:
+    write(tmp_path, prometheus='[prometheus]\ngateway_metrics = "nginx-gateway-fabric"\n')
+    result = run_sqlifier("render", "--env", "prod", "-o", str(tmp_path / "out"), cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "sqlifier: error: service checkout: its latency objective cannot be counted from "
+        "nginx-gateway-fabric's metrics, which have no latency histogram; set [prometheus] "
+        "gateway_metrics to a table with a latency bucket series, like latency = "
+        "'http_request_duration_seconds_bucket{service=\"$service\"}'\n"
+    )
+
+
+def test_render_prints_the_rules_or_writes_them_not_both(tmp_path: Path) -> None:
+    write(tmp_path)
+    out = str(tmp_path / "out")
+    result = run_sqlifier("render", "--env", "prod", "--prometheus-rules", "-o", out, cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "sqlifier: error: --prometheus-rules prints the rules on stdout; with -o DIR they are "
+        "written to DIR/prometheus/prometheus-rules.yaml: give one or the other\n"
+    )

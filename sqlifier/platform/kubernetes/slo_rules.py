@@ -21,9 +21,11 @@ traffic, like the local budget, and with no 30-day range over the raw counters.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlifier.engine.slo import BURN_WINDOWS
+from sqlifier.errors import UserError
 from sqlifier.platform.kubernetes.render_common import Manifest, Target, metadata
 from sqlifier.platform.kubernetes.slo_promql import (
     Queries,
@@ -35,7 +37,19 @@ from sqlifier.platform.kubernetes.slo_promql import (
 )
 from sqlifier.stack.model import Objective, Stack
 
-__all__ = ["ALERTS", "prometheus_rule", "rule_groups", "rules_text", "threshold_notes"]
+__all__ = [
+    "ALERTS",
+    "RULES_FILE",
+    "prometheus_rule",
+    "rule_groups",
+    "rules_text",
+    "threshold_notes",
+    "write_rules",
+]
+
+# Below the manifests' folder, not among them: the file holds no Kubernetes object, and
+# `kubectl apply -f DIR` (or a GitOps tool reading DIR) would stop at it.
+RULES_FILE = "prometheus/prometheus-rules.yaml"
 
 # (alert, severity, long window, short window, share of the budget spent over the long
 # window when it fires): the Google SRE workbook's pairs, as the rules `sqlifier init` ships.
@@ -189,3 +203,20 @@ def threshold_notes(stack: Stack, env: str) -> list[str]:
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+def write_rules(folder: Path, groups: Sequence[Mapping[str, Any]], command: str) -> Path | None:
+    """The rules file below the manifests in `folder` (its path), or none: without groups,
+    a file an earlier render wrote there is removed."""
+    path = folder / RULES_FILE
+    try:
+        if groups:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(rules_text(groups, command), encoding="utf-8")
+            return path
+        if path.is_file() and path.read_text(encoding="utf-8").startswith("# Rendered by"):
+            path.unlink()
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise UserError(f"{path}: cannot write the Prometheus rules: {reason}") from None
+    return None
