@@ -4,15 +4,25 @@ exporter serving a Gateway's counters, as Envoy Gateway names them."""
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
 from sqlifier.engine.slo import SloFigures
 from sqlifier.errors import UserError
-from sqlifier.platform.kubernetes.slo_promql import PRESETS, Counts, PrometheusSlo, Queries
+from sqlifier.platform.kubernetes.slo_promql import (
+    PRESETS,
+    Counts,
+    PrometheusSlo,
+    Queries,
+    burn_rate_expr,
+)
 from sqlifier.stack import load_stack
 from sqlifier.stack import model as m
 from tests.prom import MetricsServer, Prometheus, needs_prometheus, start_prometheus, wait_for_value
@@ -50,6 +60,15 @@ def exposition(requests: int, errors: int, fast: int) -> str:
             f"envoy_cluster_upstream_rq_time_count{{{route}}} {n}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def instant_at(url: str, promql: str, at: float) -> dict[str, Any]:
+    """The `data` of an instant query at time `at`."""
+    query = urlencode({"query": promql, "time": f"{at:.3f}"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{url}/api/v1/query?{query}", timeout=60) as answer:
+        data: dict[str, Any] = json.loads(answer.read())["data"]
+    return data
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +128,17 @@ def test_a_query_prometheus_refuses_says_why(scraped: tuple[Prometheus, float]) 
     assert counts.good == counts.total == 0
     assert counts.error is not None
     assert counts.error.startswith(f"{prometheus.url}/api/v1/query: bad_data: ")
+
+
+@needs_prometheus
+@pytest.mark.parametrize("objective", [AVAILABLE, FAST])
+def test_the_burn_rate_as_promql(scraped: tuple[Prometheus, float], objective: m.Objective) -> None:
+    prometheus, at = scraped
+    promql = burn_rate_expr(ENVOY, objective, "checkout", "shop", 60.0)
+    data = instant_at(prometheus.url, promql, at)
+    assert [float(r["value"][1]) for r in data["result"]] == [pytest.approx(5.0)]
+    none = instant_at(prometheus.url, burn_rate_expr(ENVOY, objective, "web", "shop", 60.0), at)
+    assert none["result"] == []
 
 
 @needs_prometheus

@@ -42,6 +42,7 @@ __all__ = [
     "PrometheusSlo",
     "Queries",
     "bound",
+    "burn_rate_expr",
     "error_ratio",
     "events",
     "queries_for",
@@ -204,6 +205,15 @@ def error_ratio(
     """The share of bad requests over `window`, as PromQL; nothing without requests."""
     bad, total = rates(queries, objective, service, namespace, window_text(window))
     return f"({bad}) / ({total} > 0)"
+
+
+def burn_rate_expr(
+    queries: Queries, objective: Objective, service: str, namespace: str, window: float
+) -> str:
+    """The burn rate over `window`, as PromQL: the share of bad requests over the share the
+    objective allows (`burn_rate(W)` of a rule); nothing without requests."""
+    ratio = error_ratio(queries, objective, service, namespace, window)
+    return f"{ratio} / {1.0 - objective.target:.10g}"
 
 
 # --- the counts, read from Prometheus --------------------------------------------------
