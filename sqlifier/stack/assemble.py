@@ -13,6 +13,7 @@ from sqlifier.lang.errors import did_you_mean, quote
 from sqlifier.lang.source import Source, Span
 from sqlifier.stack import model as m
 from sqlifier.stack.expand import check_run
+from sqlifier.stack.gateway_metrics import read_gateway_metrics
 from sqlifier.stack.kubernetes import check_kubernetes, read_platform
 from sqlifier.stack.reader import StackReader
 from sqlifier.stack.slo import build_slo
@@ -86,7 +87,14 @@ def assemble(reader: StackReader) -> m.Stack:
         reader, "notify", {"webhook": reader.text, "timeout": reader.duration}, "[notify]"
     )
     prometheus = _top(
-        reader, "prometheus", {"url": reader.text, "timeout": reader.duration}, "[prometheus]"
+        reader,
+        "prometheus",
+        {
+            "url": reader.text,
+            "timeout": reader.duration,
+            "gateway_metrics": read_gateway_metrics(reader),
+        },
+        "[prometheus]",
     )
     metrics = _metrics(reader)
     dashboard = _dashboard(reader)

@@ -23,8 +23,10 @@ __all__ = [
     "Egress",
     "Engine",
     "Environment",
+    "GatewayMetrics",
     "Isolation",
     "Kubernetes",
+    "MetricQueries",
     "Notify",
     "Objective",
     "PlatformKind",
@@ -291,6 +293,8 @@ class Notify:
 class Prometheus:
     url: str | None = None
     timeout: float = 2.0
+    # whose request metrics count a service's requests on Kubernetes (None: Envoy Gateway's)
+    gateway_metrics: GatewayMetrics | MetricQueries | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,3 +381,22 @@ class Slo:
     window: float = 30 * 86400.0
     spent: BudgetPolicy | None = None
     slow_canary: float = 2.0
+
+
+class GatewayMetrics(enum.Enum):
+    """A Gateway API implementation whose request metrics sqlifier knows (docs/slo.md)."""
+
+    ENVOY_GATEWAY = "envoy-gateway"
+    ISTIO = "istio"
+    NGINX_GATEWAY_FABRIC = "nginx-gateway-fabric"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricQueries:
+    """Request metrics written out: PromQL selectors where `$service` and `$namespace`
+    name a service; `latency` is a histogram's bucket series, its `le` in `unit` seconds."""
+
+    requests: str
+    errors: str
+    latency: str | None = None
+    unit: float = 1.0

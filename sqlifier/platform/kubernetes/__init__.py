@@ -20,4 +20,6 @@ CLI's start-up does not pay for it.
     render_routes.py     HTTPRoutes from the services' routes
     render_secrets.py    a Secret per service: its keys rendered, its values filled at apply
     render_agent.py      the agent's Deployment, stack ConfigMap and least-privilege RBAC
+    slo_promql.py        SLOs from the Gateway's metrics: their PromQL, counts read back
+    slo_rules.py         the Prometheus rules of the SLOs, for render
 """
