@@ -22,6 +22,7 @@ from sqlifier.diagnostics import Diagnostic, Severity
 from sqlifier.lang.errors import did_you_mean, quote
 from sqlifier.lang.source import Source, Span
 from sqlifier.stack import model as m
+from sqlifier.stack.dropped import INVALID as _INVALID
 from sqlifier.stack.slo import read_slo
 from sqlifier.stack.tomlpos import Path as KeyPath
 from sqlifier.stack.tomlpos import Positions, locate
@@ -46,7 +47,6 @@ _HOST = re.compile(r"^[A-Za-z0-9*]([A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
 _ROUTE_PATH = re.compile(r"[A-Za-z0-9._~%/:@!*+,;=&-]*\Z")
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _LONGEST = 365 * 86400
-_INVALID: Any = object()
 
 Reader = Callable[[object, KeyPath], Any]
 

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlifier.stack import model as m
+from sqlifier.stack.dropped import INVALID as _INVALID
 
 if TYPE_CHECKING:
     from sqlifier.stack.reader import StackReader
@@ -26,7 +27,6 @@ __all__ = ["build_slo", "read_slo", "slo_from_config"]
 
 _TARGET = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%\Z")
 _SHORTEST = 3600.0  # a window shorter than an hour leaves the burn-rate windows no room
-_INVALID: Any = object()
 _MISSING = {
     ("p",): "the time a good request is answered within",
     ("target",): "the share of requests that must be answered within p",

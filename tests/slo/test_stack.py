@@ -73,6 +73,11 @@ def test_a_target_of_100_percent_is_refused_with_why(tmp_path: Path) -> None:
     ("slo", "col", "message"),
     [
         (
+            '"99.9%"',  # not a table: refused, not carried on as a broken value
+            7,
+            'services.web.slo must be a table, like { availability = "99.9%", window = "30d" }',
+        ),
+        (
             '{ availability = "99.9" }',
             24,
             "services.web.slo.availability must be a percentage above 0 and below 100, "
