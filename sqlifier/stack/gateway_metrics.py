@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sqlifier.stack import model as m
-from sqlifier.stack.reader import _INVALID  # what the reader drops from a table
+from sqlifier.stack.dropped import INVALID as _INVALID  # what the reader drops from a table
 
 if TYPE_CHECKING:
     from sqlifier.stack.reader import StackReader
