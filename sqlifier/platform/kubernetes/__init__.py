@@ -20,4 +20,8 @@ CLI's start-up does not pay for it.
     render_routes.py     HTTPRoutes from the services' routes
     render_secrets.py    a Secret per service: its keys rendered, its values filled at apply
     render_agent.py      the agent's Deployment, stack ConfigMap and least-privilege RBAC
+    locks.py             a lock per service as a Lease: taken optimistically, renewed, stale
+    leader.py            two agents, one leader: election with a Lease, on an injected clock
+    state.py             the agent's state in ConfigMaps, written only by the leader (fenced)
+    audit.py             the hash-chained audit log in ConfigMaps, chunked, never forked
 """

@@ -242,21 +242,27 @@ class ClusterAudit:
         """Recompute the chain over every chunk and compare its end with the head; a
         problem names the entry, its ConfigMap and key."""
         head = self._get(HEAD)
+        head_id = (head or {}).get("data", {}).get("id")
         entries, prev_id, prev_hash = 0, 0, GENESIS
         head_hash: str | None = None
+        problem: tuple[str, int | None] | None = None
         for name, key, row in self._rows():
-            entries += 1
+            entries += 1  # all of them are counted, as locally; the first problem is told
+            if problem is not None:
+                continue
             where = f" (ConfigMap {self.cluster.namespace}/{name}, key {key})"
             if not _is_row(row) or _key(row[0]) != key:
-                return VerifyResult(
-                    False, entries, f"entry {key} is not an audit entry{where}", int(key)
-                )
-            problem = _link_problem(row, prev_id, prev_hash)
-            if problem is not None:
-                return VerifyResult(False, entries, problem[0] + where, problem[1])
+                problem = f"entry {key} is not an audit entry{where}", _int(key, 0) or None
+                continue
+            link = _link_problem(row, prev_id, prev_hash)
+            if link is not None:
+                problem = link[0] + where, link[1]
+                continue
             prev_id, prev_hash = row[0], row[-1]
-            if head is not None and str(row[0]) == head.get("data", {}).get("id"):
+            if str(row[0]) == head_id:
                 head_hash = row[-1]
+        if problem is not None:
+            return VerifyResult(False, entries, *problem)
         return self._check_head(head, entries, prev_id, head_hash)
 
     def _check_head(
@@ -392,5 +398,16 @@ def _last(chunk: Mapping[str, Any], last_id: int, last_hash: str) -> tuple[int, 
     data = chunk.get("data") or {}
     if not data:
         return last_id, last_hash
-    row = json.loads(data[max(data)])
+    key = max(data)
+    try:
+        row = json.loads(data[key])
+    except ValueError:
+        row = None
+    if not _is_row(row):
+        name = chunk.get("metadata", {}).get("name", "?")
+        raise UserError(
+            f"the audit log's last entry (ConfigMap {name}, key {key}) is damaged, so no entry "
+            "can be chained to it: sqlifier audit verify says what was changed; restore it "
+            "from a backup of the ConfigMap"
+        )
     return int(row[0]), str(row[-1])

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from sqlifier.errors import UserError
 from sqlifier.platform.kubernetes.api import Cluster as Connection
 from sqlifier.platform.kubernetes.apply import owned
 from sqlifier.platform.kubernetes.audit import ClusterAudit
@@ -160,3 +161,18 @@ def test_writers_racing_never_fork_the_chain(conn: Connection, chunk_bytes: int 
 def test_up_and_down_never_remove_the_audit_log(conn: Connection) -> None:
     fill(log(conn), 1)
     assert list(owned(conn, {"sqlifier.dev/stack": STACK, "sqlifier.dev/env": ENV})) == []
+
+
+def test_an_entry_that_is_no_entry_is_named_and_stops_appending(conn: Connection) -> None:
+    fill(log(conn), 2)
+    chunk = configmap(conn, "sqlifier-audit-000001")
+    chunk["data"]["000000000002"] = "scribbled over"
+    replace(conn, chunk)
+    result = log(conn).verify()
+    assert (result.ok, result.entries, result.at_id) == (False, 2, 2)
+    assert result.problem == (
+        "entry 000000000002 is not an audit entry "
+        f"(ConfigMap {conn.namespace}/sqlifier-audit-000001, key 000000000002)"
+    )
+    with pytest.raises(UserError, match=r"last entry \(ConfigMap sqlifier-audit-000001, key "):
+        fill(log(conn), 1)

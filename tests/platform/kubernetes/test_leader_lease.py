@@ -3,6 +3,7 @@ a clock the test moves (no waiting but the API's own round trips)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,3 +168,13 @@ def test_each_new_leader_has_a_higher_term(conn: Connection, clock: Clock) -> No
     second = b.elector.fence()
     assert (first.identity, first.term) == ("a", 1)
     assert (second.identity, second.term) == ("b", 2)
+
+
+def test_the_live_loop_resigns_when_told_to_stop(conn: Connection, clock: Clock) -> None:
+    a = Agent(conn, clock, "a")
+    a.elector.tick()
+    stopping = asyncio.Event()
+    stopping.set()
+    asyncio.run(a.elector.run(stopping))
+    assert a.told == [(True, "elected"), (False, "resigned")]
+    assert lease(conn, LEADER_LEASE)["spec"].get("holderIdentity") is None
