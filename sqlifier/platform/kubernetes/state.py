@@ -42,8 +42,9 @@ from sqlifier.platform.kubernetes.errors import ClusterError
 from sqlifier.platform.kubernetes.leader import LEADER_LEASE, NotLeader, Term
 from sqlifier.platform.kubernetes.locks import lease_resource, parse_time, record_labels
 
-__all__ = ["MAX_BYTES", "ClusterState", "StateTooLarge"]
+__all__ = ["ENGINE_KEY", "MAX_BYTES", "ClusterState", "StateTooLarge", "deploy_key"]
 
+ENGINE_KEY = "engine"  # what engine.json holds locally: {"saved_at": ..., "engine": ...}
 PREFIX = "sqlifier-state-"
 FIELD = "state.json"
 LEADER = "sqlifier.dev/leader"
@@ -52,6 +53,11 @@ TERM = "sqlifier.dev/term"
 MAX_BYTES = 900 * 1024
 ATTEMPTS = 5
 _KEY = re.compile(r"[a-z0-9]([a-z0-9.-]{0,200}[a-z0-9])?\Z")
+
+
+def deploy_key(deploy_id: str) -> str:
+    """The key of a deploy's or rollback's record (locally deploys/<id>.json)."""
+    return "deploy-" + deploy_id.lower()
 
 
 class StateTooLarge(UserError):

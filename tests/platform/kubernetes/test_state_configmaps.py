@@ -8,10 +8,13 @@ from typing import Any
 
 import pytest
 
+from sqlifier.engine.machine import Engine
+from sqlifier.engine.persist import load_state, save_state
 from sqlifier.platform.kubernetes.api import Cluster as Connection
 from sqlifier.platform.kubernetes.apply import owned
 from sqlifier.platform.kubernetes.leader import LEASE_SECONDS, RETRY, Elector, NotLeader
-from sqlifier.platform.kubernetes.state import ClusterState
+from sqlifier.platform.kubernetes.state import ENGINE_KEY, ClusterState, deploy_key
+from tests.engine.test_persist import HOT, World, compiled, fired_at
 from tests.k8s.fixtures import Cluster
 from tests.platform.kubernetes.records import ENV, STACK, Clock, connection
 
@@ -160,3 +163,28 @@ def test_a_document_edited_into_something_else_is_named(conn: Connection, clock:
     )  # fmt: skip
     with pytest.raises(Exception, match=r"sqlifier-state-engine: data\['state.json'\] is not JSON"):
         store.load("engine")
+
+
+def test_a_rules_window_half_elapsed_survives_a_failover(conn: Connection, clock: Clock) -> None:
+    """HOT holds for 30 s before it acts: the old leader saw 15 s of it, the new one acts
+    after the other 15 s, not after 30 s more."""
+    world = World()
+    before = Engine(compiled(HOT))
+    old = elect(conn, clock, "a")
+    assert fired_at(before, world, 0, 15) == []
+    state(conn, clock, old).save(ENGINE_KEY, {"saved_at": 14.0, "engine": save_state(before)})
+    clock.advance(LEASE_SECONDS + RETRY)  # the old leader dies; the other takes over
+    store = state(conn, clock, elect(conn, clock, "b"))
+    store.claim()
+    saved = store.load(ENGINE_KEY)
+    assert saved is not None
+    after = Engine(compiled(HOT))
+    load_state(after, saved["engine"], now=31.0, saved_at=saved["saved_at"])
+    assert fired_at(after, world, 31, 70) == [31]
+
+
+def test_a_deploys_record_is_kept_under_its_id(conn: Connection, clock: Clock) -> None:
+    store = state(conn, clock, elect(conn, clock, "a"))
+    store.save(deploy_key("d1f2e3a4b"), DEPLOY)
+    assert store.keys("deploy-") == ["deploy-d1f2e3a4b"]
+    assert store.load(deploy_key("d1f2e3a4b")) == DEPLOY
