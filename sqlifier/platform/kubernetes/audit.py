@@ -97,6 +97,7 @@ class ClusterAudit:
         self.clock = clock
         self.chunk_bytes = chunk_bytes
         self._tip: _Tip | None = None
+        self._head: dict[str, Any] | None = None  # the head as this writer last wrote it
         self._configmaps: Resource | None = None
 
     @property
@@ -206,19 +207,26 @@ class ClusterAudit:
         further; a head left behind is harmless (the next append moves it)."""
         data = {"id": str(tip.last_id), "hash": tip.last_hash, "chunk": str(tip.index)}
         for _ in range(3):
-            head = self._get(HEAD)
+            # The head as this writer left it, if it wrote it last (one request, not two);
+            # else (a 409: another writer moved it) read again.
+            head = self._head or self._get(HEAD)
             try:
                 if head is None:
-                    self._create_named(HEAD, data, "audit-head")
+                    stored = self._create_named(HEAD, data, "audit-head")
                 elif _int(head.get("data", {}).get("id"), 0) >= tip.last_id:
                     return
                 else:
                     version = head["metadata"]["resourceVersion"]
-                    self._patch(HEAD, {"metadata": {"resourceVersion": version}, "data": data})
+                    patch = {"metadata": {"resourceVersion": version}, "data": data}
+                    stored = self._patch(HEAD, patch)
             except ClusterError as e:
-                if e.status != 409:
-                    raise
-                continue
+                self._head = None
+                if e.status in (404, 409):  # moved by another writer, or removed: read it
+                    continue
+                # The entry is in: failing its record now would have it written twice.
+                # A head left behind is harmless; the next append moves it on.
+                return
+            self._head = stored
             return
 
     # --- reading and verifying --------------------------------------------------------

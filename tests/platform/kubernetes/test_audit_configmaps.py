@@ -176,3 +176,20 @@ def test_an_entry_that_is_no_entry_is_named_and_stops_appending(conn: Connection
     )
     with pytest.raises(UserError, match=r"last entry \(ConfigMap sqlifier-audit-000001, key "):
         fill(log(conn), 1)
+
+
+def test_a_removed_head_is_said_and_the_next_append_writes_it_again(conn: Connection) -> None:
+    writer = log(conn)
+    fill(writer, 2)
+    resource = conn.resource("v1", "ConfigMap")
+    path = resource.path(conn.namespace, "sqlifier-audit-head")
+    conn.request("DELETE", path, verb="delete", what="head")
+    result = log(conn).verify()
+    assert (result.ok, result.entries) == (False, 2)
+    assert result.problem == (
+        f"ConfigMap {conn.namespace}/sqlifier-audit-head is missing: the removal of the last "
+        "entries cannot be ruled out"
+    )
+    fill(writer, 1, start=3)  # the writer remembers the head it wrote: its patch finds none
+    assert configmap(conn, "sqlifier-audit-head")["data"]["id"] == "3"
+    assert log(conn).verify().ok
