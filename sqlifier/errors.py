@@ -21,6 +21,10 @@
     │   ├── IsolationError        runtime.netns: an instance cannot be isolated here (no
     │   │                         root, no namespaces, no nft) or a rule cannot be set
     │   ├── UserSwitchError       runtime.users: a service's `user` that cannot be used here
+    │   ├── LockLost              platform.kubernetes.locks: a Lease lock held was taken or broken
+    │   ├── NotLeader             platform.kubernetes.leader: a write only the leader may make
+    │   ├── StateTooLarge         platform.kubernetes.state: more state than a ConfigMap holds
+    │   ├── EntryTooLarge         platform.kubernetes.audit: an audit entry too large to keep
     │   ├── ClusterError          platform.kubernetes: a Kubernetes API call that failed,
     │   │   │                     naming the object and what to do
     │   │   ├── ClusterUnreachable  no answer from the API server, or no credentials

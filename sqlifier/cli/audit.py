@@ -21,6 +21,7 @@ from sqlifier.agent.files import keep_private
 from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services, duration
 from sqlifier.cli.workspace import Context, display_path, load_context
 from sqlifier.errors import UserError
+from sqlifier.stack.model import PlatformKind
 from sqlifier.store.audit import HEAD_FILE, AuditEntry, AuditLog, VerifyResult, lost_entries
 from sqlifier.store.audit import current_user as audit_user
 from sqlifier.store.files import StateFileError, set_aside
@@ -57,7 +58,7 @@ def group(
         return 0
     context = load_context(stack_file, env)
     start = time.time() - duration(since) if since else None
-    log = _open(context)
+    log = _cluster_log(context) or _open(context)
     entries = [] if log is None else log.entries(since=start, service=service)
     if as_json:
         click.echo(json.dumps([_as_json(entry) for entry in entries], indent=2))
@@ -79,6 +80,9 @@ def verify(ctx: click.Context, env: str | None, stack_file: str | None, as_json:
     """Check the hash chain; exit 1 naming an entry changed or removed."""
     above = ctx.parent.params if ctx.parent else {}
     context = load_context(stack_file or above.get("stack_file"), env or above.get("env"))
+    in_cluster = _cluster_log(context)
+    if in_cluster is not None:
+        return _report(in_cluster.verify(), in_cluster.where, as_json or bool(above.get("as_json")))
     lost = lost_entries(context.state_dir / "audit.db")
     log = None if lost is not None else _open(context)
     if lost is not None:
@@ -108,6 +112,11 @@ def reset(ctx: click.Context, env: str | None, stack_file: str | None) -> int:
     """
     above = ctx.parent.params if ctx.parent else {}
     context = load_context(stack_file or above.get("stack_file"), env or above.get("env"))
+    if context.stack.environment(context.env).platform is PlatformKind.KUBERNETES:
+        raise UserError(
+            f"the audit log of {context.env} is kept in its cluster, and is never reset; "
+            "audit reset starts a new local log (of an environment on this machine)"
+        )
     path = context.state_dir / "audit.db"
     shown = display_path(path)
     if agent_alive(context.state_dir):
@@ -144,6 +153,28 @@ def reset(ctx: click.Context, env: str | None, stack_file: str | None) -> int:
         f"{display_path(kept)}. The reset is the new log's first entry"
     )
     return 0
+
+
+def _cluster_log(context: Context) -> Any:
+    """The audit log kept in the cluster, for a Kubernetes environment; None otherwise."""
+    if context.stack.environment(context.env).platform is not PlatformKind.KUBERNETES:
+        return None
+    from sqlifier.platform.kubernetes.audit import ClusterAudit  # noqa: PLC0415
+    from sqlifier.platform.kubernetes.locks import open_environment  # noqa: PLC0415
+
+    return ClusterAudit(
+        open_environment(context.stack, context.env), context.stack.name, context.env
+    )
+
+
+def _report(result: VerifyResult, where: str, as_json: bool) -> int:
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(result), indent=2))
+    elif result.ok:
+        click.echo(f"{_count(result.entries)}, chain intact")
+    else:
+        click.echo(f"{where}: {_count(result.entries)}, chain broken: {result.problem}", err=True)
+    return 0 if result.ok else 1
 
 
 def _problem(path: Path) -> str | None:

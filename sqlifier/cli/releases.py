@@ -3,6 +3,7 @@ and the per-service deploy locks."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import asdict
@@ -11,14 +12,15 @@ from pathlib import Path
 import click
 
 from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services, duration
-from sqlifier.cli.workspace import load_context
+from sqlifier.cli.workspace import Context, load_context
 from sqlifier.delivery.budget import read_budget
 from sqlifier.delivery.dora import compute
 from sqlifier.delivery.events import read_events
-from sqlifier.delivery.locks import force_release, held_locks
+from sqlifier.delivery.locks import LockInfo, force_release, held_locks
 from sqlifier.delivery.plan import ServicePlan, plan_service
 from sqlifier.delivery.releases import Releases, releases_table
 from sqlifier.errors import UserError
+from sqlifier.stack.model import PlatformKind
 from sqlifier.store.audit import AuditLog, current_user
 
 __all__ = ["dora", "lock", "plan", "releases"]
@@ -139,12 +141,19 @@ def lock() -> None:
 def list_locks(env: str | None, stack_file: str | None, as_json: bool) -> int:
     """Locks held now, stale ones (their process has ended) included."""
     context = load_context(stack_file, env)
-    held = held_locks(context.state_dir, context.env)
+    describe = LockInfo.describe
+    if on_kubernetes(context):
+        from sqlifier.platform.kubernetes import locks  # noqa: PLC0415 (a Lease per lock)
+
+        held = locks.environment_locks(context.stack, context.env)
+        describe = functools.partial(locks.describe, env=context.env)
+    else:
+        held = held_locks(context.state_dir, context.env)
     if as_json:
         click.echo(json.dumps([asdict(info) for info in held], indent=2))
     elif held:
         for info in held:
-            click.echo(f"{info.service}: {info.describe()}")
+            click.echo(f"{info.service}: {describe(info)}")
     else:
         click.echo(f"no lock is held in {context.env}")
     return 0
@@ -165,9 +174,22 @@ def release(
 ) -> int:
     """Break SERVICE's lock: one left by a process that has ended (stale). Audited."""
     context = load_context(stack_file, env)
+    if on_kubernetes(context):
+        from sqlifier.platform.kubernetes import locks  # noqa: PLC0415 (a Lease per lock)
+
+        broken = locks.break_lock(
+            context.stack, context.env, service, current_user(), alive_ok=even_if_alive
+        )
+        click.echo(f"broke the lock of {service}: it was {locks.describe(broken, context.env)}")
+        return 0
     audit = AuditLog(context.state_dir / "audit.db")
     broken = force_release(
         context.state_dir, context.env, service, current_user(), audit, alive_ok=even_if_alive
     )
     click.echo(f"broke the lock of {service}: it was {broken.describe()}")
     return 0
+
+
+def on_kubernetes(context: Context) -> bool:
+    """Whether the command's environment runs on a cluster (its records are kept there)."""
+    return context.stack.environment(context.env).platform is PlatformKind.KUBERNETES

@@ -22,4 +22,8 @@ CLI's start-up does not pay for it.
     render_agent.py      the agent's Deployment, stack ConfigMap and least-privilege RBAC
     slo_promql.py        SLOs from the Gateway's metrics: their PromQL, counts read back
     slo_rules.py         the Prometheus rules of the SLOs, for render
+    locks.py             a lock per service as a Lease: taken optimistically, renewed, stale
+    leader.py            two agents, one leader: election with a Lease, on an injected clock
+    state.py             the agent's state in ConfigMaps, written only by the leader (fenced)
+    audit.py             the hash-chained audit log in ConfigMaps, chunked, never forked
 """
