@@ -13,9 +13,15 @@ import kubernetes_validate
 import pytest
 
 from sqlifier.errors import DiagnosticsError
+from sqlifier.platform.kubernetes.api import connect
+from sqlifier.platform.kubernetes.apply import apply, plan
 from sqlifier.platform.kubernetes.render import render
 from sqlifier.stack import load_stack
+from tests.k8s.fixtures import Cluster
 from tests.platform.test_render_validate import VERSION
+
+OWNER = {"sqlifier.dev/stack": "fenced", "sqlifier.dev/env": "cluster"}
+KINDS = {"NetworkPolicy", "Service", "Deployment"}  # what the test applies
 
 STACK = """\
 [stack]
@@ -165,3 +171,20 @@ def test_tls_of_a_kubernetes_environment_is_refused_with_what_to_do(tmp_path: Pa
     [(line, _, message, hint)] = errors(tmp_path, text)
     assert line == 7 and message.startswith("environments.cluster.tls cannot be rendered")
     assert hint is not None and "certificateRefs" in hint
+
+
+def test_the_policy_and_hardened_workload_apply_to_a_real_control_plane(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    text = STACK.replace('namespace = "shop"', f'namespace = "{namespace}"')
+    wanted = [o for o in objects(tmp_path, text) if o["kind"] in KINDS]
+    with connect(namespace, kubeconfig=cluster.kubeconfig) as conn:
+        stored = apply(conn, wanted)
+        policy = next(o for o in stored if o["kind"] == "NetworkPolicy")
+        assert policy["spec"]["egress"][1]["ports"] == [{"protocol": "TCP", "port": 7000}]
+        web = next(
+            o for o in stored if o["kind"] == "Deployment" and o["metadata"]["name"] == "web"
+        )
+        assert container(web)["securityContext"]["runAsNonRoot"] is True
+        # As the server keeps them: a second plan finds nothing to change.
+        assert {change.action for change in plan(conn, wanted, OWNER)} == {"unchanged"}
