@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from sqlifier.platform.traffic import Traffic
 from sqlifier.router.internal import bridged, discovery_env, haproxy_frontends, reachable
 from sqlifier.router.state import DesiredState, Listener, ServiceTraffic
 from sqlifier.runtime.fence import bridge_address
 from sqlifier.runtime.netns import StackNetwork
+from sqlifier.runtime.supervisor import Supervisor
+from sqlifier.stack import load_stack
 from tests.apps import APP
 from tests.cli.test_up import ps
 from tests.conftest import run_sqlifier
@@ -133,3 +136,43 @@ def test_an_isolated_service_reaches_the_service_it_names_and_nothing_else(
         run_sqlifier("down", cwd=tmp_path)
         StackNetwork(state).teardown()
     assert leftovers(StackNetwork(state).digest) == []
+
+
+def test_the_traffic_side_tells_the_fence_and_the_instances_where_services_are(
+    tmp_path: Path,
+) -> None:
+    # No process runs: the agent's traffic side as it is wired, read back.
+    path = tmp_path / "sqlifier.toml"
+    plain = (
+        '[stack]\nname = "t"\n'
+        '[services.web]\nrun = "web"\n'
+        '[services.orders]\nrun = "orders"\nstateful = true\ninstances = 2\n'
+        '[services.payments]\nrun = "payments"\n'
+    )
+    path.write_text(plain)
+    stack, _ = load_stack(path)
+    state = tmp_path / ".sqlifier" / "dev"
+    traffic = Traffic(stack, "dev", state, Supervisor(stack, "dev", state))
+    # A stack that asks for no isolation: the loopback only, as before.
+    assert traffic.bridge is None
+    assert {lst.host for lst in traffic.listeners()} == {"127.0.0.1"}
+
+    path.write_text(
+        plain.replace('run = "web"\n', 'run = "web"\nisolation = "network"\negress = ["orders"]\n')
+    )
+    stack, _ = load_stack(path)
+    supervisor = Supervisor(stack, "dev", state)
+    traffic = Traffic(stack, "dev", state, supervisor)
+    bridge = bridge_address(state)
+    ports = traffic.ports.ports
+    assert traffic.bridge == bridge
+    assert supervisor.fence.internal is not None
+    assert sorted(supervisor.fence.internal("orders")) == sorted(
+        (bridge, ports[name]) for name in ("orders", "orders-0", "orders-1")
+    )
+    assert traffic.discovery_env(stack.services["web"])["ORDERS_1_URL"] == (
+        f"http://{bridge}:{ports['orders-1']}"
+    )
+    assert traffic.discovery_env(stack.services["payments"])["ORDERS_URL"] == (
+        f"http://127.0.0.1:{ports['orders']}"
+    )
