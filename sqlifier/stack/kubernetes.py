@@ -11,7 +11,8 @@ written in the Kubernetes environment's own overrides they could only be meant f
 are refused. What Kubernetes cannot do as sqlifier does locally is refused wherever it is
 written, with the positioned error of any other mistake: a service without an image, a
 restart policy other than "always", a router address, probe timings that are not whole
-seconds, names Kubernetes does not accept.
+seconds, names Kubernetes does not accept, an `egress` host by name (a NetworkPolicy holds
+addresses), an environment's `tls` (TLS there is the Gateway's).
 """
 
 from __future__ import annotations
