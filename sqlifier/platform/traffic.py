@@ -23,16 +23,17 @@ from typing import Any
 from sqlifier.errors import UserError
 from sqlifier.router.control import ControlClient, ControlError
 from sqlifier.router.haproxy import find_haproxy, stop_left_behind
-from sqlifier.router.internal import PortBook, discovery_env, internal_host
+from sqlifier.router.internal import PortBook, bridged, discovery_env, internal_host, reachable
 from sqlifier.router.metrics import Counters, summarize
 from sqlifier.router.routes import RESOLUTION, Track
 from sqlifier.router.state import Backend, BackendState, DesiredState, Listener, ServiceTraffic
 from sqlifier.router.tls import prepare
+from sqlifier.runtime.fence import bridge_address
 from sqlifier.runtime.lifecycle import State
 from sqlifier.runtime.probes import ProbeResult, run_probe
 from sqlifier.runtime.process import Launched, is_same_process, launch, stop_group
 from sqlifier.runtime.supervisor import Instance, Supervisor
-from sqlifier.stack.model import Probe, ProbeKind, RouterKind, Service, Stack
+from sqlifier.stack.model import Isolation, Probe, ProbeKind, RouterKind, Service, Stack
 
 __all__ = ["RouterFailed", "Traffic", "choose_kind"]
 
@@ -92,6 +93,13 @@ class Traffic:
         self.internal = set(self.services) if len(self.services) > 1 else set()
         if self.internal and not self.routes:  # no front door: [router]'s port is not taken
             self.listen = f"{internal_host()}:{self.ports.port('.front-door')}"
+        # Isolated instances call the others at the stack's bridge: the listeners bind
+        # there too, and their egress allows exactly the ones they name (isolation.md).
+        isolated = any(s.isolation is Isolation.NETWORK for s in self.services.values())
+        self.bridge = bridge_address(state_dir) if isolated and self.internal else None
+        if self.bridge is not None:
+            bridge = self.bridge
+            supervisor.fence.internal = lambda name: reachable(self.listeners(), name, bridge)
         self.client = ControlClient(state_dir / "router.sock")
         self.launched: Launched | None = None
         self.canary: dict[str, int] = {}  # service -> thousandths
@@ -102,6 +110,7 @@ class Traffic:
         self._live = False  # syncing: after the stack has started (or been adopted)
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._reach: tuple[Listener, ...] = ()  # the listeners isolated egress last allowed
 
     @property
     def needed(self) -> bool:
@@ -124,11 +133,13 @@ class Traffic:
             for index in range(max([service.instances - 1, *indexes]) + 1):
                 key = f"{name}-{index}"
                 found.append(Listener(key, name, key, host, self.ports.port(key)))
-        return tuple(found)
+        return bridged(found, self.bridge)
 
     def discovery_env(self, service: Service) -> dict[str, str]:
-        """What an instance of `service` is told of the others: `ORDERS_URL`..."""
-        return discovery_env(self.listeners(), service.name)
+        """What an instance of `service` is told of the others: `ORDERS_URL`... (at the
+        bridge for an isolated one)."""
+        isolated = service.isolation is Isolation.NETWORK
+        return discovery_env(self.listeners(), service.name, self.bridge if isolated else None)
 
     def snapshot(self) -> dict[str, Any] | None:
         if not self.needed:
@@ -330,6 +341,9 @@ class Traffic:
             await self._launch()
             self.say(f"router ({self.kind}) had ended; started again on {self.listen}")
         await self.sync()
+        if self.bridge is not None and (now := self.listeners()) != self._reach:
+            self._reach = now  # a stateful service scaled: its instances' listeners
+            await self.supervisor.fence.refresh()
         reply = await self.client.stats()
         self.history.append(_Reading(time.monotonic(), reply["backends"], reply["services"]))
         await self._recheck_ejected(reply["backends"])

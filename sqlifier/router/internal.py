@@ -21,9 +21,14 @@ canary rules as the front door; an instance's uses a backend of that instance's 
 (`instance_backends`), which HAProxy cannot change at runtime, so a change of them
 reloads HAProxy (gracefully, as a change of routes does).
 
-The bind address is one function, `internal_host()`: an instance that cannot reach the
-loopback (its own network namespace) needs the listeners on an address it can reach, and
-that is the one place to say so.
+The bind address is `internal_host()` (127.0.0.1). An instance that cannot reach the
+machine's loopback (an isolated one, in its own network namespace) reaches the host at its
+stack's bridge address instead: where a stack has isolated services, every listener is
+bound there too, on the same port (`bridged`), and an isolated instance's `<NAME>_URL`
+names that address. Those binds are made with IP_FREEBIND: the bridge comes and goes with
+the isolated instances, and a listener bound to its address answers whenever it exists.
+On HAProxy both binds belong to one frontend, named `loopback` and `bridge` (the
+latter `transparent`, HAProxy's way to bind an address the machine may not have yet).
 """
 
 from __future__ import annotations
@@ -49,16 +54,19 @@ __all__ = [
     "InternalClient",
     "InternalServers",
     "PortBook",
+    "bridged",
     "discovery_env",
     "env_var",
     "haproxy_frontends",
     "instance_backends",
     "instance_structure",
     "internal_host",
+    "reachable",
     "with_internal_services",
 ]
 
 INTERNAL_HOST = "127.0.0.1"
+_IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux's value; Python names it from 3.12
 T = TypeVar("T")
 
 
@@ -72,13 +80,38 @@ def env_var(listener: str) -> str:
     return listener.upper().replace("-", "_") + "_URL"
 
 
-def discovery_env(listeners: Iterable[Listener], service: str) -> dict[str, str]:
-    """The `<NAME>_URL` variables an instance of `service` gets: every other service's."""
+def discovery_env(
+    listeners: Iterable[Listener], service: str, host: str | None = None
+) -> dict[str, str]:
+    """The `<NAME>_URL` variables an instance of `service` gets: every other service's,
+    at `host` (the loopback by default; an isolated instance's is its bridge)."""
+    host = host or internal_host()
     return {
         env_var(listener.name): f"http://{listener.host}:{listener.port}"
         for listener in listeners
-        if listener.service != service
+        if listener.service != service and listener.host == host
     }
+
+
+def bridged(listeners: Iterable[Listener], bridge: str | None) -> tuple[Listener, ...]:
+    """`listeners`, and with a bridge address each of them again on it (same name, same
+    port): where an isolated instance reaches them from its namespace."""
+    found = tuple(listeners)
+    if bridge is None:
+        return found
+    return found + tuple(
+        Listener(lst.name, lst.service, lst.instance, bridge, lst.port)
+        for lst in found
+        if lst.host != bridge
+    )
+
+
+def reachable(listeners: Iterable[Listener], service: str, host: str) -> list[tuple[str, int]]:
+    """Where `service` is called by name from `host`'s side: its listener and those of
+    its instances bound there. What `egress = ["NAME"]` allows, and nothing more."""
+    return [
+        (lst.host, lst.port) for lst in listeners if lst.service == service and lst.host == host
+    ]
 
 
 class PortBook:
@@ -183,10 +216,8 @@ class InternalServers:
             try:
                 self.servers[listener] = await loop.create_server(
                     lambda listener=listener: InternalClient(self.proxy, listener),  # type: ignore[misc]
-                    listener.host,
-                    listener.port,
+                    sock=_bound(listener.host, listener.port),
                     backlog=1024,
-                    reuse_address=True,
                 )
             except OSError as exc:
                 print(
@@ -200,6 +231,21 @@ class InternalServers:
         for server in self.servers.values():
             server.close()
         self.servers.clear()
+
+
+def _bound(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port; an address not (yet) on this machine is bound too
+    (IP_FREEBIND): the bridge an isolated stack's listeners bind to comes and goes."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if host != INTERNAL_HOST:
+            sock.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 # --- the HAProxy data plane -----------------------------------------------------------
@@ -245,11 +291,15 @@ def haproxy_frontends(
     """A frontend per internal listener. A service's numbers its requests as the front
     door does (`share`: the canary map lookup) and follows the same canary turn."""
     lines: list[str] = []
-    for listener in sorted(state.internal, key=lambda lst: lst.name):
+    binds: dict[str, list[Listener]] = {}
+    for listener in state.internal:
+        binds.setdefault(listener.name, []).append(listener)
+    for name in sorted(binds):
+        listener = binds[name][0]
         lines += [
             "",
             f"frontend internal.{listener.name}",
-            f"    bind {listener.host}:{listener.port}",
+            *(_bind(lst) for lst in binds[name]),
             "    http-request disable-l7-retry if !METH_GET !METH_OPTIONS"
             " or { req.hdr_val(content-length) gt 0 } or { req.hdr_cnt(transfer-encoding) gt 0 }",
         ]
@@ -267,3 +317,12 @@ def haproxy_frontends(
             f"    default_backend {listener.service}.{Track.STABLE.value}",
         ]
     return lines
+
+
+def _bind(listener: Listener) -> str:
+    """A frontend's bind: `loopback` on 127.0.0.1, `bridge` on an isolated stack's bridge
+    (`transparent`: HAProxy binds it whether or not the bridge exists at that moment,
+    with IP_TRANSPARENT or IP_FREEBIND)."""
+    if listener.host == INTERNAL_HOST:
+        return f"    bind {listener.host}:{listener.port} name loopback"
+    return f"    bind {listener.host}:{listener.port} name bridge transparent"

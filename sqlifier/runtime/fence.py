@@ -55,9 +55,10 @@ def bridge_address(state_dir: Path) -> str:
     """Where isolated instances of the stack whose state is `state_dir` reach the host
     (the bridge's address; nothing is created). The data plane's internal listener for
     a service binds here too, on the same port as on 127.0.0.1, and an isolated
-    instance's `<NAME>_URL` is `http://<this address>:<that port>`; the agent makes the
-    bridge first (`Fence.network.ensure_bridge()`) and tells the fence where each
-    service is (`Fence.internal`), so `egress = ["NAME"]` allows exactly that."""
+    instance's `<NAME>_URL` is `http://<this address>:<that port>`. The listeners are
+    bound before the bridge exists (IP_FREEBIND; HAProxy's `transparent`), and the
+    agent's traffic side tells the fence where each service is (`Fence.internal`), so
+    `egress = ["NAME"]` allows exactly that service's listeners."""
     return StackNetwork(state_dir).host
 
 

@@ -11,7 +11,8 @@ written in the Kubernetes environment's own overrides they could only be meant f
 are refused. What Kubernetes cannot do as sqlifier does locally is refused wherever it is
 written, with the positioned error of any other mistake: a service without an image, a
 restart policy other than "always", a router address, probe timings that are not whole
-seconds, names Kubernetes does not accept.
+seconds, names Kubernetes does not accept, an `egress` host by name (a NetworkPolicy holds
+addresses), an environment's `tls` (TLS there is the Gateway's).
 """
 
 from __future__ import annotations
@@ -155,6 +156,16 @@ def check_kubernetes(
             "services through the Gateway named in its kubernetes table",
             f"remove listen from [environments.{env}]",
         )
+    if environment.tls is not None and environment.tls.enabled:
+        reader.error(
+            ("environments", env, "tls"),
+            f"environments.{env}.tls cannot be rendered: on Kubernetes (environment {env}) "
+            "TLS is the Gateway's, which sqlifier does not own",
+            "put the certificate in a Secret (kubectl create secret tls NAME --cert --key) "
+            "named by the certificateRefs of the Gateway's HTTPS listener, and remove tls "
+            f"from [environments.{env}]",
+            key=True,
+        )
     for name, service in services.items():
         _check_service(reader, stack_name, env, service, origin, overlay.get(name, {}))
     routed = [name for name, service in services.items() if service.routes]
@@ -241,6 +252,16 @@ def _check_service(
         )
     _check_probes(reader, env, service, where)
     _check_routes(reader, env, service, where)
+    for index, entry in enumerate(service.egress):
+        if entry.kind == "host":
+            reader.error(
+                where("egress", index),
+                f"services.{name}.egress {quote(str(entry))} names a host, which a "
+                f"NetworkPolicy cannot (environment {env} runs on Kubernetes): it allows "
+                "addresses and networks only",
+                f'write its address or network, like "192.0.2.7/32:{entry.port}", in '
+                f"[environments.{env}.services.{name}]",
+            )
 
 
 def _run_names(service: m.Service) -> set[str]:

@@ -128,6 +128,10 @@ def test_a_stateless_service_is_a_deployment_behind_a_service() -> None:
 def test_the_environment_is_the_env_file_then_env_then_sqlifiers_own(tmp_path: Path) -> None:
     web = find(render(full(tmp_path), "prod"), "Deployment", "web")
     assert env_of(web) == {
+        # The other services' Service DNS names (render_policy.py): db is headless.
+        "DB_URL": "http://db.apps.svc:5000",
+        **{f"DB_{i}_URL": f"http://db-{i}.db.apps.svc:5000" for i in range(3)},
+        "WORKER_URL": "http://worker.apps.svc",
         "GREETING": "from the stack",  # env wins over the env file, as locally
         "REGION": "eu",
         "LOG_LEVEL": "info",

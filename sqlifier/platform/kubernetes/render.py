@@ -3,8 +3,9 @@
     render(stack, env, releases)
                         the objects, as plain data, in a fixed order:
         the agent's ServiceAccount, Role, RoleBinding;
-        per service, dependencies first: its Secret (keys only), its Service, its
-        Deployment or StatefulSet, its HTTPRoutes;
+        per service, dependencies first: its Secret (keys only), its NetworkPolicy
+        (isolated services, render_policy.py), its Service, its Deployment or
+        StatefulSet, its HTTPRoutes;
         the ConfigMap of the stack file and rules, and the agent's Deployment last.
     to_yaml(objects)    one YAML stream, objects separated by `---`
     to_json(objects)    one Kubernetes List
@@ -33,6 +34,7 @@ from sqlifier.platform.kubernetes.render_agent import (
     stack_config,
 )
 from sqlifier.platform.kubernetes.render_common import Manifest, Target
+from sqlifier.platform.kubernetes.render_policy import harden, network_policy, service_urls
 from sqlifier.platform.kubernetes.render_routes import http_routes
 from sqlifier.platform.kubernetes.render_secrets import secret_name, secret_object
 from sqlifier.platform.kubernetes.render_workloads import service_object, workload
@@ -62,9 +64,13 @@ def render(stack: Stack, env: str, releases: Mapping[str, str] | None = None) ->
         secret = secret_object(target, service)
         if secret is not None:
             objects.append(secret)
+        policy = network_policy(target, service, services)  # before its pods run
+        if policy is not None:
+            objects.append(policy)
         objects.append(service_object(target, service))
         version = (releases or {}).get(service.name)
-        objects.append(workload(target, service, version, env_file))
+        urls = service_urls(target, services, service.name)  # the env file's and env win
+        objects.append(harden(workload(target, service, version, {**urls, **env_file}), service))
         objects.extend(routes[service.name])
     files = _stack_files(stack)
     objects.append(stack_config(target, files))
