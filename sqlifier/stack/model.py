@@ -291,6 +291,15 @@ class Notify:
 class Prometheus:
     url: str | None = None
     timeout: float = 2.0
+    # On Kubernetes: whose metrics rps, error_rate and latency come from ("envoy-gateway",
+    # "istio", "nginx", "traefik"), and queries in place of the built-in ones, per signal.
+    gateway: str | None = None
+    queries: dict[str, str] = field(default_factory=dict)
+
+
+# [prometheus] gateway's values, and the signals [prometheus] queries may give a query for.
+PROMETHEUS_GATEWAYS = ("envoy-gateway", "istio", "nginx", "traefik")
+PROMETHEUS_SIGNALS = ("cpu", "memory", "rps", "error_rate", "latency")
 
 
 @dataclass(frozen=True, slots=True)

@@ -238,11 +238,11 @@ class PodWatch:
                 if self.version is None:
                     self._list()
                 for event in self._watch():
-                    self._apply(event)
+                    if not self._apply(event):
+                        self.version = None  # too old: list once more
+                        break
                 pause = 0.2
                 self.error = None
-            except _Gone:
-                self.version = None  # too old: list once more
             except (ClusterError, OSError, ValueError) as e:
                 if self._stopping.is_set():
                     return
@@ -280,18 +280,19 @@ class PodWatch:
             self._answer = None
             answer.release_conn()
 
-    def _apply(self, event: Mapping[str, Any]) -> None:
+    def _apply(self, event: Mapping[str, Any]) -> bool:
+        """Keep what the event says; False when the watch's version is too old (410)."""
         kind = event.get("type")
         obj = event.get("object") or {}
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if kind == "ERROR":
             if obj.get("code") == 410:
-                raise _Gone
+                return False
             raise ValueError(str(obj.get("message") or obj))
         if version:
             self.version = str(version)
         if kind == "BOOKMARK":
-            return
+            return True
         self.events += 1
         pod = summarize(obj)
         with self._lock:
@@ -302,7 +303,4 @@ class PodWatch:
                 self.pods[pod.name] = pod
         if self.on_change is not None:
             self.on_change(before, None if kind == "DELETED" else pod)
-
-
-class _Gone(Exception):
-    """The watch's resourceVersion is older than the API server keeps."""
+        return True
