@@ -20,4 +20,9 @@ CLI's start-up does not pay for it.
     render_routes.py     HTTPRoutes from the services' routes
     render_secrets.py    a Secret per service: its keys rendered, its values filled at apply
     render_agent.py      the agent's Deployment, stack ConfigMap and least-privilege RBAC
+    platform.py          KubernetesPlatform: the platform seam on a cluster (pods, scale,
+                         rolling restart, logs)
+    podwatch.py          the environment's pods, listed once, then watched
+    promql.py            the agent's PromQL: query templates per gateway, the client
+    signals.py           what the agent measures every second on a cluster
 """

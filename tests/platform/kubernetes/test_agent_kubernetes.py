@@ -163,3 +163,31 @@ class _environ:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def test_sqlifier_agent_refuses_a_local_environment(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, "shop")
+    done = run_sqlifier("agent", "--env", "dev", "-f", str(stack.path))
+    assert done.returncode == 1
+    assert "environment dev of sqlifier.toml runs on the local platform" in done.stderr
+    assert "sqlifier up --env dev" in done.stderr
+
+
+def test_sqlifier_agent_says_when_the_cluster_cannot_be_reached(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, "shop")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "gone",
+            "clusters": [{"name": "gone", "cluster": {"server": "https://127.0.0.1:1"}}],
+            "users": [{"name": "me", "user": {"token": "t"}}],
+            "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "me"}}],
+        })
+    )  # fmt: skip
+    done = run_sqlifier(
+        "agent", "--env", "k8s", "-f", str(stack.path), "--kubeconfig", str(kubeconfig)
+    )
+    assert done.returncode == 1, done.stderr
+    assert "cannot reach the Kubernetes API at https://127.0.0.1:1" in done.stderr
+    assert "connection refused" in done.stderr
+    assert "Traceback" not in done.stderr
