@@ -2,6 +2,9 @@
 
 - **The pod watch.** Running and ready stable pods per service (`instances`,
   `ready_instances`), and a `restart` event for each restart a pod's containers count.
+- **Pod logs.** Each service's pods' log lines (`KubernetesPlatform.logs`: bounded reads
+  of `pods/log`), classified, as `log` events carrying their level's rank, for log() and
+  log_error(); masked by `redact` first. One task per service, started at the first step.
 - **Prometheus.** cpu (cores per pod, the mean over the service's pods, and `cpu_share`,
   the same as a share of the pod's CPU limit) and memory (working-set bytes, mean per pod,
   and `memory_share` of the limit) from cAdvisor's series; rps, error_rate and
@@ -21,7 +24,8 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping
 
-from sqlifier.engine.series import RESTART, SeriesStore
+from sqlifier.engine.series import LOG, RESTART, SeriesStore
+from sqlifier.lang.signals import LOG_LEVELS
 from sqlifier.platform import STABLE
 from sqlifier.platform.kubernetes.platform import KubernetesPlatform
 from sqlifier.platform.kubernetes.podwatch import Pod
@@ -50,6 +54,7 @@ class KubernetesSignals:
         queries: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
         window: str = WINDOW,
+        redact: Callable[[str], str] = lambda text: text,
     ) -> None:
         self.store = store
         # No router of sqlifier's: traffic comes from the gateway, through Prometheus.
@@ -63,10 +68,12 @@ class KubernetesSignals:
         self.templates = templates(gateway, queries or {})
         self.clock = clock
         self.window = window  # $window: rate() divides by all of it, so a young series reads low
+        self.redact = redact
         self.sources: dict[str, str] = {}  # signal -> why it has no data
         self.queries_sent = 0
         self._restarts: dict[str, int] = {}  # pod -> restarts seen
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._logs: dict[str, asyncio.Task[None]] = {}
 
     # --- every tick -----------------------------------------------------------------
 
@@ -84,6 +91,9 @@ class KubernetesSignals:
             self.store.put(service, "instances", t, len(running))
             self.store.put(service, "ready_instances", t, sum(p.ready for p in running))
         self._count_restarts(pods, t)
+        for service in self.platform.services():
+            if service not in self._logs:
+                self._logs[service] = asyncio.ensure_future(self._follow(service, t))
         if self.url is not None:
             for service in self.platform.services():
                 live = [p for p in by_service.get(service, []) if not p.deleting]
@@ -100,6 +110,17 @@ class KubernetesSignals:
                     self.store.add(pod.service, RESTART, t)
             seen[pod.name] = pod.restarts
         self._restarts = seen
+
+    # --- logs -----------------------------------------------------------------------
+
+    async def _follow(self, service: str, since: float) -> None:
+        """The service's new log lines as `log` events, as they come."""
+        totals = self.log_totals.setdefault(service, {})
+        info = LOG_LEVELS["info"]
+        async for line in self.platform.logs(service, since):
+            totals[line.level] = totals.get(line.level, 0) + 1
+            rank = LOG_LEVELS.get(line.level, info)
+            self.store.add_many(service, LOG, self.clock(), [(rank, self.redact(line.text))])
 
     # --- Prometheus -----------------------------------------------------------------
 
@@ -166,8 +187,8 @@ class KubernetesSignals:
         self.store.put(service, key, self.clock(), value)
 
     async def close(self) -> None:
-        for task in self._tasks.values():
+        for task in [*self._tasks.values(), *self._logs.values()]:
             task.cancel()
-        for task in self._tasks.values():
+        for task in [*self._tasks.values(), *self._logs.values()]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

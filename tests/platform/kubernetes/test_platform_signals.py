@@ -5,13 +5,15 @@ and of Envoy Gateway, which cannot run here); pods from the real control plane."
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sqlifier.engine.series import SeriesStore
+from sqlifier.engine.series import LOG, SeriesStore
 from sqlifier.errors import DiagnosticsError, UserError
+from sqlifier.lang.signals import LOG_LEVELS
 from sqlifier.platform.kubernetes.api import connect
 from sqlifier.platform.kubernetes.platform import KubernetesPlatform
 from sqlifier.platform.kubernetes.promql import GATEWAY_QUERIES, RESOURCE_QUERIES, templates
@@ -159,3 +161,32 @@ def test_check_refuses_an_unknown_gateway_with_its_position(tmp_path: Path) -> N
     )
     assert "sqlifier.toml:7:" in said[1]
     assert "[prometheus] queries.p99 is not a signal a query can be given for" in said[1]
+
+
+def test_pod_log_lines_become_log_events(
+    platform: KubernetesPlatform, cluster: Cluster, namespace: str
+) -> None:
+    pod = platform.instances(SERVICE)[0].name
+    cluster.node.set_log(
+        namespace, pod, ["CRITICAL card declined for hunter2", "ERROR retry", "all good"]
+    )
+    store = SeriesStore()
+    signals = KubernetesSignals(
+        store, platform, Prometheus(), redact=lambda text: text.replace("hunter2", "******")
+    )
+
+    async def loop() -> None:
+        signals.step(signals.clock())
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if store.count(SERVICE, LOG, 0, signals.clock() + 1) >= 3:
+                break
+        await signals.close()
+
+    asyncio.run(loop())
+    now = signals.clock() + 1
+    assert store.count(SERVICE, LOG, 0, now, rank=LOG_LEVELS["critical"]) == 1
+    assert store.count(SERVICE, LOG, 0, now, min_rank=LOG_LEVELS["error"]) == 2
+    assert store.count(SERVICE, LOG, 0, now, match=re.compile(r"\*\*\*\*\*\*")) == 1
+    assert store.count(SERVICE, LOG, 0, now, match=re.compile("hunter2")) == 0
+    assert signals.log_totals[SERVICE] == {"critical": 1, "error": 1, "info": 1}
