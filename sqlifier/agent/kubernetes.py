@@ -36,7 +36,7 @@ from sqlifier.agent.kubernetes_requests import (
     old_answers,
     parse_request,
 )
-from sqlifier.engine.series import SeriesStore
+from sqlifier.engine.series import LOG, SeriesStore
 from sqlifier.platform.kubernetes.api import Cluster, connect
 from sqlifier.platform.kubernetes.errors import ClusterError
 from sqlifier.platform.kubernetes.platform import KubernetesPlatform
@@ -124,6 +124,15 @@ class KubernetesAgent:
             lambda text: text, {}, self.say, clock=self.clock,
         )  # fmt: skip
         signals.sources = automation.sources  # `rules explain` says why a signal has no data
+
+        def log_services() -> set[str]:  # pods' logs are read only for a rule that needs them
+            found: set[str] = set()
+            for rule in automation.engine.rules:
+                if any(test.key == LOG for test in rule.tests):
+                    found.update(rule.candidates(platform.services()))
+            return found
+
+        signals.log_services = log_services
         automation.load()
         self.automation = automation
         return automation

@@ -4,7 +4,8 @@
   `ready_instances`), and a `restart` event for each restart a pod's containers count.
 - **Pod logs.** Each service's pods' log lines (`KubernetesPlatform.logs`: bounded reads
   of `pods/log`), classified, as `log` events carrying their level's rank, for log() and
-  log_error(); masked by `redact` first. One task per service, started at the first step.
+  log_error(); masked by `redact` first. One task per service whose logs a rule reads
+  (`log_services`), started at the first step that needs it.
 - **Prometheus.** cpu (cores per pod, the mean over the service's pods, and `cpu_share`,
   the same as a share of the pod's CPU limit) and memory (working-set bytes, mean per pod,
   and `memory_share` of the limit) from cAdvisor's series; rps, error_rate and
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from sqlifier.engine.series import LOG, RESTART, SeriesStore
 from sqlifier.lang.signals import LOG_LEVELS
@@ -69,6 +70,9 @@ class KubernetesSignals:
         self.clock = clock
         self.window = window  # $window: rate() divides by all of it, so a young series reads low
         self.redact = redact
+        # The services whose logs a rule reads (the agent says; by default every service):
+        # a pod's log is only read when something needs it.
+        self.log_services: Callable[[], Iterable[str]] = self.platform.services
         self.sources: dict[str, str] = {}  # signal -> why it has no data
         self.queries_sent = 0
         self._restarts: dict[str, int] = {}  # pod -> restarts seen
@@ -91,7 +95,7 @@ class KubernetesSignals:
             self.store.put(service, "instances", t, len(running))
             self.store.put(service, "ready_instances", t, sum(p.ready for p in running))
         self._count_restarts(pods, t)
-        for service in self.platform.services():
+        for service in self.log_services():
             if service not in self._logs:
                 self._logs[service] = asyncio.ensure_future(self._follow(service, t))
         if self.url is not None:
