@@ -23,6 +23,9 @@ Module by module:
     deploy_record.py one deploy or rollback as the agent carries it, and its record
     executor.py      a rollout's commands carried out through the platform, on one clock
     restarts.py      deploys a previous agent left unfinished: closed, or resumed
+    kubernetes.py    the agent of a Kubernetes environment: the same automation on a
+                     cluster's platform and signals (`sqlifier agent --env E`)
+    kubernetes_requests.py  the CLI's requests to it as ConfigMaps it watches
 
 Everything here above `server.py` reaches instances and traffic through the platform seam
 (`sqlifier.platform`); only the composition root knows it is the local one.

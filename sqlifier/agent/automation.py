@@ -23,7 +23,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlifier.agent.actions import Actions
 from sqlifier.agent.rollouts import Rollouts
@@ -36,13 +36,14 @@ from sqlifier.engine.explain import explain_rule, rule_rows
 from sqlifier.engine.machine import Command, Decision, Engine, Settings
 from sqlifier.engine.persist import save_state
 from sqlifier.engine.replay import compile_rules
-from sqlifier.engine.series import LOG, RESTART
+from sqlifier.engine.series import LOG, RESTART, SeriesStore
 from sqlifier.engine.wording import clock as clock_time
 from sqlifier.platform import Platform
 from sqlifier.runtime.space import free_bytes
 from sqlifier.signals import prometheus
-from sqlifier.signals.samplers import Samplers
+from sqlifier.signals.samplers import RouterHistory
 from sqlifier.signals.slo import rule_windows, slo_tracker
+from sqlifier.signals.totals import RouterTotals
 from sqlifier.stack.model import Stack
 from sqlifier.stack.rulefiles import load_rules
 from sqlifier.store.audit import AuditLog
@@ -63,6 +64,20 @@ ROLLBACK_TIMEOUT = 600.0  # a rule's rollback: start, warm up, move traffic
 _LEVEL_NAMES = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
+class Sources(Protocol):
+    """What feeds the store every tick: the local samplers (`signals/samplers.py`), or a
+    cluster's (`platform/kubernetes/signals.py`)."""
+
+    store: SeriesStore
+    traffic: RouterHistory | None
+    # What /metrics shows besides the store (`figures.py`)
+    log_totals: dict[str, dict[str, int]]
+    router_totals: RouterTotals
+    instances: dict[str, dict[str, object]]
+
+    def step(self, t: float) -> None: ...
+
+
 class Automation:
     def __init__(
         self,
@@ -70,7 +85,7 @@ class Automation:
         env: str,
         state_dir: Path,
         platform: Platform,
-        samplers: Samplers,
+        samplers: Sources,
         deployer: Rollouts,
         audit: AuditLog,
         redact: Callable[[str], str],

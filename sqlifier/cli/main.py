@@ -22,6 +22,7 @@ __all__ = ["cli", "deploy_cli", "main", "run"]
 # Each command's module is imported only when that command runs: `sqlifier ps` loads the
 # client side only, never the agent, the rule engine or the secret store's cryptography.
 COMMANDS = {
+    "agent": "sqlifier.cli.agent:command",
     "approve": "sqlifier.cli.deploy:approve",
     "audit": "sqlifier.cli.audit:group",
     "check": "sqlifier.cli.check:command",
@@ -51,6 +52,7 @@ COMMANDS = {
 # What `sqlifier --help` says of each command, written here so that the list is printed
 # without importing every command's module (which would take most of a second).
 SUMMARIES = {
+    "agent": "Run the agent of a Kubernetes environment.",
     "approve": "Approve a deploy awaiting approval.",
     "audit": "Who did what, to what, when and why; audit verify.",
     "check": "Check the stack file and rule files.",

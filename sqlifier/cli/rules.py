@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from sqlifier.agent.client import AgentClient, agent_alive
+from sqlifier.agent.kubernetes_requests import ClusterAgentClient, cluster_client
 from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services, duration, resolve_env
 from sqlifier.cli.workspace import Context, display_path, load_context
 from sqlifier.engine.compiled import CompiledRule
@@ -29,8 +30,9 @@ from sqlifier.engine.replay import (
 from sqlifier.errors import DiagnosticsError, UserError
 from sqlifier.signals.slo import is_slo_key, replay_values
 from sqlifier.stack import load_stack
-from sqlifier.stack.model import Stack
+from sqlifier.stack.model import PlatformKind, Stack
 from sqlifier.stack.rulefiles import load_rules
+from sqlifier.store.audit import current_user
 from sqlifier.store.decisions import DecisionLog
 from sqlifier.store.history import History
 from sqlifier.store.slo import SloStore
@@ -50,8 +52,10 @@ def group() -> None:
 # --- live: list, explain, pause, resume ---------------------------------------------------
 
 
-def _client(env: str | None, stack_file: str | None) -> AgentClient:
+def _client(env: str | None, stack_file: str | None) -> AgentClient | ClusterAgentClient:
     context = load_context(stack_file, env)
+    if context.stack.environment(context.env).platform is PlatformKind.KUBERNETES:
+        return cluster_client(context.stack, context.env, current_user())  # no port: ConfigMaps
     if not agent_alive(context.state_dir):
         raise UserError(
             f"the agent of {context.stack.name} ({context.env}) is not running; "

@@ -93,9 +93,12 @@ def assemble(reader: StackReader) -> m.Stack:
             "url": reader.text,
             "timeout": reader.duration,
             "gateway_metrics": read_gateway_metrics(reader),
+            "gateway": reader.text,
+            "queries": reader.text_map,
         },
         "[prometheus]",
     )
+    _check_prometheus(reader, prometheus)
     metrics = _metrics(reader)
     dashboard = _dashboard(reader)
 
@@ -235,6 +238,27 @@ def _router(reader: StackReader) -> m.Router:
     if address is None:
         return router
     return m.Router(router.kind, *address, tls=tls)
+
+
+def _check_prometheus(reader: StackReader, prometheus: dict[str, Any]) -> None:
+    """[prometheus] gateway names one whose queries sqlifier has; queries name signals."""
+    gateway = prometheus.get("gateway")
+    if gateway is not None and gateway not in m.PROMETHEUS_GATEWAYS:
+        reader.error(
+            ("prometheus", "gateway"),
+            f"[prometheus] gateway = {gateway!r} is not one sqlifier has queries for: use one "
+            f"of {', '.join(m.PROMETHEUS_GATEWAYS)}, or give rps, error_rate and latency in "
+            "[prometheus] queries",
+        )
+        del prometheus["gateway"]
+    for key in list(prometheus.get("queries") or {}):
+        if key not in m.PROMETHEUS_SIGNALS:
+            reader.error(
+                ("prometheus", "queries", key),
+                f"[prometheus] queries.{key} is not a signal a query can be given for: "
+                f"{', '.join(m.PROMETHEUS_SIGNALS)}",
+            )
+            del prometheus["queries"][key]
 
 
 def _raw(value: object, path: KeyPath) -> object:

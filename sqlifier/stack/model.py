@@ -295,6 +295,15 @@ class Prometheus:
     timeout: float = 2.0
     # whose request metrics count a service's requests on Kubernetes (None: Envoy Gateway's)
     gateway_metrics: GatewayMetrics | MetricQueries | None = None
+    # On Kubernetes: whose metrics rps, error_rate and latency come from ("envoy-gateway",
+    # "istio", "nginx", "traefik"), and queries in place of the built-in ones, per signal.
+    gateway: str | None = None
+    queries: dict[str, str] = field(default_factory=dict)
+
+
+# [prometheus] gateway's values, and the signals [prometheus] queries may give a query for.
+PROMETHEUS_GATEWAYS = ("envoy-gateway", "istio", "nginx", "traefik")
+PROMETHEUS_SIGNALS = ("cpu", "memory", "rps", "error_rate", "latency")
 
 
 @dataclass(frozen=True, slots=True)

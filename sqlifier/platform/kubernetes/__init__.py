@@ -26,4 +26,9 @@ CLI's start-up does not pay for it.
     leader.py            two agents, one leader: election with a Lease, on an injected clock
     state.py             the agent's state in ConfigMaps, written only by the leader (fenced)
     audit.py             the hash-chained audit log in ConfigMaps, chunked, never forked
+    platform.py          KubernetesPlatform: the platform seam on a cluster (pods, scale,
+                         rolling restart, logs)
+    podwatch.py          the environment's pods, listed once, then watched
+    promql.py            the agent's PromQL: query templates per gateway, the client
+    signals.py           what the agent measures every second on a cluster
 """
