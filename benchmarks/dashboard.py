@@ -231,6 +231,7 @@ class Served:
         self.ready.set()
         self.loop.run_forever()
         server.close()
+        self.loop.set_exception_handler(lambda loop, context: None)  # the cancelled streams
         tasks = asyncio.all_tasks(self.loop)
         for task in tasks:
             task.cancel()
