@@ -63,6 +63,7 @@ ACTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "scale": ("/v1/scale", ("service", "instances")),
 }
 PAGES = ("overview", "service", "rules", "deploys", "audit", "dora")
+CHARTED = ("service", "deploys", "dora")  # the pages that load the chart library
 
 
 class Dashboard:
@@ -76,6 +77,7 @@ class Dashboard:
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
+        self.templates.globals["CHARTED"] = CHARTED
         self.templates.filters.update(
             when=_when, ago=lambda t: _ago(t, self.clock()), pct=_pct, num=_num, secs=_secs
         )
@@ -139,6 +141,10 @@ class Dashboard:
     def _render(
         self, request: Request, page: str, title: str, data: Any, status: int = 200
     ) -> Response:
+        if self._watcher is None:
+            # No one watches: the version is brought up to date first, so that the page's
+            # own event stream, once it connects, does not fetch the same page again.
+            self._look()
         session = self.logins.session(request.headers.get("cookie", ""))
         fragment = request.query.get("fragment") == "1"
         key = (request.path + "?" + _query_key(request), page, self.version)

@@ -23,6 +23,7 @@ from sqlifier.lang.units import Type
 __all__ = ["CHART_KEYS", "Series", "audit", "deploys", "dora", "overview", "rules", "service"]
 
 HOUR = 3600.0
+MINUTE = 60.0
 STEP = 10.0  # the history's resolution
 # The service page's charts: history key, title, unit.
 CHART_KEYS = (
@@ -37,58 +38,89 @@ ACTED = ("fired", "done", "failed", "would fire")
 
 
 class Series:
-    """The last hour of every service's history, read once per 10 s bucket."""
+    """What the pages draw from the signal history, kept per 10 s bucket.
+
+    The overview's sparklines need the highest value of each minute of the last hour for
+    three keys of every service: they are read aggregated (`History.peaks`), the whole
+    hour once and then only the minute that is filling, and each line is drawn again only
+    when its minutes changed. A service's charts (the Service and Deploys pages) read that
+    one service's hour at 10 s, at most once per bucket.
+    """
 
     def __init__(self, source: Source) -> None:
         self.source = source
         self._bucket = -1.0
-        self._data: dict[str, dict[str, list[tuple[float, float]]]] = {}
+        self._read_to = -1.0  # where the minutes were last read up to (a bucket's start)
+        self._minutes: dict[tuple[str, str], dict[int, float]] = {}
         self._sparks: dict[tuple[str, str], str] = {}
+        self._first = 0  # the first minute the sparklines show
+        self._purged = 0  # the first minute when the older ones were last dropped
+        self._hours: dict[str, dict[str, list[tuple[float, float]]]] = {}
 
-    def hour(self, now: float) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    def _turn(self, now: float) -> None:
         bucket = now - now % STEP
-        if bucket != self._bucket:
-            self._read(bucket, now)
-            self._bucket = bucket
-            self._sparks = {}
-        return self._data
+        if bucket == self._bucket:
+            return
+        self._bucket = bucket
+        self._hours = {}
+        first = int((bucket - HOUR) // MINUTE * MINUTE + MINUTE)
+        if first != self._first:
+            self._first = first
+            self._sparks = {}  # every line moves left by one minute
+        self._read_minutes(bucket)
 
-    def spark(self, service: str, key: str, now: float) -> str:
-        """A sparkline's points, drawn once per bucket."""
-        points = self.hour(now).get(service, {}).get(key, [])
-        found = self._sparks.get((service, key))
-        if found is None:
-            found = self._sparks[(service, key)] = spark_points(points, self._bucket)
-        return found
-
-    def _read(self, bucket: float, now: float) -> None:
-        """The buckets since the last read are added, those older than an hour dropped;
-        the whole hour is read only the first time (or after a pause of an hour)."""
+    def _read_minutes(self, bucket: float) -> None:
         history = self.source.history()
         if history is None:
-            self._data = {}
+            self._minutes, self._sparks, self._read_to = {}, {}, -1.0
             return
-        since = now - HOUR
-        if self._data and self._bucket > since:
-            # The bucket last read may have been written since: it is read again.
-            since = self._bucket
-            for keys in self._data.values():
-                for points in keys.values():
-                    while points and points[-1][0] >= since:
-                        points.pop()
-        else:
-            self._data = {}
+        whole = self._read_to < self._first
+        since = self._first if whole else self._read_to - self._read_to % MINUTE
         try:
-            for t, service, key, value in history.read(since, bucket + STEP):
-                self._data.setdefault(service, {}).setdefault(key, []).append((t, value))
+            peaks = history.peaks(since, bucket + STEP, int(MINUTE), keys=_SPARKS)
         except Exception:  # a damaged history: the pages show no charts, not an error
-            self._data = {}
+            self._minutes, self._sparks, self._read_to = {}, {}, -1.0
             return
-        oldest = now - HOUR
-        for keys in self._data.values():
-            for key, points in keys.items():
-                if points and points[0][0] < oldest:
-                    keys[key] = [p for p in points if p[0] >= oldest]
+        if whole:
+            self._minutes, self._sparks = {}, {}
+        for service, keys in peaks.items():
+            for key, minutes in keys.items():
+                known = self._minutes.setdefault((service, key), {})
+                if any(known.get(m) != v for m, v in minutes.items()):
+                    known.update(minutes)
+                    self._sparks.pop((service, key), None)
+        if self._purged != self._first:  # a minute began: the oldest ones left the hour
+            self._purged = self._first
+            for known in self._minutes.values():
+                for minute in [m for m in known if m < self._first]:
+                    del known[minute]
+        self._read_to = bucket
+
+    def spark(self, service: str, key: str, now: float) -> str:
+        """A sparkline's points: the highest value of each minute of the last hour."""
+        self._turn(now)
+        found = self._sparks.get((service, key))
+        if found is None:
+            minutes = self._minutes.get((service, key), {})
+            found = self._sparks[(service, key)] = spark_points(minutes, self._first)
+        return found
+
+    def hour(self, service: str, now: float) -> dict[str, list[tuple[float, float]]]:
+        """One service's last hour at 10 s, key -> [(t, value)]."""
+        self._turn(now)
+        found = self._hours.get(service)
+        if found is None:
+            history = self.source.history()
+            found = {}
+            if history is not None:
+                try:
+                    found = history.columns(
+                        self._bucket - HOUR + STEP, self._bucket + STEP, services=(service,)
+                    ).get(service, {})
+                except Exception:  # a damaged history: no charts, not an error
+                    found = {}
+            self._hours[service] = found
+        return found
 
 
 def _status(source: Source) -> dict[str, Any]:
@@ -109,22 +141,19 @@ def _level(source: Source, service: str, key: str, now: float) -> float | None:
 
 
 def spark_points(
-    points: list[tuple[float, float]], now: float, width: int = 120, height: int = 24
+    minutes: Mapping[int, float], first: int, width: int = 120, height: int = 24
 ) -> str:
-    """An SVG polyline's points for one hour of values, scaled to the box: one point a
-    minute (the minute's highest), so a hundred sparklines stay a small page."""
-    if not points:
+    """An SVG polyline's points for the minutes of one hour (minute start -> its highest
+    value; `first` is the hour's first minute), scaled to the box."""
+    if not minutes:
         return ""
-    start = now - HOUR
-    minutes: dict[int, float] = {}
-    for t, v in points:
-        slot = int((t - start) // 60)
-        minutes[slot] = max(v, minutes.get(slot, v))
     low, high = min(minutes.values()), max(minutes.values())
     span = (high - low) or 1.0
+    step = width / (HOUR / MINUTE - 1)
+    scale = (height - 2) / span
     return " ".join(
-        f"{slot * width / 60:.0f},{height - 1 - (v - low) / span * (height - 2):.0f}"
-        for slot, v in sorted(minutes.items())
+        f"{(m - first) / MINUTE * step:.0f},{height - 1 - (v - low) * scale:.0f}"
+        for m, v in sorted(minutes.items())
     )
 
 
@@ -205,7 +234,7 @@ def service(source: Source, series: Series, name: str, now: float) -> dict[str, 
     if spec is None:
         return None
     status = _status(source)
-    history = series.hour(now).get(name, {})
+    history = series.hour(name, now)
     thresholds = _thresholds(source, name)
     firings = _firings(source, name, now - HOUR)
     charts = []
@@ -391,10 +420,9 @@ def deploys(source: Source, series: Series, now: float) -> dict[str, Any]:
     live = [r for r in runs if not r.get("done")]
     ended = [r for r in runs if r.get("done")]
     ended.reverse()
-    history_all = series.hour(now)
     shown_live = []
     for run in live:
-        history = history_all.get(str(run.get("service")), {})
+        history = series.hour(str(run.get("service")), now)
         since = float(run.get("created") or now - HOUR)
         charts = []
         for key, title in (("error_rate", "Error rate"), ("latency_p99", "Latency p99")):

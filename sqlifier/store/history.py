@@ -282,6 +282,110 @@ class History:
                         if mask[slot]:
                             yield t, service, key, values[slot]
 
+    def columns(
+        self,
+        since: float,
+        until: float,
+        services: Collection[str] | None = None,
+        keys: Collection[str] | None = None,
+    ) -> dict[str, dict[str, list[tuple[float, float]]]]:
+        """service -> key -> [(t, value)] for `since <= t < until`, oldest first: the values
+        `read` gives, grouped by series, of the `keys` asked only (every key for None).
+
+        The buffered hour is read where it lies, not copied: a page that asks for the
+        newest bucket of every service costs one pass over that bucket.
+        """
+        found: dict[str, dict[str, list[tuple[float, float]]]] = {}
+        first, end = _bucket_ceil(since), _bucket_ceil(until)
+        if first >= end:
+            return found
+        for start in self._starts(first // SLOTS * _HOUR, end * _STEP):
+            base = start // _STEP
+            low, high = max(first - base, 0), min(end - base, SLOTS)
+            for service, key, mask, values in self._columns(start, services, keys):
+                points = [
+                    (float((base + slot) * _STEP), values[slot])
+                    for slot in range(low, high)
+                    if mask[slot]
+                ]
+                if points:
+                    found.setdefault(service, {}).setdefault(key, []).extend(points)
+        return found
+
+    def peaks(
+        self,
+        since: float,
+        until: float,
+        every: int,
+        services: Collection[str] | None = None,
+        keys: Collection[str] | None = None,
+    ) -> dict[str, dict[str, dict[int, float]]]:
+        """service -> key -> {group start: the highest value in it}, the buckets of
+        `since <= t < until` grouped by `every` seconds (a multiple of 10 dividing an hour;
+        groups start at multiples of `every`): a sparkline's points, aggregated where the
+        values lie, without building one tuple per bucket."""
+        if every % _STEP or _HOUR % every:
+            raise ValueError(f"every must be a multiple of {_STEP} s dividing an hour, not {every}")
+        width = every // _STEP
+        found: dict[str, dict[str, dict[int, float]]] = {}
+        first, end = _bucket_ceil(since), _bucket_ceil(until)
+        if first >= end:
+            return found
+        for start in self._starts(first // SLOTS * _HOUR, end * _STEP):
+            base = start // _STEP
+            low, high = max(first - base, 0), min(end - base, SLOTS)
+            for service, key, mask, values in self._columns(start, services, keys):
+                groups: dict[int, float] | None = None
+                for group in range(low - low % width, high, width):
+                    a, b = max(group, low), min(group + width, high)
+                    held = mask.count(1, a, b)
+                    if held == b - a:
+                        top = max(values[a:b])
+                    elif held:
+                        top = max(values[slot] for slot in range(a, b) if mask[slot])
+                    else:
+                        continue
+                    if groups is None:
+                        groups = found.setdefault(service, {}).setdefault(key, {})
+                    groups[start + group * _STEP] = top
+        return found
+
+    def _columns(
+        self, start: int, services: Collection[str] | None, keys: Collection[str] | None
+    ) -> Iterator[tuple[str, str, bytearray, array[float]]]:
+        """(service, key, presence mask, values) of one hour, for `columns` and `peaks`:
+        a buffered chunk that holds the file's copy is read in place, and its blob is not
+        even fetched; any other is decoded, with the buffered values laid over it."""
+        wanted = None if services is None else set(services)
+        buffered = {
+            service: chunk
+            for (s, service), chunk in self._buffer.items()
+            if s == start and (wanted is None or service in wanted)
+        }
+        whole = sorted(service for service, chunk in buffered.items() if chunk.complete)
+        query = "SELECT service, data FROM chunks WHERE start = ?"
+        query += " AND service NOT IN (SELECT value FROM json_each(?))"
+        params: tuple[object, ...] = (start, json.dumps(whole))
+        if wanted is not None:
+            query += " AND service IN (SELECT value FROM json_each(?))"
+            params += (json.dumps(sorted(wanted)),)
+        chunks = {service: buffered[service] for service in whole}
+        for service, blob in self._db.execute(query, params).fetchall():
+            try:
+                chunk = _decode(blob)
+            except _Corrupt:
+                self.skipped += 1
+                continue
+            if service in buffered:
+                chunk.overlay(buffered[service])
+            chunks[service] = chunk
+        for service, chunk in buffered.items():
+            chunks.setdefault(service, chunk)
+        for service in sorted(chunks):
+            columns = chunks[service].columns
+            for key in sorted(columns if keys is None else set(keys) & columns.keys()):
+                yield service, key, *columns[key]
+
     def span(self) -> tuple[float, float] | None:
         """The oldest and the newest bucket holding any value, or None when empty."""
         oldest = newest = None

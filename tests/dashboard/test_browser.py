@@ -49,16 +49,44 @@ def test_every_page_loads_without_console_errors(
 
 def test_the_service_page_draws_its_charts(stack: Stack, page: Page) -> None:
     page.page.goto(stack.url + "/services/web")
-    page.page.locator("figure.chart[data-chart='4'] .plot[data-drawn='1']").wait_for()
-    # CPU and memory are sampled from the start; without requests, the error rate and
+    # CPU and memory are sampled from the start, but reach the history only every 10 s:
+    # each chart is waited for by itself (a page shown before the first bucket says "no
+    # data yet" until the live update after it). Without requests, the error rate and
     # the latency have no data yet and say so.
+    for chart in ("0", "1"):
+        page.page.locator(f"figure.chart[data-chart='{chart}'] .plot canvas").wait_for()
+    page.page.locator("figure.chart[data-chart='3'] .plot[data-drawn='1']").wait_for()
     assert page.page.locator("figure.chart[data-chart='0'] canvas").count() == 1
-    assert page.page.locator("figure.chart[data-chart='1'] canvas").count() == 1
     assert page.page.locator("figure.chart[data-chart='3'] .plot").inner_text() == "no data yet"
     assert page.page.locator("figure.chart[data-chart='0'] figcaption").inner_text() == (
         "CPU · busy: high_cpu(>80%)"
     )
     assert page.errors == []
+
+
+def test_a_live_update_keeps_each_chart_and_gives_it_the_new_data(stack: Stack, page: Page) -> None:
+    page.page.goto(stack.url + "/services/web")
+    canvas = "figure.chart[data-chart='0'] .plot canvas"
+    page.page.locator(canvas).wait_for()
+    page.page.eval_on_selector(canvas, "c => { c.dataset.first = '1'; }")
+    version = page.page.evaluate("document.body.dataset.version")
+    # a new 10 s bucket of history changes the page: it is fetched again within ~10 s
+    page.page.wait_for_function(
+        "(seen) => document.body.dataset.version !== seen", arg=version, timeout=25000
+    )
+    page.page.locator(canvas).wait_for()
+    assert page.page.locator(canvas).get_attribute("data-first") == "1"  # the same chart
+    assert page.page.locator("figure.chart canvas[data-first]").count() == 1
+    assert page.errors == []
+
+
+def test_pages_without_charts_do_not_load_the_chart_library(stack: Stack, page: Page) -> None:
+    page.page.goto(stack.url + "/")
+    page.page.wait_for_selector("#live:has-text('live')")
+    assert page.page.evaluate("typeof uPlot") == "undefined"
+    page.page.goto(stack.url + "/services/web")
+    page.page.wait_for_selector("#live:has-text('live')")
+    assert page.page.evaluate("typeof uPlot") == "function"
 
 
 def test_a_scale_shows_on_the_overview_within_two_seconds(stack: Stack, page: Page) -> None:

@@ -5,7 +5,6 @@
   var main = document.getElementById("main");
   var live = document.getElementById("live");
   var message = document.getElementById("message");
-  var plots = [];
 
   // --- theme -------------------------------------------------------------------------
   var themeButton = document.getElementById("theme");
@@ -19,13 +18,21 @@
     document.documentElement.dataset.theme = next;
     try { localStorage.setItem("sqlifier-theme", next); } catch (e) { /* private mode */ }
     showTheme();
-    drawCharts();
+    drawCharts(true);
   });
   showTheme();
 
   // --- charts ------------------------------------------------------------------------
-  function color(name) {
-    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  // Each chart's uPlot is made once and kept across live updates (found again by its
+  // figure's data-key): an update moves it into the new figure and gives it the new data.
+  // A theme switch makes them again, in the theme's colours. Sizes are all read before
+  // anything is drawn, so that drawing does not force the layout again chart by chart.
+  var plots = {};  // data-key -> { u: uPlot, holder: { chart: … }, kind: "service" | … }
+  var NAMES = ["--fg", "--line", "--accent", "--bad", "--warn", "--stable", "--canary"];
+  function palette() {
+    var style = getComputedStyle(document.documentElement), colors = {};
+    NAMES.forEach(function (name) { colors[name] = style.getPropertyValue(name).trim(); });
+    return colors;
   }
   function pageData() {
     var node = document.getElementById("page-data");
@@ -43,100 +50,131 @@
       });
     };
   }
-  function xRange(chart) {
-    return function () { return [chart.since, Math.max(chart.until, chart.since + 60)]; };
+  function xRange(holder) {
+    return function () {
+      var chart = holder.chart;
+      return [chart.since, Math.max(chart.until, chart.since + 60)];
+    };
+  }
+  function yRange(holder) {
+    return function () {
+      var chart = holder.chart;
+      var all = chart.v.concat(chart.thresholds.map(function (th) { return th.value; }));
+      var hi = Math.max.apply(null, all), lo = Math.min.apply(null, all.concat([0]));
+      return [lo, hi * 1.1 || 1];
+    };
   }
   function hasValues(list) {
     return (list || []).some(function (v) { return v !== null && v !== undefined; });
   }
-  function empty(chart, plot) {
-    if (hasValues(chart.v) || hasValues(chart.stable) || hasValues(chart.canary)) return false;
-    plot.textContent = "no data yet";
-    plot.classList.add("empty");
-    return true;
-  }
   function width(plot) { return Math.max(280, plot.clientWidth || 400); }
-  function axes(unit) {
-    var fg = color("--fg"), line = color("--line");
+  function axes(unit, colors) {
+    var fg = colors["--fg"], line = colors["--line"];
     return [
       { stroke: fg, grid: { stroke: line }, ticks: { stroke: line } },
       { stroke: fg, grid: { stroke: line }, ticks: { stroke: line }, values: format(unit), size: 70 }
     ];
   }
-  function thresholdsAndFirings(chart) {
+  function thresholdsAndFirings(holder, colors) {
     return function (u) {
-      var ctx = u.ctx;
+      var ctx = u.ctx, chart = holder.chart;
       ctx.save();
       ctx.lineWidth = 1.5 * devicePixelRatio;
+      ctx.strokeStyle = colors["--bad"];
+      ctx.setLineDash([6 * devicePixelRatio, 4 * devicePixelRatio]);
       (chart.thresholds || []).forEach(function (th) {
         var y = u.valToPos(th.value, "y", true);
-        ctx.strokeStyle = color("--bad");
-        ctx.setLineDash([6 * devicePixelRatio, 4 * devicePixelRatio]);
         ctx.beginPath(); ctx.moveTo(u.bbox.left, y); ctx.lineTo(u.bbox.left + u.bbox.width, y); ctx.stroke();
       });
       ctx.setLineDash([]);
+      ctx.fillStyle = colors["--warn"];
       (chart.firings || []).forEach(function (f) {
         var x = u.valToPos(f.t, "x", true);
-        ctx.fillStyle = color("--warn");
         ctx.beginPath(); ctx.arc(x, u.bbox.top + 6 * devicePixelRatio, 5 * devicePixelRatio, 0, 2 * Math.PI); ctx.fill();
       });
       ctx.restore();
     };
   }
-  function serviceChart(chart, plot) {
-    if (empty(chart, plot)) return null;
-    var values = chart.v.slice();
-    var range = null;
-    if (chart.thresholds && chart.thresholds.length) {
-      var all = values.concat(chart.thresholds.map(function (th) { return th.value; }));
-      var hi = Math.max.apply(null, all), lo = Math.min.apply(null, all.concat([0]));
-      range = [lo, hi * 1.1 || 1];
+  // What one figure shows: its kind, its chart's record, and uPlot's data (null: no data).
+  function spec(page, data, index) {
+    if (page === "service" && data[index]) {
+      var chart = data[index];
+      return { kind: "service", chart: chart, height: 180,
+               data: hasValues(chart.v) ? [chart.t, chart.v] : null };
     }
-    var opts = {
-      width: width(plot), height: 180, axes: axes(chart.unit),
-      scales: { x: { time: true, range: xRange(chart) }, y: range ? { range: range } : {} },
-      series: [{}, { label: chart.title, stroke: color("--accent"), width: 1.5 }],
-      hooks: { draw: [thresholdsAndFirings(chart)] }
-    };
-    return new uPlot(opts, [chart.t, values], plot);
+    if (page === "deploys" && data[index]) {
+      var run = data[index];
+      return { kind: "track", chart: run, height: 180,
+               data: hasValues(run.stable) || hasValues(run.canary) ? [run.t, run.stable, run.canary] : null };
+    }
+    if (page === "dora" && data.names && data.names[index]) {
+      var name = data.names[index];
+      return { kind: "dora", chart: { name: name }, height: 160,
+               data: [data.trend.map(function (w) { return w.until; }),
+                      data.trend.map(function (w) { return w[name]; })] };
+    }
+    return null;
   }
-  function trackChart(chart, plot) {
-    if (empty(chart, plot)) return null;
-    var opts = {
-      width: width(plot), height: 180, axes: axes(chart.unit),
-      scales: { x: { time: true, range: xRange(chart) } },
-      series: [{}, { label: "stable", stroke: color("--stable"), width: 1.5, spanGaps: true },
-               { label: "canary", stroke: color("--canary"), width: 1.5, spanGaps: true }]
-    };
-    return new uPlot(opts, [chart.t, chart.stable, chart.canary], plot);
+  function make(found, holder, size, colors, plot) {
+    var chart = found.chart, opts;
+    if (found.kind === "service") {
+      opts = {
+        width: size, height: found.height, axes: axes(chart.unit, colors),
+        scales: { x: { time: true, range: xRange(holder) },
+                  y: chart.thresholds && chart.thresholds.length ? { range: yRange(holder) } : {} },
+        series: [{}, { label: chart.title, stroke: colors["--accent"], width: 1.5 }],
+        hooks: { draw: [thresholdsAndFirings(holder, colors)] }
+      };
+    } else if (found.kind === "track") {
+      opts = {
+        width: size, height: found.height, axes: axes(chart.unit, colors),
+        scales: { x: { time: true, range: xRange(holder) } },
+        series: [{}, { label: "stable", stroke: colors["--stable"], width: 1.5, spanGaps: true },
+                 { label: "canary", stroke: colors["--canary"], width: 1.5, spanGaps: true }]
+      };
+    } else {
+      opts = {
+        width: size, height: found.height, axes: axes("", colors), scales: { x: { time: true } },
+        series: [{}, { label: chart.name.replace(/_/g, " "), stroke: colors["--accent"], width: 1.5,
+                       spanGaps: true, points: { show: true } }]
+      };
+    }
+    return new uPlot(opts, found.data, plot);
   }
-  function doraChart(trend, name, plot) {
-    var xs = trend.map(function (w) { return w.until; });
-    var ys = trend.map(function (w) { return w[name]; });
-    var opts = {
-      width: width(plot), height: 160, axes: axes(""), scales: { x: { time: true } },
-      series: [{}, { label: name.replace(/_/g, " "), stroke: color("--accent"), width: 1.5, spanGaps: true,
-                     points: { show: true } }]
-    };
-    return new uPlot(opts, [xs, ys], plot);
-  }
-  function drawCharts() {
-    plots.forEach(function (p) { p.destroy(); });
-    plots = [];
-    if (typeof uPlot === "undefined") return;
-    var data = pageData();
-    if (!data) return;
+  function drawCharts(again) {
+    var kept = {};
+    if (again) { Object.keys(plots).forEach(function (key) { plots[key].u.destroy(); }); plots = {}; }
+    var data = typeof uPlot === "undefined" ? null : pageData();
     var page = document.body.dataset.page;
-    main.querySelectorAll("figure.chart").forEach(function (figure) {
-      var index = Number(figure.dataset.chart);
+    var figures = data ? Array.prototype.slice.call(main.querySelectorAll("figure.chart")) : [];
+    // read first: every plot's width (one layout) and the theme's colours (one style)
+    var sizes = figures.map(function (figure) { return width(figure.querySelector(".plot")); });
+    var colors = figures.length ? palette() : null;
+    // then write, in the figures' order
+    figures.forEach(function (figure, n) {
       var plot = figure.querySelector(".plot");
-      var made = null;
-      if (page === "service" && data[index]) made = serviceChart(data[index], plot);
-      else if (page === "deploys" && data[index]) made = trackChart(data[index], plot);
-      else if (page === "dora" && data.names) made = doraChart(data.trend, data.names[index], plot);
+      var key = figure.dataset.key || figure.dataset.chart;
+      var found = spec(page, data, Number(figure.dataset.chart));
+      var known = plots[key];
+      if (found && found.data) {
+        if (known && known.kind === found.kind) {
+          known.holder.chart = found.chart;
+          plot.appendChild(known.u.root);
+          if (known.u.width !== sizes[n]) known.u.setSize({ width: sizes[n], height: found.height });
+          known.u.setData(found.data);
+          kept[key] = known;
+        } else {
+          var holder = { chart: found.chart };
+          kept[key] = { u: make(found, holder, sizes[n], colors, plot), holder: holder, kind: found.kind };
+        }
+      } else if (found) {
+        plot.textContent = "no data yet";
+        plot.classList.add("empty");
+      }
       plot.dataset.drawn = "1";
-      if (made) plots.push(made);
     });
+    Object.keys(plots).forEach(function (key) { if (!kept[key]) plots[key].u.destroy(); });
+    plots = kept;
   }
 
   // --- live updates ------------------------------------------------------------------
