@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services, duration
-from sqlifier.cli.workspace import load_context
+from sqlifier.cli.workspace import load_context, on_cluster
 from sqlifier.delivery.budget import read_budget
 from sqlifier.delivery.dora import compute
 from sqlifier.delivery.events import read_events
@@ -78,6 +78,10 @@ def plan(
     services = context.stack.services_for(context.env)
     if only is not None and only not in services:
         raise UserError(f"unknown service {only!r}; services: {', '.join(services)}")
+    if on_cluster(context):
+        from sqlifier.cli import cluster  # noqa: PLC0415 (the Kubernetes client: when used)
+
+        return cluster.plan(context, only, version, as_json)
     names = [only] if only is not None else list(services)
     store = Releases(context.state_dir, context.env)
     plans = []
