@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlifier.platform.kubernetes.api import Cluster, connect, ref
+from sqlifier.platform.kubernetes.api import Cluster, ref
 from sqlifier.platform.kubernetes.apply import (
     Change,
     apply,
@@ -33,6 +33,7 @@ from sqlifier.platform.kubernetes.apply import (
     prune,
 )
 from sqlifier.platform.kubernetes.errors import ApplyConflict, ClusterError, NotReady
+from sqlifier.platform.kubernetes.kubeconfig import quick_connect
 from sqlifier.platform.kubernetes.pods import owner_labels
 from sqlifier.platform.kubernetes.render import render
 from sqlifier.platform.kubernetes.render_common import Manifest, Target
@@ -67,7 +68,7 @@ def open_environment(
     """The environment's target and a connection to its cluster (ClusterError when it
     cannot be reached or its namespace does not exist)."""
     target = Target.of(stack, env)
-    return target, connect(target.namespace, target.context, kubeconfig)
+    return target, quick_connect(target.namespace, target.context, kubeconfig)
 
 
 def objects_to_apply(

@@ -5,6 +5,8 @@ kubelet: it "pulls" every image and reports the pods Running and Ready."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,26 @@ def test_down_leaves_nothing_sqlifier_owned_but_the_data(
     assert core.list_namespaced_pod(namespace).items == []
     again = run(shop_up, "down")
     assert (again.returncode, again.stdout.split(" is on ")[0]) == (0, "nothing of shop (cluster)")
+
+
+def test_the_same_stack_file_still_runs_the_shop_locally(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No cluster: the shop's default environment runs on this machine, its `image` keys
+    # and its `cluster` environment ignored. Its `python3` is the one with alembic.
+    from tests.conftest import BIN, run_sqlifier
+
+    monkeypatch.setenv("PATH", f"{BIN}:{os.environ['PATH']}")
+    shop = copy_shop(tmp_path, "shop")
+    up = run_sqlifier("up", "--detach", cwd=shop)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert up.stdout.startswith("shop (dev) is up: 7 instances ready")
+        ps = run_sqlifier("ps", "--json", cwd=shop)
+        rows = json.loads(ps.stdout)
+        assert by_service(rows) == SHOP_PODS
+        assert {r["state"] for r in rows} == {"ready"}
+        assert all(r["pid"] for r in rows)
+    finally:
+        down = run_sqlifier("down", cwd=shop)
+    assert (down.returncode, down.stdout) == (0, "shop (dev) is down\n")
