@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -158,8 +159,12 @@ def test_the_same_stack_file_still_runs_the_shop_locally(
 
     monkeypatch.setenv("PATH", f"{BIN}:{os.environ['PATH']}")
     shop = copy_shop(tmp_path, "shop")
-    up = run_sqlifier("up", "--detach", cwd=shop)
     try:
+        # Seven instances and a migration: longer than run_sqlifier's minute on a busy machine.
+        up = subprocess.run(
+            [str(BIN / "sqlifier"), "up", "--detach"],
+            cwd=shop, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
         assert up.returncode == 0, up.stderr
         assert up.stdout.startswith("shop (dev) is up: 7 instances ready")
         ps = run_sqlifier("ps", "--json", cwd=shop)
