@@ -14,6 +14,8 @@ Module by module:
     up.py         `up` and `down`: start a stack and stop it
     ps.py         `ps`, `scale`, `restart`: what runs, and changing it
     logs.py       `logs`: what a service's instances wrote
+    cluster.py    `plan`, `up`, `down`, `ps`, `logs`, `scale`, `restart` on a Kubernetes
+                  environment (each command hands such an environment to it)
     config.py     `config`: a service's effective configuration, secrets masked
     deploy.py     `deploy`, `deploy status`, `approve`, `rollback`, `rollout`
     releases.py   `releases`, `plan`, `dora` and `lock`

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services
-from sqlifier.cli.workspace import load_context
+from sqlifier.cli.workspace import load_context, on_cluster
 from sqlifier.errors import UserError
 
 __all__ = ["logs"]
@@ -57,6 +57,12 @@ def logs(
     if instance is not None and not instance.startswith(f"{service}-"):
         raise UserError(f"instance {instance!r} is not one of {service}'s (they are {service}-N)")
     minimum = _level(level)
+    if on_cluster(context):
+        from sqlifier.cli import cluster  # noqa: PLC0415 (the Kubernetes client: when used)
+
+        window = _since(since) if since else None
+        show = _as_json if as_json else _as_text
+        return cluster.logs(context, service, instance, minimum, window, follow, show)
     start = time.time() - _since(since) if since else 0.0
     folder = context.state_dir / "logs"
     mine = re.compile(rf"{re.escape(instance)}\.log") if instance else _instances_of(service)

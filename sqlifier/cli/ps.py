@@ -13,7 +13,7 @@ import click
 from sqlifier.agent.client import AgentClient, agent_alive
 from sqlifier.agent.files import disk_line, read_info
 from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services
-from sqlifier.cli.workspace import load_context, locate
+from sqlifier.cli.workspace import load_context, locate, on_cluster
 from sqlifier.errors import UserError
 
 __all__ = ["ps", "restart", "router_where", "scale", "table"]
@@ -36,6 +36,10 @@ def ps(env: str | None, stack_file: str | None, as_json: bool) -> int:
     place = locate(stack_file, env)  # a running agent answers without the stack being read
     if not agent_alive(place.state_dir):
         context = load_context(stack_file, env)
+        if on_cluster(context):
+            from sqlifier.cli import cluster  # noqa: PLC0415 (the Kubernetes client: when used)
+
+            return cluster.ps(context, as_json)
         left = _left_behind(context.state_dir)
         if as_json:
             click.echo(json.dumps(left, indent=2))
@@ -189,6 +193,11 @@ def scale(
             f"from 0 to {MAX_INSTANCES} (0 stops every instance of {service})"
         )
     body = {"service": service, "instances": instances}
+    context = load_context(stack_file, env)
+    if on_cluster(context):
+        from sqlifier.cli import cluster  # noqa: PLC0415 (the Kubernetes client: when used)
+
+        return cluster.scale(context, service, instances, as_json)
     return _operate("scale", body, env, stack_file, as_json)
 
 
@@ -200,7 +209,12 @@ def scale(
 def restart(service: str, env: str | None, stack_file: str | None, as_json: bool) -> int:
     """Replace SERVICE's instances one at a time, each after its replacement is ready.
     `restart router` (when no service is called so) reads the router's certificates again."""
-    if service == "router" and "router" not in load_context(stack_file, env).stack.services:
+    context = load_context(stack_file, env)
+    if on_cluster(context):
+        from sqlifier.cli import cluster  # noqa: PLC0415 (the Kubernetes client: when used)
+
+        return cluster.restart(context, service, as_json)
+    if service == "router" and "router" not in context.stack.services:
         return _reread_certificates(stack_file, env)
     return _operate("restart", {"service": service}, env, stack_file, as_json)
 

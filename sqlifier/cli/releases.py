@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from sqlifier.cli.options import ENV, JSON, STACK_FILE, complete_services, duration
-from sqlifier.cli.workspace import Context, load_context
+from sqlifier.cli.workspace import load_context, on_cluster
 from sqlifier.delivery.budget import read_budget
 from sqlifier.delivery.dora import compute
 from sqlifier.delivery.events import read_events
@@ -20,7 +20,6 @@ from sqlifier.delivery.locks import LockInfo, force_release, held_locks
 from sqlifier.delivery.plan import ServicePlan, plan_service
 from sqlifier.delivery.releases import Releases, releases_table
 from sqlifier.errors import UserError
-from sqlifier.stack.model import PlatformKind
 from sqlifier.store.audit import AuditLog, current_user
 
 __all__ = ["dora", "lock", "plan", "releases"]
@@ -80,6 +79,10 @@ def plan(
     services = context.stack.services_for(context.env)
     if only is not None and only not in services:
         raise UserError(f"unknown service {only!r}; services: {', '.join(services)}")
+    if on_cluster(context):
+        from sqlifier.cli import cluster  # noqa: PLC0415 (the Kubernetes client: when used)
+
+        return cluster.plan(context, only, version, as_json)
     names = [only] if only is not None else list(services)
     store = Releases(context.state_dir, context.env)
     plans = []
@@ -142,7 +145,7 @@ def list_locks(env: str | None, stack_file: str | None, as_json: bool) -> int:
     """Locks held now, stale ones (their process has ended) included."""
     context = load_context(stack_file, env)
     describe = LockInfo.describe
-    if on_kubernetes(context):
+    if on_cluster(context):
         from sqlifier.platform.kubernetes import locks  # noqa: PLC0415 (a Lease per lock)
 
         held = locks.environment_locks(context.stack, context.env)
@@ -174,7 +177,7 @@ def release(
 ) -> int:
     """Break SERVICE's lock: one left by a process that has ended (stale). Audited."""
     context = load_context(stack_file, env)
-    if on_kubernetes(context):
+    if on_cluster(context):
         from sqlifier.platform.kubernetes import locks  # noqa: PLC0415 (a Lease per lock)
 
         broken = locks.break_lock(
@@ -188,8 +191,3 @@ def release(
     )
     click.echo(f"broke the lock of {service}: it was {broken.describe()}")
     return 0
-
-
-def on_kubernetes(context: Context) -> bool:
-    """Whether the command's environment runs on a cluster (its records are kept there)."""
-    return context.stack.environment(context.env).platform is PlatformKind.KUBERNETES

@@ -24,7 +24,7 @@ from sqlifier.agent.server import Agent
 from sqlifier.cli.options import ENV, STACK_FILE
 from sqlifier.cli.output import print_diagnostics
 from sqlifier.cli.ps import router_where, table, tls_line
-from sqlifier.cli.workspace import Context, display_path, load_context
+from sqlifier.cli.workspace import Context, display_path, load_context, on_cluster
 from sqlifier.delivery.releases import ReleaseError, Releases
 from sqlifier.errors import UserError
 from sqlifier.runtime.instance import Event
@@ -54,6 +54,10 @@ def up(env: str | None, stack_file: str | None, detach: bool, timeout: float) ->
     """
     context = load_context(stack_file, env)
     print_diagnostics(context.warnings)
+    if on_cluster(context):
+        from sqlifier.cli import cluster  # noqa: PLC0415 (the Kubernetes client: when used)
+
+        return cluster.up(context, detach, timeout)
     if agent_alive(context.state_dir):
         info = read_info(context.state_dir) or {}
         raise UserError(
@@ -288,9 +292,16 @@ async def _stop_orphans(context: Context) -> int:
 @ENV
 @STACK_FILE
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the stop.")
-def down(env: str | None, stack_file: str | None, timeout: float) -> int:
+@click.option(
+    "--yes", is_flag=True, help="Do not ask for confirmation (a Kubernetes environment asks)."
+)
+def down(env: str | None, stack_file: str | None, timeout: float, yes: bool) -> int:
     """Stop every service and the agent; no process is left behind."""
     context = load_context(stack_file, env)
+    if on_cluster(context):
+        from sqlifier.cli import cluster  # noqa: PLC0415 (the Kubernetes client: when used)
+
+        return cluster.down(context, yes, timeout)
     if agent_alive(context.state_dir):
         try:
             return _shutdown(context, timeout)

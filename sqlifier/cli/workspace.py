@@ -15,7 +15,16 @@ from sqlifier.stack.names import ENV_NAME, STACK_FILE, find_stack
 if TYPE_CHECKING:
     from sqlifier.stack.model import Stack
 
-__all__ = ["Context", "Place", "Workspace", "display_path", "load_context", "locate", "resolve"]
+__all__ = [
+    "Context",
+    "Place",
+    "Workspace",
+    "display_path",
+    "load_context",
+    "locate",
+    "on_cluster",
+    "resolve",
+]
 
 
 @dataclass
@@ -146,3 +155,8 @@ def _env(env: str | None) -> str:
             "lower-case letters, digits, '_' and '-', starting with a letter, like production"
         )
     return env
+
+
+def on_cluster(context: Context) -> bool:
+    """Whether the context's environment runs on Kubernetes (cli/cluster.py runs it)."""
+    return context.stack.environment(context.env).platform.value == "kubernetes"

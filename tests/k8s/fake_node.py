@@ -10,7 +10,8 @@ here (no container runtime, no cgroups of our own). It plays what a kubelet show
 - on request makes a pod crash (restartCount up, CrashLoopBackOff), turn unready, or be
   OOM-killed, with the Events a kubelet records (BackOff, Unhealthy, Failed);
 - serves the kubelet's log endpoint (HTTPS, as the API server's `pods/log` expects), with
-  the lines a test gives a pod.
+  the lines a test gives a pod, each stamped with when it was given: `timestamps`,
+  `sinceSeconds`, `tailLines` and `follow` work as a kubelet's do.
 
 A pod can ask for its fate from the start with the annotation `fake-node/start: crash`,
 `oom`, `unready` or `image-pull-error`; an image whose registry ends in `.invalid` never
@@ -28,6 +29,7 @@ import ssl
 import sys
 import tempfile
 import threading
+import time
 import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,7 +67,8 @@ class FakeNode:
         self.coordination = client.CoordinationV1Api(api_client)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._logs: dict[tuple[str, str], list[str]] = {}
+        self._logs: dict[tuple[str, str], list[tuple[float, str]]] = {}
+        self._written = threading.Condition()  # a line was added to a log
         self._ips = 10
         self._started: set[str] = set()  # pod uids: a watch shows a pod Pending more than once
         self._lock = threading.Lock()
@@ -172,7 +175,9 @@ class FakeNode:
                     self._bind(pod)
                 self._first_start(pod)
         except ApiException as e:
-            if e.status not in (404, 409):  # gone meanwhile, or bound by an earlier event
+            # Gone meanwhile, bound by an earlier event, or its namespace is being deleted
+            # (403: no new content, such as an Event, in a terminating namespace).
+            if e.status not in (403, 404, 409):
                 print(f"fake node: {meta.namespace}/{meta.name}: {e.reason}", file=sys.stderr)
 
     def _bind(self, pod: Any) -> None:
@@ -195,7 +200,8 @@ class FakeNode:
         with self._lock:
             self._ips += 1
             ip = f"10.244.{self._ips // 250}.{self._ips % 250}"
-        self._logs.setdefault((ns, name), [f"fake node: started {name}"])
+        if (ns, name) not in self._logs:
+            self.append_log(ns, name, [f"fake node: started {name}"])
         t = _now()
         base = {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "127.0.0.1",
                 "startTime": t}  # fmt: skip
@@ -236,12 +242,33 @@ class FakeNode:
         self.event(ns, pod, "Unhealthy", "Readiness probe failed: HTTP probe failed with "
                    "statuscode: 503")  # fmt: skip
 
-    def set_log(self, ns: str, pod: str, lines: list[str]) -> None:
-        """What `pods/log` of the pod answers from now on."""
-        self._logs[(ns, pod)] = list(lines)
+    def set_log(self, ns: str, pod: str, lines: list[str], at: float | None = None) -> None:
+        """What `pods/log` of the pod answers from now on (written `at`, else now)."""
+        when = time.time() if at is None else at
+        with self._written:
+            self._logs[(ns, pod)] = [(when, line) for line in lines]
+            self._written.notify_all()
+
+    def append_log(self, ns: str, pod: str, lines: list[str]) -> None:
+        """Lines the pod writes now (a following `pods/log` sees them)."""
+        with self._written:
+            self._logs.setdefault((ns, pod), []).extend((time.time(), line) for line in lines)
+            self._written.notify_all()
 
     def logs(self, ns: str, pod: str) -> list[str]:
-        return list(self._logs.get((ns, pod), []))
+        return [line for _, line in self.stamped_logs(ns, pod)]
+
+    def stamped_logs(self, ns: str, pod: str, start: int = 0) -> list[tuple[float, str]]:
+        with self._written:
+            return list(self._logs.get((ns, pod), [])[start:])
+
+    def wait_for_lines(self, ns: str, pod: str, count: int, timeout: float) -> None:
+        """Until the pod's log has more than `count` lines, or `timeout` seconds."""
+        with self._written:
+            self._written.wait_for(
+                lambda: len(self._logs.get((ns, pod), [])) > count or self._stopping.is_set(),
+                timeout,
+            )
 
     def event(self, ns: str, pod: str, reason: str, message: str) -> None:
         """An Event about the pod as its kubelet would record it (a Warning)."""
@@ -302,6 +329,18 @@ class FakeNode:
             "phase": "Running", "conditions": conditions, "containerStatuses": statuses}})  # fmt: skip
 
 
+def _log_text(lines: list[tuple[float, str]], stamps: bool) -> bytes:
+    """Log lines as a kubelet sends them: with `timestamps`, each after its RFC 3339 time."""
+    if not stamps:
+        return "".join(line + "\n" for _, line in lines).encode()
+    return "".join(
+        datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ ")
+        + line
+        + "\n"
+        for t, line in lines
+    ).encode()
+
+
 def _registry(image: str) -> str:
     first = image.split("/", 1)[0]
     return first if "/" in image and ("." in first or ":" in first) else "docker.io"
@@ -319,15 +358,39 @@ def _log_server(node: FakeNode) -> ThreadingHTTPServer:
                 self.send_error(404)
                 return
             query = urllib.parse.parse_qs(url.query)
-            lines = node.logs(parts[1], parts[2])
+            ns, pod = parts[1], parts[2]
+            lines = node.stamped_logs(ns, pod)
+            seen = len(lines)
+            if "sinceSeconds" in query:
+                start = time.time() - int(query["sinceSeconds"][0])
+                lines = [(t, line) for t, line in lines if t >= start]
             if "tailLines" in query:
                 lines = lines[len(lines) - int(query["tailLines"][0]) :] if lines else []
-            body = "".join(line + "\n" for line in lines).encode()
+            stamps = query.get("timestamps", ["false"])[0] == "true"
+            if query.get("follow", ["false"])[0] != "true":
+                body = _log_text(lines, stamps)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            # Following: what there is, then each line as it comes, until the client goes
+            # or the node stops (the body ends with the connection: HTTP/1.0).
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.wfile.write(_log_text(lines, stamps))
+                self.wfile.flush()
+                while not node._stopping.is_set():
+                    node.wait_for_lines(ns, pod, seen, timeout=1.0)
+                    more = node.stamped_logs(ns, pod, seen)
+                    seen += len(more)
+                    self.wfile.write(_log_text(more, stamps))
+                    self.wfile.flush()
+            except OSError:
+                return  # the client went away
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

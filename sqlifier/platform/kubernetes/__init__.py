@@ -14,6 +14,12 @@ CLI's start-up does not pay for it.
                          delete what sqlifier owns
     wait.py              readiness of Deployments and StatefulSets, naming a pod that is not
                          ready with its events and last log lines
+    kubeconfig.py        a plain kubeconfig context read without the client's import
+    environment.py       an environment as plan, up and down work on it: secrets filled,
+                         apply, prune, wait; delete what sqlifier owns and wait for its pods
+    pods.py              the stack's pods as ps rows (state, readiness, restarts, OOM kills,
+                         node, release, track); their logs, read or followed, masked
+    ops.py               scale (the scale subresource) and restart (a rolling restart)
     render.py            the manifests of an environment, in apply order, and as YAML
     render_common.py     names, labels and metadata every object shares
     render_workloads.py  Deployment or StatefulSet, and Service, per service
