@@ -18,8 +18,17 @@ _RUN_CHECK = (
     "try:\n    main()\nexcept SystemExit:\n    pass\n"
     "print(json.dumps(sorted(sys.modules)))"
 )
-# The stack file's parts for keys most stacks never write.
-_OPTIONAL = ("sqlifier.stack.kubernetes", "sqlifier.stack.tls", "sqlifier.stack.slo")
+# The stack file's parts for keys most stacks never write, and cron.py for rules with no
+# schedule().
+_OPTIONAL = (
+    "sqlifier.stack.kubernetes",
+    "sqlifier.stack.tls",
+    "sqlifier.stack.slo",
+    "sqlifier.lang.cron",
+)
+
+
+_SCHEDULED = "RULE nightly\nON schedule('0 3 * * *')\nDO RESTART 'web';\n"
 
 
 def _loaded(code: str, cwd: Path) -> set[str]:
@@ -40,6 +49,9 @@ def _stack(folder: Path, extra: str = "") -> Path:
     (folder / "rules" / "r.sql").write_text(
         "RULE cpu\nON cpu(service='web') > 90% FOR 5m\nDO SCALE 'web' TO instances + 1\nLIMIT 4;\n"
     )
+    if extra == _SCHEDULED:  # a rule file, not a key of the stack file
+        (folder / "rules" / "nightly.sql").write_text(_SCHEDULED)
+        extra = ""
     (folder / "sqlifier.toml").write_text(
         '[stack]\nname = "s"\nrules = ["rules/*.sql"]\n\n'
         '[services.web]\nrun = "python3 app.py"\n' + extra
@@ -47,7 +59,7 @@ def _stack(folder: Path, extra: str = "") -> Path:
     return folder
 
 
-def test_check_of_a_plain_stack_loads_no_kubernetes_tls_or_slo(tmp_path: Path) -> None:
+def test_check_of_a_plain_stack_loads_no_kubernetes_tls_slo_or_cron(tmp_path: Path) -> None:
     loaded = _loaded(_RUN_CHECK, _stack(tmp_path))
     assert "sqlifier.stack.model" in loaded  # the stack was read
     assert [name for name in _OPTIONAL if name in loaded] == []
@@ -62,6 +74,7 @@ def test_check_of_a_plain_stack_loads_no_kubernetes_tls_or_slo(tmp_path: Path) -
         ),
         ('\n[router]\ntls = "self-signed"\n', "sqlifier.stack.tls"),
         ("slo = { availability = 0.999 }\n", "sqlifier.stack.slo"),
+        (_SCHEDULED, "sqlifier.lang.cron"),
     ],
 )
 def test_check_loads_each_part_for_a_stack_that_uses_it(
