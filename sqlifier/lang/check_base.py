@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlifier.diagnostics import Diagnostic, Severity
 from sqlifier.lang import ast
-from sqlifier.lang.cron import CronError
 from sqlifier.lang.errors import did_you_mean, quote
 from sqlifier.lang.printer import format_expr
 from sqlifier.lang.source import Source, Span
+
+if TYPE_CHECKING:  # cron.py is imported by a rule with a schedule() only
+    from sqlifier.lang.cron import CronError
 from sqlifier.lang.units import Type, base_value, unit_type
 
 __all__ = ["CheckerBase", "base_of", "literal_type", "shown"]

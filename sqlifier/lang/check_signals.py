@@ -8,10 +8,10 @@ are checked here too.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from sqlifier.lang import ast
 from sqlifier.lang.check_base import CheckerBase, base_of, literal_type, shown
-from sqlifier.lang.cron import CronError, parse_cron
 from sqlifier.lang.errors import did_you_mean, quote
 from sqlifier.lang.fields import (
     FUNCTIONS,
@@ -20,6 +20,9 @@ from sqlifier.lang.printer import format_expr, format_trigger
 from sqlifier.lang.signals import LOG_LEVELS, SIGNALS, ArgSpec, SignalKind, SignalSpec
 from sqlifier.lang.source import Span
 from sqlifier.lang.units import Type, describe
+
+if TYPE_CHECKING:
+    from sqlifier.lang.cron import CronError, CronSchedule
 
 __all__ = ["SignalChecks"]
 
@@ -207,7 +210,7 @@ class SignalChecks(CheckerBase):
             error = self.cron_error(text)
             if error is not None:
                 self.error(value.span, f"invalid schedule: {error}", "like '0 9 * * mon-fri'")
-            elif (never := parse_cron(text).never_fires()) is not None:
+            elif (never := _parse_cron(text).never_fires()) is not None:
                 self.warning(
                     value.span,
                     f"the schedule {quote(text)} can never fire: {never}",
@@ -230,9 +233,11 @@ class SignalChecks(CheckerBase):
 
     def cron_error(self, text: str) -> CronError | None:
         """What is wrong with a schedule, or None."""
+        from sqlifier.lang.cron import CronError  # noqa: PLC0415 (see _parse_cron)
+
         if text not in self.cron_errors:
             try:
-                parse_cron(text)
+                _parse_cron(text)
                 self.cron_errors[text] = None
             except CronError as exc:
                 self.cron_errors[text] = exc
@@ -260,3 +265,11 @@ def _positional_missing(spec: SignalSpec) -> str:
     if spec.name == "prometheus":
         return "prometheus() needs a query, like prometheus('sum(rate(http_requests_total[1m]))')"
     return f"{spec.name}() needs a cron expression, like schedule('0 9 * * mon-fri')"
+
+
+def _parse_cron(text: str) -> CronSchedule:
+    """cron.py, imported by the first rule with a schedule(): most rule files have none,
+    and every `check` would otherwise load it."""
+    from sqlifier.lang.cron import parse_cron  # noqa: PLC0415
+
+    return parse_cron(text)

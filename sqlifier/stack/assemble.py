@@ -14,11 +14,12 @@ from sqlifier.lang.source import Source, Span
 from sqlifier.stack import model as m
 from sqlifier.stack.expand import check_run
 from sqlifier.stack.gateway_metrics import read_gateway_metrics
-from sqlifier.stack.kubernetes import check_kubernetes, read_platform
 from sqlifier.stack.reader import StackReader
-from sqlifier.stack.slo import build_slo
-from sqlifier.stack.tls import check_tls, read_tls
 from sqlifier.stack.tomlpos import Path as KeyPath
+
+# kubernetes.py, tls.py and slo.py are imported only for a stack file that uses their
+# keys (a Kubernetes environment, `tls`, `slo`): most stacks use none, and every `check`,
+# `up` and `config` would otherwise load them (tests/cli/test_startup_imports.py).
 
 __all__ = ["TOP_LEVEL", "assemble", "read_stack"]
 
@@ -123,6 +124,8 @@ def assemble(reader: StackReader) -> m.Stack:
         if overlays[env]:  # the base's ports are checked above
             _check_ports(reader, env_services, router, env_origin, env)
         if environments[env].platform is m.PlatformKind.KUBERNETES:
+            from sqlifier.stack.kubernetes import check_kubernetes  # noqa: PLC0415
+
             name = stack.get("name", reader.path.parent.name)
             check_kubernetes(
                 reader, name, environments[env], env_services, env_origin.paths, overlays[env]
@@ -210,9 +213,12 @@ def _environments(
         listen = env_typed.pop("listen", None)
         if listen is not None:
             env_typed["listen"] = _listen(reader, ("environments", env, "listen"), listen)
-        read_platform(reader, env, env_typed)
+        if "platform" in env_typed or "kubernetes" in env_typed:
+            from sqlifier.stack.kubernetes import read_platform  # noqa: PLC0415
+
+            read_platform(reader, env, env_typed)
         if "tls" in env_typed:
-            env_typed["tls"] = read_tls(reader, env_typed["tls"], ("environments", env, "tls"))
+            env_typed["tls"] = _read_tls(reader, env_typed["tls"], ("environments", env, "tls"))
         environments[env] = m.Environment(env, **env_typed)
         _check_approvers(reader, environments[env], "approvers" in env_typed)
     return environments, overlays
@@ -231,7 +237,7 @@ def _top(reader: StackReader, key: str, schema: dict[str, Any], what: str) -> di
 def _router(reader: StackReader) -> m.Router:
     schema = {"kind": reader.choice(m.RouterKind), "listen": reader.text, "tls": _raw}
     typed = _top(reader, "router", schema, "[router]")
-    tls = read_tls(reader, typed["tls"], ("router", "tls")) if "tls" in typed else None
+    tls = _read_tls(reader, typed["tls"], ("router", "tls")) if "tls" in typed else None
     router = m.Router(kind=typed.get("kind", m.RouterKind.AUTO), tls=tls)
     listen = typed.get("listen")
     address = _listen(reader, ("router", "listen"), listen) if listen is not None else None
@@ -265,6 +271,12 @@ def _raw(value: object, path: KeyPath) -> object:
     return value
 
 
+def _read_tls(reader: StackReader, value: object, path: KeyPath) -> m.Tls | None:
+    from sqlifier.stack.tls import read_tls  # noqa: PLC0415 (a stack with tls only)
+
+    return read_tls(reader, value, path)
+
+
 def _check_tls(
     reader: StackReader,
     router: m.Router,
@@ -280,6 +292,8 @@ def _check_tls(
         checks.append((env.tls, ("environments", name, "tls"), resolved.get(name, services)))
     for tls, path, served in checks:
         if tls is not None and tls.certificates:
+            from sqlifier.stack.tls import check_tls  # noqa: PLC0415 (certificates only)
+
             hosts = {r.host: s.name for s in served.values() for r in s.routes if r.host}
             check_tls(reader, tls, path, hosts)
 
@@ -440,7 +454,12 @@ def _service(name: str, typed: dict[str, Any], root: Any) -> m.Service:
     fields["warmup"] = m.Warmup(**fields.get("warmup", {}))
     fields["timeouts"] = m.Timeouts(**fields.get("timeouts", {}))
     fields["rollout"] = m.Rollout(**fields.get("rollout", {}))
-    fields["slo"] = build_slo(fields.get("slo"))
+    if fields.get("slo"):
+        from sqlifier.stack.slo import build_slo  # noqa: PLC0415 (a service with an slo)
+
+        fields["slo"] = build_slo(fields["slo"])
+    else:
+        fields["slo"] = None
     return m.Service(name=name, **fields)
 
 

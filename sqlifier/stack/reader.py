@@ -23,7 +23,6 @@ from sqlifier.lang.errors import did_you_mean, quote
 from sqlifier.lang.source import Source, Span
 from sqlifier.stack import model as m
 from sqlifier.stack.dropped import INVALID as _INVALID
-from sqlifier.stack.slo import read_slo
 from sqlifier.stack.tomlpos import Path as KeyPath
 from sqlifier.stack.tomlpos import Positions, locate
 
@@ -470,8 +469,14 @@ class StackReader:
             "egress": self.egress,
             "user": self.user,
             "resources": self.resources,
-            "slo": lambda value, path: read_slo(self, value, path),
+            "slo": self.slo,
         }
+
+    def slo(self, value: object, path: KeyPath) -> Any:
+        """A service's `slo` (stack/slo.py, imported only for a stack that has one)."""
+        from sqlifier.stack.slo import read_slo  # noqa: PLC0415
+
+        return read_slo(self, value, path)
 
     def duration_at_most(self, longest: float, shown: str) -> Reader:
         """A duration no longer than `longest` seconds (`shown` as written, like "5m")."""

@@ -166,10 +166,12 @@ def test_check_refuses_an_unknown_gateway_with_its_position(tmp_path: Path) -> N
 def test_pod_log_lines_become_log_events(
     platform: KubernetesPlatform, cluster: Cluster, namespace: str
 ) -> None:
-    pod = platform.instances(SERVICE)[0].name
+    pod, *others = [i.name for i in platform.instances(SERVICE)]
     cluster.node.set_log(
         namespace, pod, ["CRITICAL card declined for hunter2", "ERROR retry", "all good"]
     )
+    for other in others:  # the service's other pods say nothing (not even the fake start line)
+        cluster.node.set_log(namespace, other, [])
     store = SeriesStore()
     signals = KubernetesSignals(
         store, platform, Prometheus(), redact=lambda text: text.replace("hunter2", "******")
