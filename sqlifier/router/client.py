@@ -56,6 +56,7 @@ class Client(asyncio.Protocol):
         "outbox",
         "patience",
         "proxy",
+        "routed",
         "since",
         "transport",
         "write_paused",
@@ -75,6 +76,8 @@ class Client(asyncio.Protocol):
         self.holds = 0  # why its reading is paused (BODY_WAITS, READ_AHEAD)
         self.write_paused = False
         self.last: tuple[bytes, h1.Request] | None = None  # the last head read, parsed
+        # The last request routed, the proxy's generation then, and its service.
+        self.routed: tuple[h1.Request, int, Service] | None = None
         self.since = time.monotonic()  # when it began to wait for a request head
         self.patience = proxy.limits.header_timeout  # how long it may wait
 
@@ -178,14 +181,19 @@ class Client(asyncio.Protocol):
             self._refuse(request, 503, "no instance ready\n")
             return
         exchange = self.exchange = Exchange(self, service, request, started)
-        exchange.dispatch(live)
+        exchange.dispatch(live, started)
         if self.buffer and not exchange.request_body.done:  # the body's start came along
             buffer, self.buffer = self.buffer, b""
             self.buffer = exchange.request_data(buffer)
 
     def service_for(self, request: h1.Request) -> Service | None:
-        """The service a request goes to, by its route; None once refused (404, 503)."""
+        """The service a request goes to, by its route; None once refused (404, 503).
+        The same request (the same head: `_parse`) goes where it went last time, as long
+        as the proxy has had no new state since."""
         proxy = self.proxy
+        routed = self.routed
+        if routed is not None and routed[0] is request and routed[1] == proxy.generation:
+            return routed[2]
         name = proxy.table.match(request.host, request.target)
         if name is None:
             proxy.unrouted += 1
@@ -194,6 +202,8 @@ class Client(asyncio.Protocol):
         service = proxy.services.get(name)
         if service is None:  # routed, but nothing was said about its instances yet
             self._refuse(request, 503, "no instance ready\n")
+        else:
+            self.routed = (request, proxy.generation, service)
         return service
 
     def _parse(self, head: bytes) -> h1.Request:
@@ -224,12 +234,12 @@ class Client(asyncio.Protocol):
         self.send(h1.reply(status, text, close, self.listener.extra))
         self.ready(close)
 
-    def ready(self, close: bool) -> None:
+    def ready(self, close: bool, now: float | None = None) -> None:
         """An answer was sent: close, or wait for the next request."""
         if close:
             self.close()
         else:
-            self.since = time.monotonic()
+            self.since = time.monotonic() if now is None else now
             self.patience = self.proxy.limits.idle_timeout
 
     def hold(self, why: int) -> None:

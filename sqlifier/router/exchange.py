@@ -83,15 +83,16 @@ class Exchange:
 
     # --- the request ----------------------------------------------------------------------
 
-    def dispatch(self, live: Live) -> None:
-        """Send the request to `live`, on a kept-alive connection or a new one."""
+    def dispatch(self, live: Live, now: float) -> None:
+        """Send the request to `live`, on a kept-alive connection or a new one (`now`:
+        the time, read once by the caller)."""
         self.live = live
         live.inflight += 1
-        upstream = live.checkout()
+        upstream = live.checkout(now)
         if upstream is None:
             self.client.proxy.open(self, live)
         else:
-            self.attach(upstream, reused=True)
+            self.attach(upstream, True, now)
 
     async def connect(self, live: Live) -> None:
         loop = asyncio.get_running_loop()
@@ -108,7 +109,7 @@ class Exchange:
         if self.done:  # the client went away meanwhile
             upstream.transport.close()
         else:
-            self.attach(upstream, reused=False)
+            self.attach(upstream, False, time.monotonic())
 
     def _unreachable(self) -> None:
         """No connection: the instance is ejected, and another of its track is tried once
@@ -122,9 +123,9 @@ class Exchange:
         live.counters.failed += 1
         self._leave()
         self.retried = True
-        self.dispatch(other)
+        self.dispatch(other, time.monotonic())
 
-    def attach(self, upstream: Upstream, reused: bool) -> None:
+    def attach(self, upstream: Upstream, reused: bool, now: float) -> None:
         """Send the head, and the body so far, on `upstream`."""
         self.upstream = upstream
         self.reused = reused
@@ -140,7 +141,7 @@ class Exchange:
             self.pending = b""
         upstream.send(data)
         if self.request_body.done:
-            self.sent = time.monotonic()
+            self.sent = now
 
     def request_data(self, data: bytes) -> bytes:
         """Pass on what of `data` is the request's body; return what follows it."""
@@ -165,13 +166,18 @@ class Exchange:
 
     def response_data(self, upstream: Upstream, data: bytes) -> None:
         """Relay what the instance sent: its head (once, rewritten), then its body."""
-        self.heard = time.monotonic()
+        self.heard = now = time.monotonic()
         if self.tunnel:
             self.client.send(data)
             return
         body = self.response_body
         head = b""
         if body is None:
+            if not self.head_buffer:
+                whole = upstream.whole(data)
+                if whole is not None:
+                    self._whole(whole[0], data, whole[1], now)
+                    return
             response = self._final_head(upstream, data)
             if response is None:
                 return
@@ -188,9 +194,26 @@ class Exchange:
         self.client.send(head + piece)
         self.response_body = body
         if body.done:
-            self._complete(clean=not rest)
+            self._complete(not rest, now)
         else:
             upstream.quick_ack()
+
+    def _whole(self, response: h1.Response, data: bytes, start: int, now: float) -> None:
+        """The whole answer came at once, its head one the connection read before (the
+        common case, told by `Upstream.whole`): what `_begin` and `Body.take` would make
+        of it, without the steps a body arriving in parts needs."""
+        request = self.request
+        if request.method == b"HEAD":  # no body, whatever its Content-Length says
+            body, clean = b"", start == len(data)
+        else:
+            body, clean = data[start:], True
+        self.status = response.status
+        close = self.close = request.close or not self.request_body.done
+        self.keep = not response.close
+        client = self.client
+        client.send(response.encode(close, False, client.listener.extra) + body)
+        self.response_body = h1.NO_BODY
+        self._complete(clean, now)
 
     def _final_head(self, upstream: Upstream, data: bytes) -> h1.Response | None:
         """The final response head, once it is whole (1xx heads before it are passed on);
@@ -273,7 +296,7 @@ class Exchange:
         self.retried = True
         self.sent = self.heard = 0.0
         self.head_buffer = b""
-        self.dispatch(live)
+        self.dispatch(live, time.monotonic())
 
     # --- an upgraded connection -------------------------------------------------------------
 
@@ -317,13 +340,13 @@ class Exchange:
 
     # --- the end --------------------------------------------------------------------------
 
-    def _complete(self, clean: bool) -> None:
+    def _complete(self, clean: bool, now: float) -> None:
         """The answer was relayed whole (clean: and nothing came after it)."""
-        self.live.counters.record(self.status, time.monotonic() - self.started)
-        self._leave(pool=clean and self.keep and self.request_body.done)
+        self.live.counters.record(self.status, now - self.started)
+        self._leave(clean and self.keep and self.request_body.done, now)
         self._end()
         client = self.client
-        client.ready(self.close)
+        client.ready(self.close, now)
         if client.buffer or client.eof:
             client.next()
 
@@ -332,7 +355,7 @@ class Exchange:
         if self.tunnel:
             self.end_tunnel()
         elif eof and isinstance(self.response_body, h1.UntilClose):
-            self._complete(clean=False)
+            self._complete(False, time.monotonic())
         elif self.reused and not self.heard:
             self._stale()
         elif not self.heard and self._retryable():
@@ -381,7 +404,7 @@ class Exchange:
         self._leave()
         self._end()
 
-    def _leave(self, pool: bool = False) -> None:
+    def _leave(self, pool: bool = False, now: float = 0.0) -> None:
         """The attempt on `live` is over: it is no longer in flight there, and its
         connection goes back to the pool or is closed."""
         live = self.live
@@ -394,7 +417,7 @@ class Exchange:
         if self.client.holds:
             self.client.release(BODY_WAITS)
         if pool:
-            live.checkin(upstream)
+            live.checkin(upstream, now)
         else:
             upstream.transport.close()
 

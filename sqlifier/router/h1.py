@@ -306,6 +306,12 @@ class Response:
     close: bool  # the instance closes the connection after this response
     interim: bool  # a 1xx other than 101: the final response is still to come
     upgrade: bytes = b""  # a 101's protocol: the connection carries it from now on
+    # The body's length when Content-Length alone frames it in a final answer (not 1xx,
+    # 204 or 304); -1 otherwise. An answer to HEAD has no body whatever this says.
+    sized: int = -1
+    # encode(close=False, decoded=False, extra) as last made: (extra, the head). An
+    # instance answers alike again and again, and its parsed head is kept (upstreams.py).
+    kept: tuple[bytes, bytes] | None = None
 
     def body(self, head_request: bool, decode: bool) -> Body:
         """The body that follows this head (decode: pass on a chunked body's data only)."""
@@ -325,6 +331,13 @@ class Response:
         head = _TRANSFER_ENCODING.sub(b"", self.head) if decoded else self.head
         if close:
             return head + extra + b"\r\nConnection: close\r\n\r\n"
+        if not decoded:
+            kept = self.kept
+            if kept is not None and kept[0] == extra:
+                return kept[1]
+            encoded = head + extra + b"\r\nConnection: keep-alive\r\n\r\n"
+            self.kept = (extra, encoded)
+            return encoded
         return head + extra + b"\r\nConnection: keep-alive\r\n\r\n"
 
 
@@ -381,7 +394,8 @@ def parse_response(head: bytes, via: bytes) -> Response:
     if status != 101:
         upgrade = b""
     interim = status < 200 and status != 101
-    return Response(status, status_line + headers, size, chunked, close, interim, upgrade)
+    sized = -1 if size is None or interim or status in (101, 204, 304) else size
+    return Response(status, status_line + headers, size, chunked, close, interim, upgrade, sized)
 
 
 def _join(values: bytes, value: bytes, comma: bytes = b",") -> bytes:

@@ -10,7 +10,7 @@ one (`_bucket`, `_sum`, `_count` on the agent's /metrics).
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_left as _bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -22,6 +22,7 @@ BUCKETS_MS: tuple[float, ...] = (
     1000, 1500, 2000, 3000, 5000, 10000, 30000,
 )  # fmt: skip
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+_CLASS_OF = {int(key[0]): key for key in CLASSES}  # status // 100 -> its class
 
 
 @dataclass
@@ -36,11 +37,11 @@ class Counters:
 
     def record(self, status: int, seconds: float) -> None:
         self.requests += 1
-        key = f"{status // 100}xx"
-        if key in self.status:
+        key = _CLASS_OF.get(status // 100)
+        if key is not None:
             self.status[key] += 1
         ms = seconds * 1000
-        self.latency[bisect.bisect_left(BUCKETS_MS, ms)] += 1
+        self.latency[_bisect_left(BUCKETS_MS, ms)] += 1
         self.latency_sum += ms
 
     def to_json(self) -> dict[str, object]:

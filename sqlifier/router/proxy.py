@@ -12,7 +12,10 @@ request head that arrives is parsed (`h1`), routed and written to a kept-alive c
 in the same callback, and the answer is passed to the client as its bytes arrive. Only
 opening a connection to an instance runs as a task. A connection often carries the same
 head again and again (a client polling, an instance answering alike), so each keeps the
-last head it read and what was made of it: a repeated head costs one comparison.
+last head it read and what was made of it: a repeated head costs one comparison. A
+client's connection also keeps where its last request was routed (until the next state);
+an instance's, the head it last sent the client: an answer that is that head again with
+its whole body, and nothing after, is passed on in one step (`Exchange._whole`).
 
 Writes are gathered during a turn of the event loop and made together at its end
 (`Outbox`, flow.py): a write wakes the process that reads it, and waking one that sleeps on

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import math
 import socket
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -35,6 +34,7 @@ __all__ = ["Live", "Rotation", "Service", "Upstream", "weighted"]
 _POOL_IDLE = 2.0  # seconds a kept-alive upstream connection may wait to be reused
 _POOL_MAX = 64  # idle connections kept per backend
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+_HEAD_END = h1.HEAD_END
 
 
 class Upstream(asyncio.Protocol):
@@ -103,6 +103,25 @@ class Upstream(asyncio.Protocol):
         self.last = (head, response)
         return response
 
+    def whole(self, data: bytes) -> tuple[h1.Response, int] | None:
+        """When `data` is the last response head again (as read, byte for byte) with its
+        whole body and nothing after it: that head, parsed, and where the body starts.
+        The common case of a kept-alive connection, told in a few comparisons."""
+        last = self.last
+        if last is None:
+            return None
+        head, response = last
+        size = response.sized
+        start = len(head) + 4
+        if (
+            size < 0
+            or len(data) != start + size
+            or not data.startswith(head)
+            or not data.startswith(_HEAD_END, start - 4)
+        ):
+            return None
+        return response, start
+
     def pause_reading(self) -> None:
         if not self.paused:
             self.paused = True
@@ -136,21 +155,21 @@ class Live:
     idle: list[Upstream] = field(default_factory=list)
     folded: Counters = field(default_factory=Counters)  # what its track's counters have
 
-    def checkout(self) -> Upstream | None:
+    def checkout(self, now: float) -> Upstream | None:
         """The most recent idle connection, if one is fresh enough to reuse."""
         while self.idle:
             upstream = self.idle.pop()
-            fresh = time.monotonic() - upstream.idle_since < _POOL_IDLE
+            fresh = now - upstream.idle_since < _POOL_IDLE
             if fresh and not upstream.transport.is_closing():
                 return upstream
             upstream.transport.close()
         return None
 
-    def checkin(self, upstream: Upstream) -> None:
+    def checkin(self, upstream: Upstream, now: float) -> None:
         if self.usable and len(self.idle) < _POOL_MAX:
             if upstream.paused:
                 upstream.resume_reading()  # to notice when the instance closes it
-            upstream.idle_since = time.monotonic()
+            upstream.idle_since = now
             self.idle.append(upstream)
         else:
             upstream.transport.close()
