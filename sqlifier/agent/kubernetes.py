@@ -37,10 +37,9 @@ from sqlifier.agent.kubernetes_requests import (
     parse_request,
 )
 from sqlifier.engine.series import LOG, SeriesStore
-from sqlifier.platform.kubernetes.api import Cluster, connect
+from sqlifier.platform.kubernetes.api import Cluster, connect, open_stream
 from sqlifier.platform.kubernetes.errors import ClusterError
 from sqlifier.platform.kubernetes.platform import KubernetesPlatform
-from sqlifier.platform.kubernetes.podwatch import open_stream
 from sqlifier.platform.kubernetes.render_common import LABEL_ENV, LABEL_STACK, Target
 from sqlifier.platform.kubernetes.signals import KubernetesSignals
 from sqlifier.stack.model import Stack

@@ -29,7 +29,7 @@ from sqlifier.platform.kubernetes.errors import (
     NamespaceNotFound,
 )
 
-__all__ = ["REQUEST_TIMEOUT", "Cluster", "Resource", "connect", "ref"]
+__all__ = ["REQUEST_TIMEOUT", "Cluster", "Resource", "connect", "open_stream", "ref"]
 
 # (connect, read) seconds of one request; a watch or a wait sets its own.
 REQUEST_TIMEOUT = (5.0, 30.0)
@@ -391,3 +391,41 @@ def _check_namespace(cluster: Cluster) -> None:
                 "or name another in the environment's kubernetes = { namespace = ... }"
             ) from None
         raise
+
+
+def open_stream(
+    cluster: Cluster,
+    path: str,
+    query: list[tuple[str, str]],
+    read: float | None,
+    *,
+    accept: str = "application/json",
+    verb: str = "watch",
+    what: str | None = None,
+) -> Any:
+    """A GET whose answer is read as it comes (a watch, a followed log): urllib3's response,
+    not yet read; ClusterError for an answer that is not 2xx."""
+    import urllib3  # noqa: PLC0415
+
+    configuration = cluster.api_client.configuration
+    headers = {"Accept": accept, "User-Agent": "sqlifier"}
+    auth = configuration.auth_settings().get("BearerToken")
+    if auth and auth.get("value"):
+        headers[auth["key"]] = auth["value"]
+    url = f"{cluster.host}{path}?{urllib.parse.urlencode(query)}"
+    try:
+        answer = cluster.api_client.rest_client.pool_manager.request(
+            "GET",
+            url,
+            headers=headers,
+            timeout=urllib3.Timeout(connect=5.0, read=read),
+            retries=False,
+            preload_content=False,
+        )
+    except (urllib3.exceptions.HTTPError, OSError) as e:
+        raise cluster.unreachable(e) from None
+    if not 200 <= answer.status < 300:
+        data = answer.read()
+        answer.release_conn()
+        raise api_error(answer.status, answer.reason, data, cluster, verb, what or path, None)
+    return answer

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlifier.platform.kubernetes.api import Cluster, api_error
+from sqlifier.platform.kubernetes.api import Cluster, open_stream
 from sqlifier.platform.kubernetes.apply import MANAGED_BY, MANAGED_BY_LABEL
 from sqlifier.platform.kubernetes.errors import ClusterError
 from sqlifier.platform.kubernetes.render_common import (
@@ -306,32 +306,12 @@ def follow(
 
 def _stream_lines(cluster: Cluster, pod: str, query: list[tuple[str, str]]) -> Iterator[str]:
     """The lines of a streamed GET of `pod`'s log, as they arrive."""
-    import urllib.parse  # noqa: PLC0415
-
     import urllib3  # noqa: PLC0415
 
-    configuration = cluster.api_client.configuration
-    headers = {"Accept": "*/*", "User-Agent": "sqlifier"}
-    auth = configuration.auth_settings().get("BearerToken")
-    if auth and auth.get("value"):
-        headers[auth["key"]] = auth["value"]
     path = f"/api/v1/namespaces/{cluster.namespace}/pods/{pod}/log"
-    url = cluster.host + path + "?" + urllib.parse.urlencode(query)
     what = f"the log of pod {pod}"
+    answer = open_stream(cluster, path, query, None, accept="*/*", verb="get", what=what)
     try:
-        answer = cluster.api_client.rest_client.pool_manager.request(
-            "GET",
-            url,
-            headers=headers,
-            timeout=urllib3.Timeout(connect=5.0, read=None),
-            retries=False,
-            preload_content=False,
-        )
-    except (urllib3.exceptions.HTTPError, OSError) as e:
-        raise cluster.unreachable(e) from None
-    try:
-        if not 200 <= answer.status < 300:
-            raise api_error(answer.status, answer.reason, answer.read(), cluster, "get", what, None)
         pending = b""
         try:
             for chunk in answer.stream(4096, decode_content=True):

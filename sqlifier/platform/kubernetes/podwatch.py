@@ -15,16 +15,15 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlifier.platform.kubernetes.api import Cluster
+from sqlifier.platform.kubernetes.api import Cluster, open_stream
 from sqlifier.platform.kubernetes.errors import ClusterError
 from sqlifier.platform.kubernetes.render_common import LABEL_SERVICE, LABEL_TRACK
 
-__all__ = ["Pod", "PodWatch", "open_stream", "summarize"]
+__all__ = ["Pod", "PodWatch", "summarize"]
 
 WATCH_SECONDS = 240  # the API server ends a watch after this; it is taken up at once
 MAX_PAUSE = 5.0
@@ -126,37 +125,6 @@ def memory_bytes(quantity: object) -> int | None:
         return int(float(text))
     except ValueError:
         return None
-
-
-def open_stream(cluster: Cluster, path: str, query: list[tuple[str, str]], read: float) -> Any:
-    """A GET whose answer is read as it comes (a watch, a followed log): urllib3's response,
-    not yet read; ClusterError for an answer that is not 2xx."""
-    import urllib3  # noqa: PLC0415
-
-    from sqlifier.platform.kubernetes.api import api_error  # noqa: PLC0415
-
-    configuration = cluster.api_client.configuration
-    headers = {"Accept": "application/json", "User-Agent": "sqlifier"}
-    auth = configuration.auth_settings().get("BearerToken")
-    if auth and auth.get("value"):
-        headers[auth["key"]] = auth["value"]
-    url = f"{cluster.host}{path}?{urllib.parse.urlencode(query)}"
-    try:
-        answer = cluster.api_client.rest_client.pool_manager.request(
-            "GET",
-            url,
-            headers=headers,
-            timeout=urllib3.Timeout(connect=5.0, read=read),
-            retries=False,
-            preload_content=False,
-        )
-    except (urllib3.exceptions.HTTPError, OSError) as e:
-        raise cluster.unreachable(e) from None
-    if not 200 <= answer.status < 300:
-        data = answer.read()
-        answer.release_conn()
-        raise api_error(answer.status, answer.reason, data, cluster, "watch", path, None)
-    return answer
 
 
 class PodWatch:
