@@ -242,11 +242,14 @@ class KubernetesPlatform:
     def _read_log(
         self, pod: str, seen: dict[str, tuple[float, int]], since: float
     ) -> list[LogLine]:
-        newest, count = seen.get(pod, (since, 0))
+        """The lines of `pod` not read before. `seen[pod]` is the newest stamp read and how
+        many lines carry it (lines share a stamp; the next read starts at that second), or,
+        from a kubelet that gives no stamps, how many lines were read."""
+        before, count = seen.get(pod, (since, 0))
         query = [("timestamps", "true"), ("tailLines", str(LOG_TAIL))]
         query.append(("limitBytes", str(LOG_BYTES)))
-        if newest > 0:
-            query.append(("sinceSeconds", str(max(1, int(_now() - newest) + 1))))
+        if before > 0:
+            query.append(("sinceSeconds", str(max(1, int(_now() - before) + 1))))
         path = f"/api/v1/namespaces/{self.cluster.namespace}/pods/{pod}/log"
         try:
             text = self.cluster.request_text(path, what=f"the log of pod {pod}", query=query)
@@ -254,21 +257,29 @@ class KubernetesPlatform:
             return []
         lines = [line for line in text.splitlines() if line]
         out = []
-        stamped = 0
+        stamped = False
+        latest, at_latest = before, count  # the newest stamp so far, lines carrying it
+        again = 0  # lines at `before`'s stamp met again: the first `count` were read
         for index, raw in enumerate(lines):
             match = _STAMP.match(raw)
             if match is not None:
+                stamped = True
                 when, body = _parse_stamp(match.group(1)), match.group(2)
-                stamped += 1
-                if when <= newest:
+                if when < before:
                     continue
+                if when == before and again < count:
+                    again += 1
+                    continue
+                if when > latest:
+                    latest, at_latest = when, 0
+                if when == latest:
+                    at_latest += 1
             else:  # no stamps (a kubelet that ignores them): lines past those read before
                 if index < count:
                     continue
                 when, body = _now(), raw
             out.append(LogLine(when, pod, classify(body), body))
-            newest = max(newest, when) if match is not None else newest
-        seen[pod] = (newest, len(lines) if not stamped else count)
+        seen[pod] = (latest, at_latest) if stamped else (before, len(lines))
         return out
 
 

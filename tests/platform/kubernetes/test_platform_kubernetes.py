@@ -118,7 +118,9 @@ def test_logs_read_each_pod_once(
                 break
         return out
 
-    assert asyncio.run(read(2)) == [(pod, "error", "ERROR disk full"), (pod, "info", "all good")]
+    # two lines with one stamp: both read, once (a timeout fails rather than hangs)
+    lines = asyncio.run(asyncio.wait_for(read(2), 60))
+    assert lines == [(pod, "error", "ERROR disk full"), (pod, "info", "all good")]
 
 
 def test_canaries_are_not_yet_on_kubernetes(platform: KubernetesPlatform) -> None:

@@ -167,9 +167,6 @@ def test_pod_log_lines_become_log_events(
     platform: KubernetesPlatform, cluster: Cluster, namespace: str
 ) -> None:
     pod, *others = [i.name for i in platform.instances(SERVICE)]
-    cluster.node.set_log(
-        namespace, pod, ["CRITICAL card declined for hunter2", "ERROR retry", "all good"]
-    )
     for other in others:  # the service's other pods say nothing (not even the fake start line)
         cluster.node.set_log(namespace, other, [])
     store = SeriesStore()
@@ -179,6 +176,10 @@ def test_pod_log_lines_become_log_events(
 
     async def loop() -> None:
         signals.step(signals.clock())
+        # written once the agent reads: what a pod wrote before it started is not counted
+        cluster.node.set_log(
+            namespace, pod, ["CRITICAL card declined for hunter2", "ERROR retry", "all good"]
+        )
         for _ in range(100):
             await asyncio.sleep(0.1)
             if store.count(SERVICE, LOG, 0, signals.clock() + 1) >= 3:
