@@ -231,8 +231,10 @@ def test_what_an_instance_started_dies_with_it(tmp_path: Path) -> None:
             if instance.life.state.value == "stopped":
                 break
         await asyncio.sleep(0.1)
-        left = [
-            p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "1000"]
+        left = [  # in this stack's folder: other tests run `sleep 1000` too
+            p
+            for p in psutil.process_iter(["cmdline", "cwd"])
+            if p.info["cmdline"] == ["sleep", "1000"] and p.info["cwd"] == str(tmp_path)
         ]
         assert left == []
 
