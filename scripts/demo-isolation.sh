@@ -60,11 +60,14 @@ printf '\n\033[1mweb is held to 64 MiB: asking it to hold 100 MB gets it OOM-kil
 say "curl -k https://127.0.0.1:8453/hog/100"
 get /hog/100
 until_ok 30 sh -c 'sqlifier ps --env fenced | grep -q "OOM-killed"'
+printf '\n\033[1mIt restarts by its policy; ps and the log say why it did.\033[0m\n'
+until_ok 30 sh -c 'sqlifier ps --env fenced | grep "^web " | grep -q "OOM-killed once"'
 say sqlifier ps --env fenced
 sqlifier ps --env fenced
 say "sqlifier logs web --env fenced | grep OOM"
+until_ok 30 sh -c 'sqlifier logs web --env fenced | grep -q "OOM"'
 sqlifier logs web --env fenced | grep "OOM" || true
-printf '\n\033[1mIt restarts by its policy, and serves again.\033[0m\n'
+printf '\n\033[1mAnd it serves again.\033[0m\n'
 until_ok 30 sh -c 'sqlifier ps --env fenced | grep "^web " | grep -q " ready "'
 say "curl -k https://127.0.0.1:8453/"
 get /

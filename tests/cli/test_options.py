@@ -23,6 +23,7 @@ from tests.conftest import BIN, run_sqlifier
 # Commands that print a message (or nothing) and no data: no --json. Every other command
 # must take --json; a new command has to be put on one side or the other.
 MESSAGES_ONLY = {
+    "agent",  # runs the agent of a Kubernetes environment: it serves, it prints no data
     "approve",
     "audit reset",
     "down",
